@@ -1,0 +1,46 @@
+# Nightshift. `make demo` runs the whole loop on embedded defaults; `make test` runs the tests.
+# Each target installs what it needs into .venv/ on first use: torch 2.13.0 first (a CPU
+# wheel; any other torch spec would pull gigabytes of CUDA), then the rest under
+# constraints.txt, the frozen, checked dependency set.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install demo test test-fast test-gpu airflow stop bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: install          ## simulated world -> real Airflow backfill -> drift -> retrain -> promotion
+	$(PY) scripts/demo.py
+
+test: install          ## the whole suite (unit, data, model, DAG integrity, Airflow + MLflow integration)
+	$(PY) -m pytest
+
+test-fast: install     ## everything but the integration tests
+	$(PY) -m pytest -m "not integration"
+
+test-gpu: install      ## only the CUDA tests (skipped without a GPU)
+	$(PY) -m pytest -m gpu
+
+airflow: install       ## start the Airflow stack on the demo's home, without running the demo
+	$(PY) scripts/airflow_stack.py start
+
+stop:                  ## stop the Airflow processes the demo started
+	$(PY) scripts/airflow_stack.py stop
+
+bench: install         ## print the benchmark figures
+	$(PY) benchmarks/bench_scoring.py
+
+clean: stop            ## remove generated data (the lake, MLflow store, Airflow home); keeps .venv
+	rm -rf .nightshift

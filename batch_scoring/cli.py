@@ -1,0 +1,142 @@
+"""`nightshift`: the same work as the DAGs, in-process, for debugging, local replays and tests.
+
+    nightshift simulate --start 2026-01-01 --days 44 --rows-per-day 4000 --scenario sudden-covariate --onset 34 --seed 7
+    nightshift retrain  --ds 2026-01-14
+    nightshift nightly  --start 2026-01-15 --end 2026-02-13
+    nightshift score    --ds 2026-01-15 [--model as_of|champion]
+    nightshift report   --start 2026-01-15 --end 2026-02-13 [--plot out.png]
+    nightshift settings
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+
+def _settings(args):
+    from nightshift.settings import load_settings
+
+    return load_settings(args.config)
+
+
+def cmd_simulate(args) -> int:
+    from nightshift.lake import Lake
+    from simulator.land import simulate
+
+    s = _settings(args)
+    summary = simulate(Lake(s.lake_uri), s.dataset, start=args.start, days=args.days, rows_per_day=args.rows_per_day,
+                       scenario=args.scenario, onset=args.onset, seed=args.seed, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_nightly(args) -> int:
+    from batch_scoring.nightly import night_line, run_nights
+
+    s = _settings(args)
+    start, end = (args.ds, args.ds) if args.ds else (args.start, args.end)
+    if not start or not end:
+        raise SystemExit("nightly needs --ds D, or --start D1 --end D2")
+    results = run_nights(s, start, end, model=args.model, retrain=not args.no_retrain, progress=not args.quiet)
+    if args.quiet:
+        for r in results:
+            print(night_line(r))
+    return 0
+
+
+def cmd_score(args) -> int:
+    from batch_scoring.score import score_partition
+
+    print(json.dumps(score_partition(_settings(args), args.ds, args.model), indent=2))
+    return 0
+
+
+def cmd_retrain(args) -> int:
+    from training.retrain import retrain
+
+    s = _settings(args)
+    if args.init_from:
+        s = s.with_overrides({"training.init_from": args.init_from})
+    result = retrain(s, args.ds, trigger="manual", reasons=["requested by hand (CLI)"], progress=not args.quiet)
+    print(json.dumps(result, indent=2))
+    return 0 if result["verdict"] else 1
+
+
+def cmd_report(args) -> int:
+    from batch_scoring.report import plot, render, summarize
+
+    summary = summarize(_settings(args), args.start, args.end)
+    print(render(summary))
+    if args.plot:
+        print(f"\nplot: {plot(summary, args.plot)}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2, default=str)
+    return 0
+
+
+def cmd_settings(args) -> int:
+    for key, value in _settings(args).resolved().items():
+        print(f"{key} = {value!r}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="nightshift", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="nightshift.toml to use (default: $NIGHTSHIFT_CONFIG or the repo's)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sp = sub.add_parser("simulate", help="land simulated features and late labels into the lake")
+    sp.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
+    sp.add_argument("--days", type=int, required=True)
+    sp.add_argument("--rows-per-day", type=int, default=4000)
+    sp.add_argument("--scenario", default="none", help="none, sudden-covariate, gradual-covariate, incremental, "
+                                                       "recurrent, seasonal, concept, new-categories")
+    sp.add_argument("--onset", type=int, default=0, help="the drift's first day, counted from --start (0-based)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.set_defaults(fn=cmd_simulate)
+
+    sp = sub.add_parser("nightly", help="run nights in-process, in date order (retrain hand-off included)")
+    sp.add_argument("--ds")
+    sp.add_argument("--start")
+    sp.add_argument("--end")
+    sp.add_argument("--model", choices=["as_of", "champion"], help="which champion scores (default: scoring.model)")
+    sp.add_argument("--no-retrain", action="store_true", help="decide, but do not run the retrain it asks for")
+    sp.set_defaults(fn=cmd_nightly)
+
+    sp = sub.add_parser("score", help="score one day into predictions/ds=D")
+    sp.add_argument("--ds", required=True)
+    sp.add_argument("--model", choices=["as_of", "champion"])
+    sp.set_defaults(fn=cmd_score)
+
+    sp = sub.add_parser("retrain", help="train a challenger on day D's window, judge it, promote or reject")
+    sp.add_argument("--ds", required=True)
+    sp.add_argument("--init-from", choices=["scratch", "warm"])
+    sp.set_defaults(fn=cmd_retrain)
+
+    sp = sub.add_parser("report", help="what happened over a range of nights")
+    sp.add_argument("--start", required=True)
+    sp.add_argument("--end", required=True)
+    sp.add_argument("--plot", help="write a PNG of realized AUC per night here")
+    sp.add_argument("--json", help="write the full summary as JSON here")
+    sp.set_defaults(fn=cmd_report)
+
+    sp = sub.add_parser("settings", help="print the resolved settings")
+    sp.set_defaults(fn=cmd_settings)
+
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        return args.fn(args)
+    except (ValueError, LookupError, FileNotFoundError) as exc:
+        print(f"nightshift {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

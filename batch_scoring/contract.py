@@ -1,0 +1,96 @@
+"""The input contract: what a `features/ds=D` partition must hold before anything scores it.
+
+A violation raises `ContractViolation`, whose message names the partition, the column and
+the rule, and says what to do. Nothing is dropped or repaired silently: a bad partition
+stops the night before any output is written.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from nightshift.lake import FEATURES, Lake, PartitionMissing
+
+if TYPE_CHECKING:
+    from nightshift.spec import DatasetSpec
+
+
+class ContractViolation(ValueError):
+    def __init__(self, partition: str, column: str | None, rule: str, detail: str, fix: str):
+        self.partition, self.column, self.rule = partition, column, rule
+        where = f"{partition}, column {column!r}" if column else partition
+        super().__init__(f"{where} breaks rule '{rule}': {detail}. {fix}")
+
+
+def validate_partition(lake: Lake, spec: "DatasetSpec", ds: str, batch_rows: int = 262_144) -> dict:
+    """Check one features partition against the contract; returns counts and its fingerprint."""
+    partition = f"features/ds={ds}"
+    try:
+        dataset = lake.dataset(FEATURES, ds)
+    except PartitionMissing:
+        raise ContractViolation(partition, None, "partition exists", "it has not been landed",
+                                "Land the day's features first (the demo: `nightshift simulate`), then rerun this night.") from None
+    schema = dataset.schema
+    _check_schema(partition, schema, spec)
+
+    rows, null_counts = 0, {c: 0 for c in spec.numeric}
+    ids = []
+    for batch in dataset.to_batches(columns=[spec.entity_id, *spec.numeric], batch_size=batch_rows):
+        rows += batch.num_rows
+        id_col = batch.column(0)
+        if id_col.null_count:
+            raise ContractViolation(partition, spec.entity_id, "entity id is never null",
+                                    f"{id_col.null_count} null ids in a batch of {batch.num_rows}",
+                                    "Fix the upstream extract; every row needs an id so its prediction can be traced.")
+        ids.append(id_col)
+        for name in spec.numeric:
+            col = batch.column(name)
+            values = col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+            bad = np.isinf(values)
+            if bad.any():
+                raise ContractViolation(partition, name, "numeric values are finite or missing",
+                                        f"{int(bad.sum())} infinite values",
+                                        "Replace infinities upstream with a missing value (NaN/null) or a real number.")
+            null_counts[name] += int(np.isnan(values).sum())
+    if rows == 0:
+        raise ContractViolation(partition, None, "partition is not empty", "it has 0 rows",
+                                "Check the upstream extract for this day; an empty day is never scored silently.")
+    all_ids = pa.chunked_array(ids)
+    distinct = pc.count_distinct(all_ids).as_py()
+    if distinct != rows:
+        raise ContractViolation(partition, spec.entity_id, "entity id is unique within a day",
+                                f"{rows - distinct} duplicate ids among {rows} rows",
+                                "Deduplicate upstream; two predictions for one entity on one day are ambiguous.")
+    all_missing = [c for c, n in null_counts.items() if n == rows]
+    if all_missing:
+        raise ContractViolation(partition, all_missing[0], "numeric column is not entirely missing",
+                                f"all {rows} values are missing (also: {all_missing[1:] or 'none'})",
+                                "A whole column missing usually means a broken upstream join; fix it and rerun.")
+    return {"ds": ds, "rows": rows, "fingerprint": lake.fingerprint(FEATURES, ds),
+            "missing": {c: n for c, n in null_counts.items() if n}}
+
+
+def _check_schema(partition: str, schema: pa.Schema, spec: "DatasetSpec") -> None:
+    names = set(schema.names)
+    for col in [spec.entity_id, *spec.features]:
+        if col not in names:
+            raise ContractViolation(partition, col, "required column present", "the column is missing",
+                                    f"The dataset spec (nightshift.toml [dataset]) requires it; present columns: {sorted(names)}.")
+    for col in spec.numeric:
+        t = schema.field(col).type
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)):
+            raise ContractViolation(partition, col, "numeric feature has a numeric type", f"its type is {t}",
+                                    "Cast it upstream, or list it under [dataset] categorical if it is a category.")
+    for col in spec.categorical:
+        t = schema.field(col).type
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t) or pa.types.is_dictionary(t)):
+            raise ContractViolation(partition, col, "categorical feature is a string or integer", f"its type is {t}",
+                                    "Cast it to string upstream.")
+    if spec.label in names:
+        raise ContractViolation(partition, spec.label, "features carry no label",
+                                "the label column is present in the features",
+                                "Labels arrive separately in labels/ds=A; remove it from features so nothing can leak.")

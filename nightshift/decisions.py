@@ -1,0 +1,68 @@
+"""Decision records: every retrain decision, promotion verdict and rollback, with its evidence.
+
+`decisions/ds=D/` holds one file per kind of decision taken on day D (`retrain` from the
+nightly run, `promotion` from a retrain, `rollback`), each replaced atomically on a rerun.
+Evidence is JSON, so the record stays one flat, queryable row.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pyarrow as pa
+
+from nightshift.lake import DECISIONS, Lake, PartitionRef
+
+KINDS = ("retrain", "promotion", "rollback")
+
+SCHEMA = pa.schema(
+    [
+        ("kind", pa.string()),
+        ("verdict", pa.string()),
+        ("reasons", pa.list_(pa.string())),
+        ("model_version", pa.string()),
+        ("mlflow_run_id", pa.string()),
+        ("evidence", pa.string()),
+    ]
+)
+
+
+def write_decision(
+    lake: Lake,
+    ds: str,
+    kind: str,
+    verdict: str,
+    reasons: list[str] | tuple[str, ...],
+    evidence: dict[str, Any],
+    model_version: str | None = None,
+    mlflow_run_id: str | None = None,
+) -> PartitionRef:
+    if kind not in KINDS:
+        raise ValueError(f"unknown decision kind {kind!r}; kinds are {KINDS}")
+    row = {
+        "kind": [kind],
+        "verdict": [verdict],
+        "reasons": [list(reasons)],
+        "model_version": [model_version],
+        "mlflow_run_id": [mlflow_run_id],
+        "evidence": [json.dumps(evidence, sort_keys=True, default=str)],
+    }
+    return lake.commit_part(DECISIONS, ds, kind, pa.table(row, schema=SCHEMA))
+
+
+def read_decision(lake: Lake, ds: str, kind: str) -> dict[str, Any] | None:
+    """The `kind` decision taken on `ds`, or None."""
+    if not lake.exists(DECISIONS, ds):
+        return None
+    rows = [r for r in lake.read(DECISIONS, ds).to_pylist() if r["kind"] == kind]
+    if not rows:
+        return None
+    row = rows[-1]
+    row["evidence"] = json.loads(row["evidence"]) if row["evidence"] else {}
+    row["ds"] = ds
+    return row
+
+
+def read_decisions(lake: Lake, days: list[str], kind: str) -> list[dict[str, Any]]:
+    return [d for ds in days if (d := read_decision(lake, ds, kind)) is not None]

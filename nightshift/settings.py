@@ -1,0 +1,220 @@
+"""Typed, frozen settings: defaults in code, then `nightshift.toml`, then env, then run Params.
+
+Each concern has its own settings object. `load_settings()` resolves them once;
+`Settings.resolved()` is the flat dict that every run logs, so a result can always be
+traced back to the exact configuration that produced it.
+
+Env overrides:
+- `NIGHTSHIFT_HOME`: the folder that holds the lake, the MLflow store and the Airflow home.
+- `NIGHTSHIFT_CONFIG`: the path of `nightshift.toml` (default: the repo root's).
+- `NIGHTSHIFT_LAKE`: the lake URI (any pyarrow filesystem URI or local path).
+- `MLFLOW_TRACKING_URI`: the MLflow tracking store.
+- `NIGHTSHIFT__SECTION__KEY=value`: any other field, e.g. `NIGHTSHIFT__POLICY__COOLDOWN_DAYS=3`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from nightshift.spec import DatasetSpec
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class PathSettings(BaseModel):
+    model_config = _FROZEN
+
+    home: str = str(REPO_ROOT / ".nightshift")
+    lake: str = ""  # default: <home>/lake
+    mlflow_tracking_uri: str = ""  # default: sqlite:///<home>/mlflow.db
+    mlflow_artifact_root: str = ""  # default: <home>/mlartifacts
+    mlflow_experiment: str = "nightshift"
+
+
+class ModelSettings(BaseModel):
+    model_config = _FROZEN
+
+    name: str = "nightshift-model"  # the MLflow registered model name
+    hidden: tuple[int, ...] = (128, 64)
+    embedding_dim: int = Field(8, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class TrainingSettings(BaseModel):
+    model_config = _FROZEN
+
+    init_from: Literal["scratch", "warm"] = "warm"
+    window: Literal["fixed", "sliding", "expanding"] = "sliding"
+    window_days: int = Field(21, ge=1, description="sliding: how many prediction days back")
+    window_start: str | None = Field(None, description="fixed/expanding: first prediction day")
+    window_end: str | None = Field(None, description="fixed: last prediction day")
+    holdout_days: int = Field(3, ge=1, description="newest labelled prediction days kept for evaluation")
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(512, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    require_gpu: bool = False
+    reference_size: int = Field(2000, ge=100, description="rows of the training window saved as drift reference")
+    min_train_rows: int = Field(500, ge=1)
+
+
+class ScoringSettings(BaseModel):
+    model_config = _FROZEN
+
+    batch_rows: int = Field(65_536, ge=1, description="rows per streamed record batch")
+    threshold: float = Field(0.5, gt=0, lt=1, description="score at or above which the decision is 1")
+    model: Literal["as_of", "champion"] = "as_of"
+
+
+class DriftSettings(BaseModel):
+    model_config = _FROZEN
+
+    p_val: float = Field(0.05, gt=0, lt=1, description="FDR level across features")
+    sample_size: int = Field(2000, ge=50, description="fixed rows drawn from each day, so power does not grow with volume")
+    min_effect_numeric: float = Field(0.1, ge=0, description="KS distance a drifted numeric feature must reach")
+    min_effect_categorical: float = Field(0.1, ge=0, description="total variation distance for a categorical feature")
+
+
+class PolicySettings(BaseModel):
+    model_config = _FROZEN
+
+    drift_k: int = Field(3, ge=1, description="retrain when k of the last n days drifted")
+    drift_n: int = Field(5, ge=1)
+    min_auc: float = Field(0.70, gt=0, lt=1, description="retrain when a matured day's realized AUC is below this")
+    max_model_age_days: int = Field(60, ge=1)
+    cooldown_days: int = Field(5, ge=0, description="no automatic retrain within this many days of the last one")
+
+
+class GateSettings(BaseModel):
+    model_config = _FROZEN
+
+    n_boot: int = Field(1000, ge=100)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    margin: float = Field(0.005, ge=0, description="non-inferiority margin on AUC")
+    min_gain: float = Field(0.0, ge=0, description="minimum point gain in AUC to replace the champion")
+    min_rows: int = Field(500, ge=1, description="minimum holdout rows (and at least 20 of each class)")
+    segment_margin: float = Field(0.03, ge=0, description="largest AUC loss allowed in any segment")
+    min_segment_rows: int = Field(200, ge=1)
+    first_model_min_auc: float = Field(0.65, gt=0, lt=1, description="absolute bar for the very first champion")
+    seed: int = 0
+
+
+class Settings(BaseModel):
+    model_config = _FROZEN
+
+    paths: PathSettings = PathSettings()
+    dataset: DatasetSpec
+    model: ModelSettings = ModelSettings()
+    training: TrainingSettings = TrainingSettings()
+    scoring: ScoringSettings = ScoringSettings()
+    drift: DriftSettings = DriftSettings()
+    policy: PolicySettings = PolicySettings()
+    gate: GateSettings = GateSettings()
+
+    @property
+    def home(self) -> Path:
+        return Path(self.paths.home)
+
+    @property
+    def lake_uri(self) -> str:
+        return self.paths.lake or str(self.home / "lake")
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.paths.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str:
+        return self.paths.mlflow_artifact_root or str(self.home / "mlartifacts")
+
+    def with_overrides(self, overrides: dict[str, Any] | None) -> "Settings":
+        """A copy with `{"section.key": value}` or nested-dict overrides (run Params)."""
+        if not overrides:
+            return self
+        data = self.model_dump()
+        _merge(data, _nest(overrides))
+        return _validate(data, "run parameters")
+
+    def resolved(self) -> dict[str, Any]:
+        """Flat `section.key -> value` view, logged with every run."""
+        return _flatten(json.loads(self.model_dump_json()))
+
+
+def load_settings(config: str | os.PathLike | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Defaults in code, overridden by nightshift.toml, then by the environment."""
+    env = dict(os.environ if env is None else env)
+    path = Path(config or env.get("NIGHTSHIFT_CONFIG") or REPO_ROOT / "nightshift.toml")
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path} is not valid TOML: {exc}") from None
+    elif config or env.get("NIGHTSHIFT_CONFIG"):
+        raise FileNotFoundError(f"settings file {path} does not exist (set by NIGHTSHIFT_CONFIG or --config)")
+    if "dataset" not in data:
+        raise ValueError(f"{path} has no [dataset] section: it must name the entity id, features and label")
+
+    paths = data.setdefault("paths", {})
+    for var, key in [("NIGHTSHIFT_HOME", "home"), ("NIGHTSHIFT_LAKE", "lake"), ("MLFLOW_TRACKING_URI", "mlflow_tracking_uri")]:
+        if env.get(var):
+            paths[key] = env[var]
+    for var, value in env.items():
+        if var.startswith("NIGHTSHIFT__"):
+            keys = var[len("NIGHTSHIFT__"):].lower().split("__")
+            _merge(data, _nest({".".join(keys): _parse_env(value)}))
+    return _validate(data, str(path))
+
+
+def _validate(data: dict[str, Any], source: str) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        raise ValueError(f"invalid settings from {source}:\n" + "\n".join(lines)) from None
+
+
+def _parse_env(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out

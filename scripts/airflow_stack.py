@@ -1,0 +1,206 @@
+"""Run a real local Airflow 3 (scheduler, dag-processor, triggerer, api-server) for Nightshift.
+
+Used by `make demo`, `make airflow` and the integration tests. Everything lives under
+`$NIGHTSHIFT_HOME/airflow`: the SQLite metadata DB, logs, and the pids of the processes
+started in the background, so `python scripts/airflow_stack.py stop` can end them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
+
+
+def free_port(preferred: int = 8080) -> int:
+    for port in [preferred, *range(8081, 8100)]:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port between 8080 and 8099 for the Airflow api-server")
+
+
+def airflow_env(home: Path, port: int | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment every Airflow process and every task of this stack runs with."""
+    airflow_home = home / "airflow"
+    port = port or int(_read(airflow_home / "port") or 8080)
+    env = dict(os.environ)
+    env.update({
+        "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",  # standalone and the executor spawn `airflow` by name
+        "NIGHTSHIFT_HOME": str(home),
+        "NIGHTSHIFT_CONFIG": env.get("NIGHTSHIFT_CONFIG", str(REPO / "nightshift.toml")),
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "2",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "PYTHONWARNINGS": "ignore",
+        # parallelism 2 on 2 cores: one thread per task, or torch's threads fight and a fit runs 10x slower
+        "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
+        "NO_COLOR": "1",
+    })
+    env.update(extra or {})
+    return env
+
+
+def run_cli(home: Path, *args: str, check: bool = True, capture: bool = True) -> subprocess.CompletedProcess:
+    """Run an `airflow ...` command against this stack."""
+    proc = subprocess.run([str(VENV_BIN / "airflow"), *args], env=airflow_env(home), text=True,
+                          capture_output=capture, timeout=300)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"`airflow {' '.join(args)}` failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def start(home: Path, port: int | None = None, extra_env: dict[str, str] | None = None) -> int:
+    """Migrate the DB and start every component in the background; returns the api-server port."""
+    airflow_home = home / "airflow"
+    (airflow_home / "logs").mkdir(parents=True, exist_ok=True)
+    if _running(home):
+        stop(home)
+    port = port or free_port()
+    (airflow_home / "port").write_text(str(port))
+    env = airflow_env(home, port, extra_env)
+    subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
+    pids = {}
+    for name in COMPONENTS:
+        log = open(airflow_home / "logs" / f"{name}.log", "ab")
+        proc = subprocess.Popen([str(VENV_BIN / "airflow"), name], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=str(REPO))
+        pids[name] = proc.pid
+    (airflow_home / "pids.json").write_text(json.dumps(pids))
+    wait_http(port)
+    return port
+
+
+def stop(home: Path) -> list[str]:
+    """End every component this stack started (and their children)."""
+    pid_file = home / "airflow" / "pids.json"
+    if not pid_file.exists():
+        return []
+    pids = json.loads(pid_file.read_text())
+    for pid in pids.values():
+        _signal_group(pid, signal.SIGTERM)
+    deadline = time.time() + 20
+    while time.time() < deadline and any(_alive(p) for p in pids.values()):
+        time.sleep(0.5)
+    for pid in pids.values():
+        _signal_group(pid, signal.SIGKILL)
+    pid_file.unlink()
+    return list(pids)
+
+
+def wait_http(port: int, timeout: float = 180) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=2)
+            return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            time.sleep(1)
+    raise TimeoutError(f"the Airflow api-server did not answer on port {port} within {timeout:.0f}s")
+
+
+def wait_for_dags(home: Path, dag_ids: list[str], timeout: float = 240) -> None:
+    """Block until the dag-processor has serialized every DAG in `dag_ids`."""
+    deadline = time.time() + timeout
+    missing = list(dag_ids)
+    while time.time() < deadline:
+        rows = query(home, "SELECT dag_id FROM serialized_dag")
+        missing = [d for d in dag_ids if d not in {r[0] for r in rows}]
+        if not missing:
+            return
+        time.sleep(2)
+    errors = query(home, "SELECT filename, stacktrace FROM import_error")
+    raise TimeoutError(f"DAGs {missing} were not parsed within {timeout:.0f}s; import errors: {errors}")
+
+
+def query(home: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    """Read the metadata DB directly (SQLite), without importing Airflow."""
+    import sqlite3
+
+    db = home / "airflow" / "airflow.db"
+    if not db.exists():
+        return []
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return con.execute(sql, params).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        con.close()
+
+
+def run_states(home: Path, dag_id: str) -> dict[str, str]:
+    """run_id -> state for every run of a DAG."""
+    return dict(query(home, "SELECT run_id, state FROM dag_run WHERE dag_id = ?", (dag_id,)))
+
+
+def admin_password(home: Path) -> str | None:
+    path = home / "airflow" / "simple_auth_manager_passwords.json.generated"
+    if path.exists():
+        return json.loads(path.read_text()).get("admin")
+    return None
+
+
+def _running(home: Path) -> bool:
+    pid_file = home / "airflow" / "pids.json"
+    return pid_file.exists() and any(_alive(p) for p in json.loads(pid_file.read_text()).values())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except OSError:
+        pass
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text().strip() if path.exists() else None
+
+
+if __name__ == "__main__":
+    home = Path(os.environ.get("NIGHTSHIFT_HOME", REPO / ".nightshift" / "demo"))
+    cmd = sys.argv[1] if len(sys.argv) > 1 else "status"
+    if cmd == "stop":
+        stopped = stop(home)
+        print(f"stopped {', '.join(stopped)}" if stopped else f"no Nightshift Airflow was running for {home}")
+    elif cmd == "start":
+        p = start(home)
+        print(f"Airflow is up: http://127.0.0.1:{p} (user admin, password {admin_password(home)})")
+    else:
+        print("running" if _running(home) else "not running")

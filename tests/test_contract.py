@@ -1,0 +1,61 @@
+"""Data tests: the input contract names the partition, the column and the rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from batch_scoring.contract import ContractViolation, validate_partition
+from nightshift.lake import FEATURES, PREDICTIONS
+
+
+def good(spec, n=50) -> dict:
+    rng = np.random.default_rng(0)
+    data = {spec.entity_id: [f"e{i}" for i in range(n)]}
+    for c in spec.numeric:
+        data[c] = rng.normal(size=n)
+    for c in spec.categorical:
+        data[c] = [f"{c}_{i % 3}" for i in range(n)]
+    return data
+
+
+def test_good_partition_passes(lake, spec):
+    lake.commit(FEATURES, "2026-01-01", pa.table(good(spec)))
+    out = validate_partition(lake, spec, "2026-01-01")
+    assert out["rows"] == 50 and len(out["fingerprint"]) == 16
+
+
+BREAKS = [
+    ("missing column", lambda d, s: d.pop(s.numeric[3]), "required column present", 3),
+    ("null id", lambda d, s: d.__setitem__(s.entity_id, [None] + d[s.entity_id][1:]), "entity id is never null", "id"),
+    ("duplicate id", lambda d, s: d[s.entity_id].__setitem__(1, "e0"), "entity id is unique", "id"),
+    ("infinite value", lambda d, s: d[s.numeric[0]].__setitem__(4, np.inf), "finite or missing", 0),
+    ("string numeric", lambda d, s: d.__setitem__(s.numeric[1], ["x"] * 50), "numeric type", 1),
+    ("label leaked", lambda d, s: d.__setitem__(s.label, [0] * 50), "features carry no label", "label"),
+    ("all missing", lambda d, s: d.__setitem__(s.numeric[2], [np.nan] * 50), "not entirely missing", 2),
+]
+
+
+@pytest.mark.parametrize("name,brk,rule,col", BREAKS, ids=[b[0] for b in BREAKS])
+def test_violations_name_partition_column_rule(lake, spec, name, brk, rule, col):
+    data = good(spec)
+    brk(data, spec)
+    lake.commit(FEATURES, "2026-01-02", pa.table(data))
+    with pytest.raises(ContractViolation) as err:
+        validate_partition(lake, spec, "2026-01-02")
+    column = {"id": spec.entity_id, "label": spec.label}.get(col) if isinstance(col, str) else spec.numeric[col]
+    msg = str(err.value)
+    assert "features/ds=2026-01-02" in msg and rule in msg and repr(column) in msg
+    assert not lake.exists(PREDICTIONS, "2026-01-02")
+
+
+def test_missing_partition_says_what_to_do(lake, spec):
+    with pytest.raises(ContractViolation, match="Land the day's features first"):
+        validate_partition(lake, spec, "2026-03-01")
+
+
+def test_empty_partition_is_refused(lake, spec):
+    lake.commit(FEATURES, "2026-01-03", pa.table(good(spec)).slice(0, 0))
+    with pytest.raises(ContractViolation, match="0 rows"):
+        validate_partition(lake, spec, "2026-01-03")

@@ -1,0 +1,113 @@
+"""The lake: layout, atomic commit, reruns, crash recovery (code tests, no services)."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+import pytest
+
+from nightshift.lake import FEATURES, PREDICTIONS, Lake, PartitionMissing
+
+
+def table(n: int, offset: int = 0) -> pa.Table:
+    return pa.table({"id": [f"e{i + offset}" for i in range(n)], "v": [float(i) for i in range(n)]})
+
+
+def test_layout_is_hive_partitioned(tmp_path):
+    lake = Lake(str(tmp_path))
+    ref = lake.commit(PREDICTIONS, "2026-01-02", table(3))
+    assert ref.path == f"{tmp_path}/predictions/ds=2026-01-02"
+    assert os.listdir(ref.path) == ["part-0.parquet"]
+    assert lake.partitions(PREDICTIONS) == ["2026-01-02"]
+
+
+def test_unknown_table_and_bad_date_are_named(tmp_path):
+    lake = Lake(str(tmp_path))
+    with pytest.raises(ValueError, match="unknown lake table 'nope'"):
+        lake.path("nope", "2026-01-01")
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        lake.path(FEATURES, "2026/01/01")
+
+
+def test_rerun_replaces_the_partition(tmp_path):
+    lake = Lake(str(tmp_path))
+    lake.commit(FEATURES, "2026-01-01", table(5))
+    lake.commit(FEATURES, "2026-01-01", table(2, offset=100))
+    got = lake.read(FEATURES, "2026-01-01")
+    assert got.column("id").to_pylist() == ["e100", "e101"]
+
+
+def test_failed_write_leaves_committed_partition_untouched(tmp_path):
+    lake = Lake(str(tmp_path))
+    lake.commit(FEATURES, "2026-01-01", table(5))
+    before = lake.fingerprint(FEATURES, "2026-01-01")
+    with pytest.raises(RuntimeError, match="boom"):
+        with lake.writer(FEATURES, "2026-01-01", table(1).schema) as w:
+            w.write_table(table(1, offset=50))
+            raise RuntimeError("boom")
+    assert lake.fingerprint(FEATURES, "2026-01-01") == before
+    assert os.listdir(tmp_path / "features" / "_staging") == []  # nothing half-written left behind
+
+
+def test_failed_first_write_leaves_no_partition(tmp_path):
+    lake = Lake(str(tmp_path))
+    with pytest.raises(RuntimeError):
+        with lake.writer(FEATURES, "2026-01-03", table(1).schema) as w:
+            w.write_table(table(1))
+            raise RuntimeError("crash mid-write")
+    assert not lake.exists(FEATURES, "2026-01-03")
+    assert lake.partitions(FEATURES) == []
+
+
+def test_crash_between_swap_renames_is_recovered(tmp_path):
+    """Old partition moved to trash, new one never moved in: recovery restores the old one."""
+    lake = Lake(str(tmp_path))
+    lake.commit(FEATURES, "2026-01-01", table(4))
+    before = lake.fingerprint(FEATURES, "2026-01-01")
+    trash = tmp_path / "features" / "_trash"
+    trash.mkdir()
+    os.rename(tmp_path / "features" / "ds=2026-01-01", trash / "ds=2026-01-01-deadbeef")
+    assert lake.exists(FEATURES, "2026-01-01")  # exists() recovers first
+    assert lake.fingerprint(FEATURES, "2026-01-01") == before
+
+
+def test_readers_never_see_staging(tmp_path):
+    import pyarrow.dataset as ds
+
+    lake = Lake(str(tmp_path))
+    lake.commit(FEATURES, "2026-01-01", table(3))
+    (tmp_path / "features" / "_staging" / "ds=2026-01-02-x").mkdir(parents=True)
+    whole = ds.dataset(str(tmp_path / "features"), format="parquet", partitioning="hive")
+    assert whole.to_table().num_rows == 3
+    assert lake.partitions(FEATURES) == ["2026-01-01"]
+
+
+def test_fingerprint_tracks_content(tmp_path):
+    lake = Lake(str(tmp_path))
+    lake.commit(FEATURES, "2026-01-01", table(3))
+    a = lake.fingerprint(FEATURES, "2026-01-01")
+    lake.commit(FEATURES, "2026-01-01", table(3))
+    assert lake.fingerprint(FEATURES, "2026-01-01") == a  # same content, same bytes
+    lake.commit(FEATURES, "2026-01-01", table(4))
+    assert lake.fingerprint(FEATURES, "2026-01-01") != a
+
+
+def test_missing_partition_error_names_it(tmp_path):
+    with pytest.raises(PartitionMissing, match=r"features/ds=2026-01-09"):
+        Lake(str(tmp_path)).read(FEATURES, "2026-01-09")
+
+
+def test_commit_part_keeps_sibling_files(tmp_path):
+    lake = Lake(str(tmp_path))
+    lake.commit_part("decisions", "2026-01-01", "retrain", pa.table({"kind": ["retrain"]}))
+    lake.commit_part("decisions", "2026-01-01", "promotion", pa.table({"kind": ["promotion"]}))
+    lake.commit_part("decisions", "2026-01-01", "retrain", pa.table({"kind": ["retrain"]}))
+    assert sorted(lake.read("decisions", "2026-01-01").column("kind").to_pylist()) == ["promotion", "retrain"]
+
+
+def test_batches_stream_in_bounded_chunks(tmp_path):
+    lake = Lake(str(tmp_path))
+    lake.commit(FEATURES, "2026-01-01", table(1000))
+    sizes = [b.num_rows for b in lake.batches(FEATURES, "2026-01-01", 128)]
+    assert max(sizes) <= 128 and sum(sizes) == 1000

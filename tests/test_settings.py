@@ -1,0 +1,76 @@
+"""Settings: defaults in code < nightshift.toml < env < run Params."""
+
+from __future__ import annotations
+
+import pytest
+
+from nightshift.settings import load_settings
+
+TOML = """
+[dataset]
+entity_id = "id"
+numeric = ["a", "b"]
+categorical = ["c"]
+label = "y"
+
+[policy]
+drift_k = 2
+"""
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    p = tmp_path / "nightshift.toml"
+    p.write_text(TOML)
+    return p
+
+
+def test_precedence(cfg, tmp_path):
+    s = load_settings(cfg, env={})
+    assert s.policy.drift_k == 2  # file beats code default
+    assert s.policy.drift_n == 5  # code default
+    s = load_settings(cfg, env={"NIGHTSHIFT__POLICY__DRIFT_K": "4", "NIGHTSHIFT_HOME": str(tmp_path / "h")})
+    assert s.policy.drift_k == 4  # env beats file
+    assert s.lake_uri == str(tmp_path / "h" / "lake")
+    assert s.tracking_uri == f"sqlite:///{tmp_path / 'h' / 'mlflow.db'}"
+    assert s.with_overrides({"policy.drift_k": 1}).policy.drift_k == 1  # run Params beat env
+
+
+def test_settings_are_frozen(cfg):
+    s = load_settings(cfg, env={})
+    with pytest.raises(Exception):
+        s.policy.drift_k = 9
+
+
+def test_errors_name_the_field(cfg):
+    with pytest.raises(ValueError, match=r"policy.drift_k"):
+        load_settings(cfg, env={"NIGHTSHIFT__POLICY__DRIFT_K": "0"})
+    with pytest.raises(ValueError, match=r"training.nope"):
+        load_settings(cfg, env={}).with_overrides({"training.nope": 1})
+
+
+def test_dataset_section_is_required(tmp_path):
+    p = tmp_path / "n.toml"
+    p.write_text("[policy]\ndrift_k = 2\n")
+    with pytest.raises(ValueError, match=r"no \[dataset\] section"):
+        load_settings(p, env={})
+
+
+def test_spec_rejects_reserved_and_duplicate_columns(tmp_path):
+    p = tmp_path / "n.toml"
+    p.write_text(TOML.replace('numeric = ["a", "b"]', 'numeric = ["a", "ds"]'))
+    with pytest.raises(ValueError, match="reserved"):
+        load_settings(p, env={})
+    p.write_text(TOML.replace('numeric = ["a", "b"]', 'numeric = ["a", "c"]'))
+    with pytest.raises(ValueError, match="twice"):
+        load_settings(p, env={})
+
+
+def test_resolved_is_flat_and_complete(cfg):
+    r = load_settings(cfg, env={}).resolved()
+    assert r["policy.drift_k"] == 2 and r["dataset.entity_id"] == "id" and "gate.margin" in r
+
+
+def test_repo_config_loads():
+    s = load_settings(env={})
+    assert len(s.dataset.numeric) == 20 and len(s.dataset.categorical) == 5

@@ -1,0 +1,1 @@
+"""Everything a retrain does: features, model, data windows, training loop, evaluation gate."""

@@ -1,0 +1,99 @@
+"""The network: embeddings for categorical features, an MLP backbone, a one-logit head.
+
+Layers are LayerNorm, not BatchNorm, so a row's score never depends on which other rows
+share its batch, and the last short batch of an epoch needs no special case.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+FORMAT = "nightshift.tabularnet/1"
+
+
+class TabularNet(nn.Module):
+    def __init__(
+        self,
+        n_numeric_inputs: int,
+        cardinalities: list[int],
+        embedding_dim: int = 8,
+        hidden: tuple[int, ...] = (128, 64),
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        if not hidden:
+            raise ValueError("hidden must list at least one layer width")
+        if any(c < 1 for c in cardinalities):
+            raise ValueError(f"every cardinality must be >= 1 (row 0 is OOV/null), got {list(cardinalities)}")
+        self.n_numeric_inputs = int(n_numeric_inputs)
+        self.cardinalities = [int(c) for c in cardinalities]
+        self.embedding_dim = int(embedding_dim)
+        self.hidden = tuple(int(h) for h in hidden)
+        self.dropout_p = float(dropout)
+
+        self.embeddings = nn.ModuleList(nn.Embedding(c, self.embedding_dim) for c in self.cardinalities)
+        layers: list[nn.Module] = []
+        width = self.n_numeric_inputs + len(self.cardinalities) * self.embedding_dim
+        for h in self.hidden:
+            layers += [nn.Linear(width, h), nn.LayerNorm(h), nn.ReLU(), nn.Dropout(self.dropout_p)]
+            width = h
+        self.backbone = nn.Sequential(*layers)
+        self.head = nn.Linear(width, 1)
+
+    def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
+        """Logits [n] from numeric inputs [n, n_numeric_inputs] and category indices [n, n_cat]."""
+        parts = [x_num, *(emb(x_cat[:, i]) for i, emb in enumerate(self.embeddings))]
+        return self.head(self.backbone(torch.cat(parts, dim=1))).squeeze(-1)
+
+    def architecture(self) -> dict[str, Any]:
+        """Everything needed to rebuild this network (the weights live in safetensors)."""
+        return {
+            "format": FORMAT,
+            "n_numeric_inputs": self.n_numeric_inputs,
+            "cardinalities": list(self.cardinalities),
+            "embedding_dim": self.embedding_dim,
+            "hidden": list(self.hidden),
+            "dropout": self.dropout_p,
+        }
+
+    @classmethod
+    def from_architecture(cls, d: dict[str, Any]) -> TabularNet:
+        if d.get("format") != FORMAT:
+            raise ValueError(f"not an architecture of format {FORMAT!r}: got format {d.get('format')!r}")
+        return cls(d["n_numeric_inputs"], list(d["cardinalities"]), d["embedding_dim"], tuple(d["hidden"]), d["dropout"])
+
+    @torch.no_grad()
+    def grow_embeddings(self, new_cardinalities: list[int]) -> TabularNet:
+        """Enlarge embedding tables in place; old rows are kept exactly.
+
+        A new row starts as the mean of the existing non-OOV rows, so a category first
+        seen since the champion was trained starts out like an average known one rather
+        than like a random point or like "unknown".
+        """
+        new_cardinalities = [int(c) for c in new_cardinalities]
+        if len(new_cardinalities) != len(self.cardinalities):
+            raise ValueError(f"got {len(new_cardinalities)} cardinalities for {len(self.cardinalities)} categorical features")
+        shrunk = [(i, old, new) for i, (old, new) in enumerate(zip(self.cardinalities, new_cardinalities)) if new < old]
+        if shrunk:
+            raise ValueError(f"embedding tables can only grow; these would shrink (feature, old, new): {shrunk}")
+        for i, (old, new) in enumerate(zip(self.cardinalities, new_cardinalities)):
+            if new == old:
+                continue
+            weight = self.embeddings[i].weight
+            known = weight[1:] if old > 1 else weight  # only the OOV row exists: start from it
+            fill = known.mean(dim=0, keepdim=True).expand(new - old, -1)
+            grown = nn.Embedding(new, self.embedding_dim, device=weight.device, dtype=weight.dtype)
+            grown.weight.copy_(torch.cat([weight, fill], dim=0))
+            self.embeddings[i] = grown
+        self.cardinalities = new_cardinalities
+        return self
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, x_num: torch.Tensor, x_cat: torch.Tensor, chunk_rows: int = 65_536) -> torch.Tensor:
+    """Logits for all rows, in chunks so memory stays bounded; the model must be in eval mode."""
+    out = [model(x_num[i:i + chunk_rows], x_cat[i:i + chunk_rows]).float() for i in range(0, x_num.shape[0], chunk_rows)]
+    return torch.cat(out) if out else torch.empty(0, device=x_num.device)

@@ -1,0 +1,145 @@
+"""Features: numeric standardisation with missing indicators, categorical vocabularies.
+
+The preprocessor is fitted once per model from scratch and then travels with the model as
+JSON. `transform` sits on the nightly scoring hot path, so it is pyarrow.compute and numpy
+column operations only, never a Python loop over rows.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    from nightshift.spec import DatasetSpec
+
+FORMAT = "nightshift.preprocessor/1"
+OOV = 0  # index shared by categories never seen in training and by nulls
+_MIN_STD = 1e-6
+
+Columnar = pa.RecordBatch | pa.Table
+
+
+class Preprocessor:
+    """Numeric means/stds and categorical vocabularies for one DatasetSpec."""
+
+    def __init__(self, numeric: dict[str, tuple[float, float]], categorical: dict[str, list[str]]):
+        self.numeric = tuple(numeric)
+        self.means = np.array([numeric[c][0] for c in self.numeric], dtype=np.float64)
+        self.stds = np.array([numeric[c][1] for c in self.numeric], dtype=np.float64)
+        self.categorical = tuple(categorical)
+        self.vocabularies = tuple(tuple(categorical[c]) for c in self.categorical)
+        # Built once: index_in hashes the value set on every call, the array need not be rebuilt.
+        self._value_sets = [pa.array(v, pa.string()) for v in self.vocabularies]
+
+    def __repr__(self) -> str:
+        return f"Preprocessor(numeric={len(self.numeric)}, cardinalities={self.cardinalities})"
+
+    # -- fitting ----------------------------------------------------------------------
+    @classmethod
+    def fit(cls, table: Columnar, spec: DatasetSpec) -> Preprocessor:
+        """Means/stds ignoring missing values; vocabularies = sorted distinct non-null values."""
+        numeric = {}
+        for name in spec.numeric:
+            x = _floats(_column(table, name))
+            x = x[np.isfinite(x)]
+            mean = float(x.mean()) if x.size else 0.0
+            std = float(x.std()) if x.size else 1.0
+            # A (near) constant column gets std 1, not a tiny floor: a later change in it must
+            # not become millions of standard deviations and saturate the network.
+            numeric[name] = (mean, std if std >= _MIN_STD else 1.0)
+        categorical = {name: sorted(_distinct(_column(table, name))) for name in spec.categorical}
+        return cls(numeric, categorical)
+
+    def extend(self, table: Columnar) -> Preprocessor:
+        """A new preprocessor that keeps every index and appends categories first seen in `table`.
+
+        Scaling stats stay as they are, so warm-started weights keep their meaning.
+        """
+        categorical = {}
+        for name, vocab, value_set in zip(self.categorical, self.vocabularies, self._value_sets):
+            distinct = pa.array(sorted(_distinct(_column(table, name))), pa.string())
+            new = distinct.filter(pc.invert(pc.is_in(distinct, value_set=value_set))).to_pylist()
+            categorical[name] = [*vocab, *new]
+        numeric = {c: (float(m), float(s)) for c, m, s in zip(self.numeric, self.means, self.stds)}
+        return Preprocessor(numeric, categorical)
+
+    # -- applying ---------------------------------------------------------------------
+    @property
+    def cardinalities(self) -> list[int]:
+        """Embedding table sizes: the vocabulary plus the shared OOV/null row."""
+        return [len(v) + 1 for v in self.vocabularies]
+
+    @property
+    def n_numeric_inputs(self) -> int:
+        """Standardised values plus one missing indicator per numeric feature."""
+        return 2 * len(self.numeric)
+
+    def transform(self, batch: Columnar) -> tuple[np.ndarray, np.ndarray]:
+        """(float32 [n, 2*n_numeric], int64 [n, n_categorical]) model inputs."""
+        n, k = batch.num_rows, len(self.numeric)
+        x_num = np.empty((n, 2 * k), dtype=np.float32)
+        for j, name in enumerate(self.numeric):
+            x = _floats(_column(batch, name))
+            missing = ~np.isfinite(x)
+            z = (x - self.means[j]) / self.stds[j]
+            z[missing] = 0.0
+            x_num[:, j] = z
+            x_num[:, k + j] = missing
+        x_cat = np.empty((n, len(self.categorical)), dtype=np.int64)
+        for j, (name, value_set) in enumerate(zip(self.categorical, self._value_sets)):
+            col = _strings(_column(batch, name))
+            if pa.types.is_large_string(col.type):
+                value_set = value_set.cast(pa.large_string())
+            # index_in gives null for nulls and unseen values; shift by one so OOV/null is 0.
+            idx = pc.fill_null(pc.index_in(col, value_set=value_set), -1)
+            x_cat[:, j] = _numpy(idx) + 1
+        return x_num, x_cat
+
+    # -- serialisation ----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "numeric": [{"name": c, "mean": float(m), "std": float(s)} for c, m, s in zip(self.numeric, self.means, self.stds)],
+            "categorical": [{"name": c, "vocabulary": list(v)} for c, v in zip(self.categorical, self.vocabularies)],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessor:
+        if d.get("format") != FORMAT:
+            raise ValueError(f"not a preprocessor of format {FORMAT!r}: got format {d.get('format')!r}")
+        numeric = {f["name"]: (float(f["mean"]), float(f["std"])) for f in d["numeric"]}
+        categorical = {f["name"]: [str(v) for v in f["vocabulary"]] for f in d["categorical"]}
+        return cls(numeric, categorical)
+
+
+def _column(data: Columnar, name: str) -> pa.Array | pa.ChunkedArray:
+    if data.schema.get_field_index(name) < 0:
+        raise KeyError(f"column {name!r} is missing; the data has {data.schema.names}")
+    return data.column(name)
+
+
+def _floats(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """float64 numpy values, nulls as NaN."""
+    col = pc.fill_null(pc.cast(col, pa.float64()), np.nan)
+    return _numpy(col)
+
+
+def _strings(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    # Categories are compared as strings whatever their storage (int codes, dictionary,
+    # bool), so the vocabulary is plain JSON strings and its order is the same everywhere.
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return col
+    return pc.cast(col, pa.string())
+
+
+def _distinct(col: pa.Array | pa.ChunkedArray) -> list[str]:
+    return pc.unique(_strings(col)).drop_null().to_pylist()
+
+
+def _numpy(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    # Nulls are filled before this, so a single chunk converts without a copy.
+    return col.to_numpy(zero_copy_only=False) if isinstance(col, pa.Array) else col.to_numpy()
