@@ -32,8 +32,14 @@ def free_port(preferred: int = 8080) -> int:
     raise RuntimeError("no free port between 8080 and 8099 for the Airflow api-server")
 
 
-def airflow_env(home: Path, port: int | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment every Airflow process and every task of this stack runs with."""
+def airflow_env(home: Path, port: int | None = None, extra: dict[str, str] | None = None,
+                replay: bool = True) -> dict[str, str]:
+    """The environment every Airflow process and every task of this stack runs with.
+
+    `replay`: the scheduler creates no wall-clock runs (`use_job_schedule=False`); backfills and
+    triggered runs still execute. The demo's world lives in its own dates, so "tonight" by the
+    wall clock has no data; a real deployment runs with replay=False.
+    """
     airflow_home = home / "airflow"
     port = port or int(_read(airflow_home / "port") or 8080)
     env = dict(os.environ)
@@ -55,6 +61,7 @@ def airflow_env(home: Path, port: int | None = None, extra: dict[str, str] | Non
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
         "AIRFLOW__API__WORKERS": "1",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(not replay),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "PYTHONWARNINGS": "ignore",
