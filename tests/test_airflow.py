@@ -1,0 +1,131 @@
+"""The real DAGs through real Airflow 3: `dag.test()` for single runs, the scheduler for a backfill.
+
+Under `dag.test()` a TriggerDagRunOperator only queues its target (and would hang with
+wait_for_completion), so the nightly -> retrain hand-off is tested against a real
+scheduler, dag-processor, triggerer and api-server, started on a free port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import airflow_stack as stack  # noqa: E402
+
+pytestmark = pytest.mark.integration
+FAST = {"NIGHTSHIFT__TRAINING__EPOCHS": "4", "NIGHTSHIFT__GATE__N_BOOT": "300"}
+
+
+def _simulate(home: Path, start: str, days: int, onset: int, scenario: str) -> None:
+    env = {**os.environ, "NIGHTSHIFT_HOME": str(home)}
+    subprocess.run([sys.executable, "-m", "batch_scoring.cli", "-q", "simulate", "--start", start, "--days", str(days),
+                    "--rows-per-day", "1500", "--scenario", scenario, "--onset", str(onset), "--seed", "3"],
+                   env=env, check=True, capture_output=True, timeout=120)
+
+
+def test_dag_test_runs_retrain_then_a_night(tmp_path):
+    """Bootstrap through the retrain DAG, then one nightly run, both with dag.test()."""
+    home = tmp_path / "home"
+    _simulate(home, "2026-03-01", 14, 0, "none")
+    env = stack.airflow_env(home, port=stack.free_port(), extra=FAST)
+    subprocess.run([str(stack.VENV_BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
+    script = textwrap.dedent(f"""
+        import json
+        from datetime import datetime, timezone
+        from airflow.dag_processing.dagbag import DagBag
+        bag = DagBag(dag_folder={str(REPO / 'dags')!r})
+        out = {{}}
+        r = bag.dags["retrain"].test(run_conf={{"ds": "2026-03-12", "trigger": "bootstrap", "init_from": "scratch"}})
+        out["retrain"] = {{ti.task_id: str(ti.state) for ti in r.get_task_instances()}}
+        n = bag.dags["nightly_scoring"].test(logical_date=datetime(2026, 3, 13, tzinfo=timezone.utc))
+        out["nightly"] = {{ti.task_id: str(ti.state) for ti in n.get_task_instances()}}
+        print("RESULT " + json.dumps(out))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert line, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = json.loads(line[0][len("RESULT "):])
+    assert out["retrain"]["promote"] == "success" and out["retrain"]["reject"] == "skipped", out
+    nightly = out["nightly"]
+    for task in ("validate", "score", "detect_drift", "confirm_champion", "measure_ground_truth", "decide_retrain",
+                 "no_retrain", "close_night"):
+        assert nightly[task] == "success", (task, nightly)
+    assert nightly["trigger_retrain"] == "skipped"
+    lake = home / "lake"
+    for table in ("predictions", "monitoring/drift", "monitoring/performance", "decisions"):
+        assert (lake / table / "ds=2026-03-13").is_dir(), table
+
+
+def test_backfill_hands_off_to_retrain_through_the_scheduler(tmp_path):
+    """Drift in a real backfill starts `retrain`; its promotion takes effect from its logical day."""
+    home = tmp_path / "home"
+    start, history, nights, onset_night = "2026-03-01", 12, 6, 1
+    _simulate(home, start, history + nights, history + onset_night, "sudden-covariate")
+    from nightshift.dates import add_days
+
+    first, last = add_days(start, history), add_days(start, history + nights - 1)
+    stack.start(home, extra_env=FAST)
+    try:
+        stack.wait_for_dags(home, ["nightly_scoring", "retrain"])
+        stack.run_cli(home, "pools", "set", "gpu", "1", "GPU slots")
+        for dag_id in ("retrain", "nightly_scoring"):
+            stack.run_cli(home, "dags", "unpause", dag_id)
+        stack.run_cli(home, "dags", "trigger", "retrain", "--run-id", "bootstrap",
+                      "--conf", json.dumps({"ds": add_days(first, -1), "trigger": "bootstrap", "init_from": "scratch"}))
+        _wait(home, "retrain", lambda runs: runs.get("bootstrap") in ("success", "failed"), 400)
+        assert stack.run_states(home, "retrain")["bootstrap"] == "success", _failures(home)
+
+        stack.run_cli(home, "backfill", "create", "--dag-id", "nightly_scoring", "--from-date", first, "--to-date", last,
+                      "--max-active-runs", "3", "--reprocess-behavior", "failed")
+        _wait(home, "nightly_scoring",
+              lambda runs: len(runs) >= nights and all(s in ("success", "failed") for s in runs.values()), 900)
+        runs = stack.run_states(home, "nightly_scoring")
+        assert all(s == "success" for s in runs.values()), _failures(home)
+    finally:
+        stack.stop(home)
+
+    retrains = {r: s for r, s in stack.run_states(home, "retrain").items() if r.startswith("nightly__")}
+    assert retrains and all(s == "success" for s in retrains.values()), retrains
+    decided_on = sorted(r.removeprefix("nightly__") for r in retrains)[0]
+
+    os.environ["NIGHTSHIFT_HOME"] = str(home)
+    try:
+        from nightshift.lake import PREDICTIONS, Lake
+        from nightshift.registry import Registry
+        from nightshift.settings import load_settings
+
+        s = load_settings()
+        lake, registry = Lake(s.lake_uri), Registry(s)
+        moves = [e for e in registry.history() if e.alias == "champion"]
+        assert [e.decided_by for e in moves][:2] == ["retrain", "retrain"] and moves[1].ds == decided_on
+        assert registry.current("previous_champion").version == "1"
+        for ds in lake.partitions(PREDICTIONS):
+            versions = set(lake.read(PREDICTIONS, ds, columns=["model_version"]).column(0).to_pylist())
+            expected = "1" if ds <= decided_on else moves[1].version
+            assert versions == {expected}, (ds, versions)
+    finally:
+        os.environ.pop("NIGHTSHIFT_HOME", None)
+
+
+def _wait(home: Path, dag_id: str, done, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if done(stack.run_states(home, dag_id)):
+            return
+        time.sleep(3)
+    raise TimeoutError(f"{dag_id} did not finish within {timeout}s: {stack.run_states(home, dag_id)}; {_failures(home)}")
+
+
+def _failures(home: Path) -> list:
+    return stack.query(home, "SELECT dag_id, run_id, task_id, state FROM task_instance "
+                             "WHERE state IN ('failed', 'upstream_failed', 'up_for_retry')")

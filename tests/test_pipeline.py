@@ -1,0 +1,138 @@
+"""The whole loop in-process, on real MLflow, alibi-detect and PyTorch (no scheduler).
+
+A short world with a sudden covariate drift: bootstrap a champion, run the nights, and
+check drift detected -> retrain ran -> challenger judged -> aliases moved, with every
+partition in place; then determinism and the no-leakage rules.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from nightshift.dates import add_days
+from nightshift.decisions import read_decision
+from nightshift.lake import DECISIONS, DRIFT, FEATURES, LABELS, PERFORMANCE, PREDICTIONS, Lake
+from nightshift.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, Registry
+
+START, HISTORY, NIGHTS, ROWS, ONSET_NIGHT = "2026-03-01", 12, 8, 1500, 2
+FAST = {"training.epochs": 4, "gate.n_boot": 300}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """One simulated run shared by the tests below (it takes ~20 s)."""
+    import os
+
+    from batch_scoring.nightly import run_nights
+    from nightshift.settings import load_settings
+    from simulator.land import simulate
+    from training.retrain import retrain
+
+    home = tmp_path_factory.mktemp("pipeline")
+    os.environ["NIGHTSHIFT_HOME"] = str(home)
+    try:
+        s = load_settings().with_overrides(FAST)
+        lake = Lake(s.lake_uri)
+        simulate(lake, s.dataset, start=START, days=HISTORY + NIGHTS, rows_per_day=ROWS,
+                 scenario="sudden-covariate", onset=HISTORY + ONSET_NIGHT, seed=3, progress=False)
+        boot = retrain(s, add_days(START, HISTORY - 1), trigger="bootstrap")
+        first, last = add_days(START, HISTORY), add_days(START, HISTORY + NIGHTS - 1)
+        nights = run_nights(s, first, last, progress=False)
+        yield {"settings": s, "lake": lake, "boot": boot, "nights": nights, "first": first, "last": last}
+    finally:
+        os.environ.pop("NIGHTSHIFT_HOME", None)
+
+
+def test_first_model_bootstraps_as_champion(world):
+    assert world["boot"]["verdict"] == "PROMOTE"
+    assert world["boot"]["version"] == "1"
+    assert "first model" in world["boot"]["reasons"][0]
+
+
+def test_drift_detected_retrain_judged_aliases_moved(world):
+    nights = world["nights"]
+    onset = add_days(world["first"], ONSET_NIGHT)
+    assert not any(n["drift"]["drift"] for n in nights if n["ds"] < onset), "false alarm before the onset"
+    assert nights[ONSET_NIGHT]["drift"]["drift"], "drift missed on its first day"
+
+    retrained = [n for n in nights if "retrain" in n]
+    assert retrained, "the policy never handed off to retrain"
+    night = retrained[0]
+    assert any("drift persisted" in r for r in night["decision"]["reasons"])
+    verdict = read_decision(world["lake"], night["ds"], "promotion")
+    assert verdict["verdict"] == "PROMOTE", verdict["reasons"]
+    ev = verdict["evidence"]
+    assert ev["ci_low"] > 0 and ev["delta"] > 0 and ev["holdout_rows"] >= world["settings"].gate.min_rows
+
+    registry = Registry(world["settings"], world["lake"])
+    new = night["retrain"]["version"]
+    assert registry.current(CHAMPION).version == retrained[-1]["retrain"]["version"]
+    assert registry.current(PREVIOUS_CHAMPION) is not None
+    assert registry.current(CHALLENGER) is None  # cleared once promoted
+    champion_moves = [e for e in registry.history() if e.alias == CHAMPION]
+    assert [e.version for e in champion_moves][:2] == ["1", new]
+    # time is the logical date: the promotion decided on night D takes effect from D+1
+    assert registry.version_as_of(night["ds"]).version == "1"
+    assert registry.version_as_of(add_days(night["ds"], 1)).version == new
+
+
+def test_every_night_has_its_partitions_and_lineage(world):
+    lake, spec = world["lake"], world["settings"].dataset
+    for n in world["nights"]:
+        for table in (PREDICTIONS, DRIFT, PERFORMANCE, DECISIONS):
+            assert lake.exists(table, n["ds"]), f"{table}/ds={n['ds']} missing"
+        preds = lake.read(PREDICTIONS, n["ds"])
+        assert preds.num_rows == lake.read(FEATURES, n["ds"]).num_rows  # nothing dropped
+        row = preds.slice(0, 1).to_pylist()[0]
+        assert row["model_name"] == world["settings"].model.name and row["mlflow_run_id"]
+        assert row["input_fingerprint"] == lake.fingerprint(FEATURES, n["ds"]) and row["code_version"]
+        assert set(preds.column("decision").to_pylist()) <= {0, 1}
+        assert preds.schema.field(spec.entity_id).type == pa.string()
+
+
+def test_nights_after_a_promotion_use_the_new_champion(world):
+    registry = Registry(world["settings"], world["lake"])
+    for n in world["nights"]:
+        expected = registry.version_as_of(n["ds"]).version
+        got = set(world["lake"].read(PREDICTIONS, n["ds"], columns=["model_version"]).column(0).to_pylist())
+        assert got == {expected}, n["ds"]
+
+
+def test_rescoring_gives_identical_content(world):
+    from batch_scoring.score import score_partition
+
+    lake, ds = world["lake"], world["last"]
+    before = lake.read(PREDICTIONS, ds)
+    fp = lake.fingerprint(PREDICTIONS, ds)
+    score_partition(world["settings"], ds)
+    assert lake.read(PREDICTIONS, ds).equals(before)
+    assert lake.fingerprint(PREDICTIONS, ds) == fp  # byte for byte
+
+
+def test_monitoring_never_reads_labels_from_the_future(world):
+    """Ground truth on night D is unchanged by labels that arrive after D."""
+    from batch_scoring.ground_truth import measure_ground_truth
+
+    s, lake = world["settings"], world["lake"]
+    ds = add_days(world["first"], 3)
+    committed = lake.read(PERFORMANCE, ds)
+    later = [a for a in lake.partitions(LABELS) if a > ds]
+    assert later, "the test needs labels that arrived after D"
+    measure_ground_truth(s, ds)
+    assert lake.read(PERFORMANCE, ds).equals(committed)
+    rows = committed.to_pylist()
+    assert all(r["age_days"] >= 0 for r in rows) and rows[-1]["labelled"] == 0  # nothing arrives the same night
+
+
+def test_training_window_only_uses_labels_arrived_by_its_day(world):
+    from training.window import build_window
+
+    s, lake = world["settings"], world["lake"]
+    ds = add_days(world["first"], 4)
+    window = build_window(lake, s.dataset, ds, s.training)
+    arrived = lake.read_days(LABELS, [a for a in lake.partitions(LABELS) if a <= ds], columns=[s.dataset.entity_id])
+    allowed = set(arrived.column(0).to_pylist())
+    used = set(window.train.column(s.dataset.entity_id).to_pylist()) | set(window.holdout.column(s.dataset.entity_id).to_pylist())
+    assert used and used <= allowed
+    assert max(window.days) < ds
