@@ -42,6 +42,7 @@ def airflow_env(home: Path, port: int | None = None, extra: dict[str, str] | Non
     """
     airflow_home = home / "airflow"
     port = port or int(_read(airflow_home / "port") or 8080)
+    db_url = _read(airflow_home / "db_url") or sqlite_url(home)
     env = dict(os.environ)
     env.update({
         "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",  # standalone and the executor spawn `airflow` by name
@@ -51,6 +52,7 @@ def airflow_env(home: Path, port: int | None = None, extra: dict[str, str] | Non
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "2",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
@@ -73,6 +75,11 @@ def airflow_env(home: Path, port: int | None = None, extra: dict[str, str] | Non
     return env
 
 
+def sqlite_url(home: Path) -> str:
+    # a scheduler, a dag-processor, an api-server and CLI calls all write: wait for locks, don't fail
+    return f"sqlite:///{home / 'airflow' / 'airflow.db'}?timeout=60"
+
+
 def run_cli(home: Path, *args: str, check: bool = True, capture: bool = True) -> subprocess.CompletedProcess:
     """Run an `airflow ...` command against this stack."""
     proc = subprocess.run([str(VENV_BIN / "airflow"), *args], env=airflow_env(home), text=True,
@@ -82,10 +89,17 @@ def run_cli(home: Path, *args: str, check: bool = True, capture: bool = True) ->
     return proc
 
 
-def start(home: Path, port: int | None = None, extra_env: dict[str, str] | None = None) -> int:
-    """Migrate the DB and start every component in the background; returns the api-server port."""
+def start(home: Path, port: int | None = None, extra_env: dict[str, str] | None = None,
+          db_url: str | None = None) -> int:
+    """Migrate the DB and start every component in the background; returns the api-server port.
+
+    `db_url`: the metadata DB (default: SQLite under the home). It is remembered in the home,
+    so later CLI calls and queries use the same one.
+    """
     airflow_home = home / "airflow"
     (airflow_home / "logs").mkdir(parents=True, exist_ok=True)
+    if db_url:
+        (airflow_home / "db_url").write_text(db_url)
     if _running(home):
         stop(home)
     port = port or free_port()
@@ -149,7 +163,20 @@ def wait_for_dags(home: Path, dag_ids: list[str], timeout: float = 240) -> None:
 
 
 def query(home: Path, sql: str, params: tuple = ()) -> list[tuple]:
-    """Read the metadata DB directly (SQLite), without importing Airflow."""
+    """Read the metadata DB directly (SQLite or Postgres, `?` placeholders), without importing Airflow."""
+    url = _read(home / "airflow" / "db_url")
+    if url and url.startswith("postgresql"):
+        import psycopg2
+
+        con = psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://"))
+        try:
+            with con.cursor() as cur:
+                cur.execute(sql.replace("?", "%s"), params)
+                return cur.fetchall()
+        except psycopg2.Error:
+            return []
+        finally:
+            con.close()
     import sqlite3
 
     db = home / "airflow" / "airflow.db"

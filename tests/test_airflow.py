@@ -66,7 +66,7 @@ def test_dag_test_runs_retrain_then_a_night(tmp_path):
         assert (lake / table / "ds=2026-03-13").is_dir(), table
 
 
-def test_backfill_hands_off_to_retrain_through_the_scheduler(tmp_path):
+def test_backfill_hands_off_to_retrain_through_the_scheduler(tmp_path, postgres_url):
     """Drift in a real backfill starts `retrain`; its promotion takes effect from its logical day."""
     home = tmp_path / "home"
     start, history, nights, onset_night = "2026-03-01", 12, 6, 1
@@ -74,7 +74,10 @@ def test_backfill_hands_off_to_retrain_through_the_scheduler(tmp_path):
     from nightshift.dates import add_days
 
     first, last = add_days(start, history), add_days(start, history + nights - 1)
-    stack.start(home, extra_env=FAST)
+    stack.start(home, extra_env=FAST, db_url=postgres_url)
+    if postgres_url:
+        assert stack.airflow_env(home)["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == postgres_url
+        assert stack.query(home, "SELECT count(*) FROM dag"), "metadata DB on Postgres is not readable"
     try:
         stack.wait_for_dags(home, ["nightly_scoring", "retrain"])
         stack.run_cli(home, "pools", "set", "gpu", "1", "GPU slots")
@@ -115,6 +118,29 @@ def test_backfill_hands_off_to_retrain_through_the_scheduler(tmp_path):
             assert versions == {expected}, (ds, versions)
     finally:
         os.environ.pop("NIGHTSHIFT_HOME", None)
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh Postgres database for Airflow's metadata, as a deployment would use; SQLite if none answers."""
+    try:
+        import psycopg2
+
+        admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3)
+    except Exception:  # noqa: BLE001 - no server: fall back to the embedded default
+        yield None
+        return
+    admin.autocommit = True
+    name = f"nightshift_it_{os.getpid()}_{int(time.time())}"
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.close()
 
 
 def _wait(home: Path, dag_id: str, done, timeout: float) -> None:
