@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -59,7 +58,7 @@ def run_one(root: Path, n: int, method: str, batch_rows: int) -> dict:
     bundle = load_bundle(root / "bundle")
     lake = Lake(str(root / f"lake-{n}"))
     schema = pa.schema([(spec.entity_id, pa.string()), ("score", pa.float64())])
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base_rss = _reset_peak_rss()
     t = time.perf_counter()
     if method == "streaming":
         with lake.writer(PREDICTIONS, DS, schema) as w:
@@ -70,9 +69,23 @@ def run_one(root: Path, n: int, method: str, batch_rows: int) -> dict:
         scores = bundle.predict_proba(table)
         lake.commit(PREDICTIONS, DS, pa.table([table.column(spec.entity_id), pa.array(np.asarray(scores))], schema=schema))
     seconds = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _peak_rss_kb()
     return {"rows": n, "method": method, "seconds": seconds, "rows_per_s": n / seconds,
             "peak_rss_mb": peak / 1024, "growth_mb": (peak - base_rss) / 1024}
+
+
+def _peak_rss_kb() -> int:
+    """This address space's high-water mark (VmHWM). Unlike ru_maxrss, it is not inherited across exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
+def _reset_peak_rss() -> int:
+    """Reset VmHWM to the current RSS, so the peak measured next is the scoring's own."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _peak_rss_kb()
 
 
 def main() -> None:

@@ -37,6 +37,10 @@ PERFORMANCE = "monitoring/performance"
 DECISIONS = "decisions"
 TABLES = (FEATURES, LABELS, PREDICTIONS, SHADOW, DRIFT, PERFORMANCE, DECISIONS)
 
+# Row groups are the unit a Parquet reader decodes at once: bounding them bounds the memory of
+# every streaming read, whatever the partition's size.
+ROW_GROUP_ROWS = 131_072
+
 _STAGING = "_staging"
 _TRASH = "_trash"
 
@@ -110,7 +114,7 @@ class Lake:
     def commit(self, table: str, ds: str, data: pa.Table) -> PartitionRef:
         """Replace partition `ds` of `table` with `data`, atomically."""
         with self.writer(table, ds, data.schema) as w:
-            w.write_table(data)
+            w.write_table(data, row_group_size=ROW_GROUP_ROWS)
         return PartitionRef(table, ds, self.path(table, ds), data.num_rows)
 
     def commit_part(self, table: str, ds: str, part: str, data: pa.Table) -> PartitionRef:
@@ -123,7 +127,7 @@ class Lake:
         self.recover(table, ds)
         self.fs.create_dir(final_dir, recursive=True)
         tmp = posixpath.join(final_dir, f"_{part}-{uuid.uuid4().hex}.parquet")
-        pq.write_table(data, tmp, filesystem=self.fs, compression="zstd")
+        pq.write_table(data, tmp, filesystem=self.fs, compression="zstd", row_group_size=ROW_GROUP_ROWS)
         self.fs.move(tmp, posixpath.join(final_dir, f"{part}.parquet"))  # rename: atomic on one filesystem
         return PartitionRef(table, ds, final_dir, data.num_rows)
 
@@ -162,8 +166,15 @@ class Lake:
         return self.dataset(table, ds).to_table(columns=columns)
 
     def batches(self, table: str, ds: str, batch_rows: int, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-        """Record batches in file order, so memory stays bounded by `batch_rows`."""
-        yield from self.dataset(table, ds).to_batches(columns=columns, batch_size=batch_rows, batch_readahead=1, fragment_readahead=1)
+        """Record batches in file order, one row group decoded at a time, so memory does not grow with the partition.
+
+        No pre-buffering and no scan threads: pre-buffering reads whole files ahead, and
+        threads decode several row groups at once; both make memory scale with the partition.
+        """
+        options = pads.ParquetFragmentScanOptions(pre_buffer=False)
+        yield from self.dataset(table, ds).to_batches(columns=columns, batch_size=batch_rows, batch_readahead=1,
+                                                      fragment_readahead=1, fragment_scan_options=options,
+                                                      use_threads=False)
 
     def read_days(self, table: str, days: Iterable[str], columns: list[str] | None = None) -> pa.Table | None:
         """Concatenate the given days that exist, with their `ds` as a column; None if none exist."""

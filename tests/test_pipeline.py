@@ -136,3 +136,19 @@ def test_training_window_only_uses_labels_arrived_by_its_day(world):
     used = set(window.train.column(s.dataset.entity_id).to_pylist()) | set(window.holdout.column(s.dataset.entity_id).to_pylist())
     assert used and used <= allowed
     assert max(window.days) < ds
+
+
+def test_model_param_chooses_as_of_or_todays_champion(world):
+    """`as_of` (the default) rescoring an old night reproduces it; `champion` uses today's model."""
+    from batch_scoring.score import score_partition, scored_by
+
+    s, lake, ds = world["settings"], world["lake"], world["first"]
+    assert s.scoring.model == "as_of"
+    today = Registry(s, lake).current(CHAMPION).version
+    assert today != "1"
+    assert score_partition(s, ds, "champion")["model_version"] == today
+    assert scored_by(lake, ds) == today
+    row = lake.read(PREDICTIONS, ds).slice(0, 1).to_pylist()[0]
+    assert row["model_selection"] == "champion"
+    assert score_partition(s, ds)["model_version"] == "1"  # default as_of: the champion on that night
+    assert scored_by(lake, ds) == "1"
