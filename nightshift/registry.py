@@ -81,12 +81,13 @@ class Registry:
     # -- MLflow ---------------------------------------------------------------------------
     @property
     def client(self):
+        # An explicit client, never mlflow.set_tracking_uri(): that also writes MLFLOW_TRACKING_URI
+        # into os.environ, and every later load_settings() in the process would inherit this store.
         if self._client is None:
-            import mlflow
             from mlflow import MlflowClient
 
-            mlflow.set_tracking_uri(self.settings.tracking_uri)
-            self._client = MlflowClient(tracking_uri=self.settings.tracking_uri)
+            uri = self.settings.tracking_uri
+            self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         return self._client
 
     def experiment_id(self) -> str:
@@ -101,14 +102,13 @@ class Registry:
     def register(self, run_id: str, artifact_path: str = "model", tags: dict[str, str] | None = None) -> str:
         """Register a run's logged bundle as a new model version; returns the version."""
         from mlflow.exceptions import MlflowException
-        from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
 
         try:
             self.client.create_registered_model(self.name, description="Nightshift's production model")
         except MlflowException as exc:
             if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
                 raise
-        source = RunsArtifactRepository.get_underlying_uri(f"runs:/{run_id}/{artifact_path}")
+        source = f"{self.client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
         mv = self.client.create_model_version(self.name, source, run_id=run_id, tags=tags or {})
         return str(mv.version)
 
@@ -224,7 +224,7 @@ class Registry:
         source = self.client.get_model_version(self.name, str(version)).source
         tmp = self.cache / f"_v{version}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True, exist_ok=True)
-        mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp))
+        mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp), tracking_uri=self.settings.tracking_uri)
         got = tmp if (tmp / "bundle.json").exists() else next(p.parent for p in tmp.rglob("bundle.json"))
         try:
             got.rename(dest)

@@ -31,6 +31,7 @@ def world(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("pipeline")
     os.environ["NIGHTSHIFT_HOME"] = str(home)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
     try:
         s = load_settings().with_overrides(FAST)
         lake = Lake(s.lake_uri)
@@ -42,6 +43,7 @@ def world(tmp_path_factory):
         yield {"settings": s, "lake": lake, "boot": boot, "nights": nights, "first": first, "last": last}
     finally:
         os.environ.pop("NIGHTSHIFT_HOME", None)
+    assert "MLFLOW_TRACKING_URI" not in os.environ, "something set MLflow's global tracking URI"
 
 
 def test_first_model_bootstraps_as_champion(world):

@@ -66,8 +66,6 @@ def champion_at_end_of(registry: Registry, ds: str):
 def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, trigger: str = "manual",
                      reasons: list[str] | None = None, progress: bool = False) -> dict[str, Any]:
     """Train on the staged window, log the run to MLflow and register it as `challenger`."""
-    import mlflow
-
     from training.bundle import load_bundle, save_bundle
     from training.train import fit, init_model, resolve_device
 
@@ -101,19 +99,7 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, t
         save_bundle(bundle_dir, result.model, preprocessor, meta)
         pq.write_table(_reference_sample(train, settings), bundle_dir / "reference.parquet")
 
-        mlflow.set_tracking_uri(settings.tracking_uri)
-        with mlflow.start_run(experiment_id=registry.experiment_id(), run_name=f"retrain-{ds}") as run:
-            mlflow.set_tags({"nightshift.ds": ds, "nightshift.trigger": trigger, "nightshift.init_from": init_from,
-                             "nightshift.device": result.device, "nightshift.reasons": "; ".join(reasons or [])})
-            mlflow.log_params(_loggable(settings.resolved()))
-            mlflow.log_params({"ds": ds, "init_from_effective": init_from, "train_rows": result.rows,
-                               "window_first_day": window["first_day"], "window_last_day": window["last_day"]})
-            for h in result.history:
-                mlflow.log_metrics({k: v for k, v in h.items() if k != "epoch" and v is not None}, step=h["epoch"])
-            mlflow.log_metric("train_seconds", result.seconds)
-            mlflow.log_dict(window.get("coverage", {}), "window_coverage.json")
-            mlflow.log_artifacts(str(bundle_dir), artifact_path="model")
-            run_id = run.info.run_id
+        run_id = _log_run(registry, ds, trigger, init_from, reasons, settings, window, result, bundle_dir)
     version = registry.register(run_id, "model", tags={"ds": ds, "init_from": init_from, "device": result.device})
     registry.move_alias(CHALLENGER, version, ds=ds, reason=f"trained on {ds} ({trigger})", decided_by="retrain")
     log.info("challenger v%s trained on %s in %.1fs (%s, init_from=%s)", version, result.device, result.seconds, ds, init_from)
@@ -189,6 +175,37 @@ def retrain(settings: "Settings", ds: str, *, trigger: str = "manual", reasons: 
         reject_challenger(settings, ds, evaluation)
     return {**trained, "verdict": evaluation["verdict"], "reasons": evaluation["reasons"],
             "seconds": round(time.perf_counter() - started, 2)}
+
+
+def _log_run(registry: Registry, ds: str, trigger: str, init_from: str, reasons: list[str] | None,
+             settings: "Settings", window: dict[str, Any], result, bundle_dir: Path) -> str:
+    """One MLflow run per training: params, per-epoch metrics, window coverage, the bundle."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = registry.client
+    tags = {"nightshift.ds": ds, "nightshift.trigger": trigger, "nightshift.init_from": init_from,
+            "nightshift.device": result.device, "nightshift.reasons": "; ".join(reasons or [])[:4000]}
+    run = client.create_run(registry.experiment_id(), run_name=f"retrain-{ds}", tags=tags)
+    run_id = run.info.run_id
+    try:
+        params = {**_loggable(settings.resolved()), "ds": ds, "init_from_effective": init_from,
+                  "train_rows": str(result.rows), "window_first_day": str(window["first_day"]),
+                  "window_last_day": str(window["last_day"])}
+        stamp = int(time.time() * 1000)  # MLflow's bookkeeping time, not a logical date
+        metrics = [Metric(k, float(v), stamp, h["epoch"]) for h in result.history
+                   for k, v in h.items() if k != "epoch" and v is not None]
+        metrics.append(Metric("train_seconds", float(result.seconds), stamp, 0))
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            client.log_batch(run_id, params=items[i:i + 100])
+        client.log_batch(run_id, metrics=metrics, tags=[RunTag("mlflow.source.name", "nightshift retrain")])
+        client.log_dict(run_id, window.get("coverage", {}), "window_coverage.json")
+        client.log_artifacts(run_id, str(bundle_dir), artifact_path="model")
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
 
 
 def _record_verdict(lake: Lake, registry: Registry, ds: str, evaluation: dict[str, Any]) -> None:
