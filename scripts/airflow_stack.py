@@ -7,6 +7,7 @@ started in the background, so `python scripts/airflow_stack.py stop` can end the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -71,6 +72,8 @@ def airflow_env(home: Path, port: int | None = None, extra: dict[str, str] | Non
         "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
         "NO_COLOR": "1",
     })
+    saved = airflow_home / "extra_env.json"
+    env.update(json.loads(saved.read_text()) if saved.exists() else {})
     env.update(extra or {})
     return env
 
@@ -100,21 +103,55 @@ def start(home: Path, port: int | None = None, extra_env: dict[str, str] | None 
     (airflow_home / "logs").mkdir(parents=True, exist_ok=True)
     if db_url:
         (airflow_home / "db_url").write_text(db_url)
+    (airflow_home / "extra_env.json").write_text(json.dumps(extra_env or {}))
     if _running(home):
         stop(home)
     port = port or free_port()
     (airflow_home / "port").write_text(str(port))
     env = airflow_env(home, port, extra_env)
     subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
-    pids = {}
-    for name in COMPONENTS:
+    _spawn(home, COMPONENTS, env)
+    wait_http(port)
+    return port
+
+
+def _spawn(home: Path, names, env: dict[str, str]) -> None:
+    airflow_home = home / "airflow"
+    pid_file = airflow_home / "pids.json"
+    pids = json.loads(pid_file.read_text()) if pid_file.exists() else {}
+    for name in names:
         log = open(airflow_home / "logs" / f"{name}.log", "ab")
         proc = subprocess.Popen([str(VENV_BIN / "airflow"), name], env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, cwd=str(REPO))
         pids[name] = proc.pid
-    (airflow_home / "pids.json").write_text(json.dumps(pids))
-    wait_http(port)
-    return port
+    pid_file.write_text(json.dumps(pids))
+
+
+@contextlib.contextmanager
+def quiet_writers(home: Path):
+    """Stop the scheduler, triggerer and dag-processor while the CLI writes to a SQLite metadata DB.
+
+    SQLite takes one writer at a time, and a transaction that reads and then writes (as
+    `airflow backfill create` does) fails at once with "database is locked" when another
+    process wrote in between; no busy timeout helps. Only call this while no task runs:
+    the LocalExecutor's tasks are the scheduler's children. On Postgres it does nothing.
+    """
+    if (_read(home / "airflow" / "db_url") or "sqlite").startswith("postgresql"):
+        yield
+        return
+    writers = ("scheduler", "triggerer", "dag-processor")
+    pids = json.loads((home / "airflow" / "pids.json").read_text())
+    for name in writers:
+        _signal_group(pids[name], signal.SIGTERM)
+    deadline = time.time() + 30
+    while time.time() < deadline and any(_alive(pids[n]) for n in writers):
+        time.sleep(0.3)
+    for name in writers:
+        _signal_group(pids[name], signal.SIGKILL)
+    try:
+        yield
+    finally:
+        _spawn(home, writers, airflow_env(home))
 
 
 def stop(home: Path) -> list[str]:

@@ -67,21 +67,23 @@ def main() -> int:
     console.print("[bold]2. Starting Airflow[/] (scheduler, dag-processor, triggerer, api-server; parallelism 2)")
     port = stack.start(home)
     stack.wait_for_dags(home, ["nightly_scoring", "retrain"])
-    stack.run_cli(home, "pools", "set", "gpu", "1", "GPU slots for training tasks")
-    for dag_id in ("retrain", "nightly_scoring"):  # backfill runs only execute on unpaused DAGs
-        stack.run_cli(home, "dags", "unpause", dag_id)
     console.print(f"   up at http://127.0.0.1:{port}  ({time.perf_counter() - t0:.0f}s so far)")
 
     console.print(f"[bold]3. Bootstrap[/]: the retrain DAG trains the first model on data up to {bootstrap_ds}")
     run_id = f"bootstrap__{bootstrap_ds}"
-    stack.run_cli(home, "dags", "trigger", "retrain", "--run-id", run_id,
-                  "--conf", f'{{"ds": "{bootstrap_ds}", "trigger": "bootstrap", "init_from": "scratch"}}')
+    with stack.quiet_writers(home):  # SQLite: one writer at a time (see airflow_stack.quiet_writers)
+        stack.run_cli(home, "pools", "set", "gpu", "1", "GPU slots for training tasks")
+        for dag_id in ("retrain", "nightly_scoring"):  # backfill runs only execute on unpaused DAGs
+            stack.run_cli(home, "dags", "unpause", dag_id)
+        stack.run_cli(home, "dags", "trigger", "retrain", "--run-id", run_id,
+                      "--conf", f'{{"ds": "{bootstrap_ds}", "trigger": "bootstrap", "init_from": "scratch"}}')
     if wait_runs(home, "retrain", [run_id], console, "bootstrap retrain") != "success":
         return fail(home, "retrain", run_id, console)
 
     console.print(f"[bold]4. Backfill[/]: nightly_scoring over {first_night}..{last_night} through the scheduler")
-    stack.run_cli(home, "backfill", "create", "--dag-id", "nightly_scoring", "--from-date", first_night,
-                  "--to-date", last_night, "--max-active-runs", "3", "--reprocess-behavior", "failed")
+    with stack.quiet_writers(home):
+        stack.run_cli(home, "backfill", "create", "--dag-id", "nightly_scoring", "--from-date", first_night,
+                      "--to-date", last_night, "--max-active-runs", "3", "--reprocess-behavior", "failed")
     state = wait_backfill(home, NIGHTS, console)
     if state != "success":
         failed = [r for r, s in stack.run_states(home, "nightly_scoring").items() if s == "failed"]

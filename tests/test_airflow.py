@@ -80,16 +80,18 @@ def test_backfill_hands_off_to_retrain_through_the_scheduler(tmp_path, postgres_
         assert stack.query(home, "SELECT count(*) FROM dag"), "metadata DB on Postgres is not readable"
     try:
         stack.wait_for_dags(home, ["nightly_scoring", "retrain"])
-        stack.run_cli(home, "pools", "set", "gpu", "1", "GPU slots")
-        for dag_id in ("retrain", "nightly_scoring"):
-            stack.run_cli(home, "dags", "unpause", dag_id)
-        stack.run_cli(home, "dags", "trigger", "retrain", "--run-id", "bootstrap",
-                      "--conf", json.dumps({"ds": add_days(first, -1), "trigger": "bootstrap", "init_from": "scratch"}))
+        with stack.quiet_writers(home):
+            stack.run_cli(home, "pools", "set", "gpu", "1", "GPU slots")
+            for dag_id in ("retrain", "nightly_scoring"):
+                stack.run_cli(home, "dags", "unpause", dag_id)
+            stack.run_cli(home, "dags", "trigger", "retrain", "--run-id", "bootstrap",
+                          "--conf", json.dumps({"ds": add_days(first, -1), "trigger": "bootstrap", "init_from": "scratch"}))
         _wait(home, "retrain", lambda runs: runs.get("bootstrap") in ("success", "failed"), 400)
         assert stack.run_states(home, "retrain")["bootstrap"] == "success", _failures(home)
 
-        stack.run_cli(home, "backfill", "create", "--dag-id", "nightly_scoring", "--from-date", first, "--to-date", last,
-                      "--max-active-runs", "3", "--reprocess-behavior", "failed")
+        with stack.quiet_writers(home):
+            stack.run_cli(home, "backfill", "create", "--dag-id", "nightly_scoring", "--from-date", first,
+                          "--to-date", last, "--max-active-runs", "3", "--reprocess-behavior", "failed")
         _wait(home, "nightly_scoring",
               lambda runs: len(runs) >= nights and all(s in ("success", "failed") for s in runs.values()), 900)
         runs = stack.run_states(home, "nightly_scoring")
