@@ -4,6 +4,7 @@
     nightshift retrain  --ds 2026-01-14
     nightshift nightly  --start 2026-01-15 --end 2026-02-13
     nightshift score    --ds 2026-01-15 [--model as_of|champion]
+    nightshift rollback --ds 2026-02-10 --reason "calibration broke downstream"
     nightshift report   --start 2026-01-15 --end 2026-02-13 [--plot out.png]
     nightshift settings
 """
@@ -65,6 +66,17 @@ def cmd_retrain(args) -> int:
     return 0 if result["verdict"] else 1
 
 
+def cmd_rollback(args) -> int:
+    from batch_scoring.rollback import rescore, roll_back
+
+    s = _settings(args)
+    result = roll_back(s, args.ds, reason=args.reason, version=args.version)
+    if args.rescore_start and args.rescore_end:
+        result["rescored"] = rescore(s, args.rescore_start, args.rescore_end)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def cmd_report(args) -> int:
     from batch_scoring.report import plot, render, summarize
 
@@ -117,6 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--ds", required=True)
     sp.add_argument("--init-from", choices=["scratch", "warm"])
     sp.set_defaults(fn=cmd_retrain)
+
+    sp = sub.add_parser("rollback", help="point champion back at an earlier version from the night after D")
+    sp.add_argument("--ds", required=True)
+    sp.add_argument("--reason", required=True, help="why; recorded with the decision")
+    sp.add_argument("--version", help="version to restore (default: previous_champion)")
+    sp.add_argument("--rescore-start")
+    sp.add_argument("--rescore-end")
+    sp.set_defaults(fn=cmd_rollback)
 
     sp = sub.add_parser("report", help="what happened over a range of nights")
     sp.add_argument("--start", required=True)

@@ -31,7 +31,7 @@ def test_dagbag_has_no_import_errors(tmp_path):
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["errors"] == {}
-    assert set(result["dags"]) == {f.stem for f in DAG_FILES}  # DAG id = file stem
+    assert set(result["dags"]) == {f.stem for f in DAG_FILES} == {"nightly_scoring", "retrain", "rollback"}
     assert {"validate", "score", "detect_drift", "confirm_champion", "measure_ground_truth", "decide_retrain",
             "trigger_retrain"} <= set(result["dags"]["nightly_scoring"])
     assert {"prepare_window", "train_challenger", "evaluate_challenger", "promote", "reject"} <= set(result["dags"]["retrain"])

@@ -154,3 +154,24 @@ def test_model_param_chooses_as_of_or_todays_champion(world):
     assert row["model_selection"] == "champion"
     assert score_partition(s, ds)["model_version"] == "1"  # default as_of: the champion on that night
     assert scored_by(lake, ds) == "1"
+
+
+def test_rollback_restores_the_previous_champion_from_its_day(world):
+    from batch_scoring.rollback import rescore, roll_back
+
+    s, lake, ds = world["settings"], world["lake"], world["last"]
+    registry = Registry(s, lake)
+    before, previous = registry.current(CHAMPION).version, registry.current(PREVIOUS_CHAMPION).version
+    with pytest.raises(ValueError, match="needs a reason"):
+        roll_back(s, ds, reason=" ")
+    out = roll_back(s, ds, reason="bad calibration seen downstream")
+    assert (out["from_version"], out["champion"]) == (before, previous)
+    assert registry.current(CHAMPION).version == previous and registry.current(PREVIOUS_CHAMPION).version == before
+    assert registry.version_as_of(ds).version == before  # takes effect from the next night
+    assert registry.version_as_of(add_days(ds, 1)).version == previous
+    assert read_decision(lake, ds, "rollback")["reasons"] == ["bad calibration seen downstream"]
+    assert rescore(s, ds, ds)["model_version"] == previous
+    with pytest.raises(ValueError, match="already the champion"):
+        roll_back(s, ds, reason="again", version=previous)
+    roll_back(s, ds, reason="undo")  # a second rollback undoes the first
+    assert registry.current(CHAMPION).version == before
