@@ -63,6 +63,7 @@ def score_partition(settings: "Settings", ds: str, model: str | None = None, *, 
                "model_selection": mode, "mlflow_run_id": ref.run_id, "input_fingerprint": fingerprint,
                "code_version": code_version()}
 
+    lineage_scalars = {name: pa.scalar(lineage[name], pa.string()) for name in LINEAGE}
     rows, score_sum = 0, 0.0
     with lake.writer(table, ds, schema) as writer:
         for batch in lake.batches(FEATURES, ds, settings.scoring.batch_rows, columns=[spec.entity_id, *spec.features]):
@@ -70,7 +71,7 @@ def score_partition(settings: "Settings", ds: str, model: str | None = None, *, 
             n = batch.num_rows
             columns = [batch.column(spec.entity_id), pa.array(scores, pa.float64()),
                        pa.array((scores >= threshold).astype(np.int8))]
-            columns += [pa.array(np.full(n, lineage[name], dtype=object), pa.string()) for name in LINEAGE]
+            columns += [pa.repeat(lineage_scalars[name], n) for name in LINEAGE]  # C++ fill, not n Python strings
             writer.write_batch(pa.record_batch(columns, schema=schema))
             rows += n
             score_sum += float(scores.sum())

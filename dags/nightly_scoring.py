@@ -29,15 +29,11 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Asset, Param, dag, task
 
+from nightshift.settings import run_settings  # pydantic only: Airflow has it loaded already
+
 log = logging.getLogger(__name__)
 
 PREDICTIONS = Asset(name="predictions", uri="file:///nightshift/lake/predictions")
-
-
-def _settings(params: dict):
-    from nightshift.settings import load_settings
-
-    return load_settings().with_overrides(params.get("settings") or {})
 
 
 @dag(
@@ -59,7 +55,7 @@ def nightly_scoring():
     def validate(ds: str | None = None, params: dict | None = None) -> dict:
         from batch_scoring.nightly import validate_night
 
-        settings = _settings(params)
+        settings = run_settings(params)
         log.info("resolved settings: %s", json.dumps(settings.resolved(), default=str))
         return validate_night(settings, ds)
 
@@ -67,31 +63,31 @@ def nightly_scoring():
     def score(ds: str | None = None, params: dict | None = None) -> dict:
         from batch_scoring.nightly import score_night
 
-        return score_night(_settings(params), ds, params["model"])
+        return score_night(run_settings(params), ds, params["model"])
 
     @task
     def detect_drift(ds: str | None = None, params: dict | None = None) -> dict:
         from batch_scoring.nightly import check_drift
 
-        return check_drift(_settings(params), ds)
+        return check_drift(run_settings(params), ds)
 
     @task(depends_on_past=True, wait_for_downstream=True, outlets=[PREDICTIONS])
     def confirm_champion(ds: str | None = None, params: dict | None = None) -> dict:
         from batch_scoring.nightly import confirm_champion as confirm
 
-        return confirm(_settings(params), ds, params["model"])
+        return confirm(run_settings(params), ds, params["model"])
 
     @task(depends_on_past=True)
     def measure_ground_truth(ds: str | None = None, params: dict | None = None) -> dict:
         from batch_scoring.nightly import measure_night
 
-        return measure_night(_settings(params), ds)
+        return measure_night(run_settings(params), ds)
 
     @task(depends_on_past=True)
     def decide_retrain(ds: str | None = None, params: dict | None = None) -> dict:
         from batch_scoring.nightly import decide_night
 
-        return decide_night(_settings(params), ds)
+        return decide_night(run_settings(params), ds)
 
     @task.branch
     def request_retrain(decision: dict) -> str:

@@ -24,16 +24,9 @@ from datetime import datetime, timezone
 
 from airflow.sdk import Param, dag, task
 
+from nightshift.settings import run_settings  # pydantic only: Airflow has it loaded already
+
 log = logging.getLogger(__name__)
-
-
-def _settings(params: dict):
-    from nightshift.settings import load_settings
-
-    overrides = dict(params.get("settings") or {})
-    if params.get("init_from"):
-        overrides["training.init_from"] = params["init_from"]
-    return load_settings().with_overrides(overrides)
 
 
 def _ds(params: dict, ds: str | None) -> str:
@@ -64,7 +57,7 @@ def retrain():
     def prepare_window(params: dict | None = None, ds: str | None = None) -> dict:
         from training.retrain import prepare_window as prepare
 
-        settings = _settings(params)
+        settings = run_settings(params, training__init_from=params.get("init_from"))
         log.info("resolved settings: %s", json.dumps(settings.resolved(), default=str))
         return prepare(settings, _ds(params, ds))
 
@@ -73,7 +66,7 @@ def retrain():
         from batch_scoring.policy import retrain_reasons
         from training.retrain import train_challenger as train
 
-        settings = _settings(params)
+        settings = run_settings(params, training__init_from=params.get("init_from"))
         day = window["ds"]
         reasons = retrain_reasons(settings, day) if params.get("trigger") == "nightly" else ["requested by hand"]
         return train(settings, day, window, trigger=params.get("trigger", "manual"), reasons=reasons)
@@ -82,7 +75,7 @@ def retrain():
     def evaluate_challenger(window: dict, trained: dict, params: dict | None = None) -> dict:
         from training.retrain import evaluate_challenger as evaluate
 
-        return evaluate(_settings(params), window["ds"], window, trained["version"])
+        return evaluate(run_settings(params), window["ds"], window, trained["version"])
 
     @task.branch
     def judge(evaluation: dict) -> str:
@@ -92,13 +85,13 @@ def retrain():
     def promote(evaluation: dict, params: dict | None = None) -> dict:
         from training.retrain import promote_challenger
 
-        return promote_challenger(_settings(params), evaluation["ds"], evaluation)
+        return promote_challenger(run_settings(params), evaluation["ds"], evaluation)
 
     @task
     def reject(evaluation: dict, params: dict | None = None) -> dict:
         from training.retrain import reject_challenger
 
-        return reject_challenger(_settings(params), evaluation["ds"], evaluation)
+        return reject_challenger(run_settings(params), evaluation["ds"], evaluation)
 
     # main flow
     window = prepare_window()

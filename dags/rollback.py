@@ -17,11 +17,7 @@ from datetime import datetime, timezone
 
 from airflow.sdk import Param, dag, task
 
-
-def _settings(params: dict):
-    from nightshift.settings import load_settings
-
-    return load_settings().with_overrides(params.get("settings") or {})
+from nightshift.settings import run_settings  # pydantic only: Airflow has it loaded already
 
 
 @dag(
@@ -47,7 +43,7 @@ def rollback():
     def roll_back(params: dict | None = None) -> dict:
         from batch_scoring.rollback import roll_back as run
 
-        return run(_settings(params), params["ds"], reason=params["reason"], version=params.get("version"))
+        return run(run_settings(params), params["ds"], reason=params["reason"], version=params.get("version"))
 
     @task.short_circuit
     def wants_rescore(params: dict | None = None) -> bool:
@@ -57,7 +53,7 @@ def rollback():
     def rescore(params: dict | None = None) -> dict:
         from batch_scoring.rollback import rescore as run
 
-        return run(_settings(params), params["rescore_start"], params["rescore_end"])
+        return run(run_settings(params), params["rescore_start"], params["rescore_end"])
 
     # main flow
     roll_back() >> wants_rescore() >> rescore()

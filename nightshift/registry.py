@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import posixpath
 import uuid
 from dataclasses import asdict, dataclass
@@ -218,7 +217,6 @@ class Registry:
         dest = self.cache / f"v{version}"
         if (dest / "bundle.json").exists():
             return dest
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file is noise in task logs
         import mlflow.artifacts
 
         source = self.client.get_model_version(self.name, str(version)).source

@@ -175,6 +175,13 @@ def load_settings(config: str | os.PathLike | None = None, env: dict[str, str] |
     return _validate(data, str(path))
 
 
+def run_settings(params: dict[str, Any] | None, **overrides: Any) -> Settings:
+    """Settings for one DAG run: the loaded settings, then the run's `settings` Param, then `overrides`."""
+    params = params or {}
+    merged = {**(params.get("settings") or {}), **{k.replace("__", "."): v for k, v in overrides.items() if v is not None}}
+    return load_settings().with_overrides(merged)
+
+
 def _validate(data: dict[str, Any], source: str) -> Settings:
     try:
         return Settings.model_validate(data)

@@ -71,6 +71,7 @@ def airflow_env(home: Path, port: int | None = None, extra: dict[str, str] | Non
         # parallelism 2 on 2 cores: one thread per task, or torch's threads fight and a fit runs 10x slower
         "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
         "NO_COLOR": "1",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # one bar per downloaded file is noise in task logs
     })
     saved = airflow_home / "extra_env.json"
     env.update(json.loads(saved.read_text()) if saved.exists() else {})

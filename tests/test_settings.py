@@ -74,3 +74,13 @@ def test_resolved_is_flat_and_complete(cfg):
 def test_repo_config_loads():
     s = load_settings(env={})
     assert len(s.dataset.numeric) == 20 and len(s.dataset.categorical) == 5
+
+
+def test_run_settings_layers_the_run_param_then_explicit_overrides(monkeypatch, cfg):
+    from nightshift.settings import run_settings
+
+    monkeypatch.setenv("NIGHTSHIFT_CONFIG", str(cfg))
+    assert run_settings(None).policy.drift_k == 2
+    s = run_settings({"settings": {"policy.drift_k": 3, "training.init_from": "scratch"}}, training__init_from="warm")
+    assert (s.policy.drift_k, s.training.init_from) == (3, "warm")  # explicit override beats the Param
+    assert run_settings({"settings": {"training.init_from": "scratch"}}, training__init_from=None).training.init_from == "scratch"
