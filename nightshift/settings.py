@@ -6,7 +6,9 @@ traced back to the exact configuration that produced it.
 
 Env overrides:
 - `NIGHTSHIFT_HOME`: the folder that holds the lake, the MLflow store and the Airflow home.
-- `NIGHTSHIFT_CONFIG`: the path of `nightshift.toml` (default: the repo root's).
+- `NIGHTSHIFT_CONFIG`: the path of `nightshift.toml`. Default: `$NIGHTSHIFT_HOME/nightshift.toml`
+  when it exists (where `nightshift import` writes your dataset's spec), else the repo root's
+  (the demo's simulated world).
 - `NIGHTSHIFT_LAKE`: the lake URI (any pyarrow filesystem URI or local path).
 - `MLFLOW_TRACKING_URI`: the MLflow tracking store.
 - `NIGHTSHIFT__SECTION__KEY=value`: any other field, e.g. `NIGHTSHIFT__POLICY__COOLDOWN_DAYS=3`.
@@ -22,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from nightshift.choices import InitFrom, ModelSelection, WindowKind
 from nightshift.spec import DatasetSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -50,8 +53,8 @@ class ModelSettings(BaseModel):
 class TrainingSettings(BaseModel):
     model_config = _FROZEN
 
-    init_from: Literal["scratch", "warm"] = "warm"
-    window: Literal["fixed", "sliding", "expanding"] = "sliding"
+    init_from: InitFrom = InitFrom.WARM
+    window: WindowKind = WindowKind.SLIDING
     window_days: int = Field(21, ge=1, description="sliding: how many prediction days back")
     window_start: str | None = Field(None, description="fixed/expanding: first prediction day")
     window_end: str | None = Field(None, description="fixed: last prediction day")
@@ -72,7 +75,7 @@ class ScoringSettings(BaseModel):
 
     batch_rows: int = Field(65_536, ge=1, description="rows per streamed record batch")
     threshold: float = Field(0.5, gt=0, lt=1, description="score at or above which the decision is 1")
-    model: Literal["as_of", "champion"] = "as_of"
+    model: ModelSelection = ModelSelection.AS_OF
 
 
 class DriftSettings(BaseModel):
@@ -149,10 +152,25 @@ class Settings(BaseModel):
         return _flatten(json.loads(self.model_dump_json()))
 
 
+def default_home(env: dict[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get("NIGHTSHIFT_HOME") or PathSettings().home)
+
+
+def config_path(config: str | os.PathLike | None = None, env: dict[str, str] | None = None) -> Path:
+    """The settings file every entry point reads: --config, else $NIGHTSHIFT_CONFIG, else the
+    home's nightshift.toml if there is one, else the repo's."""
+    env = os.environ if env is None else env
+    if config or env.get("NIGHTSHIFT_CONFIG"):
+        return Path(config or env["NIGHTSHIFT_CONFIG"])
+    home_file = default_home(env) / "nightshift.toml"
+    return home_file if home_file.exists() else REPO_ROOT / "nightshift.toml"
+
+
 def load_settings(config: str | os.PathLike | None = None, env: dict[str, str] | None = None) -> Settings:
     """Defaults in code, overridden by nightshift.toml, then by the environment."""
     env = dict(os.environ if env is None else env)
-    path = Path(config or env.get("NIGHTSHIFT_CONFIG") or REPO_ROOT / "nightshift.toml")
+    path = config_path(config, env)
     data: dict[str, Any] = {}
     if path.exists():
         try:

@@ -1,14 +1,23 @@
-"""The dataset spec: which columns are the entity id, the features and the label.
+"""The dataset spec: which columns are the entity id, the features and the label, and the task.
 
-Every stage reads column names from here, so the same code serves any tabular
-binary-classification dataset laid out in the lake contract (see DESIGN.md).
+Every stage reads column names from here, so the same code serves any tabular dataset laid
+out in the lake contract (see DESIGN.md). This module also holds the one rule for column
+types: which Arrow types a numeric or categorical feature may have, and how a categorical
+value becomes the string the model sees. The import, the contract, training and scoring
+all apply it, so a boolean or a small integer is treated the same at every step.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import datetime as dt
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from nightshift.choices import CalendarKind, TaskName
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 # Lake-contract columns that every table carries regardless of the dataset.
 DS = "ds"  # hive partition key: the logical day of a partition
@@ -24,6 +33,33 @@ class LabelDelayPolicy(BaseModel):
     min_coverage: float = Field(0.9, gt=0, le=1, description="share of rows labelled that makes a day mature early")
 
 
+class Calendar(BaseModel):
+    """The days data is expected on. A day off the calendar is skipped with a record; a day
+    on it without data is an error (something upstream broke)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: CalendarKind = CalendarKind.DAILY
+    blocks: tuple[tuple[str, str], ...] = Field((), description="kind=blocks: inclusive [first, last] day ranges")
+
+    @model_validator(mode="after")
+    def _blocks(self) -> "Calendar":
+        if self.kind == CalendarKind.BLOCKS and not self.blocks:
+            raise ValueError("calendar kind 'blocks' needs blocks = [[first, last], ...]")
+        for first, last in self.blocks:
+            if dt.date.fromisoformat(first) > dt.date.fromisoformat(last):
+                raise ValueError(f"calendar block [{first}, {last}] ends before it starts")
+        return self
+
+    def expects(self, ds: str) -> bool:
+        """Whether data is expected on logical day `ds`."""
+        if self.kind == CalendarKind.DAILY:
+            return True
+        if self.kind == CalendarKind.WEEKDAYS:
+            return dt.date.fromisoformat(ds).weekday() < 5
+        return any(first <= ds <= last for first, last in self.blocks)
+
+
 class DatasetSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -31,9 +67,10 @@ class DatasetSpec(BaseModel):
     numeric: tuple[str, ...]
     categorical: tuple[str, ...] = ()
     label: str
-    task: Literal["binary"] = "binary"
+    task: TaskName = TaskName.BINARY
     segment: str | None = Field(None, description="categorical column whose values get per-segment guardrails")
     label_delay: LabelDelayPolicy = LabelDelayPolicy()
+    calendar: Calendar = Calendar()
 
     @model_validator(mode="after")
     def _distinct(self) -> "DatasetSpec":
@@ -53,3 +90,35 @@ class DatasetSpec(BaseModel):
     @property
     def features(self) -> tuple[str, ...]:
         return (*self.numeric, *self.categorical)
+
+
+# -- the one rule for column types ----------------------------------------------------------
+def numeric_type_ok(t: "pa.DataType") -> bool:
+    """A numeric feature may be an integer, float, decimal or boolean (read as 0/1)."""
+    import pyarrow as pa
+
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_boolean(t)
+
+
+def categorical_type_ok(t: "pa.DataType") -> bool:
+    """A categorical feature may be a string, integer, boolean or dictionary of those."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        return categorical_type_ok(t.value_type)
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t) or pa.types.is_boolean(t)
+
+
+def category_strings(col: "pa.Array | pa.ChunkedArray") -> "pa.Array | pa.ChunkedArray":
+    """The strings a categorical column's values are compared as: booleans become
+    'true'/'false', integers their decimal digits, nulls stay null."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_dictionary(col.type):
+        col = pc.cast(col, col.type.value_type)
+    if pa.types.is_string(col.type):
+        return col
+    if pa.types.is_large_string(col.type):
+        return pc.cast(col, pa.string())
+    return pc.cast(col, pa.string())

@@ -48,7 +48,8 @@ def airflow_env(home: Path, port: int | None = None, extra: dict[str, str] | Non
     env.update({
         "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",  # standalone and the executor spawn `airflow` by name
         "NIGHTSHIFT_HOME": str(home),
-        "NIGHTSHIFT_CONFIG": env.get("NIGHTSHIFT_CONFIG", str(REPO / "nightshift.toml")),
+        # Tasks import this checkout's packages, whichever checkout the venv was installed from.
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p),
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
