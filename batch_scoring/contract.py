@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from nightshift.columns import categorical_type_ok, numeric_type_ok
 from nightshift.lake import FEATURES, Lake, PartitionMissing
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def validate_partition(lake: Lake, spec: "DatasetSpec", ds: str, batch_rows: int
         ids.append(id_col)
         for name in spec.numeric:
             col = batch.column(name)
-            values = col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+            values = pc.fill_null(pc.cast(col, pa.float64()), np.nan).to_numpy(zero_copy_only=False)
             bad = np.isinf(values)
             if bad.any():
                 raise ContractViolation(partition, name, "numeric values are finite or missing",
@@ -82,13 +83,13 @@ def _check_schema(partition: str, schema: pa.Schema, spec: "DatasetSpec") -> Non
                                     f"The dataset spec (nightshift.toml [dataset]) requires it; present columns: {sorted(names)}.")
     for col in spec.numeric:
         t = schema.field(col).type
-        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)):
-            raise ContractViolation(partition, col, "numeric feature has a numeric type", f"its type is {t}",
+        if not numeric_type_ok(t):
+            raise ContractViolation(partition, col, "numeric feature is a number or boolean", f"its type is {t}",
                                     "Cast it upstream, or list it under [dataset] categorical if it is a category.")
     for col in spec.categorical:
         t = schema.field(col).type
-        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t) or pa.types.is_dictionary(t)):
-            raise ContractViolation(partition, col, "categorical feature is a string or integer", f"its type is {t}",
+        if not categorical_type_ok(t):
+            raise ContractViolation(partition, col, "categorical feature is a string, integer or boolean", f"its type is {t}",
                                     "Cast it to string upstream.")
     if spec.label in names:
         raise ContractViolation(partition, spec.label, "features carry no label",

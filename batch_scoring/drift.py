@@ -16,7 +16,8 @@ Method:
 - Significance alone is not a verdict: at large samples every test fires. A feature drifts
   only if it is significant AND its effect size reaches a floor (KS distance for numeric,
   total variation distance for categorical).
-- The model's own scores get a KS test (`KSDrift`) against the scores of the reference.
+- The model's own output (the score for binary, the prediction for regression) gets a KS
+  test (`KSDrift`) against the model's output on the reference.
 """
 
 from __future__ import annotations
@@ -28,29 +29,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from nightshift.lake import DRIFT, FEATURES, PREDICTIONS, Lake
+from nightshift.columns import category_strings
+from nightshift.lake import FEATURES, PREDICTIONS, Lake
 from nightshift.registry import Registry
+from nightshift.tables import drift as drift_table
+from nightshift.tables.drift import OUTPUT_FEATURE
+from nightshift.tables.predictions import scored_by
+from nightshift.task import task_for
 
 if TYPE_CHECKING:
     from nightshift.settings import DriftSettings, Settings
 
 _MISSING = -1e300  # below every real value: KS treats missing as its own, lowest, value
-SCORE_FEATURE = "__score__"
-
-SCHEMA = pa.schema([
-    ("feature", pa.string()), ("kind", pa.string()), ("test", pa.string()),
-    ("statistic", pa.float64()), ("p_value", pa.float64()), ("threshold", pa.float64()),
-    ("significant", pa.bool_()), ("effect_size", pa.float64()), ("effect_metric", pa.string()),
-    ("min_effect", pa.float64()), ("drifted", pa.bool_()),
-    ("day_drift", pa.bool_()), ("model_version", pa.string()), ("reference_rows", pa.int64()), ("sample_rows", pa.int64()),
-])
+SCORE_FEATURE = OUTPUT_FEATURE
 
 
 def detect_drift(settings: "Settings", ds: str, *, lake: Lake | None = None) -> dict:
     """Test night `ds` against the reference of the model that scored it; commit `monitoring/drift/ds=D/`."""
-    import pyarrow.parquet as pq
-
-    from batch_scoring.score import scored_by
     from training.bundle import load_bundle
 
     lake = lake or Lake(settings.lake_uri)
@@ -58,22 +53,21 @@ def detect_drift(settings: "Settings", ds: str, *, lake: Lake | None = None) -> 
     version = scored_by(lake, ds)
     if version is None:
         raise RuntimeError(f"predictions/ds={ds} is missing: score the night before checking drift")
-    bundle_dir = Registry(settings, lake).local_path(version.split(",")[-1])
-    reference = pq.read_table(bundle_dir / "reference.parquet")
+    bundle = load_bundle(Registry(settings, lake).local_path(version.split(",")[-1]))
+    reference = bundle.reference()
 
     idx = sample_indices(lake.dataset(FEATURES, ds).count_rows(), cfg.sample_size, ds)
     sample = take_rows(lake, FEATURES, ds, idx, [*spec.features])
     rows = _feature_tests(reference, sample, spec.numeric, spec.categorical, cfg)
 
-    bundle = load_bundle(bundle_dir)
-    ref_scores = bundle.predict_proba(reference)
-    day_scores = take_rows(lake, PREDICTIONS, ds, idx, ["score"]).column(0).to_numpy()
-    rows.append(_score_test(ref_scores, day_scores, cfg))
+    output = task_for(spec.task).prediction_column
+    day_out = take_rows(lake, PREDICTIONS, ds, idx, [output]).column(0).to_numpy()
+    rows.append(_score_test(bundle.predict(reference), day_out, cfg))
 
     day_drift = any(r["drifted"] for r in rows if r["kind"] != "score")
     for r in rows:
         r.update(day_drift=day_drift, model_version=version, reference_rows=reference.num_rows, sample_rows=len(idx))
-    lake.commit(DRIFT, ds, pa.Table.from_pylist(rows, schema=SCHEMA))
+    drift_table.write(lake, ds, rows)
     drifted = [r["feature"] for r in rows if r["drifted"] and r["kind"] != "score"]
     return {"ds": ds, "drift": day_drift, "drifted_features": drifted,
             "score_drift": bool(rows[-1]["drifted"]), "model_version": version, "sample_rows": len(idx)}
@@ -101,7 +95,7 @@ def take_rows(lake: Lake, table: str, ds: str, idx: np.ndarray, columns: list[st
 def _encode(reference: pa.Table, sample: pa.Table, numeric, categorical) -> tuple[np.ndarray, np.ndarray]:
     """Both tables as float matrices: numeric with missing -> lowest value, categories -> codes."""
     def numeric_col(t, c):
-        v = t.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
+        v = pc.fill_null(pc.cast(t.column(c), pa.float64()), np.nan).to_numpy(zero_copy_only=False)
         return np.where(np.isnan(v), _MISSING, v)
 
     ref_cols, x_cols = [], []
@@ -109,8 +103,8 @@ def _encode(reference: pa.Table, sample: pa.Table, numeric, categorical) -> tupl
         ref_cols.append(numeric_col(reference, c))
         x_cols.append(numeric_col(sample, c))
     for c in categorical:
-        ref_vals = pc.fill_null(pc.cast(reference.column(c), pa.string()), "\x00null")
-        x_vals = pc.fill_null(pc.cast(sample.column(c), pa.string()), "\x00null")
+        ref_vals = pc.fill_null(category_strings(reference.column(c)), "\x00null")
+        x_vals = pc.fill_null(category_strings(sample.column(c)), "\x00null")
         vocab = pc.unique(pa.concat_arrays([ref_vals.combine_chunks(), x_vals.combine_chunks()])).sort()
         ref_cols.append(pc.index_in(ref_vals, vocab).to_numpy(zero_copy_only=False).astype(np.float64))
         x_cols.append(pc.index_in(x_vals, vocab).to_numpy(zero_copy_only=False).astype(np.float64))
@@ -159,6 +153,6 @@ def _score_test(ref_scores: np.ndarray, day_scores: np.ndarray, cfg: "DriftSetti
     out = detector.predict(day_scores.reshape(-1, 1).astype(np.float64), return_p_val=True, return_distance=True)["data"]
     p_val, dist = float(np.ravel(out["p_val"])[0]), float(np.ravel(out["distance"])[0])
     significant = p_val < cfg.p_val
-    return {"feature": SCORE_FEATURE, "kind": "score", "test": "KS", "statistic": dist, "p_value": p_val,
+    return {"feature": OUTPUT_FEATURE, "kind": "score", "test": "KS", "statistic": dist, "p_value": p_val,
             "threshold": cfg.p_val, "significant": significant, "effect_size": dist, "effect_metric": "ks_distance",
             "min_effect": cfg.min_effect_numeric, "drifted": bool(significant and dist >= cfg.min_effect_numeric)}

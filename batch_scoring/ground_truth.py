@@ -1,12 +1,12 @@
 """Ground truth as known on night D: join the labels that have arrived to past predictions.
 
 For every prediction day P in the last `max_delay_days` days, `monitoring/performance/ds=D/`
-holds one row: how many predictions, how many have a label by D (coverage), whether P has
-matured (coverage >= `min_coverage` or age >= `max_delay_days`), the realized AUC on the
-labels so far, and an estimated AUC from the model's own scores. For a calibrated model the
-expected AUC follows from the scores alone (each row is a positive with weight p and a
-negative with weight 1-p), so the page can show performance for days whose labels are
-still in flight. Only matured days' realized figures drive decisions.
+holds one row (see `nightshift.tables.performance`): how many predictions, how many have a
+label by D (coverage), whether P has matured (coverage >= `min_coverage` or age >=
+`max_delay_days`), every metric of the task realized on the labels so far, and the metrics
+estimated from the predictions alone where the task has a sound method (binary: the
+expected values if the scores are calibrated; regression: not estimated). Only matured days'
+realized figures drive decisions.
 """
 
 from __future__ import annotations
@@ -14,73 +14,53 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from nightshift.dates import add_days, days_between, ds_range
-from nightshift.lake import LABELS, PERFORMANCE, PREDICTIONS, Lake
-from nightshift.spec import EVENT_DS
+from nightshift.lake import PREDICTIONS, Lake
+from nightshift.tables import labels as labels_table
+from nightshift.tables import performance
+from nightshift.task import task_for
 
 if TYPE_CHECKING:
     from nightshift.settings import Settings
 
-SCHEMA = pa.schema([
-    ("prediction_ds", pa.string()), ("age_days", pa.int32()), ("rows", pa.int64()), ("labelled", pa.int64()),
-    ("coverage", pa.float64()), ("matured", pa.bool_()), ("status", pa.string()),
-    ("realized_auc", pa.float64()), ("estimated_auc", pa.float64()), ("positive_rate", pa.float64()),
-    ("mean_score", pa.float64()), ("model_version", pa.string()),
-])
-
 
 def measure_ground_truth(settings: "Settings", ds: str, *, lake: Lake | None = None) -> dict:
     """Commit the performance picture as known on `ds`; returns a summary of matured days."""
-    from training.evaluate import auc
-
     lake = lake or Lake(settings.lake_uri)
-    spec, policy = settings.dataset, settings.dataset.label_delay
+    spec, policy, task = settings.dataset, settings.dataset.label_delay, task_for(settings.dataset.task)
+    threshold = settings.scoring.threshold
+    out = task.prediction_column
     days = [d for d in ds_range(add_days(ds, -policy.max_delay_days), ds) if lake.exists(PREDICTIONS, d)]
-    arrivals = [a for a in ds_range(add_days(ds, -policy.max_delay_days), ds) if lake.exists(LABELS, a)]
-    labels = lake.read_days(LABELS, arrivals, columns=[spec.entity_id, EVENT_DS, spec.label])  # arrival <= ds only
+    labels = labels_table.arrived(lake, spec, ds, days)  # arrival <= ds only
 
     rows = []
     for day in days:
-        preds = lake.read(PREDICTIONS, day, columns=[spec.entity_id, "score", "model_version"])
-        scores = preds.column("score").to_numpy()
-        joined = None
-        if labels is not None:
-            day_labels = labels.filter(pc.equal(labels[EVENT_DS], day)).select([spec.entity_id, spec.label])
-            joined = preds.join(day_labels, keys=spec.entity_id, join_type="inner")
-        n_lab = 0 if joined is None else joined.num_rows
-        coverage = n_lab / max(len(scores), 1)
+        preds = lake.read(PREDICTIONS, day, columns=[spec.entity_id, out, "model_version"])
+        pred = preds.column(out).to_numpy()
+        joined = labels_table.join(preds, labels, day, spec)
+        n_lab = joined.num_rows
+        coverage = n_lab / max(len(pred), 1)
         age = days_between(day, ds)
         matured = coverage >= policy.min_coverage or age >= policy.max_delay_days
-        realized, pos_rate = None, None
+        realized, label_mean = {}, None
         if n_lab:
-            y = joined.column(spec.label).to_numpy(zero_copy_only=False).astype(np.int64)
-            pos_rate = float(y.mean())
-            if 0 < y.sum() < len(y):
-                realized = auc(y, joined.column("score").to_numpy())
+            y = task.labels(joined.column(spec.label), f"labels for predictions/ds={day}")
+            label_mean = float(np.mean(y))
+            realized = task.evaluate(y, joined.column(out).to_numpy(), threshold)
+        estimated = task.estimate(pred, threshold) or {}
         versions = sorted(set(preds.column("model_version").to_pylist()))
         rows.append({
-            "prediction_ds": day, "age_days": age, "rows": len(scores), "labelled": n_lab,
+            "prediction_ds": day, "age_days": age, "rows": len(pred), "labelled": n_lab,
             "coverage": round(coverage, 6), "matured": matured, "status": "matured" if matured else "provisional",
-            "realized_auc": realized, "estimated_auc": estimated_auc(scores), "positive_rate": pos_rate,
-            "mean_score": float(scores.mean()) if len(scores) else None, "model_version": ",".join(versions),
+            "metric": task.primary.name, "realized": realized.get(task.primary.name),
+            "estimated": estimated.get(task.primary.name), "estimate_method": task.estimate_method,
+            "realized_metrics": realized, "estimated_metrics": estimated, "label_mean": label_mean,
+            "mean_prediction": float(pred.mean()) if len(pred) else None, "model_version": ",".join(versions),
         })
-    lake.commit(PERFORMANCE, ds, pa.Table.from_pylist(rows, schema=SCHEMA))
-    matured = [r for r in rows if r["matured"] and r["realized_auc"] is not None]
+    performance.write(lake, ds, rows)
+    matured = [r for r in rows if r["matured"] and r["realized"] is not None]
     latest = matured[-1] if matured else None
-    return {"ds": ds, "days": len(rows), "matured_days": len(matured),
+    return {"ds": ds, "days": len(rows), "matured_days": len(matured), "metric": task.primary.name,
             "latest_matured_day": latest["prediction_ds"] if latest else None,
-            "latest_matured_auc": latest["realized_auc"] if latest else None}
-
-
-def estimated_auc(scores: np.ndarray) -> float | None:
-    """Expected AUC if the scores are calibrated probabilities (no labels needed)."""
-    from training.evaluate import auc
-
-    if len(scores) < 2:
-        return None
-    p = np.clip(scores.astype(np.float64), 0.0, 1.0)
-    y = np.concatenate([np.ones(len(p), np.int64), np.zeros(len(p), np.int64)])
-    return float(auc(y, np.concatenate([p, p]), np.concatenate([p, 1.0 - p])))
+            "latest_matured": latest["realized"] if latest else None}

@@ -1,6 +1,6 @@
-"""One night, step by step: validate -> score -> detect drift -> confirm champion -> ground truth -> decide.
+"""One night, step by step: the step functions of the nightly flow (`batch_scoring.flows.NIGHTLY`).
 
-The nightly DAG calls one of these per task; `run_night` calls them in order in-process.
+The nightly DAG calls one of these per task; `run_nights` runs the same flow in-process.
 
 Scoring may run ahead of the decisions (in a backfill, several nights score in parallel),
 so it is speculative: it uses the champion in force as far as it is known. The ordered part
@@ -14,112 +14,137 @@ exactly what nightly runs in real time would have committed.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Any
 
 from nightshift.dates import ds_range
-from nightshift.lake import DRIFT, Lake
+from nightshift.flow import StepContext, run_flow
+from nightshift.lake import FEATURES, Lake
 from nightshift.registry import Registry
-
-if TYPE_CHECKING:
-    from nightshift.settings import Settings
+from nightshift.tables import drift as drift_table
+from nightshift.tables.decisions import write_decision
+from nightshift.tables.predictions import scored_by
 
 log = logging.getLogger("nightshift.nightly")
 
+SKIPPED = "SKIPPED"
 
-def validate_night(settings: "Settings", ds: str) -> dict:
+
+def open_night(ctx: StepContext) -> bool:
+    """False (and a record) for a day the dataset's calendar does not expect and that has no data."""
+    s, ds = ctx.settings, ctx.ds
+    calendar = s.dataset.calendar
+    lake = Lake(s.lake_uri)
+    if calendar.expects(ds) or lake.exists(FEATURES, ds):
+        return True
+    reason = f"{ds} is not a day the dataset's calendar expects data (calendar: {calendar.kind.value})"
+    write_decision(lake, ds, "night", SKIPPED, [reason], {"calendar": calendar.model_dump(mode="json")})
+    log.info("night %s skipped: %s", ds, reason)
+    return False
+
+
+def validate(ctx: StepContext) -> dict:
     from batch_scoring.contract import validate_partition
 
-    return validate_partition(Lake(settings.lake_uri), settings.dataset, ds)
+    return validate_partition(Lake(ctx.settings.lake_uri), ctx.settings.dataset, ctx.ds)
 
 
-def score_night(settings: "Settings", ds: str, model: str | None = None) -> dict:
+def score(ctx: StepContext) -> dict:
     from batch_scoring.score import score_partition
 
-    return score_partition(settings, ds, model)
+    return score_partition(ctx.settings, ctx.ds, ctx.params.get("model"))
 
 
-def check_drift(settings: "Settings", ds: str) -> dict:
-    from batch_scoring.drift import detect_drift
+def detect_drift(ctx: StepContext) -> dict:
+    from batch_scoring.drift import detect_drift as detect
 
-    return detect_drift(settings, ds)
+    return detect(ctx.settings, ctx.ds)
 
 
-def confirm_champion(settings: "Settings", ds: str, model: str | None = None) -> dict:
+def confirm_champion(ctx: StepContext) -> dict:
     """Make sure night `ds` was scored (and drift-checked) by the model in force; redo it if not."""
-    from batch_scoring.drift import detect_drift
-    from batch_scoring.score import score_partition, scored_by
+    from batch_scoring.drift import detect_drift as detect
+    from batch_scoring.score import score_partition
 
+    settings, ds = ctx.settings, ctx.ds
     lake = Lake(settings.lake_uri)
-    mode = model or settings.scoring.model
+    mode = ctx.params.get("model") or settings.scoring.model
     expected = Registry(settings, lake).resolve(ds, mode)
     actual = scored_by(lake, ds)
     rescored = actual != expected.version
     if rescored:
         log.info("night %s was scored by v%s but v%s was in force: rescoring", ds, actual, expected.version)
         score_partition(settings, ds, mode, lake=lake, ref=expected)
-    drift_version = None
-    if lake.exists(DRIFT, ds):
-        drift_version = lake.read(DRIFT, ds, columns=["model_version"]).column(0)[0].as_py()
-    if rescored or drift_version != expected.version:
-        detect_drift(settings, ds, lake=lake)
+    if rescored or drift_table.tested_against(lake, ds) != expected.version:
+        detect(settings, ds, lake=lake)
     return {"ds": ds, "model_version": expected.version, "rescored": rescored, "was": actual}
 
 
-def measure_night(settings: "Settings", ds: str) -> dict:
-    from batch_scoring.ground_truth import measure_ground_truth
+def measure_ground_truth(ctx: StepContext) -> dict:
+    from batch_scoring.ground_truth import measure_ground_truth as measure
 
-    return measure_ground_truth(settings, ds)
-
-
-def decide_night(settings: "Settings", ds: str, manual: bool = False) -> dict:
-    from batch_scoring.policy import decide_retrain
-
-    return decide_retrain(settings, ds, manual=manual)
+    return measure(ctx.settings, ctx.ds)
 
 
-def run_night(settings: "Settings", ds: str, *, model: str | None = None, retrain: bool = True,
-              progress: bool = False) -> dict:
-    """Everything the nightly DAG does for `ds`, in-process, including the retrain hand-off."""
-    result = {"ds": ds, "validate": validate_night(settings, ds)}
-    result["score"] = score_night(settings, ds, model)
-    result["drift"] = check_drift(settings, ds)
-    result["confirm"] = confirm_champion(settings, ds, model)
-    result["ground_truth"] = measure_night(settings, ds)
-    result["decision"] = decide_night(settings, ds)
-    if retrain and result["decision"]["retrain"]:
-        from training.retrain import retrain as run_retrain
+def decide_retrain(ctx: StepContext) -> dict:
+    from batch_scoring.policy import decide_retrain as decide
 
-        result["retrain"] = run_retrain(settings, ds, trigger="nightly", reasons=result["decision"]["reasons"],
-                                        progress=progress)
-    return result
+    return decide(ctx.settings, ctx.ds)
 
 
-def run_nights(settings: "Settings", start: str, end: str, *, model: str | None = None, retrain: bool = True,
+def request_retrain(ctx: StepContext) -> bool:
+    """Hand off to the retrain flow when the decision says so (and the caller allows it)."""
+    return bool(ctx.results["decide_retrain"]["retrain"]) and ctx.params.get("retrain", True)
+
+
+def retrain_conf(ctx: StepContext) -> dict:
+    """The retrain's run conf: the decision's day, trigger and reasons, passed on, never re-derived."""
+    return ctx.results["decide_retrain"]["retrain_conf"]
+
+
+def run_nights(settings, start: str, end: str, *, model: str | None = None, retrain: bool = True,
                progress: bool = True) -> list[dict]:
-    """Nights start..end in date order, in one process (a quick local replay)."""
+    """Nights start..end in date order, in one process: the nightly flow, as the DAG runs it."""
+    from batch_scoring.flows import NIGHTLY
+
     days = ds_range(start, end)
-    results = []
+    params: dict[str, Any] = {"model": model, "retrain": retrain}
     if not progress:
-        return [run_night(settings, d, model=model, retrain=retrain) for d in days]
+        return [_night(NIGHTLY, settings, d, params, False) for d in days]
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    results = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
         task = bar.add_task("nights", total=len(days))
         for d in days:
             bar.update(task, description=f"night {d}")
-            r = run_night(settings, d, model=model, retrain=retrain)
+            r = _night(NIGHTLY, settings, d, params, True)
             results.append(r)
             bar.console.print(night_line(r))
             bar.advance(task)
     return results
 
 
+def _night(flow, settings, ds: str, params: dict, progress: bool) -> dict:
+    results = run_flow(flow, settings, ds, params, progress=progress)
+    out = {"ds": ds, "skipped": not results.get("open_night", True), **results}
+    if "trigger_retrain" in results:
+        from training.retrain import outcome
+
+        out["retrain"] = outcome(results["trigger_retrain"]["results"])
+    if "decide_retrain" in results:
+        out["decision"] = results["decide_retrain"]
+    return out
+
+
 def night_line(r: dict) -> str:
     """A one-line account of a night, for logs and the CLI."""
-    drift = r["drift"]
-    parts = [f"{r['ds']}: scored {r['score']['rows']} rows with v{r['confirm']['model_version']}",
+    if r.get("skipped"):
+        return f"{r['ds']}: skipped (not a day the calendar expects)"
+    drift = r["detect_drift"]
+    parts = [f"{r['ds']}: scored {r['score']['rows']} rows with v{r['confirm_champion']['model_version']}",
              f"drift={'YES ' + ','.join(drift['drifted_features'][:4]) if drift['drift'] else 'no'}",
              f"decision={r['decision']['verdict']}"]
     if r.get("retrain"):
-        parts.append(f"retrain -> v{r['retrain']['version']} {r['retrain']['verdict']}")
+        rt = r["retrain"]
+        parts.append(f"retrain -> {('v' + rt['version'] + ' ') if rt['version'] else ''}{rt['verdict']}")
     return "  ".join(parts)

@@ -1,9 +1,9 @@
 """Nightly scoring: stream a features partition through a model into `predictions/ds=D/`.
 
 Record batches flow through one at a time, so memory is bounded by `scoring.batch_rows`
-whatever the partition's size. Every row carries its lineage: which model (name, version,
-alias, how it was chosen, MLflow run), which input (a content fingerprint of the features
-partition) and which code. The partition is committed atomically; a rerun replaces it.
+whatever the partition's size. The output columns come from the task (`score` and
+`decision` for binary, `prediction` for regression), and every row carries its lineage (see
+`nightshift.tables.predictions`). The partition is committed atomically; a rerun replaces it.
 """
 
 from __future__ import annotations
@@ -12,19 +12,17 @@ import functools
 import subprocess
 from typing import TYPE_CHECKING
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-
 import nightshift
+from nightshift.dates import ds_range
 from nightshift.lake import FEATURES, PREDICTIONS, Lake
 from nightshift.registry import ModelRef, Registry
 from nightshift.settings import REPO_ROOT
+from nightshift.tables import predictions
+from nightshift.tables.predictions import scored_by  # noqa: F401 - re-exported for callers of scoring
+from nightshift.task import task_for
 
 if TYPE_CHECKING:
     from nightshift.settings import Settings
-
-LINEAGE = ("model_name", "model_version", "model_alias", "model_selection", "mlflow_run_id", "input_fingerprint", "code_version")
 
 
 @functools.cache
@@ -38,13 +36,6 @@ def code_version() -> str:
         return nightshift.__version__
 
 
-def predictions_schema(id_name: str, id_type: pa.DataType) -> pa.Schema:
-    return pa.schema(
-        [(id_name, id_type), ("score", pa.float64()), ("decision", pa.int8())]
-        + [(name, pa.string()) for name in LINEAGE]
-    )
-
-
 def score_partition(settings: "Settings", ds: str, model: str | None = None, *, lake: Lake | None = None,
                     table: str = PREDICTIONS, ref: ModelRef | None = None) -> dict:
     """Score `features/ds=ds` with the model chosen by `model` (as_of | champion) and commit it."""
@@ -55,33 +46,27 @@ def score_partition(settings: "Settings", ds: str, model: str | None = None, *, 
     mode = model or settings.scoring.model
     ref = ref or registry.resolve(ds, mode)
     bundle = load_bundle(registry.local_path(ref.version))
-    spec, threshold = settings.dataset, settings.scoring.threshold
+    spec, threshold, task = settings.dataset, settings.scoring.threshold, task_for(settings.dataset.task)
     fingerprint = lake.fingerprint(FEATURES, ds)
-    id_type = lake.dataset(FEATURES, ds).schema.field(spec.entity_id).type
-    schema = predictions_schema(spec.entity_id, id_type)
+    schema = predictions.schema(spec, lake.dataset(FEATURES, ds).schema.field(spec.entity_id).type)
     lineage = {"model_name": ref.name, "model_version": ref.version, "model_alias": "champion",
-               "model_selection": mode, "mlflow_run_id": ref.run_id, "input_fingerprint": fingerprint,
+               "model_selection": str(mode), "mlflow_run_id": ref.run_id, "input_fingerprint": fingerprint,
                "code_version": code_version()}
 
-    lineage_scalars = {name: pa.scalar(lineage[name], pa.string()) for name in LINEAGE}
-    rows, score_sum = 0, 0.0
-    with lake.writer(table, ds, schema) as writer:
+    total = 0.0
+    with predictions.writer(lake, ds, schema, lineage, table) as out:
         for batch in lake.batches(FEATURES, ds, settings.scoring.batch_rows, columns=[spec.entity_id, *spec.features]):
-            scores = bundle.predict_proba(batch)
-            n = batch.num_rows
-            columns = [batch.column(spec.entity_id), pa.array(scores, pa.float64()),
-                       pa.array((scores >= threshold).astype(np.int8))]
-            columns += [pa.repeat(lineage_scalars[name], n) for name in LINEAGE]  # C++ fill, not n Python strings
-            writer.write_batch(pa.record_batch(columns, schema=schema))
-            rows += n
-            score_sum += float(scores.sum())
-    return {"ds": ds, "table": table, "rows": rows, "model_version": ref.version, "model_selection": mode,
-            "mean_score": round(score_sum / max(rows, 1), 6), "input_fingerprint": fingerprint}
+            pred = bundle.predict(batch)
+            out.write(batch.column(spec.entity_id), task.output_arrays(pred, threshold))
+            total += float(pred.sum())
+    return {"ds": ds, "table": table, "rows": out.rows, "model_version": ref.version, "model_selection": str(mode),
+            f"mean_{task.prediction_column}": round(total / max(out.rows, 1), 6), "input_fingerprint": fingerprint}
 
 
-def scored_by(lake: Lake, ds: str) -> str | None:
-    """The model version that scored a committed predictions partition (None if not scored)."""
-    if not lake.exists(PREDICTIONS, ds):
-        return None
-    versions = pc.unique(lake.read(PREDICTIONS, ds, columns=["model_version"]).column(0)).to_pylist()
-    return versions[0] if len(versions) == 1 else ",".join(sorted(map(str, versions)))
+def rescore(settings: "Settings", start: str, end: str) -> dict:
+    """Rescore nights start..end with today's champion (`model=champion`), e.g. after a rollback."""
+    lake = Lake(settings.lake_uri)
+    days = [d for d in ds_range(start, end) if lake.exists(FEATURES, d)]
+    results = [score_partition(settings, d, "champion", lake=lake) for d in days]
+    return {"nights": len(results), "rows": sum(r["rows"] for r in results),
+            "model_version": results[0]["model_version"] if results else None}

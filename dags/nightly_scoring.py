@@ -3,10 +3,14 @@
 
 Scores the day's features into `predictions/ds=D/`, checks them for drift, brings in the
 ground truth that has arrived, and decides whether the model needs retraining. When it
-does, it starts the `retrain` DAG and waits for its verdict.
+does, it starts the `retrain` DAG, passing the decision's reasons, and waits for its verdict.
+
+The steps are defined once, in `batch_scoring/flows.py`; `nightshift nightly` runs the same
+definition in-process, and a test holds this DAG's tasks and edges to it.
 
 **Time is the logical date.** A run for D reads `features/ds=D` and only labels that
-arrived on or before D, so a backfill reproduces history without leakage.
+arrived on or before D, so a backfill reproduces history without leakage. A day the
+dataset's calendar does not expect is skipped with a record (`open_night`).
 
 **Order.** `validate`, `score` and `detect_drift` may run for several nights at once.
 Everything from `confirm_champion` on runs in date order: it waits until the previous
@@ -29,15 +33,26 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Asset, Param, dag, task
 
+from batch_scoring.flows import NIGHTLY  # step definitions only: nothing heavy
+from nightshift.choices import ModelSelection, values
 from nightshift.settings import run_settings  # pydantic only: Airflow has it loaded already
+from training.flows import RETRAIN  # step definitions only: nothing heavy
 
 log = logging.getLogger(__name__)
+STEP = NIGHTLY.step
 
 PREDICTIONS = Asset(name="predictions", uri="file:///nightshift/lake/predictions")
 
 
+def _run(step: str, ds: str, params: dict, **results) -> dict:
+    """Run one step of the nightly flow, as `nightshift nightly` does."""
+    from nightshift.flow import StepContext, run_step
+
+    return run_step(NIGHTLY, step, StepContext(run_settings(params), ds, dict(params), results))
+
+
 @dag(
-    dag_id="nightly_scoring",
+    dag_id=NIGHTLY.id,
     schedule="@daily",
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
@@ -46,58 +61,51 @@ PREDICTIONS = Asset(name="predictions", uri="file:///nightshift/lake/predictions
     tags=["nightshift"],
     default_args={"owner": "nightshift", "retries": 0},
     params={
-        "model": Param("as_of", enum=["as_of", "champion"], description="which champion scores the night"),
+        "model": Param(ModelSelection.AS_OF.value, enum=values(ModelSelection), description="which champion scores the night"),
         "settings": Param({}, type="object", description="settings overrides, 'section.key': value"),
     },
 )
 def nightly_scoring():
+    @task.short_circuit
+    def open_night(ds: str | None = None, params: dict | None = None) -> bool:
+        log.info("resolved settings: %s", json.dumps(run_settings(params).resolved(), default=str))
+        return _run("open_night", ds, params)
+
     @task
     def validate(ds: str | None = None, params: dict | None = None) -> dict:
-        from batch_scoring.nightly import validate_night
-
-        settings = run_settings(params)
-        log.info("resolved settings: %s", json.dumps(settings.resolved(), default=str))
-        return validate_night(settings, ds)
+        return _run("validate", ds, params)
 
     @task(outlets=[PREDICTIONS])
     def score(ds: str | None = None, params: dict | None = None) -> dict:
-        from batch_scoring.nightly import score_night
-
-        return score_night(run_settings(params), ds, params["model"])
+        return _run("score", ds, params)
 
     @task
     def detect_drift(ds: str | None = None, params: dict | None = None) -> dict:
-        from batch_scoring.nightly import check_drift
+        return _run("detect_drift", ds, params)
 
-        return check_drift(run_settings(params), ds)
-
-    @task(depends_on_past=True, wait_for_downstream=True, outlets=[PREDICTIONS])
+    @task(depends_on_past=STEP("confirm_champion").ordered, wait_for_downstream=True, outlets=[PREDICTIONS])
     def confirm_champion(ds: str | None = None, params: dict | None = None) -> dict:
-        from batch_scoring.nightly import confirm_champion as confirm
+        return _run("confirm_champion", ds, params)
 
-        return confirm(run_settings(params), ds, params["model"])
-
-    @task(depends_on_past=True)
+    @task(depends_on_past=STEP("measure_ground_truth").ordered)
     def measure_ground_truth(ds: str | None = None, params: dict | None = None) -> dict:
-        from batch_scoring.nightly import measure_night
+        return _run("measure_ground_truth", ds, params)
 
-        return measure_night(run_settings(params), ds)
-
-    @task(depends_on_past=True)
+    @task(depends_on_past=STEP("decide_retrain").ordered)
     def decide_retrain(ds: str | None = None, params: dict | None = None) -> dict:
-        from batch_scoring.nightly import decide_night
-
-        return decide_night(run_settings(params), ds)
+        return _run("decide_retrain", ds, params)
 
     @task.branch
-    def request_retrain(decision: dict) -> str:
-        return "trigger_retrain" if decision["retrain"] else "no_retrain"
+    def request_retrain(decision: dict, ds: str | None = None, params: dict | None = None) -> str:
+        yes, no = STEP("request_retrain").choices
+        return yes if _run("request_retrain", ds, params, decide_retrain=decision) else no
 
     trigger_retrain = TriggerDagRunOperator(
         task_id="trigger_retrain",
-        trigger_dag_id="retrain",
+        trigger_dag_id=RETRAIN.id,
         trigger_run_id="nightly__{{ ds }}",
-        conf={"ds": "{{ ds }}", "trigger": "nightly"},
+        # The decision's day, trigger and reasons, passed on as they were recorded (never re-derived).
+        conf="{{ ti.xcom_pull(task_ids='decide_retrain')['retrain_conf'] | tojson }}",
         logical_date=None,  # the retrain's day is its `ds` Param; its run has no logical date of its own
         reset_dag_run=True,  # rerunning a night reruns the retrain it started
         wait_for_completion=True,  # the next night's decisions must see this verdict
@@ -105,11 +113,11 @@ def nightly_scoring():
         deferrable=True,  # wait in the triggerer, not in a worker slot
     )
     no_retrain = EmptyOperator(task_id="no_retrain")
-    close_night = EmptyOperator(task_id="close_night", trigger_rule="none_failed_min_one_success")
+    close_night = EmptyOperator(task_id="close_night", trigger_rule=STEP("close_night").trigger_rule)
 
     # main flow
     confirmed = confirm_champion()
-    validate() >> score() >> detect_drift() >> confirmed
+    open_night() >> validate() >> score() >> detect_drift() >> confirmed
     decision = decide_retrain()
     confirmed >> measure_ground_truth() >> decision
     request_retrain(decision) >> [trigger_retrain, no_retrain] >> close_night

@@ -4,16 +4,22 @@
 Trains a challenger on the labels that had arrived by day `ds`, judges it against the
 champion on the same holdout, and promotes it or rejects it.
 
-`prepare_window` -> `train_challenger` (gpu queue and pool) -> `evaluate_challenger` ->
-`judge` -> `promote` | `reject`.
+`prepare_window` -> `ready_to_train` -> `train_challenger` (gpu queue and pool) ->
+`evaluate_challenger` -> `judge` -> `promote` | `reject`; or `defer` when training cannot
+pay off: the holdout cannot resolve the gate's margin (the record names the numbers), or
+the window's data and the champion are unchanged since the last retrain.
 
-Started by `nightly_scoring` when its policy asks (conf `{"ds": D, "trigger": "nightly"}`),
-or by hand from this form. A promotion takes effect from logical day `ds`: nights after it
-are scored by the new champion. The first model ever trained is promoted on absolute
-thresholds; later ones need a paired-bootstrap win (see `training/evaluate.py`).
+The steps are defined once, in `training/flows.py`; `nightshift retrain` runs the same
+definition in-process, and a test holds this DAG's tasks and edges to it.
+
+Started by `nightly_scoring` when its policy asks (conf `{"ds": D, "trigger": "nightly",
+"reasons": [...]}`: the reasons the night recorded), or by hand from this form. A promotion
+takes effect from the night after `ds`. The first model ever trained is promoted on
+absolute thresholds; later ones need a paired-bootstrap win (see `training/evaluate.py`).
 
 **Params.** `ds`: the logical day (default: the run's logical date). `init_from`: `warm`
-(champion weights, grown embeddings) or `scratch`. `settings`: overrides.
+(champion weights, grown embeddings) or `scratch`. `trigger`, `reasons`: who asked and why.
+`settings`: overrides.
 """
 
 from __future__ import annotations
@@ -24,20 +30,27 @@ from datetime import datetime, timezone
 
 from airflow.sdk import Param, dag, task
 
+from nightshift.choices import InitFrom, Trigger, values
 from nightshift.settings import run_settings  # pydantic only: Airflow has it loaded already
+from training.flows import RETRAIN  # step definitions only: nothing heavy
 
 log = logging.getLogger(__name__)
+STEP = RETRAIN.step
 
 
-def _ds(params: dict, ds: str | None) -> str:
+def _run(step: str, ds: str | None, params: dict, **results):
+    """Run one step of the retrain flow, as `nightshift retrain` does."""
+    from nightshift.flow import StepContext, run_step
+
     day = params.get("ds") or ds
     if not day:
         raise ValueError("retrain needs a day: set the `ds` param (YYYY-MM-DD) or trigger with a logical date")
-    return day
+    settings = run_settings(params, training__init_from=params.get("init_from"))
+    return run_step(RETRAIN, step, StepContext(settings, day, dict(params), results))
 
 
 @dag(
-    dag_id="retrain",
+    dag_id=RETRAIN.id,
     schedule=None,
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
@@ -47,55 +60,52 @@ def _ds(params: dict, ds: str | None) -> str:
     default_args={"owner": "nightshift", "retries": 0},
     params={
         "ds": Param(None, type=["null", "string"], format="date", description="logical day the retrain may see up to"),
-        "init_from": Param("warm", enum=["warm", "scratch"], description="start from the champion's weights or from scratch"),
-        "trigger": Param("manual", type="string", description="who asked: manual or nightly"),
+        "init_from": Param(InitFrom.WARM.value, enum=values(InitFrom), description="start from the champion's weights or from scratch"),
+        "trigger": Param(Trigger.MANUAL.value, enum=values(Trigger), description="who asked"),
+        "reasons": Param(["requested by hand"], type="array", items={"type": "string"}, description="why: recorded with the verdict"),
         "settings": Param({}, type="object", description="settings overrides, 'section.key': value"),
     },
 )
 def retrain():
     @task
     def prepare_window(params: dict | None = None, ds: str | None = None) -> dict:
-        from training.retrain import prepare_window as prepare
-
-        settings = run_settings(params, training__init_from=params.get("init_from"))
-        log.info("resolved settings: %s", json.dumps(settings.resolved(), default=str))
-        return prepare(settings, _ds(params, ds))
-
-    @task(queue="gpu", pool="gpu")
-    def train_challenger(window: dict, params: dict | None = None) -> dict:
-        from batch_scoring.policy import retrain_reasons
-        from training.retrain import train_challenger as train
-
-        settings = run_settings(params, training__init_from=params.get("init_from"))
-        day = window["ds"]
-        reasons = retrain_reasons(settings, day) if params.get("trigger") == "nightly" else ["requested by hand"]
-        return train(settings, day, window, trigger=params.get("trigger", "manual"), reasons=reasons)
-
-    @task
-    def evaluate_challenger(window: dict, trained: dict, params: dict | None = None) -> dict:
-        from training.retrain import evaluate_challenger as evaluate
-
-        return evaluate(run_settings(params), window["ds"], window, trained["version"])
+        log.info("resolved settings: %s", json.dumps(run_settings(params).resolved(), default=str))
+        return _run("prepare_window", ds, params)
 
     @task.branch
-    def judge(evaluation: dict) -> str:
-        return "promote" if evaluation["verdict"] == "PROMOTE" else "reject"
+    def ready_to_train(window: dict, params: dict | None = None, ds: str | None = None) -> str:
+        yes, no = STEP("ready_to_train").choices
+        return yes if _run("ready_to_train", ds, params, prepare_window=window) else no
+
+    @task(queue=STEP("train_challenger").queue, pool=STEP("train_challenger").pool)
+    def train_challenger(window: dict, params: dict | None = None, ds: str | None = None) -> dict:
+        return _run("train_challenger", ds, params, prepare_window=window)
 
     @task
-    def promote(evaluation: dict, params: dict | None = None) -> dict:
-        from training.retrain import promote_challenger
-
-        return promote_challenger(run_settings(params), evaluation["ds"], evaluation)
+    def defer(window: dict, params: dict | None = None, ds: str | None = None) -> dict:
+        return _run("defer", ds, params, prepare_window=window)
 
     @task
-    def reject(evaluation: dict, params: dict | None = None) -> dict:
-        from training.retrain import reject_challenger
+    def evaluate_challenger(window: dict, trained: dict, params: dict | None = None, ds: str | None = None) -> dict:
+        return _run("evaluate_challenger", ds, params, prepare_window=window, train_challenger=trained)
 
-        return reject_challenger(run_settings(params), evaluation["ds"], evaluation)
+    @task.branch
+    def judge(evaluation: dict, params: dict | None = None, ds: str | None = None) -> str:
+        yes, no = STEP("judge").choices
+        return yes if _run("judge", ds, params, evaluate_challenger=evaluation) else no
+
+    @task
+    def promote(evaluation: dict, params: dict | None = None, ds: str | None = None) -> dict:
+        return _run("promote", ds, params, evaluate_challenger=evaluation)
+
+    @task
+    def reject(evaluation: dict, params: dict | None = None, ds: str | None = None) -> dict:
+        return _run("reject", ds, params, evaluate_challenger=evaluation)
 
     # main flow
     window = prepare_window()
     trained = train_challenger(window)
+    ready_to_train(window) >> [trained, defer(window)]
     evaluation = evaluate_challenger(window, trained)
     judge(evaluation) >> [promote(evaluation), reject(evaluation)]
 

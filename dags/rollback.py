@@ -41,7 +41,7 @@ from nightshift.settings import run_settings  # pydantic only: Airflow has it lo
 def rollback():
     @task
     def roll_back(params: dict | None = None) -> dict:
-        from batch_scoring.rollback import roll_back as run
+        from training.promotion import roll_back as run
 
         return run(run_settings(params), params["ds"], reason=params["reason"], version=params.get("version"))
 
@@ -51,7 +51,7 @@ def rollback():
 
     @task
     def rescore(params: dict | None = None) -> dict:
-        from batch_scoring.rollback import rescore as run
+        from batch_scoring.score import rescore as run
 
         return run(run_settings(params), params["rescore_start"], params["rescore_end"])
 

@@ -6,8 +6,8 @@ see half a partition. Names starting with `_` or `.` are invisible to pyarrow da
 DuckDB and Spark, so staging and trash never leak into a reader's view.
 
 The swap is two renames (old -> trash, staging -> final). A crash between them leaves no
-partition but a complete copy in trash; `recover()` (run before every read and write of
-that partition) puts it back, so nothing already committed is lost.
+partition but a complete copy in trash; `recover()` (run before every write of that
+partition) puts it back, so nothing already committed is lost. Readers never write.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ class Lake:
         return posixpath.join(self.table_path(table), f"{DS}={ds}")
 
     def exists(self, table: str, ds: str) -> bool:
-        self.recover(table, ds)
+        """Whether partition `ds` of `table` is committed. Reading never writes: only the next
+        commit of a partition repairs an interrupted swap (see `recover`)."""
         return self._is_dir(self.path(table, ds))
 
     def partitions(self, table: str) -> list[str]:

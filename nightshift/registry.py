@@ -12,18 +12,17 @@ local model cache needs no MLflow at all.
 
 from __future__ import annotations
 
-import json
 import logging
-import posixpath
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pyarrow.fs as pafs
 
 from nightshift.dates import parse_ds
 from nightshift.lake import Lake
+from nightshift.tables import aliases
+from nightshift.tables.aliases import AliasEvent
 
 if TYPE_CHECKING:
     from nightshift.settings import Settings
@@ -34,20 +33,6 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous_champion"
 ALIASES = (CHAMPION, CHALLENGER, PREVIOUS_CHAMPION)
-
-
-@dataclass(frozen=True)
-class AliasEvent:
-    """One alias move: from logical day `ds` on, `alias` means `version` (None: removed)."""
-
-    seq: int
-    ds: str
-    alias: str
-    version: str | None
-    previous: str | None
-    run_id: str | None
-    reason: str
-    decided_by: str  # "retrain", "rollback", "bootstrap", ...
 
 
 @dataclass(frozen=True)
@@ -74,7 +59,6 @@ class Registry:
         self.name = settings.model.name
         self.lake = lake or Lake(settings.lake_uri)
         self._client = None
-        self._history_dir = posixpath.join(self.lake.root, "registry", "aliases")
         self.cache = Path(settings.home) / "cache" / "models" / self.name
 
     # -- MLflow ---------------------------------------------------------------------------
@@ -121,6 +105,11 @@ class Registry:
             return None
         return ModelRef(self.name, str(mv.version), alias, mv.run_id or "", mv.source)
 
+    def versions(self) -> list[str]:
+        """Every version of the registered model, oldest first ([] if it has none yet)."""
+        found = self.client.search_model_versions(f"name = '{self.name}'")
+        return sorted((str(mv.version) for mv in found), key=int)
+
     def ref(self, version: str, alias: str = "") -> ModelRef:
         mv = self.client.get_model_version(self.name, str(version))
         return ModelRef(self.name, str(mv.version), alias, mv.run_id or "", mv.source)
@@ -149,7 +138,7 @@ class Registry:
             reason=reason,
             decided_by=decided_by,
         )
-        self._append(event)
+        aliases.append(self.lake, event)
         log.info("alias %s -> %s from %s (%s)", alias, version, ds, reason)
         return event
 
@@ -164,35 +153,13 @@ class Registry:
             events.append(self.move_alias(CHALLENGER, None, ds=ds, reason="promoted", decided_by=decided_by))
         return events
 
-    # -- history ---------------------------------------------------------------------------
+    # -- history (the ledger in the lake) ----------------------------------------------------
     def history(self) -> list[AliasEvent]:
-        fs = self.lake.fs
-        if fs.get_file_info(self._history_dir).type != pafs.FileType.Directory:
-            return []
-        events = []
-        for info in fs.get_file_info(pafs.FileSelector(self._history_dir)):
-            if info.path.endswith(".json") and not posixpath.basename(info.path).startswith("_"):
-                with fs.open_input_stream(info.path) as f:
-                    events.append(AliasEvent(**json.loads(f.read())))
-        return sorted(events, key=lambda e: e.seq)
+        return aliases.history(self.lake)
 
     def version_as_of(self, ds: str, alias: str = CHAMPION) -> AliasEvent | None:
         """The alias's event in force for night `ds`: the newest one decided before `ds`."""
-        parse_ds(ds)
-        found = None
-        for event in self.history():
-            if event.alias == alias and event.ds < ds:
-                found = event
-        return found if found and found.version is not None else None
-
-    def _append(self, event: AliasEvent) -> None:
-        fs = self.lake.fs
-        fs.create_dir(self._history_dir, recursive=True)
-        name = f"{event.seq:06d}-{event.ds}-{event.alias}-{uuid.uuid4().hex[:8]}.json"
-        tmp = posixpath.join(self._history_dir, "_" + name)
-        with fs.open_output_stream(tmp) as f:
-            f.write(json.dumps(asdict(event), sort_keys=True).encode())
-        fs.move(tmp, posixpath.join(self._history_dir, name))
+        return aliases.in_force(self.lake, ds, alias)
 
     # -- resolving which model scores a night --------------------------------------------------
     def resolve(self, ds: str, mode: str) -> ModelRef:

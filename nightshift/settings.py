@@ -58,7 +58,10 @@ class TrainingSettings(BaseModel):
     window_days: int = Field(21, ge=1, description="sliding: how many prediction days back")
     window_start: str | None = Field(None, description="fixed/expanding: first prediction day")
     window_end: str | None = Field(None, description="fixed: last prediction day")
-    holdout_days: int = Field(3, ge=1, description="newest labelled prediction days kept for evaluation")
+    window_min_rows: int = Field(20_000, ge=0, description="sliding: reach further back, day by day, until the window holds this many labelled rows")
+    window_max_days: int = Field(365, ge=1, description="sliding: never reach further back than this")
+    holdout_days: int = Field(3, ge=1, description="at least this many newest labelled prediction days are held out for the gate")
+    holdout_max_days: int = Field(14, ge=1, description="the holdout grows over older days until it holds what the gate needs, up to this many")
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(512, ge=1)
     lr: float = Field(3e-3, gt=0)
@@ -92,9 +95,11 @@ class PolicySettings(BaseModel):
 
     drift_k: int = Field(3, ge=1, description="retrain when k of the last n days drifted")
     drift_n: int = Field(5, ge=1)
-    min_auc: float = Field(0.70, gt=0, lt=1, description="retrain when a matured day's realized AUC is below this")
-    max_model_age_days: int = Field(60, ge=1)
-    cooldown_days: int = Field(5, ge=0, description="no automatic retrain within this many days of the last one")
+    metric_floor: float | None = Field(None, description="retrain when a matured day's realized primary metric (or tonight's "
+                                       "estimate) is worse than this, in the metric's direction; None: the task's default "
+                                       "(AUC 0.70; none for RMSE, whose scale is the target's)")
+    max_model_age_days: int = Field(60, ge=1, description="counted in days that had data, not calendar days")
+    cooldown_days: int = Field(5, ge=0, description="no automatic retrain within this many days with data of the last one")
 
 
 class GateSettings(BaseModel):
@@ -102,12 +107,16 @@ class GateSettings(BaseModel):
 
     n_boot: int = Field(1000, ge=100)
     confidence: float = Field(0.95, gt=0.5, lt=1)
-    margin: float = Field(0.005, ge=0, description="non-inferiority margin on AUC")
-    min_gain: float = Field(0.0, ge=0, description="minimum point gain in AUC to replace the champion")
-    min_rows: int = Field(500, ge=1, description="minimum holdout rows (and at least 20 of each class)")
-    segment_margin: float = Field(0.03, ge=0, description="largest AUC loss allowed in any segment")
+    margin: float = Field(0.005, ge=0, description="non-inferiority margin, in the task's gain unit (AUC points; relative RMSE)")
+    min_gain: float = Field(0.0, ge=0, description="minimum point gain, in the task's gain unit, to replace the champion")
+    min_rows: int = Field(500, ge=1, description="minimum holdout rows (binary: and at least 20 of each class)")
+    segment_margin: float = Field(0.03, ge=0, description="largest loss, in the gain unit, allowed in any segment")
     min_segment_rows: int = Field(200, ge=1)
-    first_model_min_auc: float = Field(0.65, gt=0, lt=1, description="absolute bar for the very first champion")
+    first_model_floor: float | None = Field(None, description="absolute bar for the very first champion; None: the task's "
+                                            "default (AUC >= 0.65; R2 >= 0)")
+    power_check: bool = Field(True, description="before training, defer a retrain whose holdout cannot resolve the margin")
+    assumed_correlation: float = Field(0.9, ge=0, lt=1, description="power check: assumed correlation of champion and "
+                                       "challenger metric estimates across resamples (pairing shrinks the delta's error)")
     seed: int = 0
 
 

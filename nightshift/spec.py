@@ -10,14 +10,9 @@ all apply it, so a boolean or a small integer is treated the same at every step.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nightshift.choices import CalendarKind, TaskName
-
-if TYPE_CHECKING:
-    import pyarrow as pa
 
 # Lake-contract columns that every table carries regardless of the dataset.
 DS = "ds"  # hive partition key: the logical day of a partition
@@ -92,33 +87,6 @@ class DatasetSpec(BaseModel):
         return (*self.numeric, *self.categorical)
 
 
-# -- the one rule for column types ----------------------------------------------------------
-def numeric_type_ok(t: "pa.DataType") -> bool:
-    """A numeric feature may be an integer, float, decimal or boolean (read as 0/1)."""
-    import pyarrow as pa
-
-    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_boolean(t)
-
-
-def categorical_type_ok(t: "pa.DataType") -> bool:
-    """A categorical feature may be a string, integer, boolean or dictionary of those."""
-    import pyarrow as pa
-
-    if pa.types.is_dictionary(t):
-        return categorical_type_ok(t.value_type)
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t) or pa.types.is_boolean(t)
-
-
-def category_strings(col: "pa.Array | pa.ChunkedArray") -> "pa.Array | pa.ChunkedArray":
-    """The strings a categorical column's values are compared as: booleans become
-    'true'/'false', integers their decimal digits, nulls stay null."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if pa.types.is_dictionary(col.type):
-        col = pc.cast(col, col.type.value_type)
-    if pa.types.is_string(col.type):
-        return col
-    if pa.types.is_large_string(col.type):
-        return pc.cast(col, pa.string())
-    return pc.cast(col, pa.string())
+# The one rule for column types lives beside the spec, in a module without pydantic (the
+# training core imports it on a bare GPU image).
+from nightshift.columns import categorical_type_ok, category_strings, numeric_type_ok  # noqa: E402,F401

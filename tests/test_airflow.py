@@ -28,7 +28,7 @@ FAST = {"NIGHTSHIFT__TRAINING__EPOCHS": "4", "NIGHTSHIFT__GATE__N_BOOT": "300"}
 
 def _simulate(home: Path, start: str, days: int, onset: int, scenario: str) -> None:
     env = {**os.environ, "NIGHTSHIFT_HOME": str(home)}
-    subprocess.run([sys.executable, "-m", "batch_scoring.cli", "-q", "simulate", "--start", start, "--days", str(days),
+    subprocess.run([sys.executable, "-m", "cli.main", "-q", "simulate", "--start", start, "--days", str(days),
                     "--rows-per-day", "1500", "--scenario", scenario, "--onset", str(onset), "--seed", "3"],
                    env=env, check=True, capture_output=True, timeout=120)
 

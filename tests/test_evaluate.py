@@ -1,4 +1,4 @@
-"""The promotion gate: AUC against sklearn, the paired bootstrap, and table-driven verdicts."""
+"""The promotion gate: AUC against sklearn, the paired bootstrap for both tasks, the power check, and table-driven verdicts."""
 
 import numpy as np
 import pytest
@@ -12,11 +12,16 @@ from training.evaluate import (
     Verdict,
     _resample_indices,
     auc,
+    detectable_gain,
     judge_challenger,
     judge_first_model,
+    judge_power,
     paired_bootstrap,
     segment_deltas,
 )
+from nightshift.task import task_for
+
+BINARY, REGRESSION = task_for("binary"), task_for("regression")
 
 
 def scores(n, seed, signal=1.0):
@@ -64,8 +69,8 @@ def test_bootstrap_matches_a_naive_sklearn_loop_on_the_same_resamples():
     assert got["n_boot"] == len(naive)
     assert got["ci_low"] == pytest.approx(np.quantile(naive, 0.05), abs=1e-12)
     assert got["ci_high"] == pytest.approx(np.quantile(naive, 0.95), abs=1e-12)
-    assert got["delta"] == pytest.approx(roc_auc_score(y, p_challenger) - roc_auc_score(y, p_champion), abs=1e-12)
-    assert got["n"] == 200 and got["n_pos"] == int(y.sum())
+    assert got["gain"] == pytest.approx(roc_auc_score(y, p_challenger) - roc_auc_score(y, p_champion), abs=1e-12)
+    assert got["n"] == 200 and got["metric"] == "auc"
 
 
 def test_bootstrap_ci_contains_the_true_delta():
@@ -90,7 +95,57 @@ def test_bootstrap_is_deterministic_and_equal_models_give_zero():
     b = paired_bootstrap(y, s, s + 0.1 * np.random.default_rng(1).normal(size=1000), n_boot=300, confidence=0.95, seed=9)
     assert a == b
     same = paired_bootstrap(y, s, s.copy(), n_boot=300, confidence=0.95, seed=9)
-    assert same["delta"] == same["ci_low"] == same["ci_high"] == 0.0
+    assert same["gain"] == same["ci_low"] == same["ci_high"] == 0.0
+
+
+def test_regression_bootstrap_is_the_relative_rmse_reduction_on_the_same_resamples():
+    rng = np.random.default_rng(4)
+    y = rng.normal(50, 10, 400)
+    p_champion, p_challenger = y + rng.normal(0, 6, 400), y + rng.normal(0, 4, 400)
+    got = paired_bootstrap(y, p_champion, p_challenger, n_boot=200, confidence=0.9, seed=3, task=REGRESSION)
+    rmse = lambda a, b: np.sqrt(np.mean((a - b) ** 2))  # noqa: E731
+    naive = [1 - rmse(y[i], p_challenger[i]) / rmse(y[i], p_champion[i]) for i in np.concatenate(list(_resample_indices(400, 200, 3)))]
+    assert got["metric"] == "rmse" and got["gain_unit"] == "relative RMSE reduction"
+    assert got["gain"] == pytest.approx(1 - rmse(y, p_challenger) / rmse(y, p_champion), abs=1e-12)
+    assert got["ci_low"] == pytest.approx(np.quantile(naive, 0.05), abs=1e-12)
+    assert got["ci_high"] == pytest.approx(np.quantile(naive, 0.95), abs=1e-12)
+    assert got["ci_low"] > 0.2  # 6 -> 4 is about a third less error
+
+
+# -- power check (code and decisions) -----------------------------------------------------
+def test_minimum_detectable_gain_shrinks_with_the_square_root_of_n():
+    small, big = scores(600, seed=11), scores(24_000, seed=11)
+    a = detectable_gain(*small, confidence=0.95, correlation=0.9, seed=0)
+    b = detectable_gain(*big, confidence=0.95, correlation=0.9, seed=0)
+    assert a["mde"] / b["mde"] == pytest.approx(np.sqrt(24_000 / 600), rel=0.25)
+    # pairing: a higher correlation between the two models' estimates shrinks it
+    c = detectable_gain(*small, confidence=0.95, correlation=0.99, seed=0)
+    assert c["mde"] == pytest.approx(a["mde"] * np.sqrt(0.01 / 0.1), rel=1e-9)
+
+
+def test_a_detectable_gain_for_regression_is_relative():
+    rng = np.random.default_rng(0)
+    y = rng.normal(50, 10, 5000)
+    p = y + rng.normal(0, 5, 5000)
+    r1 = detectable_gain(y, p, confidence=0.95, correlation=0.9, task=REGRESSION)
+    r2 = detectable_gain(y * 100, p * 100, confidence=0.95, correlation=0.9, task=REGRESSION)  # same data, other unit
+    assert r1["mde"] == pytest.approx(r2["mde"], rel=1e-9) and 0 < r1["mde"] < 0.05
+
+
+@pytest.mark.parametrize(
+    "n, mde, margin, enough, says, required",
+    [
+        (580, 0.0183, 0.005, False, "the holdout's 580 rows cannot resolve the margin: the minimum detectable gain is 0.0183", 7770),
+        (12000, 0.0040, 0.005, True, "resolve a gain of 0.0040", 7680),
+        (5000, 0.005, 0.005, True, "within the margin", 5000),
+        (100, float("inf"), 0.005, False, "no defined", None),
+    ],
+)
+def test_judge_power(n, mde, margin, enough, says, required):
+    power = {"n": n, "mde": mde, "se_gain": mde / 1.96, "confidence": 0.95, "correlation": 0.9, "metric": "auc"}
+    v = judge_power(power, GateSettings(margin=margin))
+    assert v.enough is enough and says in " ".join(v.reasons)
+    assert v.required_rows == required
 
 
 def test_segment_deltas():
@@ -102,19 +157,23 @@ def test_segment_deltas():
     out = segment_deltas(y, s, better, seg, min_rows=100)
     assert [d["segment"] for d in out] == ["a", "b", "c"]  # "tiny" is below min_rows
     by = {d["segment"]: d for d in out}
-    assert by["a"]["delta"] == 0 and by["c"]["delta"] == 0 and by["b"]["delta"] > 0.1
-    assert by["b"]["auc_challenger"] == pytest.approx(roc_auc_score(y[seg == "b"], better[seg == "b"]))
+    assert by["a"]["gain"] == 0 and by["c"]["gain"] == 0 and by["b"]["gain"] > 0.1
+    assert by["b"]["challenger"] == pytest.approx(roc_auc_score(y[seg == "b"], better[seg == "b"]))
 
 
 # -- judge_challenger (decisions, table-driven) -----------------------------------------
 GATE = GateSettings(margin=0.005, min_gain=0.001, min_rows=500, segment_margin=0.03)
-OK_SEGMENTS = [{"segment": "north", "n": 800, "auc_champion": 0.80, "auc_challenger": 0.79, "delta": -0.01}]
-BAD_SEGMENT = [{"segment": "south", "n": 600, "auc_champion": 0.80, "auc_challenger": 0.76, "delta": -0.04}]
+OK_SEGMENTS = [{"segment": "north", "n": 800, "champion": 0.80, "challenger": 0.79, "gain": -0.01}]
+BAD_SEGMENT = [{"segment": "south", "n": 600, "champion": 0.80, "challenger": 0.76, "gain": -0.04}]
+
+
+def labels_with(n, n_pos):
+    return np.r_[np.ones(n_pos, np.int64), np.zeros(n - n_pos, np.int64)]
 
 
 def ev(delta=0.01, ci_low=0.002, ci_high=0.018, n=2000, n_pos=400):
-    return {"n": n, "n_pos": n_pos, "auc_champion": 0.80, "auc_challenger": 0.80 + delta,
-            "delta": delta, "ci_low": ci_low, "ci_high": ci_high, "n_boot": 1000}
+    return {"n": n, "metric": "auc", "champion": 0.80, "challenger": 0.80 + delta, "gain": delta,
+            "ci_low": ci_low, "ci_high": ci_high, "n_boot": 1000, "too_few": BINARY.too_few(labels_with(n, n_pos), 500)}
 
 
 @pytest.mark.parametrize(
@@ -142,7 +201,7 @@ def test_judge_challenger(evidence, segments, verdict, says):
 
 
 def test_too_few_rows_wins_over_a_segment_regression():
-    assert judge_challenger(ev(n=100), BAD_SEGMENT, GATE).verdict == INSUFFICIENT_EVIDENCE
+    assert judge_challenger(ev(n=100, n_pos=40), BAD_SEGMENT, GATE).verdict == INSUFFICIENT_EVIDENCE
 
 
 # -- judge_first_model (decisions, table-driven) ---------------------------------------
@@ -158,6 +217,16 @@ def test_too_few_rows_wins_over_a_segment_regression():
     ],
 )
 def test_judge_first_model(auc_value, n, n_pos, verdict, says):
-    v = judge_first_model(auc_value, n, n_pos, GateSettings())
+    v = judge_first_model(auc_value, "auc", 0.65, True, BINARY.too_few(labels_with(n, n_pos), 500), n)
     assert v.verdict == verdict
     assert says in " ".join(v.reasons)
+
+
+@pytest.mark.parametrize(
+    "r2, n, verdict, says",
+    [(0.4, 800, PROMOTE, "r2 0.4000 meets the bar 0.0000"), (-0.1, 800, REJECT, "-0.1000 is below the bar 0.0000"),
+     (0.4, 499, INSUFFICIENT_EVIDENCE, "499 rows"), (None, 800, INSUFFICIENT_EVIDENCE, "undefined")],
+)
+def test_judge_first_regression_model(r2, n, verdict, says):
+    v = judge_first_model(r2, "r2", 0.0, True, REGRESSION.too_few(np.zeros(n), 500), n)
+    assert v.verdict == verdict and says in " ".join(v.reasons)

@@ -68,8 +68,25 @@ def test_crash_between_swap_renames_is_recovered(tmp_path):
     trash = tmp_path / "features" / "_trash"
     trash.mkdir()
     os.rename(tmp_path / "features" / "ds=2026-01-01", trash / "ds=2026-01-01-deadbeef")
-    assert lake.exists(FEATURES, "2026-01-01")  # exists() recovers first
-    assert lake.fingerprint(FEATURES, "2026-01-01") == before
+    assert not lake.exists(FEATURES, "2026-01-01")  # a reader sees nothing, never half a partition...
+    assert (trash / "ds=2026-01-01-deadbeef").is_dir()  # ...and reading writes nothing
+    lake.commit_part(FEATURES, "2026-01-01", "extra", table(1))  # the next write of the partition recovers it first
+    assert (tmp_path / "features" / "ds=2026-01-01" / "part-0.parquet").is_file()
+    assert not (trash / "ds=2026-01-01-deadbeef").exists()
+
+
+def test_reading_has_no_side_effects(tmp_path):
+    lake = Lake(str(tmp_path))
+    lake.commit(FEATURES, "2026-01-01", table(4))
+    trash = tmp_path / "features" / "_trash"
+    trash.mkdir()
+    os.rename(tmp_path / "features" / "ds=2026-01-01", trash / "ds=2026-01-01-deadbeef")
+    listing = sorted(str(p) for p in tmp_path.rglob("*"))
+    assert lake.partitions(FEATURES) == [] and not lake.exists(FEATURES, "2026-01-01")
+    with pytest.raises(PartitionMissing):
+        lake.read(FEATURES, "2026-01-01")
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == listing
+    assert lake.recover(FEATURES, "2026-01-01") and lake.fingerprint(FEATURES, "2026-01-01")
 
 
 def test_readers_never_see_staging(tmp_path):

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from nightshift.dates import add_days
-from nightshift.decisions import read_decision
+from nightshift.tables.decisions import read_decision
 from nightshift.lake import DECISIONS, DRIFT, FEATURES, LABELS, PERFORMANCE, PREDICTIONS, Lake
 from nightshift.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, Registry
 
@@ -55,8 +55,8 @@ def test_first_model_bootstraps_as_champion(world):
 def test_drift_detected_retrain_judged_aliases_moved(world):
     nights = world["nights"]
     onset = add_days(world["first"], ONSET_NIGHT)
-    assert not any(n["drift"]["drift"] for n in nights if n["ds"] < onset), "false alarm before the onset"
-    assert nights[ONSET_NIGHT]["drift"]["drift"], "drift missed on its first day"
+    assert not any(n["detect_drift"]["drift"] for n in nights if n["ds"] < onset), "false alarm before the onset"
+    assert nights[ONSET_NIGHT]["detect_drift"]["drift"], "drift missed on its first day"
 
     retrained = [n for n in nights if "retrain" in n]
     assert retrained, "the policy never handed off to retrain"
@@ -65,7 +65,10 @@ def test_drift_detected_retrain_judged_aliases_moved(world):
     verdict = read_decision(world["lake"], night["ds"], "promotion")
     assert verdict["verdict"] == "PROMOTE", verdict["reasons"]
     ev = verdict["evidence"]
-    assert ev["ci_low"] > 0 and ev["delta"] > 0 and ev["holdout_rows"] >= world["settings"].gate.min_rows
+    gate = world["settings"].gate
+    assert ev["ci_low"] > -gate.margin and ev["gain"] >= gate.min_gain and ev["holdout_rows"] >= gate.min_rows
+    assert ev["power"]["mde"] <= gate.margin  # the holdout was sized so the gate could resolve its margin
+    assert ev["trigger"] == "nightly" and ev["retrain_reasons"] == night["decision"]["reasons"]  # passed on, not re-derived
 
     registry = Registry(world["settings"], world["lake"])
     new = night["retrain"]["version"]
@@ -90,6 +93,7 @@ def test_every_night_has_its_partitions_and_lineage(world):
         assert row["model_name"] == world["settings"].model.name and row["mlflow_run_id"]
         assert row["input_fingerprint"] == lake.fingerprint(FEATURES, n["ds"]) and row["code_version"]
         assert set(preds.column("decision").to_pylist()) <= {0, 1}
+        assert preds.column_names[:3] == [spec.entity_id, "score", "decision"]
         assert preds.schema.field(spec.entity_id).type == pa.string()
 
 
@@ -125,6 +129,8 @@ def test_monitoring_never_reads_labels_from_the_future(world):
     assert lake.read(PERFORMANCE, ds).equals(committed)
     rows = committed.to_pylist()
     assert all(r["age_days"] >= 0 for r in rows) and rows[-1]["labelled"] == 0  # nothing arrives the same night
+    assert {r["metric"] for r in rows} == {"auc"} and rows[-1]["estimated"] is not None
+    assert set(dict(rows[0]["realized_metrics"])) == {"auc", "log_loss", "brier", "accuracy"}
 
 
 def test_training_window_only_uses_labels_arrived_by_its_day(world):
@@ -157,7 +163,8 @@ def test_model_param_chooses_as_of_or_todays_champion(world):
 
 
 def test_rollback_restores_the_previous_champion_from_its_day(world):
-    from batch_scoring.rollback import rescore, roll_back
+    from batch_scoring.score import rescore
+    from training.promotion import roll_back
 
     s, lake, ds = world["settings"], world["lake"], world["last"]
     registry = Registry(s, lake)

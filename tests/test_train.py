@@ -53,7 +53,8 @@ def champion(tmp_path_factory):
     train = world(4000, seed=1)
     model, pre = init_model("scratch", train, SPEC, MODEL, None, seed=0)
     result = fit(model, pre, train, SPEC, TRAINING, valid_table=world(1000, seed=2))
-    path = save_bundle(tmp_path_factory.mktemp("bundle") / "champion", result.model, pre, {"init_from": "scratch", "history": result.history})
+    path = save_bundle(tmp_path_factory.mktemp("bundle") / "champion", result.model, pre, {"init_from": "scratch", "history": result.history},
+                       reference=train.select(list(SPEC.features)).slice(0, 200))
     return result, pre, path
 
 
@@ -122,7 +123,7 @@ def test_warm_start_keeps_champion_predictions_for_old_categories(champion):
 
     old = pc.is_in(newer.column("shop"), value_set=pa.array(SHOPS))
     old_rows = newer.filter(old)
-    np.testing.assert_array_equal(predict(model, pre, old_rows), bundle.predict_proba(old_rows))
+    np.testing.assert_array_equal(predict(model, pre, old_rows), bundle.predict(old_rows))
     # the champion's own weights are untouched by warm start and by training the copy
     before = {k: v.clone() for k, v in bundle.model.state_dict().items()}
     fit(model, pre, newer, SPEC, TrainingSettings(epochs=1, device="cpu"))
@@ -135,16 +136,16 @@ def test_bundle_round_trip_identical_predictions_and_no_pickle(champion, tmp_pat
     holdout = world(500, seed=6)
     bundle = load_bundle(path)
     assert not bundle.model.training
-    assert sorted(p.name for p in Path(path).iterdir()) == ["architecture.json", "bundle.json", "model.safetensors", "preprocessor.json"]
+    assert sorted(p.name for p in Path(path).iterdir()) == ["architecture.json", "bundle.json", "model.safetensors", "preprocessor.json", "reference.parquet"]
     for file in Path(path).iterdir():
         assert not file.read_bytes().startswith(b"\x80"), f"{file} looks like a pickle"
-    p = bundle.predict_proba(holdout)
+    p = bundle.predict(holdout)
     assert p.dtype == np.float64 and p.shape == (500,)
     np.testing.assert_array_equal(p, predict(result.model, pre, holdout))
-    np.testing.assert_array_equal(p, bundle.predict_proba(holdout))
+    np.testing.assert_array_equal(p, bundle.predict(holdout))
     # a bundle saved from a loaded bundle is the same bundle
-    again = load_bundle(save_bundle(tmp_path / "again", bundle.model, bundle.preprocessor, bundle.meta))
-    np.testing.assert_array_equal(again.predict_proba(holdout), p)
+    again = load_bundle(save_bundle(tmp_path / "again", bundle.model, bundle.preprocessor, bundle.meta, reference=bundle.reference()))
+    np.testing.assert_array_equal(again.predict(holdout), p)
     assert bundle.meta["init_from"] == "scratch" and bundle.meta["torch_version"] == torch.__version__
 
 

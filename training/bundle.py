@@ -2,8 +2,9 @@
 
     model.safetensors   the weights
     architecture.json   how to rebuild the network
-    preprocessor.json   scaling stats and vocabularies
-    bundle.json         metadata: spec, metrics, training window, init_from, device, versions
+    preprocessor.json   scaling stats, vocabularies, the target's scale
+    reference.parquet   a fixed-size sample of the training window: the drift reference
+    bundle.json         metadata: task, spec, metrics, training window, init_from, device, versions
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ import pyarrow as pa
 import torch
 from safetensors.torch import load_file, save_file
 
+from nightshift.task import Task, task_for
 from training.model import TabularNet, predict_logits
 from training.preprocess import Preprocessor
 
-FORMAT = "nightshift.bundle/1"
-WEIGHTS, ARCHITECTURE, PREPROCESSOR, META = "model.safetensors", "architecture.json", "preprocessor.json", "bundle.json"
+FORMAT = "nightshift.bundle/2"
+WEIGHTS, ARCHITECTURE, PREPROCESSOR, REFERENCE, META = (
+    "model.safetensors", "architecture.json", "preprocessor.json", "reference.parquet", "bundle.json")
+FILES = (WEIGHTS, ARCHITECTURE, PREPROCESSOR, REFERENCE, META)
 CHUNK_ROWS = 65_536
 
 
@@ -34,21 +38,37 @@ class Bundle:
     preprocessor: Preprocessor
     meta: dict[str, Any] = field(default_factory=dict)
     device: torch.device = torch.device("cpu")
+    path: Path | None = None
 
-    def predict_proba(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
-        """float64 probabilities of the positive class, one per row."""
+    @property
+    def task(self) -> Task:
+        return task_for(self.meta.get("task", "binary"))
+
+    def predict(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+        """The task's prediction per row, float64: P(y=1) for binary, the value for regression."""
         x_num, x_cat = self.preprocessor.transform(batch)
         x_num_t = torch.from_numpy(x_num).to(self.device)
         x_cat_t = torch.from_numpy(x_cat).to(self.device)
-        logits = predict_logits(self.model, x_num_t, x_cat_t, CHUNK_ROWS)
-        # Sigmoid in float64: scores near 0 or 1 keep their ranking instead of rounding to 1.0.
-        return torch.sigmoid(logits.double()).cpu().numpy()
+        out = predict_logits(self.model, x_num_t, x_cat_t, CHUNK_ROWS)
+        return self.task.link(out, self.preprocessor.target).cpu().numpy()
+
+    def reference(self) -> pa.Table:
+        """The drift reference saved with the model: a fixed-size sample of its training window."""
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.path / REFERENCE)
 
 
-def save_bundle(path: str | os.PathLike, model: TabularNet, preprocessor: Preprocessor, meta: dict[str, Any]) -> Path:
-    """Write the four files of a bundle into `path` (created if needed)."""
+def save_bundle(path: str | os.PathLike, model: TabularNet, preprocessor: Preprocessor, meta: dict[str, Any],
+                reference: pa.Table) -> Path:
+    """Write the five files of a bundle into `path` (created if needed)."""
+    import pyarrow.parquet as pq
+
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    tmp = path / f".{REFERENCE}.tmp"
+    pq.write_table(reference, tmp)
+    os.replace(tmp, path / REFERENCE)
     # safetensors wants contiguous CPU tensors that share no storage.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     save_file(tensors, str(path / WEIGHTS), metadata={"format": FORMAT})
@@ -67,7 +87,7 @@ def save_bundle(path: str | os.PathLike, model: TabularNet, preprocessor: Prepro
 def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> Bundle:
     """Rebuild a bundle from its JSON and safetensors files; the model comes back in eval mode."""
     path = Path(path)
-    missing = [f for f in (WEIGHTS, ARCHITECTURE, PREPROCESSOR, META) if not (path / f).is_file()]
+    missing = [f for f in FILES if not (path / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{path} is not a complete model bundle: missing {missing}")
     meta = json.loads((path / META).read_text())
@@ -78,7 +98,7 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
     model.load_state_dict(load_file(str(path / WEIGHTS), device=str(device)), strict=True)
     model.to(device).eval()
     preprocessor = Preprocessor.from_dict(json.loads((path / PREPROCESSOR).read_text()))
-    return Bundle(model=model, preprocessor=preprocessor, meta=meta, device=device)
+    return Bundle(model=model, preprocessor=preprocessor, meta=meta, device=device, path=path)
 
 
 def _write_json(file: Path, obj: Any) -> None:

@@ -13,6 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from nightshift.columns import category_strings
+from nightshift.task import task_for
+
 if TYPE_CHECKING:
     from nightshift.spec import DatasetSpec
 
@@ -24,9 +27,10 @@ Columnar = pa.RecordBatch | pa.Table
 
 
 class Preprocessor:
-    """Numeric means/stds and categorical vocabularies for one DatasetSpec."""
+    """Numeric means/stds, categorical vocabularies and, for regression, the target's scale."""
 
-    def __init__(self, numeric: dict[str, tuple[float, float]], categorical: dict[str, list[str]]):
+    def __init__(self, numeric: dict[str, tuple[float, float]], categorical: dict[str, list[str]],
+                 target: tuple[float, float] | None = None):
         self.numeric = tuple(numeric)
         self.means = np.array([numeric[c][0] for c in self.numeric], dtype=np.float64)
         self.stds = np.array([numeric[c][1] for c in self.numeric], dtype=np.float64)
@@ -34,6 +38,8 @@ class Preprocessor:
         self.vocabularies = tuple(tuple(categorical[c]) for c in self.categorical)
         # Built once: index_in hashes the value set on every call, the array need not be rebuilt.
         self._value_sets = [pa.array(v, pa.string()) for v in self.vocabularies]
+        # (mean, std) the network's output is standardised with (regression); None for binary.
+        self.target = None if target is None else (float(target[0]), float(target[1]))
 
     def __repr__(self) -> str:
         return f"Preprocessor(numeric={len(self.numeric)}, cardinalities={self.cardinalities})"
@@ -41,7 +47,8 @@ class Preprocessor:
     # -- fitting ----------------------------------------------------------------------
     @classmethod
     def fit(cls, table: Columnar, spec: DatasetSpec) -> Preprocessor:
-        """Means/stds ignoring missing values; vocabularies = sorted distinct non-null values."""
+        """Means/stds ignoring missing values; vocabularies = sorted distinct non-null values;
+        the target's scale when the task standardises it (and the label is in `table`)."""
         numeric = {}
         for name in spec.numeric:
             x = _floats(_column(table, name))
@@ -52,7 +59,11 @@ class Preprocessor:
             # not become millions of standard deviations and saturate the network.
             numeric[name] = (mean, std if std >= _MIN_STD else 1.0)
         categorical = {name: sorted(_distinct(_column(table, name))) for name in spec.categorical}
-        return cls(numeric, categorical)
+        target = None
+        if table.schema.get_field_index(spec.label) >= 0:
+            task = task_for(spec.task)
+            target = task.target_stats(task.labels(_column(table, spec.label), f"label column {spec.label!r}"))
+        return cls(numeric, categorical, target)
 
     def extend(self, table: Columnar) -> Preprocessor:
         """A new preprocessor that keeps every index and appends categories first seen in `table`.
@@ -65,7 +76,7 @@ class Preprocessor:
             new = distinct.filter(pc.invert(pc.is_in(distinct, value_set=value_set))).to_pylist()
             categorical[name] = [*vocab, *new]
         numeric = {c: (float(m), float(s)) for c, m, s in zip(self.numeric, self.means, self.stds)}
-        return Preprocessor(numeric, categorical)
+        return Preprocessor(numeric, categorical, self.target)
 
     # -- applying ---------------------------------------------------------------------
     @property
@@ -92,8 +103,6 @@ class Preprocessor:
         x_cat = np.empty((n, len(self.categorical)), dtype=np.int64)
         for j, (name, value_set) in enumerate(zip(self.categorical, self._value_sets)):
             col = _strings(_column(batch, name))
-            if pa.types.is_large_string(col.type):
-                value_set = value_set.cast(pa.large_string())
             # index_in gives null for nulls and unseen values; shift by one so OOV/null is 0.
             idx = pc.fill_null(pc.index_in(col, value_set=value_set), -1)
             x_cat[:, j] = _numpy(idx) + 1
@@ -105,6 +114,7 @@ class Preprocessor:
             "format": FORMAT,
             "numeric": [{"name": c, "mean": float(m), "std": float(s)} for c, m, s in zip(self.numeric, self.means, self.stds)],
             "categorical": [{"name": c, "vocabulary": list(v)} for c, v in zip(self.categorical, self.vocabularies)],
+            "target": None if self.target is None else {"mean": self.target[0], "std": self.target[1]},
         }
 
     @classmethod
@@ -113,7 +123,8 @@ class Preprocessor:
             raise ValueError(f"not a preprocessor of format {FORMAT!r}: got format {d.get('format')!r}")
         numeric = {f["name"]: (float(f["mean"]), float(f["std"])) for f in d["numeric"]}
         categorical = {f["name"]: [str(v) for v in f["vocabulary"]] for f in d["categorical"]}
-        return cls(numeric, categorical)
+        target = d.get("target")
+        return cls(numeric, categorical, None if target is None else (target["mean"], target["std"]))
 
 
 def _column(data: Columnar, name: str) -> pa.Array | pa.ChunkedArray:
@@ -130,10 +141,8 @@ def _floats(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 def _strings(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     # Categories are compared as strings whatever their storage (int codes, dictionary,
-    # bool), so the vocabulary is plain JSON strings and its order is the same everywhere.
-    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-        return col
-    return pc.cast(col, pa.string())
+    # bool), by the one rule the contract and the import use too.
+    return category_strings(col)
 
 
 def _distinct(col: pa.Array | pa.ChunkedArray) -> list[str]:

@@ -1,17 +1,23 @@
-"""A retrain, step by step: window -> train challenger -> evaluate against champion -> promote | reject.
+"""A retrain, step by step: window -> (defer | train challenger -> evaluate -> promote | reject).
 
-Each step is one function that the retrain DAG calls from one task and that returns a
-small dict of references. `retrain()` runs them in order in-process (the CLI and tests).
-Intermediate tables go to `<lake>/_work/retrain/ds=D/`, invisible to lake readers.
+Each step is one function of the retrain flow (`training.flows.RETRAIN`): the retrain DAG
+calls one per task, and `nightshift retrain` runs the same flow in-process. Each returns a
+small dict of references. Intermediate tables go to `<lake>/_work/retrain/ds=D/`, invisible
+to lake readers.
+
+Before any training, `prepare_window` decides whether training can pay off:
+- **power**: the holdout grows over older labelled days until the gate could resolve its
+  margin (`training.evaluate.detectable_gain`); if it still cannot, the retrain defers,
+  and its record names the numbers;
+- **unchanged**: if the window's data and the champion are what the last retrain saw, the
+  challenger would be the same one, so the retrain is skipped with a record.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import posixpath
 import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,41 +26,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nightshift.dates import add_days
-from nightshift.decisions import write_decision
 from nightshift.lake import Lake
 from nightshift.registry import CHALLENGER, CHAMPION, Registry
-from training.window import build_window
+from nightshift.tables.decisions import latest_decision
+from nightshift.task import task_for
+from training.promotion import DEFERRED, PROMOTE, UNCHANGED
+from training.window import build_window, fingerprint
 
 if TYPE_CHECKING:
     from nightshift.settings import Settings
 
 log = logging.getLogger("nightshift.retrain")
 
-PROMOTE, REJECT, INSUFFICIENT = "PROMOTE", "REJECT", "INSUFFICIENT_EVIDENCE"
+TRAIN, DEFER = "train", "defer"
 
 
 def _work_dir(lake: Lake, ds: str) -> str:
     return posixpath.join(lake.root, "_work", "retrain", f"ds={ds}")
-
-
-def prepare_window(settings: "Settings", ds: str) -> dict[str, Any]:
-    """Build the training window for `ds` and stage it; returns its paths and summary."""
-    lake = Lake(settings.lake_uri)
-    window = build_window(lake, settings.dataset, ds, settings.training)
-    if window.train.num_rows < settings.training.min_train_rows:
-        raise ValueError(
-            f"training window for {ds} has {window.train.num_rows} labelled rows, fewer than "
-            f"training.min_train_rows={settings.training.min_train_rows}: land more days or widen training.window_days"
-        )
-    work = _work_dir(lake, ds)
-    lake.fs.create_dir(work, recursive=True)
-    paths = {"train": posixpath.join(work, "train.parquet"), "holdout": posixpath.join(work, "holdout.parquet")}
-    pq.write_table(window.train, paths["train"], filesystem=lake.fs)
-    pq.write_table(window.holdout, paths["holdout"], filesystem=lake.fs)
-    summary = window.summary()
-    log.info("window for %s: %d train rows, %d holdout rows over %s..%s",
-             ds, summary["train_rows"], summary["holdout_rows"], summary["first_day"], summary["last_day"])
-    return {**paths, **summary}
 
 
 def champion_at_end_of(registry: Registry, ds: str):
@@ -63,9 +51,85 @@ def champion_at_end_of(registry: Registry, ds: str):
     return None if event is None else registry.ref(event.version, CHAMPION)
 
 
-def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, trigger: str = "manual",
-                     reasons: list[str] | None = None, progress: bool = False) -> dict[str, Any]:
+def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", reasons: list[str] | None = None) -> dict[str, Any]:
+    """Build and stage the training window for `ds`, and decide whether to train on it."""
+    from training.bundle import load_bundle
+    from training.evaluate import detectable_gain, judge_power
+
+    lake = Lake(settings.lake_uri)
+    registry = Registry(settings, lake)
+    spec, gate, task = settings.dataset, settings.gate, task_for(settings.dataset.task)
+    champion_ref = champion_at_end_of(registry, ds)
+    champion = load_bundle(registry.local_path(champion_ref.version)) if champion_ref else None
+
+    def power_of(holdout: pa.Table) -> dict[str, Any] | None:
+        if champion is None or holdout.num_rows < 2:
+            return None
+        y = task.labels(holdout.column(spec.label), "holdout labels")
+        return detectable_gain(y, champion.predict(holdout), confidence=gate.confidence,
+                               correlation=gate.assumed_correlation, task=task, seed=gate.seed)
+
+    def enough(holdout: pa.Table) -> bool:
+        y = task.labels(holdout.column(spec.label), "holdout labels")
+        if task.too_few(y, gate.min_rows):
+            return False
+        power = power_of(holdout) if gate.power_check else None
+        return power is None or judge_power(power, gate).enough
+
+    window = build_window(lake, spec, ds, settings.training, holdout_enough=enough)
+    summary = window.summary()
+    summary.update(fingerprint=fingerprint(window, spec), trigger=trigger, reasons=list(reasons or []),
+                   champion_version=champion_ref.version if champion_ref else None)
+    for note in window.notes:
+        log.info("window for %s: %s", ds, note)
+
+    action, verdict, why = TRAIN, None, []
+    y_holdout = task.labels(window.holdout.column(spec.label), "holdout labels")
+    too_few = task.too_few(y_holdout, gate.min_rows)
+    if window.train.num_rows < settings.training.min_train_rows:
+        action, verdict = DEFER, DEFERRED
+        why = [f"training window {summary['first_day']}..{summary['last_day']} has {window.train.num_rows} labelled rows, "
+               f"fewer than training.min_train_rows={settings.training.min_train_rows}: land more days or widen training.window_days"]
+    elif too_few:
+        action, verdict = DEFER, DEFERRED
+        why = [*too_few, f"even after growing over {settings.training.holdout_max_days} days (training.holdout_max_days); "
+                         "a challenger could only end INSUFFICIENT_EVIDENCE"]
+    elif champion is not None and gate.power_check:
+        power = power_of(window.holdout)
+        summary["power"] = power
+        judged = judge_power(power, gate)
+        if not judged.enough:
+            action, verdict, why = DEFER, DEFERRED, list(judged.reasons)
+    if action == TRAIN and champion_ref is not None and trigger != "manual":
+        last = latest_decision(lake, "promotion", before=add_days(ds, 1),
+                               where=lambda d: d["evidence"].get("fingerprint") is not None and d["ds"] != ds)
+        if (last and last["evidence"].get("fingerprint") == summary["fingerprint"]
+                and last["evidence"].get("champion_version") == champion_ref.version):
+            action, verdict = DEFER, UNCHANGED
+            why = [f"the window's data (fingerprint {summary['fingerprint']}) and the champion v{champion_ref.version} are "
+                   f"what the retrain of {last['ds']} saw: it would train the same challenger (verdict then: {last['verdict']})"]
+    summary.update(action=action, action_verdict=verdict, action_reasons=why)
+    if action == DEFER:
+        log.info("retrain for %s stops before training: %s (%s)", ds, verdict, "; ".join(why))
+
+    work = _work_dir(lake, ds)
+    lake.fs.create_dir(work, recursive=True)
+    paths = {"train": posixpath.join(work, "train.parquet"), "holdout": posixpath.join(work, "holdout.parquet")}
+    pq.write_table(window.train, paths["train"], filesystem=lake.fs)
+    pq.write_table(window.holdout, paths["holdout"], filesystem=lake.fs)
+    log.info("window for %s: %d train rows, %d holdout rows over %s..%s",
+             ds, summary["train_rows"], summary["holdout_rows"], summary["first_day"], summary["last_day"])
+    return _jsonable({**paths, **summary})
+
+
+def ready_to_train(window: dict[str, Any]) -> bool:
+    """The branch after `prepare_window`: train, or record why not."""
+    return window["action"] == TRAIN
+
+
+def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, progress: bool = False) -> dict[str, Any]:
     """Train on the staged window, log the run to MLflow and register it as `challenger`."""
+    from training import tracking
     from training.bundle import load_bundle, save_bundle
     from training.train import fit, init_model, resolve_device
 
@@ -83,24 +147,26 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, t
     model, preprocessor = init_model(init_from, train, settings.dataset, settings.model, champion, settings.training.seed)
     result = fit(model, preprocessor, train, settings.dataset, settings.training, device=device, progress=progress)
 
+    trigger, reasons = window.get("trigger", "manual"), window.get("reasons", [])
     meta = {
         "ds": ds,
+        "task": settings.dataset.task.value,
         "init_from": init_from,
         "warm_from_version": champion_ref.version if champion is not None else None,
         "device": result.device,
         "train_rows": result.rows,
         "train_seconds": round(result.seconds, 2),
-        "window": {k: window[k] for k in ("first_day", "last_day", "train_rows", "holdout_rows", "holdout_days")},
-        "spec": settings.dataset.model_dump(),
+        "window": {k: window.get(k) for k in ("first_day", "last_day", "train_rows", "holdout_rows", "holdout_days", "fingerprint")},
+        "spec": settings.dataset.model_dump(mode="json"),
         "history": result.history,
     }
     with tempfile.TemporaryDirectory() as tmp:
         bundle_dir = Path(tmp) / "model"
-        save_bundle(bundle_dir, result.model, preprocessor, meta)
-        pq.write_table(_reference_sample(train, settings), bundle_dir / "reference.parquet")
-
-        run_id = _log_run(registry, ds, trigger, init_from, reasons, settings, window, result, bundle_dir)
-    version = registry.register(run_id, "model", tags={"ds": ds, "init_from": init_from, "device": result.device})
+        save_bundle(bundle_dir, result.model, preprocessor, meta, reference=_reference_sample(train, settings))
+        run_id = tracking.log_training_run(registry, ds, trigger=trigger, init_from=init_from, reasons=reasons,
+                                           settings=settings, window=window, result=result, bundle_dir=bundle_dir)
+    version = registry.register(run_id, "model", tags={"ds": ds, "init_from": init_from, "device": result.device,
+                                                       "task": settings.dataset.task.value})
     registry.move_alias(CHALLENGER, version, ds=ds, reason=f"trained on {ds} ({trigger})", decided_by="retrain")
     log.info("challenger v%s trained on %s in %.1fs (%s, init_from=%s)", version, result.device, result.seconds, ds, init_from)
     return {"version": version, "run_id": run_id, "device": result.device, "init_from": init_from,
@@ -110,114 +176,49 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, t
 def evaluate_challenger(settings: "Settings", ds: str, window: dict[str, Any], version: str) -> dict[str, Any]:
     """Score champion and challenger on the same holdout and judge the challenger."""
     from training.bundle import load_bundle
-    from training.evaluate import auc, judge_challenger, judge_first_model, paired_bootstrap, segment_deltas
+    from training.evaluate import judge_challenger, judge_first_model, paired_bootstrap, segment_deltas
 
     lake = Lake(settings.lake_uri)
     registry = Registry(settings, lake)
-    spec, gate = settings.dataset, settings.gate
+    spec, gate, task = settings.dataset, settings.gate, task_for(settings.dataset.task)
     holdout = pq.read_table(window["holdout"], filesystem=lake.fs)
-    y = holdout.column(spec.label).to_numpy(zero_copy_only=False).astype(np.int64)
-    p_challenger = load_bundle(registry.local_path(version)).predict_proba(holdout)
+    y = task.labels(holdout.column(spec.label), "holdout labels")
+    p_challenger = load_bundle(registry.local_path(version)).predict(holdout)
     champion_ref = champion_at_end_of(registry, ds)
+    too_few = task.too_few(y, gate.min_rows)
 
-    evidence: dict[str, Any] = {"holdout_rows": int(len(y)), "holdout_days": window.get("holdout_days", []),
-                                "coverage": window.get("coverage", {}), "challenger_version": version}
+    evidence: dict[str, Any] = {"ds": ds, "holdout_rows": int(len(y)), "holdout_days": window.get("holdout_days", []),
+                                "coverage": window.get("coverage", {}), "challenger_version": version,
+                                "fingerprint": window.get("fingerprint"), "trigger": window.get("trigger"),
+                                "retrain_reasons": window.get("reasons", []), "notes": window.get("notes", []),
+                                "task": task.name.value, "gain_unit": task.gain_unit,
+                                "champion_version": champion_ref.version if champion_ref else None}
     if champion_ref is None:
-        n_pos = int(y.sum())
-        a = auc(y, p_challenger) if 0 < n_pos < len(y) else float("nan")
-        verdict = judge_first_model(a, int(len(y)), n_pos, gate)
-        evidence.update({"first_model": True, "auc_challenger": a, "n_pos": n_pos})
+        metric = task.first_model_metric
+        floor = gate.first_model_floor if gate.first_model_floor is not None else task.default_first_model_floor
+        value = task.evaluate(y, p_challenger, settings.scoring.threshold)[metric.name] if len(y) else None
+        verdict = judge_first_model(value, metric.name, floor, metric.higher_is_better, too_few, int(len(y)))
+        evidence.update({"first_model": True, "metric": metric.name, "value": value, "floor": floor,
+                         "metrics": task.evaluate(y, p_challenger, settings.scoring.threshold) if len(y) else {}})
     else:
-        p_champion = load_bundle(registry.local_path(champion_ref.version)).predict_proba(holdout)
-        boot = paired_bootstrap(y, p_champion, p_challenger, n_boot=gate.n_boot, confidence=gate.confidence, seed=gate.seed)
+        p_champion = load_bundle(registry.local_path(champion_ref.version)).predict(holdout)
+        boot = paired_bootstrap(y, p_champion, p_challenger, n_boot=gate.n_boot, confidence=gate.confidence,
+                                seed=gate.seed, task=task)
         segments = []
         if spec.segment:
             seg = holdout.column(spec.segment).to_numpy(zero_copy_only=False).astype(str)
-            segments = segment_deltas(y, p_champion, p_challenger, seg, gate.min_segment_rows)
-        verdict = judge_challenger(boot, segments, gate)
-        evidence.update({"first_model": False, "champion_version": champion_ref.version, **boot, "segments": segments})
+            segments = segment_deltas(y, p_champion, p_challenger, seg, gate.min_segment_rows, task=task)
+        verdict = judge_challenger({**boot, "too_few": too_few}, segments, gate)
+        evidence.update({"first_model": False, **boot, "segments": segments, "power": window.get("power")})
     evidence.update({"verdict": verdict.verdict, "reasons": list(verdict.reasons), "gate": gate.model_dump()})
     log.info("challenger v%s on %s: %s (%s)", version, ds, verdict.verdict, "; ".join(verdict.reasons))
     return {"ds": ds, "version": version, "verdict": verdict.verdict, "reasons": list(verdict.reasons),
-            "evidence": json.loads(json.dumps(evidence, default=_json_default))}
+            "evidence": _jsonable(evidence)}
 
 
-def promote_challenger(settings: "Settings", ds: str, evaluation: dict[str, Any], decided_by: str = "retrain") -> dict[str, Any]:
-    """Move `champion` to the challenger (the old one becomes `previous_champion`) and record it."""
-    lake = Lake(settings.lake_uri)
-    registry = Registry(settings, lake)
-    version = evaluation["version"]
-    reason = "; ".join(evaluation["reasons"]) or "promoted"
-    registry.promote(version, ds=ds, reason=reason, decided_by=decided_by)
-    _record_verdict(lake, registry, ds, evaluation)
-    return {"ds": ds, "champion": version, "verdict": evaluation["verdict"]}
-
-
-def reject_challenger(settings: "Settings", ds: str, evaluation: dict[str, Any]) -> dict[str, Any]:
-    """Keep the champion; record why the challenger was not promoted."""
-    lake = Lake(settings.lake_uri)
-    registry = Registry(settings, lake)
-    _record_verdict(lake, registry, ds, evaluation)
-    current = registry.current(CHAMPION)
-    return {"ds": ds, "champion": current.version if current else None, "verdict": evaluation["verdict"]}
-
-
-def retrain(settings: "Settings", ds: str, *, trigger: str = "manual", reasons: list[str] | None = None,
-            progress: bool = False) -> dict[str, Any]:
-    """The whole retrain in-process: what the retrain DAG does, without a scheduler."""
-    started = time.perf_counter()
-    window = prepare_window(settings, ds)
-    trained = train_challenger(settings, ds, window, trigger=trigger, reasons=reasons, progress=progress)
-    evaluation = evaluate_challenger(settings, ds, window, trained["version"])
-    if evaluation["verdict"] == PROMOTE:
-        promote_challenger(settings, ds, evaluation)
-    else:
-        reject_challenger(settings, ds, evaluation)
-    return {**trained, "verdict": evaluation["verdict"], "reasons": evaluation["reasons"],
-            "seconds": round(time.perf_counter() - started, 2)}
-
-
-def _log_run(registry: Registry, ds: str, trigger: str, init_from: str, reasons: list[str] | None,
-             settings: "Settings", window: dict[str, Any], result, bundle_dir: Path) -> str:
-    """One MLflow run per training: params, per-epoch metrics, window coverage, the bundle."""
-    from mlflow.entities import Metric, Param, RunTag
-
-    client = registry.client
-    tags = {"nightshift.ds": ds, "nightshift.trigger": trigger, "nightshift.init_from": init_from,
-            "nightshift.device": result.device, "nightshift.reasons": "; ".join(reasons or [])[:4000]}
-    run = client.create_run(registry.experiment_id(), run_name=f"retrain-{ds}", tags=tags)
-    run_id = run.info.run_id
-    try:
-        params = {**_loggable(settings.resolved()), "ds": ds, "init_from_effective": init_from,
-                  "train_rows": str(result.rows), "window_first_day": str(window["first_day"]),
-                  "window_last_day": str(window["last_day"])}
-        stamp = int(time.time() * 1000)  # MLflow's bookkeeping time, not a logical date
-        metrics = [Metric(k, float(v), stamp, h["epoch"]) for h in result.history
-                   for k, v in h.items() if k != "epoch" and v is not None]
-        metrics.append(Metric("train_seconds", float(result.seconds), stamp, 0))
-        items = [Param(k, v) for k, v in params.items()]
-        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-            client.log_batch(run_id, params=items[i:i + 100])
-        client.log_batch(run_id, metrics=metrics, tags=[RunTag("mlflow.source.name", "nightshift retrain")])
-        client.log_dict(run_id, window.get("coverage", {}), "window_coverage.json")
-        client.log_artifacts(run_id, str(bundle_dir), artifact_path="model")
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id, "FINISHED")
-    return run_id
-
-
-def _record_verdict(lake: Lake, registry: Registry, ds: str, evaluation: dict[str, Any]) -> None:
-    run_id = registry.client.get_model_version(registry.name, evaluation["version"]).run_id
-    write_decision(lake, ds, "promotion", evaluation["verdict"], evaluation["reasons"], evaluation["evidence"],
-                   model_version=evaluation["version"], mlflow_run_id=run_id)
-    client = registry.client
-    client.set_tag(run_id, "nightshift.verdict", evaluation["verdict"])
-    ev = evaluation["evidence"]
-    for key in ("auc_champion", "auc_challenger", "delta", "ci_low", "ci_high"):
-        if isinstance(ev.get(key), (int, float)):
-            client.log_metric(run_id, f"gate_{key}", float(ev[key]))
+def judge(evaluation: dict[str, Any]) -> bool:
+    """The branch after `evaluate_challenger`: promote or reject."""
+    return evaluation["verdict"] == PROMOTE
 
 
 def _reference_sample(train: pa.Table, settings: "Settings") -> pa.Table:
@@ -228,14 +229,36 @@ def _reference_sample(train: pa.Table, settings: "Settings") -> pa.Table:
     return train.select(list(spec.features)).take(pa.array(idx))
 
 
-def _loggable(params: dict[str, Any]) -> dict[str, str]:
-    return {k: str(v)[:500] for k, v in params.items()}
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON types only: step results travel through XCom."""
+    import json
+
+    def default(o: Any) -> Any:
+        if isinstance(o, (np.floating, np.integer, np.bool_)):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        return str(o)
+
+    return json.loads(json.dumps(obj, default=default))
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
+def retrain(settings: "Settings", ds: str, *, trigger: str = "manual", reasons: list[str] | None = None,
+            progress: bool = False) -> dict[str, Any]:
+    """The whole retrain in-process: the retrain flow, run without a scheduler. Returns its outcome."""
+    from nightshift.flow import run_flow
+    from training.flows import RETRAIN
 
+    results = run_flow(RETRAIN, settings, ds, {"trigger": trigger, "reasons": list(reasons or [])}, progress=progress)
+    return outcome(results)
+
+
+def outcome(results: dict[str, Any]) -> dict[str, Any]:
+    """What a retrain flow's step results add up to: verdict, reasons, version (None when it did not train)."""
+    window = results.get("prepare_window", {})
+    final = results.get("promote") or results.get("reject") or results.get("defer") or {}
+    trained = results.get("train_challenger") or {}
+    return {"ds": window.get("ds"), "verdict": final.get("verdict"), "reasons": final.get("reasons", []),
+            "version": trained.get("version"), "champion": final.get("champion"), "device": trained.get("device"),
+            "init_from": trained.get("init_from"), "window": {k: window.get(k) for k in (
+                "first_day", "last_day", "train_rows", "holdout_rows", "holdout_days", "notes", "fingerprint")}}

@@ -16,11 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
-import torch.nn.functional as F
 
-from training.evaluate import auc
+from nightshift.task import Task, task_for
 from training.model import TabularNet, predict_logits
 from training.preprocess import Preprocessor
 
@@ -124,16 +122,17 @@ def fit(
     device: str | torch.device | None = None,
     progress: bool = False,
 ) -> FitResult:
-    """Train `model` with AdamW on BCE-with-logits; one history entry per epoch."""
+    """Train `model` with AdamW on the task's loss; one history entry per epoch."""
     t0 = time.perf_counter()
     device = torch.device(device) if device is not None else resolve_device(settings.device, settings.require_gpu)
     cuda = device.type == "cuda"
 
     if train_table.num_rows == 0:
         raise ValueError("the training table has no rows")
+    task, target = task_for(spec.task), preprocessor.target
     # The data goes to the device once; every batch below is an index-select there.
-    x_num, x_cat, y = _tensors(preprocessor, train_table, spec.label, device)
-    valid = _tensors(preprocessor, valid_table, spec.label, device) if valid_table is not None else None
+    x_num, x_cat, y = _tensors(preprocessor, train_table, spec.label, device, task)
+    valid = _tensors(preprocessor, valid_table, spec.label, device, task) if valid_table is not None else None
     n = y.shape[0]
 
     torch.manual_seed(settings.seed)  # dropout
@@ -151,8 +150,8 @@ def fit(
             for start in range(0, n, settings.batch_size):
                 idx = perm[start:start + settings.batch_size]
                 with _autocast(cuda):
-                    logits = model(x_num[idx], x_cat[idx])
-                loss = F.binary_cross_entropy_with_logits(logits.float(), y[idx])
+                    out = model(x_num[idx], x_cat[idx])
+                loss = task.loss(out, y[idx], target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -160,7 +159,7 @@ def fit(
 
             row = {"epoch": epoch, "train_loss": (loss_sum / n).item()}  # the one sync of the epoch
             if valid is not None:
-                row.update(_validate(model, *valid, cuda))
+                row.update(_validate(model, *valid, cuda, task, target))
             history.append(row)
             log.info("epoch %d/%d %s", epoch, settings.epochs, " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
             advance(f"epoch {epoch}/{settings.epochs} loss {row['train_loss']:.4f}")
@@ -171,38 +170,34 @@ def fit(
     return FitResult(model=model, history=history, device=str(device), seconds=seconds, rows=n)
 
 
-def _tensors(preprocessor: Preprocessor, table: pa.Table, label: str, device: torch.device):
+def _tensors(preprocessor: Preprocessor, table: pa.Table, label: str, device: torch.device, task: Task):
     x_num, x_cat = preprocessor.transform(table)
-    y = labels(table, label)
+    y = task.labels(_label_column(table, label), f"label column {label!r}")
     return (torch.from_numpy(x_num).to(device), torch.from_numpy(x_cat).to(device),
             torch.from_numpy(y.astype(np.float32)).to(device))
 
 
-def labels(table: pa.Table, label: str) -> np.ndarray:
-    """The label column as int64 0/1; an error names the column and counts the bad values."""
+def labels(table: pa.Table, label: str, task: str = "binary") -> np.ndarray:
+    """The label column checked by the task's rule; an error names the column and counts the bad values."""
+    return task_for(task).labels(_label_column(table, label), f"label column {label!r}")
+
+
+def _label_column(table: pa.Table, label: str):
     if table.schema.get_field_index(label) < 0:
         raise KeyError(f"label column {label!r} is missing; the data has {table.schema.names}")
-    try:
-        col = pc.fill_null(pc.cast(table.column(label), pa.float64()), np.nan)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise ValueError(f"label column {label!r} must be 0/1, but its type {table.schema.field(label).type} is not numeric: {exc}") from None
-    values = col.to_numpy()
-    bad = int(np.sum((values != 0) & (values != 1)))  # NaN and nulls (now NaN) count as bad
-    if bad:
-        raise ValueError(f"label column {label!r} must be 0/1 without nulls: {bad} of {table.num_rows} values are not")
-    return values.astype(np.int64)
+    return table.column(label)
 
 
 @torch.inference_mode()
-def _validate(model: TabularNet, x_num, x_cat, y, cuda: bool) -> dict[str, float]:
+def _validate(model: TabularNet, x_num, x_cat, y, cuda: bool, task: Task, target) -> dict[str, float]:
     model.eval()
     with _autocast(cuda):
-        logits = predict_logits(model, x_num, x_cat, EVAL_CHUNK_ROWS)
-    out = {"valid_loss": F.binary_cross_entropy_with_logits(logits, y).item()}
-    y_np, p_np = y.cpu().numpy(), logits.cpu().numpy()
-    if 0 < y_np.sum() < len(y_np):
-        out["valid_auc"] = auc(y_np, p_np)
-    return out
+        out = predict_logits(model, x_num, x_cat, EVAL_CHUNK_ROWS)
+    row = {"valid_loss": task.loss(out, y, target).item()}
+    value = task.primary_value(y.cpu().numpy(), task.link(out, target).cpu().numpy())
+    if value is not None:
+        row[f"valid_{task.primary.name}"] = value
+    return row
 
 
 def _autocast(cuda: bool):

@@ -1,23 +1,29 @@
 """The training window: labelled rows a retrain for day `ds` may use, and its holdout.
 
-Only labels that had *arrived* by `ds` are read (label partitions `labels/ds=A` with
-A <= ds), so a replay of an old retrain sees exactly what the original run saw.
+Only labels that had *arrived* by `ds` are read (`nightshift.tables.labels`), so a replay of
+an old retrain sees exactly what the original run saw.
 
-The window is a range of prediction days (`event_ds`):
-- `sliding`: the `window_days` days before `ds`;
+The window is a range of prediction days (`event_ds`), sized by days and by rows:
+- `sliding`: the `window_days` days before `ds`, reaching further back, day by day, until
+  it holds `window_min_rows` labelled rows (never beyond `window_max_days`). If those days
+  hold no labelled data at all (a gap in the data), it reaches back to the newest labelled
+  data and says so in its notes.
 - `expanding`: from `window_start` to the day before `ds`;
 - `fixed`: `window_start` to `window_end`.
 
 The holdout is a deterministic half (by a hash of the entity id) of the labelled rows of
-the newest `holdout_days` labelled days; the rest trains. Champion and challenger are both
-judged on it, and neither has seen it. It uses every label that has arrived rather than
-waiting for days to mature: a gate that waited for 90% label coverage would be blind to
-the newest regime for weeks. The per-day label coverage goes into the evidence.
+the newest labelled days: at least `holdout_days` of them, and more, up to
+`holdout_max_days`, until it holds what the gate needs (the caller says what that is). The
+rest trains. Champion and challenger are both judged on it, and neither has seen it. It uses
+every label that has arrived rather than waiting for days to mature: a gate that waited for
+90% label coverage would be blind to the newest regime for weeks. The per-day label
+coverage goes into the evidence.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -25,15 +31,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from nightshift.choices import WindowKind
 from nightshift.dates import add_days, ds_range
-from nightshift.lake import FEATURES, LABELS, Lake
-from nightshift.spec import DS, EVENT_DS
+from nightshift.lake import FEATURES, Lake
+from nightshift.spec import EVENT_DS
+from nightshift.tables import labels as labels_table
 
 if TYPE_CHECKING:
     from nightshift.settings import TrainingSettings
     from nightshift.spec import DatasetSpec
 
 HOLDOUT_SHARE = 0.5
+_REACH_CHUNK_DAYS = 7  # days read at a time while a sliding window reaches back for rows
 
 
 class EmptyWindow(ValueError):
@@ -47,74 +56,123 @@ class Window:
     train: pa.Table
     holdout: pa.Table
     coverage: dict[str, float] = field(default_factory=dict)  # event day -> labelled share of its rows
+    notes: list[str] = field(default_factory=list)  # how the window was sized, in words
 
     def summary(self) -> dict:
         return {
             "ds": self.ds,
             "first_day": self.days[0] if self.days else None,
             "last_day": self.days[-1] if self.days else None,
+            "days": len(self.days),
             "train_rows": self.train.num_rows,
             "holdout_rows": self.holdout.num_rows,
             "holdout_days": sorted(set(self.holdout.column(EVENT_DS).to_pylist())) if self.holdout.num_rows else [],
             "coverage": self.coverage,
+            "notes": self.notes,
         }
 
 
-def window_days(ds: str, settings: "TrainingSettings") -> list[str]:
-    """The prediction days a retrain on `ds` draws from (all strictly before `ds`)."""
-    last = add_days(ds, -1)
-    if settings.window == "sliding":
-        return ds_range(add_days(ds, -settings.window_days), last)
-    if settings.window_start is None:
-        raise ValueError(f"training.window={settings.window!r} needs training.window_start")
-    if settings.window == "expanding":
-        return ds_range(settings.window_start, last)
-    end = min(settings.window_end or last, last)
-    return ds_range(settings.window_start, end)
+def build_window(lake: Lake, spec: "DatasetSpec", ds: str, settings: "TrainingSettings",
+                 holdout_enough: Callable[[pa.Table], bool] | None = None) -> Window:
+    """Join the window's features to the labels that had arrived by `ds`, and split off the holdout.
 
-
-def build_window(lake: Lake, spec: "DatasetSpec", ds: str, settings: "TrainingSettings") -> Window:
-    """Join the window's features to the labels that had arrived by `ds`, and split off the holdout."""
-    days = [d for d in window_days(ds, settings) if lake.exists(FEATURES, d)]
-    if not days:
-        raise EmptyWindow(f"no features partitions in the training window before {ds}: land data first")
-
-    arrivals = [a for a in ds_range(days[0], ds) if lake.exists(LABELS, a)]  # arrival day <= ds: no leakage
-    labels = lake.read_days(LABELS, arrivals, columns=[spec.entity_id, EVENT_DS, spec.label])
-    if labels is None or labels.num_rows == 0:
-        raise EmptyWindow(f"no labels had arrived by {ds} for prediction days {days[0]}..{days[-1]}")
-    labels = labels.filter(pc.is_in(labels[EVENT_DS], pa.array(days)))
-    labels = _latest_label_per_entity(labels, spec.entity_id)
+    `holdout_enough(holdout)` says whether a candidate holdout is big enough for the gate;
+    the holdout grows over older labelled days until it is (or `holdout_max_days` is reached).
+    """
+    available = [d for d in lake.partitions(FEATURES) if d < ds]
+    days, labels, notes = _choose_days(lake, spec, ds, settings, available)
 
     parts, coverage = [], {}
     for day in days:
         feats = lake.read(FEATURES, day, columns=[spec.entity_id, *spec.features])
-        day_labels = labels.filter(pc.equal(labels[EVENT_DS], day)).select([spec.entity_id, EVENT_DS, spec.label])
-        joined = feats.join(day_labels, keys=spec.entity_id, join_type="inner")
+        joined = labels_table.join(feats, labels, day, spec)
         coverage[day] = round(joined.num_rows / max(feats.num_rows, 1), 4)
         if joined.num_rows:
-            parts.append(joined.sort_by(spec.entity_id))  # joins do not keep order: sort for determinism
+            parts.append(joined.append_column(EVENT_DS, pa.repeat(pa.scalar(day, pa.string()), joined.num_rows)))
     if not parts:
         raise EmptyWindow(f"none of the labels that arrived by {ds} match features in {days[0]}..{days[-1]}")
     table = pa.concat_tables(parts, promote_options="permissive")
 
     labelled_days = sorted({d for d, c in coverage.items() if c > 0})
-    newest = labelled_days[-settings.holdout_days:]
-    in_newest = np.isin(table.column(EVENT_DS).to_numpy(zero_copy_only=False), newest)
-    in_holdout = in_newest & (_unit_hash(table.column(spec.entity_id)) < HOLDOUT_SHARE)
-    mask = pa.array(in_holdout)
-    return Window(ds=ds, days=days, train=table.filter(pc.invert(mask)), holdout=table.filter(mask), coverage=coverage)
+    in_half = _unit_hash(table.column(spec.entity_id)) < HOLDOUT_SHARE
+    event = table.column(EVENT_DS).to_numpy(zero_copy_only=False)
+    n_days = min(settings.holdout_days, len(labelled_days))
+    while True:
+        in_holdout = in_half & np.isin(event, labelled_days[-n_days:])
+        holdout = table.filter(pa.array(in_holdout))
+        if holdout_enough is None or holdout_enough(holdout) or n_days >= min(settings.holdout_max_days, len(labelled_days)):
+            break
+        n_days += 1
+    if n_days > settings.holdout_days:
+        notes.append(f"holdout grew to the newest {n_days} labelled days ({holdout.num_rows} rows) to hold what the gate needs")
+    return Window(ds=ds, days=days, train=table.filter(pa.array(~in_holdout)), holdout=holdout, coverage=coverage, notes=notes)
 
 
-def _latest_label_per_entity(labels: pa.Table, entity_id: str) -> pa.Table:
-    """A corrected label arriving later replaces the earlier one."""
-    if labels.num_rows == 0:
-        return labels
-    ordered = labels.sort_by([(entity_id, "ascending"), (DS, "descending")])
-    ids = ordered.column(entity_id).to_numpy(zero_copy_only=False)
-    first = np.ones(len(ids), dtype=bool)
-    first[1:] = ids[1:] != ids[:-1]
-    return ordered.filter(pa.array(first))
+def window_days(ds: str, settings: "TrainingSettings") -> list[str]:
+    """The calendar days a retrain on `ds` draws from before any reaching back (all before `ds`)."""
+    last = add_days(ds, -1)
+    if settings.window == WindowKind.SLIDING:
+        return ds_range(add_days(ds, -settings.window_days), last)
+    if settings.window_start is None:
+        raise ValueError(f"training.window={settings.window.value!r} needs training.window_start")
+    if settings.window == WindowKind.EXPANDING:
+        return ds_range(settings.window_start, last)
+    end = min(settings.window_end or last, last)
+    return ds_range(settings.window_start, end)
+
+
+def _choose_days(lake: Lake, spec: "DatasetSpec", ds: str, settings: "TrainingSettings",
+                 available: list[str]) -> tuple[list[str], pa.Table, list[str]]:
+    """The feature days of the window, the labels for them that arrived by `ds`, and notes."""
+    wanted = set(window_days(ds, settings))
+    days = [d for d in available if d in wanted]
+    notes: list[str] = []
+    labels = labels_table.arrived(lake, spec, ds, days) if days else None
+    if settings.window != WindowKind.SLIDING:
+        if not days or labels.num_rows == 0:
+            raise EmptyWindow(f"no labelled data in the {settings.window.value} window before {ds} "
+                              f"(training.window_start={settings.window_start}): land data first or move the window")
+        return days, labels, notes
+
+    horizon = add_days(ds, -settings.window_max_days)
+    older = [d for d in available if horizon <= d < (days[0] if days else ds)]
+    if labels is None or labels.num_rows == 0:
+        # A gap: nothing labelled in the usual days. Reach back to the newest labelled data.
+        found = labels_table.arrived(lake, spec, ds, older) if older else None
+        if found is None or found.num_rows == 0:
+            raise EmptyWindow(f"no labelled data before {ds} within training.window_max_days={settings.window_max_days}: "
+                              "land features and labels first")
+        newest = max(found.column(EVENT_DS).to_pylist())
+        first = add_days(newest, -(settings.window_days - 1))
+        days = [d for d in older if first <= d <= newest]
+        labels = found.filter(pc.is_in(found[EVENT_DS], pa.array(days, pa.string())))
+        notes.append(f"no labelled data in the {settings.window_days} days before {ds}: reached back to "
+                     f"{days[0]}..{days[-1]}, the newest labelled data")
+        older = [d for d in older if d < days[0]]
+
+    # Sized by rows too: a few hundred rows a day need more days than a few million.
+    grew = False
+    while labels.num_rows < settings.window_min_rows and older:
+        chunk, older = older[-_REACH_CHUNK_DAYS:], older[:-_REACH_CHUNK_DAYS]
+        more = labels_table.arrived(lake, spec, ds, chunk, since=chunk[0])
+        if more.num_rows:
+            labels = pa.concat_tables([more, labels], promote_options="permissive")
+        days = chunk + days
+        grew = True
+    if grew:
+        notes.append(f"reached back to {days[0]} to hold {labels.num_rows} labelled rows "
+                     f"(training.window_min_rows={settings.window_min_rows})")
+    return days, labels, notes
+
+
+def fingerprint(window: Window, spec: "DatasetSpec") -> str:
+    """A content hash of the window's labelled rows: the same data, the same fingerprint."""
+    h = hashlib.sha256()
+    for t in (window.train, window.holdout):
+        for name in (spec.entity_id, EVENT_DS, spec.label):
+            h.update("\x1f".join(map(str, t.column(name).to_pylist())).encode())  # values, never buffer padding
+            h.update(b"\x1e")
+    return h.hexdigest()[:16]
 
 
 def _unit_hash(ids: pa.ChunkedArray) -> np.ndarray:

@@ -1,20 +1,22 @@
-"""Decision records: every retrain decision, promotion verdict and rollback, with its evidence.
+"""Decision records: every retrain decision, promotion verdict, rollback and skipped night, with its evidence.
 
 `decisions/ds=D/` holds one file per kind of decision taken on day D (`retrain` from the
-nightly run, `promotion` from a retrain, `rollback`), each replaced atomically on a rerun.
-Evidence is JSON, so the record stays one flat, queryable row.
+nightly run, `promotion` from a retrain, `rollback`, `night` for a night skipped by the
+calendar), each replaced atomically on a rerun. Evidence is JSON, so the record stays one
+flat, queryable row.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pyarrow as pa
 
 from nightshift.lake import DECISIONS, Lake, PartitionRef
 
-KINDS = ("retrain", "promotion", "rollback")
+KINDS = ("retrain", "promotion", "rollback", "night")
 
 SCHEMA = pa.schema(
     [
@@ -64,5 +66,20 @@ def read_decision(lake: Lake, ds: str, kind: str) -> dict[str, Any] | None:
     return row
 
 
-def read_decisions(lake: Lake, days: list[str], kind: str) -> list[dict[str, Any]]:
+def read_decisions(lake: Lake, days: Iterable[str], kind: str) -> list[dict[str, Any]]:
+    """The `kind` decisions of the given days that have one, oldest first."""
     return [d for ds in days if (d := read_decision(lake, ds, kind)) is not None]
+
+
+def days_with_decisions(lake: Lake) -> list[str]:
+    return lake.partitions(DECISIONS)
+
+
+def latest_decision(lake: Lake, kind: str, before: str,
+                    where: Callable[[dict[str, Any]], bool] = lambda d: True) -> dict[str, Any] | None:
+    """The newest `kind` decision taken strictly before day `before` that satisfies `where`."""
+    for ds in reversed([d for d in lake.partitions(DECISIONS) if d < before]):
+        d = read_decision(lake, ds, kind)
+        if d is not None and where(d):
+            return d
+    return None

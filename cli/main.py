@@ -1,5 +1,6 @@
-"""`nightshift`: the same work as the DAGs, in-process, for debugging, local replays and tests.
+"""`nightshift`: the same flows as the DAGs, in-process, for your own data, debugging, replays and tests.
 
+    nightshift import data.csv --timestamp-col ts --label-col y [--task binary|regression] [--label-delay-days N]
     nightshift simulate --start 2026-01-01 --days 44 --rows-per-day 4000 --scenario sudden-covariate --onset 34 --seed 7
     nightshift retrain  --ds 2026-01-14
     nightshift nightly  --start 2026-01-15 --end 2026-02-13
@@ -17,6 +18,8 @@ import logging
 import os
 import sys
 
+from nightshift.choices import InitFrom, ModelSelection, TaskName, values
+
 
 def _settings(args):
     from nightshift.settings import load_settings
@@ -29,6 +32,8 @@ def cmd_simulate(args) -> int:
     from simulator.land import simulate
 
     s = _settings(args)
+    if args.task and args.task != s.dataset.task:
+        s = s.with_overrides({"dataset.task": args.task})
     summary = simulate(Lake(s.lake_uri), s.dataset, start=args.start, days=args.days, rows_per_day=args.rows_per_day,
                        scenario=args.scenario, onset=args.onset, seed=args.seed, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
@@ -68,7 +73,8 @@ def cmd_retrain(args) -> int:
 
 
 def cmd_rollback(args) -> int:
-    from batch_scoring.rollback import rescore, roll_back
+    from batch_scoring.score import rescore
+    from training.promotion import roll_back
 
     s = _settings(args)
     result = roll_back(s, args.ds, reason=args.reason, version=args.version)
@@ -92,6 +98,9 @@ def cmd_report(args) -> int:
 
 
 def cmd_settings(args) -> int:
+    from nightshift.settings import config_path
+
+    print(f"# from {config_path(args.config)}, then the environment")
     for key, value in _settings(args).resolved().items():
         print(f"{key} = {value!r}")
     return 0
@@ -111,24 +120,25 @@ def main(argv: list[str] | None = None) -> int:
                                                        "recurrent, seasonal, concept, new-categories")
     sp.add_argument("--onset", type=int, default=0, help="the drift's first day, counted from --start (0-based)")
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--task", choices=values(TaskName), help="the world's target (default: the spec's task)")
     sp.set_defaults(fn=cmd_simulate)
 
     sp = sub.add_parser("nightly", help="run nights in-process, in date order (retrain hand-off included)")
     sp.add_argument("--ds")
     sp.add_argument("--start")
     sp.add_argument("--end")
-    sp.add_argument("--model", choices=["as_of", "champion"], help="which champion scores (default: scoring.model)")
+    sp.add_argument("--model", choices=values(ModelSelection), help="which champion scores (default: scoring.model)")
     sp.add_argument("--no-retrain", action="store_true", help="decide, but do not run the retrain it asks for")
     sp.set_defaults(fn=cmd_nightly)
 
     sp = sub.add_parser("score", help="score one day into predictions/ds=D")
     sp.add_argument("--ds", required=True)
-    sp.add_argument("--model", choices=["as_of", "champion"])
+    sp.add_argument("--model", choices=values(ModelSelection))
     sp.set_defaults(fn=cmd_score)
 
     sp = sub.add_parser("retrain", help="train a challenger on day D's window, judge it, promote or reject")
     sp.add_argument("--ds", required=True)
-    sp.add_argument("--init-from", choices=["scratch", "warm"])
+    sp.add_argument("--init-from", choices=values(InitFrom))
     sp.set_defaults(fn=cmd_retrain)
 
     sp = sub.add_parser("rollback", help="point champion back at an earlier version from the night after D")
@@ -142,19 +152,28 @@ def main(argv: list[str] | None = None) -> int:
     sp = sub.add_parser("report", help="what happened over a range of nights")
     sp.add_argument("--start", required=True)
     sp.add_argument("--end", required=True)
-    sp.add_argument("--plot", help="write a PNG of realized AUC per night here")
+    sp.add_argument("--plot", help="write a PNG of the realized primary metric per night here")
     sp.add_argument("--json", help="write the full summary as JSON here")
     sp.set_defaults(fn=cmd_report)
 
-    sp = sub.add_parser("settings", help="print the resolved settings")
+    sp = sub.add_parser("settings", help="print the resolved settings (and which file they came from)")
     sp.set_defaults(fn=cmd_settings)
+
+    from cli import import_command
+
+    import_command.add_parser(sub)
 
     args = p.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # this process's own environment
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    from training.promotion import NoChampion
+
     try:
         return args.fn(args)
+    except NoChampion as exc:
+        print(f"nightshift {args.command}: no champion: {exc}", file=sys.stderr)
+        return 3
     except (ValueError, LookupError, FileNotFoundError) as exc:
         print(f"nightshift {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,30 @@
+"""The nightly flow, defined once: the `nightly_scoring` DAG wires these steps, `nightshift nightly` runs them.
+
+Import-light: DAG files read it at parse time (the step functions are imported only when a
+step runs).
+"""
+
+from nightshift.flow import BRANCH, GATE, HANDOFF, JOIN, Flow, Step
+
+NIGHTLY = Flow("nightly_scoring", (
+    Step("open_night", "batch_scoring.nightly:open_night", kind=GATE,
+         doc="skip, with a record, a day the dataset's calendar does not expect"),
+    Step("validate", "batch_scoring.nightly:validate", after=("open_night",),
+         doc="the input contract on features/ds=D"),
+    Step("score", "batch_scoring.nightly:score", after=("validate",), doc="predictions/ds=D, with lineage"),
+    Step("detect_drift", "batch_scoring.nightly:detect_drift", after=("score",), doc="monitoring/drift/ds=D"),
+    Step("confirm_champion", "batch_scoring.nightly:confirm_champion", after=("detect_drift",), ordered=True,
+         doc="rescore if a promotion landed after tonight was scored"),
+    Step("measure_ground_truth", "batch_scoring.nightly:measure_ground_truth", after=("confirm_champion",), ordered=True,
+         doc="monitoring/performance/ds=D, as known on D"),
+    Step("decide_retrain", "batch_scoring.nightly:decide_retrain", after=("measure_ground_truth",), ordered=True,
+         doc="the retrain policy's record"),
+    Step("request_retrain", "batch_scoring.nightly:request_retrain", after=("decide_retrain",), kind=BRANCH,
+         choices=("trigger_retrain", "no_retrain")),
+    Step("trigger_retrain", "batch_scoring.nightly:retrain_conf", after=("request_retrain",), kind=HANDOFF,
+         flow="training.flows:RETRAIN", doc="start the retrain with the decision's reasons, and wait for its verdict"),
+    Step("no_retrain", after=("request_retrain",), kind=JOIN),
+    Step("close_night", after=("trigger_retrain", "no_retrain", "confirm_champion"), kind=JOIN,
+         trigger_rule="none_failed_min_one_success",
+         doc="the next night's ordered steps wait for this one (and any retrain it started) to close"),
+))

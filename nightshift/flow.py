@@ -1,0 +1,165 @@
+"""One definition of a flow's steps, run by both the DAGs and the in-process CLI.
+
+A `Flow` is a small graph of `Step`s. Each step names the function that does its work as
+`"module:function"` (imported only when the step runs, so DAG files can read a flow at parse
+time without importing anything heavy). Every step function has the same signature,
+`fn(ctx: StepContext) -> dict`, and returns a small dict of references, never data.
+
+Kinds of step:
+- `task`: runs its function;
+- `gate`: its function returns a bool; False skips everything after it (Airflow: short-circuit);
+- `branch`: its function returns a bool and the flow continues at `choices[0]` (True) or
+  `choices[1]` (False) (Airflow: `@task.branch`);
+- `handoff`: starts another flow with the conf its function returns, and waits for it
+  (Airflow: `TriggerDagRunOperator(wait_for_completion=True)`);
+- `join`: does nothing; it only orders (Airflow: `EmptyOperator`).
+
+`ordered` steps run in date order across days (Airflow: `depends_on_past`). `run_flow` is the
+in-process runner; the DAG files wire the same steps by hand, in the tutorial style, and a
+test holds their task ids and edges to the definition.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nightshift.settings import Settings
+
+TASK, GATE, BRANCH, HANDOFF, JOIN = "task", "gate", "branch", "handoff", "join"
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str
+    call: str | None = None  # "module:function"; None for a join
+    after: tuple[str, ...] = ()
+    kind: str = TASK
+    ordered: bool = False
+    choices: tuple[str, ...] = ()  # branch: (when True, when False)
+    flow: str | None = None  # handoff: the flow it starts, as "module:attribute"
+    queue: str | None = None
+    pool: str | None = None
+    trigger_rule: str = "all_success"
+    doc: str = ""
+
+    def function(self) -> Callable[["StepContext"], Any]:
+        module, _, name = (self.call or "").partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True)
+class Flow:
+    id: str
+    steps: tuple[Step, ...]
+
+    def step(self, step_id: str) -> Step:
+        for s in self.steps:
+            if s.id == step_id:
+                return s
+        raise KeyError(f"flow {self.id!r} has no step {step_id!r}; steps are {[s.id for s in self.steps]}")
+
+    @property
+    def ids(self) -> list[str]:
+        return [s.id for s in self.steps]
+
+    def edges(self) -> set[tuple[str, str]]:
+        """(upstream, downstream) pairs: what the DAG's dependencies must equal."""
+        return {(up, s.id) for s in self.steps for up in s.after}
+
+
+@dataclass
+class StepContext:
+    settings: "Settings"
+    ds: str
+    params: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)  # upstream step id -> its result
+    progress: bool = False
+
+
+def run_step(flow: Flow, step_id: str, ctx: StepContext) -> Any:
+    """Run one step's function (what a DAG task body does)."""
+    return flow.step(step_id).function()(ctx)
+
+
+def load_flow(ref: str) -> Flow:
+    """The flow a `"module:attribute"` reference names."""
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def run_flow(flow: Flow, settings: "Settings", ds: str, params: dict[str, Any] | None = None, *,
+             progress: bool = False, on_step: Callable[[str, Any], None] | None = None) -> dict[str, Any]:
+    """Run a flow in-process, in dependency order, following gates, branches and hand-offs.
+
+    Returns every step's result by step id; skipped steps are absent.
+    """
+    ctx = StepContext(settings, ds, dict(params or {}), {}, progress)
+    skipped: set[str] = set()
+    done: set[str] = set()
+    for step in _topological(flow):
+        ups = [u for u in step.after]
+        if step.trigger_rule == "all_success":
+            runnable = all(u in done for u in ups)
+        else:  # none_failed_min_one_success: at least one upstream ran
+            runnable = any(u in done for u in ups)
+        if not runnable or step.id in skipped:
+            skipped.add(step.id)
+            continue
+        if step.kind == JOIN:
+            result: Any = {}
+        elif step.kind == HANDOFF:
+            conf = step.function()(ctx)
+            target = load_flow(step.flow)
+            result = {"conf": conf, "results": run_flow(target, settings.with_overrides(conf.get("settings")), conf["ds"],
+                                                        conf, progress=progress, on_step=on_step)}
+        else:
+            result = step.function()(ctx)
+        ctx.results[step.id] = result
+        done.add(step.id)
+        if on_step:
+            on_step(step.id, result)
+        if step.kind == GATE and not result:
+            skipped.update(s.id for s in flow.steps if s.id not in done)
+        elif step.kind == BRANCH:
+            chosen, other = (step.choices[0], step.choices[1]) if result else (step.choices[1], step.choices[0])
+            skipped.update(_only_under(flow, other, chosen))
+    return ctx.results
+
+
+def _topological(flow: Flow) -> list[Step]:
+    order, seen = [], set()
+
+    def visit(s: Step) -> None:
+        if s.id in seen:
+            return
+        for u in s.after:
+            visit(flow.step(u))
+        seen.add(s.id)
+        order.append(s)
+
+    for s in flow.steps:
+        visit(s)
+    return order
+
+
+def _only_under(flow: Flow, root: str, keep: str) -> set[str]:
+    """`root` and every step reachable only through it (not through `keep`)."""
+    down: dict[str, list[str]] = {}
+    for s in flow.steps:
+        for u in s.after:
+            down.setdefault(u, []).append(s.id)
+
+    def reach(start: str) -> set[str]:
+        out, todo = set(), [start]
+        while todo:
+            x = todo.pop()
+            if x not in out:
+                out.add(x)
+                todo.extend(down.get(x, []))
+        return out
+
+    return reach(root) - reach(keep)

@@ -1,0 +1,71 @@
+"""`registry/aliases/`: the alias history MLflow does not keep, one small JSON file per move.
+
+An event takes effect from the logical day that decided it: the champion *for night D* is the
+newest `champion` event decided before D. Files are written under a `_` name and renamed, so
+a reader never sees half an event.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import uuid
+from dataclasses import asdict, dataclass
+
+import pyarrow.fs as pafs
+
+from nightshift.dates import parse_ds
+from nightshift.lake import Lake
+
+CHAMPION = "champion"
+
+
+@dataclass(frozen=True)
+class AliasEvent:
+    """One alias move: from logical day `ds` on, `alias` means `version` (None: removed)."""
+
+    seq: int
+    ds: str
+    alias: str
+    version: str | None
+    previous: str | None
+    run_id: str | None
+    reason: str
+    decided_by: str  # "retrain", "rollback", "bootstrap", ...
+
+
+def _dir(lake: Lake) -> str:
+    return posixpath.join(lake.root, "registry", "aliases")
+
+
+def history(lake: Lake) -> list[AliasEvent]:
+    """Every alias move, in the order they were made."""
+    fs, base = lake.fs, _dir(lake)
+    if fs.get_file_info(base).type != pafs.FileType.Directory:
+        return []
+    events = []
+    for info in fs.get_file_info(pafs.FileSelector(base)):
+        if info.path.endswith(".json") and not posixpath.basename(info.path).startswith("_"):
+            with fs.open_input_stream(info.path) as f:
+                events.append(AliasEvent(**json.loads(f.read())))
+    return sorted(events, key=lambda e: e.seq)
+
+
+def in_force(lake: Lake, ds: str, alias: str = CHAMPION) -> AliasEvent | None:
+    """The alias's event in force for night `ds`: the newest one decided before `ds`."""
+    parse_ds(ds)
+    found = None
+    for event in history(lake):
+        if event.alias == alias and event.ds < ds:
+            found = event
+    return found if found and found.version is not None else None
+
+
+def append(lake: Lake, event: AliasEvent) -> None:
+    fs, base = lake.fs, _dir(lake)
+    fs.create_dir(base, recursive=True)
+    name = f"{event.seq:06d}-{event.ds}-{event.alias}-{uuid.uuid4().hex[:8]}.json"
+    tmp = posixpath.join(base, "_" + name)
+    with fs.open_output_stream(tmp) as f:
+        f.write(json.dumps(asdict(event), sort_keys=True).encode())
+    fs.move(tmp, posixpath.join(base, name))

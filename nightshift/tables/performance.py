@@ -1,0 +1,46 @@
+"""`monitoring/performance/ds=D/`: the model's performance as known on night D.
+
+One row per prediction day P of the last `max_delay_days` days: rows, labels arrived by D,
+coverage, whether P has matured, the primary metric (`metric`) realized on the labels so far
+and estimated from the predictions alone, and every metric of the task in
+`realized_metrics` / `estimated_metrics`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from nightshift.lake import PERFORMANCE, Lake, PartitionRef
+
+_METRICS = pa.map_(pa.string(), pa.float64())
+
+SCHEMA = pa.schema([
+    ("prediction_ds", pa.string()), ("age_days", pa.int32()), ("rows", pa.int64()), ("labelled", pa.int64()),
+    ("coverage", pa.float64()), ("matured", pa.bool_()), ("status", pa.string()),
+    ("metric", pa.string()), ("realized", pa.float64()), ("estimated", pa.float64()), ("estimate_method", pa.string()),
+    ("realized_metrics", _METRICS), ("estimated_metrics", _METRICS),
+    ("label_mean", pa.float64()), ("mean_prediction", pa.float64()), ("model_version", pa.string()),
+])
+
+
+def write(lake: Lake, ds: str, rows: list[dict[str, Any]]) -> PartitionRef:
+    rows = [{**r, "realized_metrics": _pairs(r.get("realized_metrics")), "estimated_metrics": _pairs(r.get("estimated_metrics"))}
+            for r in rows]
+    return lake.commit(PERFORMANCE, ds, pa.Table.from_pylist(rows, schema=SCHEMA))
+
+
+def read(lake: Lake, ds: str) -> list[dict[str, Any]]:
+    """The rows committed on night `ds`, oldest prediction day first ([] if none)."""
+    if not lake.exists(PERFORMANCE, ds):
+        return []
+    rows = lake.read(PERFORMANCE, ds).to_pylist()
+    for r in rows:
+        r["realized_metrics"] = dict(r["realized_metrics"] or [])
+        r["estimated_metrics"] = dict(r["estimated_metrics"] or [])
+    return rows
+
+
+def _pairs(d: dict[str, float | None] | None) -> list[tuple[str, float]]:
+    return [(k, float(v)) for k, v in (d or {}).items() if v is not None]

@@ -1,0 +1,74 @@
+"""`predictions/ds=D/` (and `shadow/ds=D/`): one row per scored entity, with its lineage.
+
+Columns: the entity id, the task's output columns (`score`, `decision` for binary;
+`prediction` for regression; see `nightshift.task`), then the lineage every row carries:
+which model (name, version, alias, how it was chosen, MLflow run), which input (a content
+fingerprint of the features partition) and which code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from nightshift.lake import PREDICTIONS, Lake
+
+if TYPE_CHECKING:
+    from nightshift.spec import DatasetSpec
+
+LINEAGE = ("model_name", "model_version", "model_alias", "model_selection", "mlflow_run_id", "input_fingerprint", "code_version")
+
+
+def schema(spec: "DatasetSpec", id_type: pa.DataType) -> pa.Schema:
+    from nightshift.task import task_for
+
+    return pa.schema([(spec.entity_id, id_type), *task_for(spec.task).output_fields()]
+                     + [(name, pa.string()) for name in LINEAGE])
+
+
+class PredictionWriter:
+    """Appends scored batches with constant lineage columns (filled in C++, not per row in Python)."""
+
+    def __init__(self, writer, schema: pa.Schema, lineage: dict[str, str]):
+        self._writer, self.schema = writer, schema
+        self._lineage = [pa.scalar(lineage[name], pa.string()) for name in LINEAGE]
+        self.rows = 0
+
+    def write(self, ids: pa.Array, outputs: list[pa.Array]) -> None:
+        n = len(ids)
+        columns = [ids, *outputs, *(pa.repeat(s, n) for s in self._lineage)]
+        self._writer.write_batch(pa.record_batch(columns, schema=self.schema))
+        self.rows += n
+
+
+@contextlib.contextmanager
+def writer(lake: Lake, ds: str, schema: pa.Schema, lineage: dict[str, str], table: str = PREDICTIONS) -> Iterator[PredictionWriter]:
+    """Stream scored batches into a new partition, committed atomically when the block succeeds."""
+    with lake.writer(table, ds, schema) as w:
+        yield PredictionWriter(w, schema, lineage)
+
+
+def read(lake: Lake, ds: str, columns: list[str] | None = None, table: str = PREDICTIONS) -> pa.Table:
+    return lake.read(table, ds, columns)
+
+
+def scored_by(lake: Lake, ds: str, table: str = PREDICTIONS) -> str | None:
+    """The model version that scored a committed partition (None if not scored)."""
+    if not lake.exists(table, ds):
+        return None
+    versions = pc.unique(lake.read(table, ds, columns=["model_version"]).column(0)).to_pylist()
+    return versions[0] if len(versions) == 1 else ",".join(sorted(map(str, versions)))
+
+
+def night(lake: Lake, ds: str) -> dict | None:
+    """Rows scored on night `ds`, the model version and how it was chosen (None if not scored)."""
+    if not lake.exists(PREDICTIONS, ds):
+        return None
+    t = lake.read(PREDICTIONS, ds, columns=["model_version", "model_selection"])
+    first = t.slice(0, 1).to_pylist()
+    return {"ds": ds, "rows": t.num_rows, "model_version": scored_by(lake, ds),
+            "model_selection": first[0]["model_selection"] if first else None}

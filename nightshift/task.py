@@ -1,0 +1,326 @@
+"""The task: everything that differs between binary classification and regression, in one place.
+
+Every layer asks `task_for(spec.task)` instead of branching on the task's name: training for
+the loss, the output link and the label check; scoring for its output columns; ground truth
+for the metrics and the estimate; the policy and the gate for the primary metric, its
+direction and what a "gain" is. Adding `multiclass` means adding one class here.
+
+| | binary | regression |
+|---|---|---|
+| loss, link | BCE with logits, sigmoid | MSE on the standardised target, affine back |
+| labels | 0/1 (bool, integer or float), no nulls | finite numbers, no nulls |
+| primary metric | AUC, higher is better | RMSE, lower is better |
+| secondary | log loss, Brier, accuracy at the threshold | MAE, R² |
+| scoring columns | `score` (probability), `decision` (0/1) | `prediction` |
+| gate's gain | AUC(challenger) - AUC(champion) | relative RMSE reduction: 1 - RMSE(challenger)/RMSE(champion) |
+| estimate before labels | expected metrics if the scores are calibrated | not estimated |
+| first model's bar | AUC >= 0.65 | R² >= 0 (beats predicting the mean) |
+
+The regression gain is relative so that one `gate.margin` (e.g. 0.005: half a percent of
+RMSE) means the same on any target scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from nightshift import metrics as m
+from nightshift.choices import TaskName
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import torch
+
+
+class LabelError(ValueError):
+    """A label column breaks the task's rule; the message names the column, the rule and the count."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    higher_is_better: bool
+
+    def worse(self, value: float, bound: float) -> bool:
+        """Whether `value` is on the bad side of `bound`."""
+        return value < bound if self.higher_is_better else value > bound
+
+    @property
+    def direction(self) -> str:
+        return "higher is better" if self.higher_is_better else "lower is better"
+
+    def floor_words(self) -> str:
+        return "below" if self.higher_is_better else "above"
+
+
+MIN_CLASS_ROWS = 20  # fewer positives or negatives than this and an AUC says little
+
+
+class Task:
+    name: ClassVar[TaskName]
+    primary: ClassVar[Metric]
+    secondary: ClassVar[tuple[Metric, ...]]
+    prediction_column: ClassVar[str]  # the scoring column the metrics read
+    estimate_method: ClassVar[str]
+    gain_unit: ClassVar[str]
+    default_metric_floor: ClassVar[float | None]  # policy: retrain when the metric is worse than this
+    first_model_metric: ClassVar[Metric]
+    default_first_model_floor: ClassVar[float]
+
+    @property
+    def metrics(self) -> tuple[Metric, ...]:
+        return (self.primary, *self.secondary)
+
+    def metric(self, name: str) -> Metric:
+        return next(x for x in self.metrics if x.name == name)
+
+    # -- labels -------------------------------------------------------------------------
+    def labels(self, col: "pa.Array | pa.ChunkedArray", where: str) -> np.ndarray:
+        """The label column as numpy, checked against the task's rule."""
+        raise NotImplementedError
+
+    # -- training -----------------------------------------------------------------------
+    def target_stats(self, y: np.ndarray) -> tuple[float, float] | None:
+        """What the network's output is standardised with (None: not at all)."""
+        return None
+
+    def loss(self, out: "torch.Tensor", y: "torch.Tensor", target: tuple[float, float] | None) -> "torch.Tensor":
+        raise NotImplementedError
+
+    def link(self, out: "torch.Tensor", target: tuple[float, float] | None) -> "torch.Tensor":
+        """The network's raw output -> the prediction (float64)."""
+        raise NotImplementedError
+
+    # -- scoring ------------------------------------------------------------------------
+    def output_fields(self) -> list[tuple[str, "pa.DataType"]]:
+        raise NotImplementedError
+
+    def output_arrays(self, pred: np.ndarray, threshold: float) -> list["pa.Array"]:
+        raise NotImplementedError
+
+    # -- metrics ------------------------------------------------------------------------
+    def evaluate(self, y: np.ndarray, pred: np.ndarray, threshold: float = 0.5) -> dict[str, float | None]:
+        """Every metric of the task; None where it is undefined (e.g. one class only)."""
+        raise NotImplementedError
+
+    def primary_value(self, y: np.ndarray, pred: np.ndarray) -> float | None:
+        """The primary metric alone (numpy only: the training loop calls it on a bare GPU image)."""
+        raise NotImplementedError
+
+    def too_few(self, y: np.ndarray, min_rows: int) -> tuple[str, ...]:
+        """Why `y` is too little evidence to judge a model on (empty: enough)."""
+        return (f"holdout has {len(y)} rows, the gate needs {min_rows}",) if len(y) < min_rows else ()
+
+    def resampled(self, y: np.ndarray, pred: np.ndarray):
+        """A function idx[b, n] -> the primary metric on each resample (vectorised)."""
+        raise NotImplementedError
+
+    def gain(self, champion: np.ndarray | float, challenger: np.ndarray | float) -> np.ndarray | float:
+        """How much better the challenger is, in the gate's unit (positive: better)."""
+        raise NotImplementedError
+
+    # -- before labels arrive -------------------------------------------------------------
+    def estimate(self, pred: np.ndarray, threshold: float = 0.5) -> dict[str, float] | None:
+        """Metrics expected from the predictions alone, or None when the task has no sound method."""
+        return None
+
+
+class BinaryTask(Task):
+    name = TaskName.BINARY
+    primary = Metric("auc", True)
+    secondary = (Metric("log_loss", False), Metric("brier", False), Metric("accuracy", True))
+    prediction_column = "score"
+    estimate_method = "expected value under calibrated scores"
+    gain_unit = "AUC points"
+    default_metric_floor = 0.70
+    first_model_metric = Metric("auc", True)
+    default_first_model_floor = 0.65
+
+    def labels(self, col, where):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type)
+                or pa.types.is_decimal(col.type)):
+            raise LabelError(f"{where}: a binary label must be 0/1 (integer, float or boolean), but its type is {col.type}. "
+                             "Cast it upstream, or re-import with --task regression if it is a number to predict.")
+        values = pc.fill_null(pc.cast(col, pa.float64()), np.nan).to_numpy(zero_copy_only=False)
+        bad = ~((values == 0) | (values == 1))
+        if bad.any():
+            first = [("null" if np.isnan(v) else v) for v in values[bad][:5]]
+            raise LabelError(f"{where}: a binary label must be 0 or 1 without nulls; {int(bad.sum())} of {len(values)} "
+                             f"values are not (first: {first}). Fix them upstream; a missing label is simply not landed.")
+        return values.astype(np.int64)
+
+    def loss(self, out, y, target):
+        import torch.nn.functional as F
+
+        return F.binary_cross_entropy_with_logits(out.float(), y)
+
+    def link(self, out, target):
+        import torch
+
+        # Sigmoid in float64: scores near 0 or 1 keep their ranking instead of rounding to 1.0.
+        return torch.sigmoid(out.double())
+
+    def output_fields(self):
+        import pyarrow as pa
+
+        return [("score", pa.float64()), ("decision", pa.int8())]
+
+    def output_arrays(self, pred, threshold):
+        import pyarrow as pa
+
+        return [pa.array(pred, pa.float64()), pa.array((pred >= threshold).astype(np.int8))]
+
+    def evaluate(self, y, pred, threshold=0.5):
+        from sklearn.metrics import accuracy_score, brier_score_loss, log_loss
+
+        y, pred = m.check_binary(y, pred)
+        if len(y) == 0:
+            return {x.name: None for x in self.metrics}
+        both = 0 < y.sum() < len(y)
+        p = np.clip(pred, 1e-15, 1 - 1e-15)
+        return {
+            "auc": m.auc(y, pred) if both else None,
+            "log_loss": float(log_loss(y, p, labels=[0, 1])),
+            "brier": float(brier_score_loss(y, pred, pos_label=1)),
+            "accuracy": float(accuracy_score(y, (pred >= threshold).astype(np.int64))),
+        }
+
+    def primary_value(self, y, pred):
+        y, pred = m.check_binary(y, pred)
+        return m.auc(y, pred) if 0 < y.sum() < len(y) else None
+
+    def too_few(self, y, min_rows):
+        reasons = list(super().too_few(y, min_rows))
+        n_pos = int(np.sum(y))
+        if n_pos < MIN_CLASS_ROWS or len(y) - n_pos < MIN_CLASS_ROWS:
+            reasons.append(f"holdout has {n_pos} positives and {len(y) - n_pos} negatives, the gate needs {MIN_CLASS_ROWS} of each")
+        return tuple(reasons)
+
+    def resampled(self, y, pred):
+        y, pred = m.check_binary(y, pred)
+        groups, n_groups = m.score_groups(pred)
+        return lambda idx: m.resampled_aucs(y, groups, n_groups, idx)
+
+    def gain(self, champion, challenger):
+        return challenger - champion
+
+    def estimate(self, pred, threshold=0.5):
+        """If P(y=1) = score, each row is a positive with weight p and a negative with weight 1-p."""
+        p = np.clip(np.asarray(pred, np.float64), 0.0, 1.0)
+        if len(p) < 2:
+            return None
+        q = np.clip(p, 1e-15, 1 - 1e-15)
+        both = np.concatenate([p, p])
+        y = np.concatenate([np.ones(len(p), np.int64), np.zeros(len(p), np.int64)])
+        w = np.concatenate([p, 1.0 - p])
+        return {
+            "auc": float(m.auc(y, both, w)) if 0 < p.sum() < len(p) else None,
+            "log_loss": float(-np.mean(p * np.log(q) + (1 - p) * np.log(1 - q))),
+            "brier": float(np.mean(p * (1 - p))),
+            "accuracy": float(np.mean(np.where(p >= threshold, p, 1 - p))),
+        }
+
+
+class RegressionTask(Task):
+    name = TaskName.REGRESSION
+    primary = Metric("rmse", False)
+    secondary = (Metric("mae", False), Metric("r2", True))
+    prediction_column = "prediction"
+    estimate_method = "not estimated: no sound label-free estimate of regression error exists for a point model"
+    gain_unit = "relative RMSE reduction"
+    default_metric_floor = None  # RMSE has no scale-free floor: set policy.metric_floor in the target's units
+    first_model_metric = Metric("r2", True)
+    default_first_model_floor = 0.0
+
+    def labels(self, col, where):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_decimal(col.type)):
+            raise LabelError(f"{where}: a regression label must be numeric, but its type is {col.type}. "
+                             "Cast it upstream (and check for text such as 'n/a' in the source).")
+        values = pc.fill_null(pc.cast(col, pa.float64()), np.nan).to_numpy(zero_copy_only=False)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise LabelError(f"{where}: a regression label must be a finite number; {int(bad.sum())} of {len(values)} "
+                             f"values are null, NaN or infinite (first: {values[bad][:5].tolist()}). "
+                             "Fix them upstream; a missing label is simply not landed.")
+        return values
+
+    def target_stats(self, y):
+        std = float(np.std(y))
+        return float(np.mean(y)), (std if std > 1e-12 else 1.0)
+
+    def loss(self, out, y, target):
+        import torch.nn.functional as F
+
+        mean, std = target
+        return F.mse_loss(out.float(), (y - mean) / std)
+
+    def link(self, out, target):
+        mean, std = target
+        return out.double() * std + mean
+
+    def output_fields(self):
+        import pyarrow as pa
+
+        return [("prediction", pa.float64())]
+
+    def output_arrays(self, pred, threshold):
+        import pyarrow as pa
+
+        return [pa.array(pred, pa.float64())]
+
+    def evaluate(self, y, pred, threshold=0.5):
+        from sklearn.metrics import mean_absolute_error, r2_score
+
+        y, pred = m.check_pair(y, pred)
+        if len(y) == 0:
+            return {x.name: None for x in self.metrics}
+        y = y.astype(np.float64)
+        return {
+            "rmse": float(np.sqrt(np.mean((y - pred) ** 2))),
+            "mae": float(mean_absolute_error(y, pred)),
+            "r2": float(r2_score(y, pred)) if len(y) > 1 and np.ptp(y) > 0 else None,
+        }
+
+    def primary_value(self, y, pred):
+        y, pred = m.check_pair(y, pred)
+        return float(np.sqrt(np.mean((y.astype(np.float64) - pred) ** 2))) if len(y) else None
+
+    def resampled(self, y, pred):
+        y, pred = m.check_pair(y, pred)
+        return lambda idx: m.resampled_rmses(y, pred, idx)
+
+    def gain(self, champion, challenger):
+        champion, challenger = np.asarray(champion, np.float64), np.asarray(challenger, np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g = np.where(champion > 0, 1.0 - challenger / np.where(champion > 0, champion, 1.0), 0.0)
+        return g if g.ndim else float(g)
+
+
+TASKS: dict[TaskName, Task] = {TaskName.BINARY: BinaryTask(), TaskName.REGRESSION: RegressionTask()}
+
+
+def task_for(name: "TaskName | str") -> Task:
+    try:
+        return TASKS[TaskName(name)]
+    except ValueError:
+        raise ValueError(f"unknown task {name!r}; Nightshift knows {', '.join(t.value for t in TaskName)}") from None
+
+
+def metric_floor(task: Task, configured: float | None) -> float | None:
+    """The policy's floor for the primary metric: the configured one, else the task's default."""
+    return task.default_metric_floor if configured is None else configured
+
+
+def describe(task: Task) -> dict[str, Any]:
+    """What the task is, for records and logs."""
+    return {"task": task.name.value, "metric": task.primary.name, "direction": task.primary.direction,
+            "gain_unit": task.gain_unit, "estimate_method": task.estimate_method}

@@ -1,0 +1,23 @@
+"""The retrain flow, defined once: the `retrain` DAG wires these steps, `nightshift retrain` runs them.
+
+Import-light: DAG files read it at parse time (the step functions are imported only when a
+step runs).
+"""
+
+from nightshift.flow import BRANCH, Flow, Step
+
+RETRAIN = Flow("retrain", (
+    Step("prepare_window", "training.steps:prepare_window",
+         doc="build the window as known on ds, size the holdout, and decide whether training can pay off"),
+    Step("ready_to_train", "training.steps:ready_to_train", after=("prepare_window",), kind=BRANCH,
+         choices=("train_challenger", "defer"), doc="train, or record why not (power, unchanged data)"),
+    Step("train_challenger", "training.steps:train_challenger", after=("ready_to_train",), queue="gpu", pool="gpu",
+         doc="train, log to MLflow, register as challenger"),
+    Step("defer", "training.steps:defer", after=("ready_to_train",), doc="record why the retrain did not train"),
+    Step("evaluate_challenger", "training.steps:evaluate_challenger", after=("train_challenger",),
+         doc="paired bootstrap against the champion on the same holdout"),
+    Step("judge", "training.steps:judge", after=("evaluate_challenger",), kind=BRANCH, choices=("promote", "reject"),
+         doc="the gate's verdict decides"),
+    Step("promote", "training.steps:promote", after=("judge",), doc="move champion, keep previous_champion"),
+    Step("reject", "training.steps:reject", after=("judge",), doc="keep the champion; record why"),
+))

@@ -1,0 +1,89 @@
+"""Every MLflow write of Nightshift but the registry's own (versions and aliases): training runs,
+their params and metrics, and the tags and descriptions that verdicts leave on runs and versions.
+
+Promotion, rejection, deferral and rollback all record themselves through `tag_decision`, so
+each leaves the same tags: `nightshift.<kind>` = the verdict, `nightshift.<kind>.ds`, and
+`nightshift.<kind>.reasons`, on both the MLflow run and the model version.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nightshift.registry import Registry
+    from nightshift.settings import Settings
+
+_MAX_TAG = 4000
+
+
+def log_training_run(registry: "Registry", ds: str, *, trigger: str, init_from: str, reasons: list[str] | None,
+                     settings: "Settings", window: dict[str, Any], result, bundle_dir: Path) -> str:
+    """One MLflow run per training: params, per-epoch metrics, window coverage, the bundle."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = registry.client
+    tags = {"nightshift.ds": ds, "nightshift.trigger": trigger, "nightshift.init_from": init_from,
+            "nightshift.task": settings.dataset.task.value, "nightshift.device": result.device,
+            "nightshift.window_fingerprint": window.get("fingerprint", ""),
+            "nightshift.reasons": "; ".join(reasons or [])[:_MAX_TAG]}
+    run = client.create_run(registry.experiment_id(), run_name=f"retrain-{ds}", tags=tags)
+    run_id = run.info.run_id
+    try:
+        params = {**{k: str(v)[:500] for k, v in settings.resolved().items()}, "ds": ds, "init_from_effective": init_from,
+                  "train_rows": str(result.rows), "window_first_day": str(window["first_day"]),
+                  "window_last_day": str(window["last_day"])}
+        stamp = int(time.time() * 1000)  # MLflow's bookkeeping time, not a logical date
+        metrics = [Metric(k, float(v), stamp, h["epoch"]) for h in result.history
+                   for k, v in h.items() if k != "epoch" and v is not None]
+        metrics.append(Metric("train_seconds", float(result.seconds), stamp, 0))
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            client.log_batch(run_id, params=items[i:i + 100])
+        client.log_batch(run_id, metrics=metrics, tags=[RunTag("mlflow.source.name", "nightshift retrain")])
+        client.log_dict(run_id, {"coverage": window.get("coverage", {}), "notes": window.get("notes", [])}, "window.json")
+        client.log_artifacts(run_id, str(bundle_dir), artifact_path="model")
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def tag_decision(registry: "Registry", version: str, kind: str, verdict: str, ds: str, reasons: list[str],
+                 evidence: dict[str, Any] | None = None) -> str | None:
+    """Leave a verdict on the model version and its run, the same way for every kind; returns the run id."""
+    client = registry.client
+    mv = client.get_model_version(registry.name, str(version))
+    tags = {f"nightshift.{kind}": verdict, f"nightshift.{kind}.ds": ds,
+            f"nightshift.{kind}.reasons": "; ".join(reasons)[:_MAX_TAG]}
+    for key, value in tags.items():
+        client.set_model_version_tag(registry.name, str(version), key, value)
+        if mv.run_id:
+            client.set_tag(mv.run_id, key, value)
+    if evidence and mv.run_id:
+        for key in ("champion", "challenger", "gain", "ci_low", "ci_high"):
+            if isinstance(evidence.get(key), (int, float)):
+                client.log_metric(mv.run_id, f"gate_{key}", float(evidence[key]))
+    if kind == "promotion" and evidence is not None:
+        client.update_model_version(registry.name, str(version), description=describe_gate(verdict, reasons, evidence))
+    return mv.run_id
+
+
+def describe_gate(verdict: str, reasons: list[str], evidence: dict[str, Any]) -> str:
+    """The model version's description: the gate's verdict and its evidence, in words."""
+    lines = [f"**{verdict}** on {evidence.get('ds', '?')}: " + "; ".join(reasons)]
+    if evidence.get("first_model"):
+        lines.append(f"First model: holdout {evidence.get('metric')} = {evidence.get('value')} on {evidence.get('holdout_rows')} rows.")
+    elif "gain" in evidence:
+        lines.append(f"{evidence.get('metric')}: champion v{evidence.get('champion_version')} {evidence.get('champion'):.4f} -> "
+                     f"challenger {evidence.get('challenger'):.4f}; gain {evidence['gain']:+.4f} ({evidence.get('gain_unit')}), "
+                     f"{evidence.get('confidence', 0):.0%} CI [{evidence['ci_low']:+.4f}, {evidence['ci_high']:+.4f}] "
+                     f"on {evidence.get('n')} paired holdout rows.")
+    for s in evidence.get("segments", []):
+        lines.append(f"- segment {s['segment']}: gain {s['gain']:+.4f} on {s['n']} rows")
+    lines.append("Evidence: " + json.dumps({k: evidence[k] for k in ("holdout_days", "coverage") if k in evidence}, default=str))
+    return "\n\n".join(lines)[:5000]
