@@ -37,6 +37,7 @@ class Step:
     id: str
     call: str | None = None  # "module:function"; None for a join
     after: tuple[str, ...] = ()
+    needs: tuple[str, ...] = ()  # earlier steps whose results it reads (Airflow: XCom arguments, so also edges)
     kind: str = TASK
     ordered: bool = False
     choices: tuple[str, ...] = ()  # branch: (when True, when False)
@@ -68,7 +69,7 @@ class Flow:
 
     def edges(self) -> set[tuple[str, str]]:
         """(upstream, downstream) pairs: what the DAG's dependencies must equal."""
-        return {(up, s.id) for s in self.steps for up in s.after}
+        return {(up, s.id) for s in self.steps for up in (*s.after, *s.needs)}
 
 
 @dataclass
@@ -101,7 +102,7 @@ def run_flow(flow: Flow, settings: "Settings", ds: str, params: dict[str, Any] |
     skipped: set[str] = set()
     done: set[str] = set()
     for step in _topological(flow):
-        ups = [u for u in step.after]
+        ups = list(step.after)
         if step.trigger_rule == "all_success":
             runnable = all(u in done for u in ups)
         else:  # none_failed_min_one_success: at least one upstream ran

@@ -87,6 +87,15 @@ class DatasetSpec(BaseModel):
         return (*self.numeric, *self.categorical)
 
 
-# The one rule for column types lives beside the spec, in a module without pydantic (the
-# training core imports it on a bare GPU image).
-from nightshift.columns import categorical_type_ok, category_strings, numeric_type_ok  # noqa: E402,F401
+# The one rule for column types lives beside the spec, in `nightshift.columns` (no pydantic:
+# the training core imports it on a bare GPU image). Re-exported lazily: DAG files parse the
+# settings, and must not import pyarrow to do so.
+_COLUMN_RULES = ("numeric_type_ok", "categorical_type_ok", "category_strings")
+
+
+def __getattr__(name: str):
+    if name in _COLUMN_RULES:
+        from nightshift import columns
+
+        return getattr(columns, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,9 +32,10 @@ def test_dagbag_has_no_import_errors(tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["errors"] == {}
     assert set(result["dags"]) == {f.stem for f in DAG_FILES} == {"nightly_scoring", "retrain", "rollback"}
-    assert {"validate", "score", "detect_drift", "confirm_champion", "measure_ground_truth", "decide_retrain",
-            "trigger_retrain"} <= set(result["dags"]["nightly_scoring"])
-    assert {"prepare_window", "train_challenger", "evaluate_challenger", "promote", "reject"} <= set(result["dags"]["retrain"])
+    assert {"open_night", "validate", "score", "detect_drift", "confirm_champion", "measure_ground_truth",
+            "decide_retrain", "trigger_retrain"} <= set(result["dags"]["nightly_scoring"])
+    assert {"prepare_window", "ready_to_train", "train_challenger", "defer", "evaluate_challenger", "promote",
+            "reject"} <= set(result["dags"]["retrain"])
 
 
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=[f.stem for f in DAG_FILES])
@@ -72,3 +73,65 @@ def test_dag_shape(tmp_path):
     assert "close_night" in r["confirm_down"]  # the next night waits for this one to close
     assert (r["train_queue"], r["train_pool"], r["retrain_mar"]) == ("gpu", "gpu", 1)
     assert r["nightly_doc"] and r["params"] == ["model", "settings"]
+
+
+def test_dags_run_the_one_flow_definition(tmp_path):
+    """The DAGs' tasks, edges, ordering, queues and trigger rules are exactly the flows' steps."""
+    from batch_scoring.flows import NIGHTLY
+    from training.flows import RETRAIN
+
+    code = (
+        "import json\nfrom airflow.dag_processing.dagbag import DagBag\n"
+        f"b = DagBag(dag_folder={str(REPO / 'dags')!r})\n"
+        "out = {}\n"
+        "for dag_id in ('nightly_scoring', 'retrain'):\n"
+        "    d = b.dags[dag_id]\n"
+        "    out[dag_id] = {t.task_id: {'up': sorted(t.upstream_task_ids), 'dop': t.depends_on_past, 'queue': t.queue,"
+        " 'pool': t.pool, 'rule': getattr(t.trigger_rule, 'value', t.trigger_rule)} for t in d.tasks}\n"
+        "print(json.dumps(out))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path), capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    dags = json.loads(out.stdout.strip().splitlines()[-1])
+    for flow in (NIGHTLY, RETRAIN):
+        tasks = dags[flow.id]
+        assert set(tasks) == set(flow.ids), f"{flow.id}: DAG tasks {sorted(tasks)} != flow steps {flow.ids}"
+        edges = {(up, t) for t, info in tasks.items() for up in info["up"]}
+        assert edges == flow.edges(), f"{flow.id}: DAG edges differ from the flow: {edges ^ flow.edges()}"
+        for step in flow.steps:
+            t = tasks[step.id]
+            assert t["dop"] == step.ordered, (flow.id, step.id)
+            assert t["rule"] == step.trigger_rule, (flow.id, step.id)
+            if step.queue:
+                assert (t["queue"], t["pool"]) == (step.queue, step.pool), (flow.id, step.id)
+
+
+def test_the_in_process_runner_follows_gates_and_branches():
+    """`run_flow` (what the CLI runs) skips after a closed gate, and takes one side of a branch."""
+    from nightshift.flow import BRANCH, GATE, JOIN, Flow, Step, run_flow
+
+
+    flow = Flow("f", (
+        Step("gate", "tests.test_dag_integrity:_gate", kind=GATE),
+        Step("a", "tests.test_dag_integrity:_record", after=("gate",)),
+        Step("pick", "tests.test_dag_integrity:_pick", after=("a",), kind=BRANCH, choices=("yes", "no")),
+        Step("yes", "tests.test_dag_integrity:_record", after=("pick",)),
+        Step("no", "tests.test_dag_integrity:_record", after=("pick",)),
+        Step("end", after=("yes", "no"), kind=JOIN, trigger_rule="none_failed_min_one_success"),
+    ))
+    ran = run_flow(flow, None, "2026-01-01", {"open": True, "pick": False})
+    assert set(ran) == {"gate", "a", "pick", "no", "end"} and ran["no"] == {"ran": "2026-01-01"}
+    assert set(run_flow(flow, None, "2026-01-01", {"open": True, "pick": True})) == {"gate", "a", "pick", "yes", "end"}
+    assert set(run_flow(flow, None, "2026-01-01", {"open": False})) == {"gate"}  # nothing after a closed gate
+
+
+def _gate(ctx):
+    return ctx.params["open"]
+
+
+def _record(ctx):
+    return {"ran": ctx.ds}
+
+
+def _pick(ctx):
+    return ctx.params["pick"]
