@@ -107,10 +107,12 @@ class GateSettings(BaseModel):
 
     n_boot: int = Field(1000, ge=100)
     confidence: float = Field(0.95, gt=0.5, lt=1)
-    margin: float = Field(0.005, ge=0, description="non-inferiority margin, in the task's gain unit (AUC points; relative RMSE)")
+    margin: float | None = Field(None, ge=0, description="non-inferiority margin, in the task's gain unit; None: the "
+                                 "task's default (0.005 AUC points; 0.02, i.e. 2% of RMSE)")
     min_gain: float = Field(0.0, ge=0, description="minimum point gain, in the task's gain unit, to replace the champion")
     min_rows: int = Field(500, ge=1, description="minimum holdout rows (binary: and at least 20 of each class)")
-    segment_margin: float = Field(0.03, ge=0, description="largest loss, in the gain unit, allowed in any segment")
+    segment_margin: float | None = Field(None, ge=0, description="largest loss, in the gain unit, allowed in any segment; "
+                                         "None: the task's default (0.03 AUC points; 0.10 of RMSE)")
     min_segment_rows: int = Field(200, ge=1)
     first_model_floor: float | None = Field(None, description="absolute bar for the very first champion; None: the task's "
                                             "default (AUC >= 0.65; R2 >= 0)")

@@ -15,6 +15,7 @@ direction and what a "gain" is. Adding `multiclass` means adding one class here.
 | gate's gain | AUC(challenger) - AUC(champion) | relative RMSE reduction: 1 - RMSE(challenger)/RMSE(champion) |
 | estimate before labels | expected metrics if the scores are calibrated | not estimated |
 | first model's bar | AUC >= 0.65 | R² >= 0 (beats predicting the mean) |
+| gate margin (default) | 0.005 AUC points | 0.02 (2% of RMSE) |
 
 The regression gain is relative so that one `gate.margin` (e.g. 0.005: half a percent of
 RMSE) means the same on any target scale.
@@ -67,6 +68,8 @@ class Task:
     estimate_method: ClassVar[str]
     gain_unit: ClassVar[str]
     default_metric_floor: ClassVar[float | None]  # policy: retrain when the metric is worse than this
+    default_margin: ClassVar[float]  # gate: non-inferiority margin, in the gain unit
+    default_segment_margin: ClassVar[float]
     first_model_metric: ClassVar[Metric]
     default_first_model_floor: ClassVar[float]
 
@@ -136,6 +139,8 @@ class BinaryTask(Task):
     estimate_method = "expected value under calibrated scores"
     gain_unit = "AUC points"
     default_metric_floor = 0.70
+    default_margin = 0.005
+    default_segment_margin = 0.03
     first_model_metric = Metric("auc", True)
     default_first_model_floor = 0.65
 
@@ -234,6 +239,8 @@ class RegressionTask(Task):
     prediction_column = "prediction"
     estimate_method = "not estimated: no sound label-free estimate of regression error exists for a point model"
     gain_unit = "relative RMSE reduction"
+    default_margin = 0.02  # 2% of the champion's RMSE: the relative error of an RMSE is about 1/sqrt(2n)
+    default_segment_margin = 0.10
     default_metric_floor = None  # RMSE has no scale-free floor: set policy.metric_floor in the target's units
     first_model_metric = Metric("r2", True)
     default_first_model_floor = 0.0

@@ -65,7 +65,10 @@ def test_drift_detected_retrain_judged_aliases_moved(world):
     verdict = read_decision(world["lake"], night["ds"], "promotion")
     assert verdict["verdict"] == "PROMOTE", verdict["reasons"]
     ev = verdict["evidence"]
-    gate = world["settings"].gate
+    from nightshift.task import task_for
+    from training.evaluate import effective_gate
+
+    gate = effective_gate(world["settings"].gate, task_for("binary"))
     assert ev["ci_low"] > -gate.margin and ev["gain"] >= gate.min_gain and ev["holdout_rows"] >= gate.min_rows
     assert ev["power"]["mde"] <= gate.margin  # the holdout was sized so the gate could resolve its margin
     assert ev["trigger"] == "nightly" and ev["retrain_reasons"] == night["decision"]["reasons"]  # passed on, not re-derived

@@ -32,6 +32,14 @@ BINARY = task_for("binary")
 _resample_indices = resample_indices  # kept for the tests that pin the resampling
 
 
+def effective_gate(gate: "GateSettings", task: Task) -> "GateSettings":
+    """The gate settings with the task's defaults filled in where they were left unset."""
+    return gate.model_copy(update={
+        "margin": task.default_margin if gate.margin is None else gate.margin,
+        "segment_margin": task.default_segment_margin if gate.segment_margin is None else gate.segment_margin,
+    })
+
+
 # -- paired bootstrap ------------------------------------------------------------------
 def paired_bootstrap(y: np.ndarray, p_champion: np.ndarray, p_challenger: np.ndarray, *, n_boot: int,
                      confidence: float, seed: int, task: Task = BINARY) -> dict[str, Any]:

@@ -54,7 +54,10 @@ def record_deferral(settings: "Settings", ds: str, window: dict[str, Any]) -> di
     verdict, reasons = window["action_verdict"], window["action_reasons"]
     evidence = {k: window.get(k) for k in ("first_day", "last_day", "train_rows", "holdout_rows", "holdout_days",
                                            "coverage", "notes", "fingerprint", "power", "champion_version", "trigger")}
-    evidence["gate"] = settings.gate.model_dump()
+    from nightshift.task import task_for
+    from training.evaluate import effective_gate
+
+    evidence["gate"] = effective_gate(settings.gate, task_for(settings.dataset.task)).model_dump()
     _record(registry, ds, "promotion", verdict, reasons, evidence, None)
     current = registry.current(CHAMPION)
     if current is None:

@@ -54,11 +54,12 @@ def champion_at_end_of(registry: Registry, ds: str):
 def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", reasons: list[str] | None = None) -> dict[str, Any]:
     """Build and stage the training window for `ds`, and decide whether to train on it."""
     from training.bundle import load_bundle
-    from training.evaluate import detectable_gain, judge_power
+    from training.evaluate import detectable_gain, effective_gate, judge_power
 
     lake = Lake(settings.lake_uri)
     registry = Registry(settings, lake)
-    spec, gate, task = settings.dataset, settings.gate, task_for(settings.dataset.task)
+    spec, task = settings.dataset, task_for(settings.dataset.task)
+    gate = effective_gate(settings.gate, task)
     champion_ref = champion_at_end_of(registry, ds)
     champion = load_bundle(registry.local_path(champion_ref.version)) if champion_ref else None
 
@@ -176,11 +177,12 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
 def evaluate_challenger(settings: "Settings", ds: str, window: dict[str, Any], version: str) -> dict[str, Any]:
     """Score champion and challenger on the same holdout and judge the challenger."""
     from training.bundle import load_bundle
-    from training.evaluate import judge_challenger, judge_first_model, paired_bootstrap, segment_deltas
+    from training.evaluate import effective_gate, judge_challenger, judge_first_model, paired_bootstrap, segment_deltas
 
     lake = Lake(settings.lake_uri)
     registry = Registry(settings, lake)
-    spec, gate, task = settings.dataset, settings.gate, task_for(settings.dataset.task)
+    spec, task = settings.dataset, task_for(settings.dataset.task)
+    gate = effective_gate(settings.gate, task)
     holdout = pq.read_table(window["holdout"], filesystem=lake.fs)
     y = task.labels(holdout.column(spec.label), "holdout labels")
     p_challenger = load_bundle(registry.local_path(version)).predict(holdout)

@@ -1,0 +1,85 @@
+"""A retrain that cannot pay off does not train: the power check, unchanged data, gaps, and a bootstrap without a champion.
+
+Real MLflow, PyTorch and lake; small simulated worlds (a few hundred rows a day).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from nightshift.dates import add_days
+from nightshift.registry import CHAMPION, Registry
+from nightshift.tables.decisions import read_decision
+from simulator.land import simulate
+from training.promotion import NoChampion
+from training.retrain import retrain
+
+pytestmark = pytest.mark.integration
+START = "2026-05-01"
+FAST = {"training.epochs": 2, "gate.n_boot": 200}
+
+
+def _world(settings, lake, days: int, rows: int, seed: int = 1):
+    simulate(lake, settings.dataset, start=START, days=days, rows_per_day=rows, seed=seed, progress=False)
+
+
+def test_a_holdout_too_small_for_the_margin_defers_with_the_numbers(settings, lake):
+    s = settings.with_overrides(FAST)
+    _world(s, lake, 30, 200)
+    boot = retrain(s, add_days(START, 25), trigger="bootstrap")
+    assert boot["verdict"] == "PROMOTE" and boot["version"] == "1"
+    assert any("holdout grew" in n for n in boot["window"]["notes"])  # 200 rows a day: the holdout reached back
+
+    out = retrain(s, add_days(START, 29), trigger="nightly", reasons=["champion is 60 days with data old (max 60)"])
+    assert out["verdict"] == "DEFERRED" and out["version"] is None  # nothing was trained
+    assert Registry(s, lake).versions() == ["1"] and Registry(s, lake).current(CHAMPION).version == "1"
+    record = read_decision(lake, add_days(START, 29), "promotion")
+    assert record["verdict"] == "DEFERRED"
+    power = record["evidence"]["power"]
+    assert power["mde"] > record["evidence"]["gate"]["margin"] == 0.005 and power["n"] == record["evidence"]["holdout_rows"]
+    words = " ".join(record["reasons"])
+    assert f"{power['n']} rows cannot resolve the margin" in words and "gate.margin is 0.0050" in words
+    assert "holdout rows" in words  # how many it would take
+
+
+def test_the_same_window_and_champion_skip_the_retrain(settings, lake):
+    # A margin the holdout can resolve, and a minimum gain no challenger reaches: it trains, and is rejected.
+    s = settings.with_overrides({**FAST, "gate.margin": 0.2, "gate.min_gain": 0.5,
+                                 "training.window": "expanding", "training.window_start": START})
+    _world(s, lake, 20, 300)
+    assert retrain(s, add_days(START, 19), trigger="bootstrap")["verdict"] == "PROMOTE"
+    first = retrain(s, add_days(START, 20), trigger="nightly", reasons=["drift persisted"])
+    assert (first["version"], first["verdict"]) == ("2", "REJECT")  # the last day's labels are new: it trains
+    again = retrain(s, add_days(START, 21), trigger="nightly", reasons=["drift persisted"])  # no data since
+    assert again["verdict"] == "UNCHANGED" and again["version"] is None
+    assert "would train the same challenger (verdict then: REJECT)" in again["reasons"][0]
+    assert Registry(s, lake).versions() == ["1", "2"]
+    by_hand = retrain(s, add_days(START, 21), trigger="manual")  # asking by hand always trains
+    assert by_hand["version"] == "3"
+
+
+def test_a_window_over_a_gap_reaches_back_and_says_so(settings, lake):
+    s = settings.with_overrides(FAST)
+    _world(s, lake, 30, 400)
+    out = retrain(s, add_days(START, 70), trigger="bootstrap")  # 40 days after the data ended
+    notes = " ".join(out["window"]["notes"])
+    assert "reached back" in notes and out["window"]["last_day"] <= add_days(START, 29)
+    assert out["verdict"] == "PROMOTE"
+
+
+def test_a_bootstrap_without_enough_labels_fails_and_names_the_setting(settings, lake):
+    s = settings.with_overrides({**FAST, "training.holdout_max_days": 3, "training.window_days": 6, "training.window_min_rows": 0})
+    _world(s, lake, 8, 120)
+    with pytest.raises(NoChampion, match="gate.min_rows"):
+        retrain(s, add_days(START, 7), trigger="bootstrap")
+    assert read_decision(lake, add_days(START, 7), "promotion")["verdict"] == "DEFERRED"
+
+
+def test_the_cli_bootstrap_exits_non_zero_without_a_champion(home, settings, lake, capsys):
+    from cli.main import main
+
+    _world(settings, lake, 6, 100)
+    code = main(["-q", "retrain", "--ds", add_days(START, 5), "--init-from", "scratch"])
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "no champion" in err and "gate.min_rows" in err
