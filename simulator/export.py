@@ -17,6 +17,7 @@ so adding a column here never moves the world's numbers.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 from collections.abc import Sequence
@@ -42,25 +43,41 @@ _ODD_PARAMS = 2**41  # "day index" of the odd table's fixed parameters
 
 # -- shared ------------------------------------------------------------------------------
 class _Sink:
-    """Writes record batches of one schema to a CSV, gzip CSV or Parquet file, chosen by suffix."""
+    """Writes tables of one schema to a CSV, gzip CSV or Parquet file, chosen by suffix.
+
+    The file is written under a `.partial` name and renamed into place by `close`, so a
+    reader (or a test that failed half-way) never finds half a file under the real name.
+    """
 
     def __init__(self, path: str, schema: pa.Schema, timestamps: Sequence[str]):
         self.path, self.schema, self.timestamps = path, schema, tuple(timestamps)
         self.parquet = path.endswith(".parquet")
         self.rows = 0
-        parent = os.path.dirname(os.path.abspath(path))
-        os.makedirs(parent, exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._partial = path + ".partial"
         if self.parquet:
             import pyarrow.parquet as pq
 
             fields = [pa.field(f.name, pa.timestamp("ms")) if f.name in self.timestamps else f for f in schema]
-            self._writer = pq.ParquetWriter(path, pa.schema(fields))
+            self._writer = pq.ParquetWriter(self._partial, pa.schema(fields))
             self._stream = None
         else:
             import pyarrow.csv as pacsv
 
-            self._stream = pa.CompressedOutputStream(path, "gzip") if path.endswith(".gz") else pa.OSFile(path, "wb")
+            self._stream = pa.CompressedOutputStream(self._partial, "gzip") if path.endswith(".gz") else pa.OSFile(self._partial, "wb")
             self._writer = pacsv.CSVWriter(self._stream, schema)
+
+    def __enter__(self) -> "_Sink":
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        if kind is not None:  # failed half-way: leave nothing behind
+            with contextlib.suppress(Exception):
+                self._writer.close()
+                if self._stream is not None:
+                    self._stream.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self._partial)
 
     def write(self, table: pa.Table) -> None:
         table = table.select(self.schema.names).cast(self.schema)
@@ -72,10 +89,11 @@ class _Sink:
         self.rows += table.num_rows
 
     def close(self) -> int:
-        """Close the file and return its size in bytes."""
+        """Close the file, move it into place and return its size in bytes."""
         self._writer.close()
         if self._stream is not None:
             self._stream.close()
+        os.replace(self._partial, self.path)
         return os.path.getsize(self.path)
 
 
@@ -148,27 +166,27 @@ def world_csv(
     fields.append(pa.field(spec.label, world.label_type))
     if label_time:
         fields.append(pa.field(LABEL_TIME, pa.string()))
-    sink = _Sink(path, pa.schema(fields), (TIMESTAMP, LABEL_TIME) if label_time else (TIMESTAMP,))
-    labelled, max_delay = 0, 0
-    for i in range(days):
-        ds = add_days(start, i)
-        table = world.features(i, ds, rows_per_day)
-        y, delay = world.draw_labels(table, i)
-        row_rng = np.random.default_rng([world.seed, i, _ROW_TIME])
-        clock_rng = np.random.default_rng([world.seed, i, _LABEL_CLOCK])
-        row_seconds = np.sort(row_rng.integers(0, _DAY_SECONDS, rows_per_day))
-        label_seconds = delay.astype(np.int64) * _DAY_SECONDS + clock_rng.integers(0, _DAY_SECONDS, rows_per_day)
-        arrived = i + delay.astype(np.int64) <= days - 1 if censor else np.ones(rows_per_day, bool)
-        for c in spec.numeric:  # NaN -> missing: an empty field, not the text "nan"
-            table = table.set_column(table.column_names.index(c), c, pc.if_else(pc.is_nan(table[c]), pa.scalar(None, pa.float64()), table[c]))
-        table = table.add_column(1, TIMESTAMP, _iso(ds, row_seconds))
-        table = table.append_column(spec.label, pa.array(y, world.label_type, mask=~arrived))
-        if label_time:
-            table = table.append_column(LABEL_TIME, pc.if_else(pa.array(arrived), _iso(ds, label_seconds), pa.scalar(None, pa.string())))
-        sink.write(table)
-        labelled += int(arrived.sum())
-        max_delay = max(max_delay, int(delay.max()))
-    size = sink.close()
+    with _Sink(path, pa.schema(fields), (TIMESTAMP, LABEL_TIME) if label_time else (TIMESTAMP,)) as sink:
+        labelled, max_delay = 0, 0
+        for i in range(days):
+            ds = add_days(start, i)
+            table = world.features(i, ds, rows_per_day)
+            y, delay = world.draw_labels(table, i)
+            row_rng = np.random.default_rng([world.seed, i, _ROW_TIME])
+            clock_rng = np.random.default_rng([world.seed, i, _LABEL_CLOCK])
+            row_seconds = np.sort(row_rng.integers(0, _DAY_SECONDS, rows_per_day))
+            label_seconds = delay.astype(np.int64) * _DAY_SECONDS + clock_rng.integers(0, _DAY_SECONDS, rows_per_day)
+            arrived = i + delay.astype(np.int64) <= days - 1 if censor else np.ones(rows_per_day, bool)
+            for c in spec.numeric:  # NaN -> missing: an empty field, not the text "nan"
+                table = table.set_column(table.column_names.index(c), c, pc.if_else(pc.is_nan(table[c]), pa.scalar(None, pa.float64()), table[c]))
+            table = table.add_column(1, TIMESTAMP, _iso(ds, row_seconds))
+            table = table.append_column(spec.label, pa.array(y, world.label_type, mask=~arrived))
+            if label_time:
+                table = table.append_column(LABEL_TIME, pc.if_else(pa.array(arrived), _iso(ds, label_seconds), pa.scalar(None, pa.string())))
+            sink.write(table)
+            labelled += int(arrived.sum())
+            max_delay = max(max_delay, int(delay.max()))
+        size = sink.close()
     return {
         "path": path,
         "rows": sink.rows,
@@ -304,7 +322,7 @@ class _OddWorld:
         """Delivery minutes: distance, basket size, express, rush hours, weekends, the area."""
         distance = np.where(np.isnan(x["distance_km"]), 5.0, x["distance_km"])
         rush = np.isin(x["hour"], (12, 13, 18, 19, 20))
-        weekend = x["weekday"] >= 4
+        weekend = x["weekday"] >= 4  # Friday to Sunday
         channel_effect = np.array([0.0, 0.0, 3.0, 5.0, 4.0, 0.0])[x["channel"]]
         return (
             18.0
@@ -358,40 +376,40 @@ def odd_table_csv(
     fields += [pa.field(c, pa.string()) for c in ODD_CATEGORICAL]
     fields += [pa.field(label, label_type), pa.field(ODD_LABEL_TIME, pa.string())]
     schema = pa.schema(fields)
-    sink = _Sink(path, schema, (ODD_TIMESTAMP, ODD_LABEL_TIME))
-    labelled = 0
-    for i in range(days):
-        ds = add_days(start, i)
-        x = world.draw((int(seed), i), rows_per_day, ds, drifted=drift_from is not None and i >= drift_from)
-        label_rng = np.random.default_rng([int(seed), i, _ODD_LABEL])
-        if task == TaskName.BINARY:
-            y = (label_rng.random(rows_per_day) < 1 / (1 + np.exp(-world.churn_logit(x)))).astype(np.int64)
-        else:
-            y = np.round(np.maximum(world.delivery_mean(x) + _DELIVERY_NOISE * label_rng.standard_normal(rows_per_day), 5.0), 1)
-        delay_rng = np.random.default_rng([int(seed), i, _ODD_DELAY])
-        delay = _ODD_LABEL_DELAY.draw(delay_rng, rows_per_day).astype(np.int64)
-        label_seconds = delay * _DAY_SECONDS + delay_rng.integers(0, _DAY_SECONDS, rows_per_day)
-        arrived = i + delay <= days - 1 if censor else np.ones(rows_per_day, bool)
-        # A unique, random-looking reference: (day, row) through a bijection of 32-bit integers.
-        serial = (np.uint64(i * rows_per_day + int(seed) * 7_919) + np.arange(rows_per_day, dtype=np.uint64)) % np.uint64(2**32)
-        ref = (serial * np.uint64(2_654_435_761)) % np.uint64(2**32)  # odd multiplier: unique while days * rows < 2**32
-        cols = {
-            ODD_TIMESTAMP: _iso(ds, x["seconds"], sep=" "),
-            ODD_ID: pa.array([f"CR{r:08X}" for r in ref.tolist()], pa.string()),
-        }
-        for c in ODD_NUMERIC:
-            v = x[c]
-            cols[c] = pa.array(v, pa.float64(), mask=np.isnan(v)).cast(schema.field(c).type)
-        for c in (*ODD_INTEGER, *ODD_BOOLEAN):
-            cols[c] = pa.array(x[c]).cast(schema.field(c).type)
-        cols["postcode"] = world.postcodes.take(pa.array(x["postcode"]))
-        cols["campaign"] = world.campaigns.take(pa.array(x["campaign"]))
-        cols["channel"] = pa.array(np.array(_CHANNELS, dtype=object)[x["channel"]], pa.string(), mask=x["channel"] < 0)
-        cols[label] = pa.array(y, label_type, mask=~arrived)
-        cols[ODD_LABEL_TIME] = pc.if_else(pa.array(arrived), _iso(ds, label_seconds, sep=" "), pa.scalar(None, pa.string()))
-        sink.write(pa.table(cols))
-        labelled += int(arrived.sum())
-    size = sink.close()
+    with _Sink(path, schema, (ODD_TIMESTAMP, ODD_LABEL_TIME)) as sink:
+        labelled = 0
+        for i in range(days):
+            ds = add_days(start, i)
+            x = world.draw((int(seed), i), rows_per_day, ds, drifted=drift_from is not None and i >= drift_from)
+            label_rng = np.random.default_rng([int(seed), i, _ODD_LABEL])
+            if task == TaskName.BINARY:
+                y = (label_rng.random(rows_per_day) < 1 / (1 + np.exp(-world.churn_logit(x)))).astype(np.int64)
+            else:
+                y = np.round(np.maximum(world.delivery_mean(x) + _DELIVERY_NOISE * label_rng.standard_normal(rows_per_day), 5.0), 1)
+            delay_rng = np.random.default_rng([int(seed), i, _ODD_DELAY])
+            delay = _ODD_LABEL_DELAY.draw(delay_rng, rows_per_day).astype(np.int64)
+            label_seconds = delay * _DAY_SECONDS + delay_rng.integers(0, _DAY_SECONDS, rows_per_day)
+            arrived = i + delay <= days - 1 if censor else np.ones(rows_per_day, bool)
+            # A unique, random-looking reference: (day, row) through a bijection of 32-bit integers.
+            serial = (np.uint64(i * rows_per_day + int(seed) * 7_919) + np.arange(rows_per_day, dtype=np.uint64)) % np.uint64(2**32)
+            ref = (serial * np.uint64(2_654_435_761)) % np.uint64(2**32)  # odd multiplier: unique while days * rows < 2**32
+            cols = {
+                ODD_TIMESTAMP: _iso(ds, x["seconds"], sep=" "),
+                ODD_ID: pa.array([f"CR{r:08X}" for r in ref.tolist()], pa.string()),
+            }
+            for c in ODD_NUMERIC:
+                v = x[c]
+                cols[c] = pa.array(v, pa.float64(), mask=np.isnan(v)).cast(schema.field(c).type)
+            for c in (*ODD_INTEGER, *ODD_BOOLEAN):
+                cols[c] = pa.array(x[c]).cast(schema.field(c).type)
+            cols["postcode"] = world.postcodes.take(pa.array(x["postcode"]))
+            cols["campaign"] = world.campaigns.take(pa.array(x["campaign"]))
+            cols["channel"] = pa.array(np.array(_CHANNELS, dtype=object)[x["channel"]], pa.string(), mask=x["channel"] < 0)
+            cols[label] = pa.array(y, label_type, mask=~arrived)
+            cols[ODD_LABEL_TIME] = pc.if_else(pa.array(arrived), _iso(ds, label_seconds, sep=" "), pa.scalar(None, pa.string()))
+            sink.write(pa.table(cols))
+            labelled += int(arrived.sum())
+        size = sink.close()
     return {
         "path": path,
         "rows": sink.rows,

@@ -250,3 +250,17 @@ def test_odd_table_censor_and_parquet(tmp_path):
         odd_table_csv(tmp_path / "x.csv", start=START, days=5, drift_from=5)
     with pytest.raises(ValueError):
         odd_table_csv(tmp_path / "x.csv", start=START, days=5, task="ranking")
+
+
+def test_a_failed_export_leaves_no_file(spec, tmp_path, monkeypatch):
+    import simulator.export as export
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(export._Sink, "write", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        world_csv(tmp_path / "w.csv", spec, start=START, days=2, rows_per_day=10)
+    with pytest.raises(RuntimeError, match="disk full"):
+        odd_table_csv(tmp_path / "o.csv.gz", start=START, days=2)
+    assert list(tmp_path.iterdir()) == []

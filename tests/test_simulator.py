@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from nightshift.choices import TaskName
 from nightshift.dates import add_days, days_between
 from nightshift.lake import FEATURES, LABELS, Lake
 from nightshift.settings import load_settings
@@ -327,7 +328,7 @@ def _same(a: pa.Table, b: pa.Table) -> bool:
 
 @pytest.fixture(scope="module")
 def reg_spec(spec) -> DatasetSpec:
-    return spec.model_copy(update={"task": "regression"})
+    return spec.model_copy(update={"task": TaskName.REGRESSION})
 
 
 @pytest.mark.parametrize(
