@@ -9,10 +9,11 @@ such files a day at a time, so a large file never has to fit in memory:
   boolean and high-cardinality string columns, gaps), to show the system takes "any table".
 
 Timestamps are ISO-8601 strings without a zone (read as UTC). Missing values are empty
-fields. The format follows the path: `.parquet` writes Parquet (timestamps as
-`timestamp[ms]`, the coarsest unit Parquet has), `.gz` a gzip-compressed CSV, anything else a plain CSV. The same arguments
-give the same bytes. Each generator draws from its own RNG streams, apart from the world's,
-so adding a column here never moves the world's numbers.
+fields (pyarrow reads an empty string field as "", pandas as NaN). The format follows the
+path: `.parquet` writes Parquet (timestamps as `timestamp[ms]`, the coarsest unit Parquet
+has; missing categories null), `.gz` a gzip-compressed CSV, anything else a plain CSV. The
+same arguments give the same bytes. Each generator draws from its own RNG streams, apart
+from the world's, so adding a column here never moves the world's numbers.
 """
 
 from __future__ import annotations
