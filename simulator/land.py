@@ -5,7 +5,7 @@ A label partition gathers labels from earlier feature days, so all days are draw
 bytes a row) and the label partitions are written after. Labels that would arrive after the
 last simulated day have "not arrived yet" and are not written. Every day in the range gets a
 label partition, empty when nothing arrived, so a reader can tell "no labels arrived" from
-"not landed".
+"not landed". The label column is int64 for a binary spec and float64 for a regression one.
 """
 
 from __future__ import annotations
@@ -50,15 +50,16 @@ def simulate(
     world = World(spec, seed=seed, scenario=scenario, onset=onset if scenario != "none" else 0, label_delay=label_delay)
     day_ds = [add_days(start, i) for i in range(days)]
 
-    drawn: list[tuple[np.ndarray, np.ndarray]] = []  # per feature day: (label int8, delay int16)
+    small = pa.types.is_integer(world.label_type)  # 0/1 labels are kept as int8: a byte a row
+    drawn: list[tuple[np.ndarray, np.ndarray]] = []  # per feature day: (label int8 or float64, delay int16)
     for i in _track(range(days), progress, f"features {start}..{day_ds[-1]}"):
         table = world.features(i, day_ds[i], rows_per_day)
         lake.commit(FEATURES, day_ds[i], table)
         y, delay = world.draw_labels(table, i)
-        drawn.append((y.astype(np.int8), delay))
+        drawn.append((y.astype(np.int8) if small else y, delay))
         del table
 
-    schema = pa.schema([(spec.entity_id, pa.string()), (EVENT_DS, pa.string()), (spec.label, pa.int64())])
+    schema = pa.schema([(spec.entity_id, pa.string()), (EVENT_DS, pa.string()), (spec.label, world.label_type)])
     landed = 0
     for a in _track(range(days), progress, "labels"):
         parts = []
@@ -68,7 +69,7 @@ def simulate(
             if idx.size:
                 parts.append(
                     pa.table(
-                        [entity_ids(day_ds[d], idx), pa.repeat(pa.scalar(day_ds[d], pa.string()), idx.size), pa.array(y[idx], pa.int64())],
+                        [entity_ids(day_ds[d], idx), pa.repeat(pa.scalar(day_ds[d], pa.string()), idx.size), pa.array(y[idx], world.label_type)],
                         schema=schema,
                     )
                 )

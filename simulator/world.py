@@ -1,4 +1,4 @@
-"""The generative world: feature rows, a known P(y=1|x), late labels, and drift scenarios.
+"""The generative world: feature rows, a known ground truth, late labels, and drift scenarios.
 
 Everything a day draws comes from `numpy.random.default_rng([seed, day_index, stream])`, so a
 day is the same whatever other days are generated, and days before a scenario's onset are
@@ -9,6 +9,15 @@ Why the ground truth has hinges: covariate drift should hurt a model trained bef
 retraining on drifted data should help. The logit rises with the first two numeric features
 but turns down sharply past `HINGE_AT` sd, a region that is rare before the drift and common
 after it, so a model fitted on pre-drift data extrapolates the wrong way.
+
+The spec's task picks what the ground truth becomes. `binary`: the label is 0/1 with
+P(y=1|x) = sigmoid(logit). `regression`: the label is a float, E[y|x] an affine map of the
+same logit (so the same hinges, interaction, concept flip and category effects act on it),
+plus Gaussian noise. The map is calibrated once per world on pre-drift rows so the target
+reads like a delivery time in minutes: mean `TARGET_MEAN`, sd `TARGET_SD`, with `TARGET_R2`
+of its variance explained by x (noise sd = TARGET_SD * sqrt(1 - TARGET_R2), 5 minutes). It
+is not clipped: drift may move it (the incremental scenario without bound). Labels are
+rounded to 0.01. Both tasks draw the same features and the same label delays for a seed.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from nightshift.choices import TaskName
 from nightshift.dates import add_days
 from nightshift.spec import EVENT_DS, DatasetSpec
 
@@ -52,6 +62,9 @@ BASE_RATE = 0.27  # the intercept is calibrated so pre-drift P(y=1) is about thi
 HINGE_AT = 2.25
 HINGE_SLOPE = -4.0  # times the feature's linear weight: past the hinge the slope turns negative
 INTERACTION = 0.9
+TARGET_MEAN = 50.0  # regression: pre-drift mean of the target ("minutes")
+TARGET_SD = 10.0  # regression: pre-drift sd of the target
+TARGET_R2 = 0.75  # regression: share of the pre-drift target variance that E[y|x] explains
 
 # RNG streams of a day: each component has its own, so adding a component or a scenario does
 # not move the random numbers of the others.
@@ -158,7 +171,9 @@ class World:
             self._values.append(pa.array([f"{col}_{k}" for k in range(c + extra)], pa.string()))
 
         self._intercept = 0.0
-        self._intercept = self._calibrate()
+        self._intercept, z = self._calibrate()
+        # regression: E[y|x] = TARGET_MEAN + _scale * (logit - _centre), calibrated on pre-drift rows
+        self._centre, self._scale = float(z.mean()), TARGET_SD * np.sqrt(TARGET_R2) / float(z.std())
 
     # -- regimes ----------------------------------------------------------------------
     def _covariate_drift(self, day_index: int, rng: np.random.Generator, rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -247,14 +262,15 @@ class World:
             z += np.append(eff, 0.0)[c]  # code -1 (null or unknown) -> no effect
         return z
 
-    def _calibrate(self) -> float:
+    def _calibrate(self) -> tuple[float, np.ndarray]:
+        """The intercept that gives BASE_RATE, and the pre-drift logits of the calibration rows."""
         x, codes = self._draw(_PARAMS, 50_000, drift=False)
         z = self._logit(x, codes, concept=False)
         lo, hi = -10.0, 10.0
         for _ in range(60):
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if np.mean(1 / (1 + np.exp(-(z + mid)))) < BASE_RATE else (lo, mid)
-        return (lo + hi) / 2
+        return (lo + hi) / 2, z + (lo + hi) / 2
 
     # -- public -----------------------------------------------------------------------
     def features(self, day_index: int, ds: str, rows: int) -> pa.Table:
@@ -270,8 +286,16 @@ class World:
             cols[col] = pa.DictionaryArray.from_arrays(idx, self._values[j]).cast(pa.string())
         return pa.table(cols)
 
-    def probability(self, features: pa.Table, day_index: int) -> np.ndarray:
-        """The true P(y=1|x) of each row under the regime of `day_index`."""
+    @property
+    def regression(self) -> bool:
+        return self.spec.task == TaskName.REGRESSION
+
+    @property
+    def label_type(self) -> pa.DataType:
+        """The Arrow type of the label: int64 (0/1) for binary, float64 for regression."""
+        return pa.float64() if self.regression else pa.int64()
+
+    def _features_logit(self, features: pa.Table, day_index: int) -> np.ndarray:
         x = np.empty((features.num_rows, len(self.spec.numeric)))
         for j, col in enumerate(self.spec.numeric):
             x[:, j] = pc.fill_null(pc.cast(features[col], pa.float64()), np.nan).to_numpy()
@@ -279,14 +303,30 @@ class World:
             pc.fill_null(pc.index_in(features[col], value_set=self._values[j]), -1).to_numpy().astype(np.int64)
             for j, col in enumerate(self.spec.categorical)
         ]
-        z = self._logit(x, codes, concept=self._concept_changed(day_index))
+        return self._logit(x, codes, concept=self._concept_changed(day_index))
+
+    def expected(self, features: pa.Table, day_index: int) -> np.ndarray:
+        """E[y|x] of each row under the regime of `day_index`: P(y=1|x) for binary, the mean target for regression."""
+        z = self._features_logit(features, day_index)
+        if self.regression:
+            return TARGET_MEAN + self._scale * (z - self._centre)
         return 1.0 / (1.0 + np.exp(-z))
 
+    def probability(self, features: pa.Table, day_index: int) -> np.ndarray:
+        """The true P(y=1|x) of each row under the regime of `day_index` (binary worlds only)."""
+        if self.regression:
+            raise ValueError("World.probability is for a binary world; use World.expected for E[y|x]")
+        return self.expected(features, day_index)
+
     def draw_labels(self, features: pa.Table, day_index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Each row's label (int64 0/1) and its delay in days (>= 1), as arrays."""
-        p = self.probability(features, day_index)
-        y = (np.random.default_rng([self.seed, day_index, _LABEL]).random(len(p)) < p).astype(np.int64)
-        delay = self.label_delay.draw(np.random.default_rng([self.seed, day_index, _DELAY]), len(p))
+        """Each row's label (int64 0/1, or float64 for regression) and its delay in days (>= 1), as arrays."""
+        mean = self.expected(features, day_index)
+        label_rng = np.random.default_rng([self.seed, day_index, _LABEL])
+        if self.regression:
+            y = np.round(mean + TARGET_SD * np.sqrt(1.0 - TARGET_R2) * label_rng.standard_normal(len(mean)), 2)
+        else:
+            y = (label_rng.random(len(mean)) < mean).astype(np.int64)
+        delay = self.label_delay.draw(np.random.default_rng([self.seed, day_index, _DELAY]), len(mean))
         return y, delay
 
     def labels(self, features: pa.Table, day_index: int, ds: str) -> pa.Table:
@@ -297,7 +337,7 @@ class World:
             {
                 self.spec.entity_id: features[self.spec.entity_id],
                 EVENT_DS: pa.repeat(pa.scalar(ds, pa.string()), len(y)),
-                self.spec.label: pa.array(y, pa.int64()),
+                self.spec.label: pa.array(y, self.label_type),
                 ARRIVAL_DS: pa.DictionaryArray.from_arrays(pa.array(delay.astype(np.int32)), pa.array(arrival)).cast(pa.string()),
             }
         )

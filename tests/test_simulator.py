@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from nightshift.choices import TaskName
 from nightshift.dates import add_days, days_between
 from nightshift.lake import FEATURES, LABELS, Lake
 from nightshift.settings import load_settings
@@ -296,3 +297,141 @@ def test_sudden_covariate_drift_hurts_an_old_model_and_retraining_helps(spec):
     assert pre - post_old >= 0.04, report
     assert post_new - post_old >= 0.03, report
     assert bayes_post - post_new < 0.06, report  # retraining recovers most of what is learnable
+
+
+# -- the regression world -----------------------------------------------------------------
+def _digest(world: World, days: int = 3, rows: int = 500) -> str:
+    """A hash of what a world draws (features, labels, delays, E[y|x]) that does not depend on file formats."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for i in range(days):
+        ds = add_days(START, i)
+        t = world.features(i, ds, rows)
+        for c in t.column_names:
+            h.update(c.encode())
+            h.update(repr(t[c].to_pylist()).encode())
+        y, d = world.draw_labels(t, i)
+        h.update(y.tobytes())
+        h.update(d.tobytes())
+        h.update(world.expected(t, i).tobytes())
+        labels = world.labels(t, i, ds)
+        h.update(repr(labels.to_pydict()).encode())
+        h.update(str(labels.schema).encode())
+    return h.hexdigest()[:16]
+
+
+def _same(a: pa.Table, b: pa.Table) -> bool:
+    """Equal tables, NaN equal to NaN (Table.equals says NaN != NaN)."""
+    return a.schema == b.schema and a.to_pandas().equals(b.to_pandas())
+
+
+@pytest.fixture(scope="module")
+def reg_spec(spec) -> DatasetSpec:
+    return spec.model_copy(update={"task": TaskName.REGRESSION})
+
+
+@pytest.mark.parametrize(
+    "scenario, pinned",
+    [("none", "0d3e65caf24dea0f"), ("sudden-covariate", "db559ba383137e6e"), ("concept", "74e852e8b06be09d"), ("new-categories", "3740efed60439b02")],
+)
+def test_binary_world_draws_what_it_drew_before_regression_existed(spec, scenario, pinned):
+    """Pinned before the regression world was added: adding a task must not move a binary world's numbers."""
+    assert _digest(World(spec, seed=11, scenario=scenario, onset=1)) == pinned
+
+
+def test_regression_labels_are_float_deterministic_and_share_features_and_delays(spec, reg_spec):
+    reg, binary = World(reg_spec, seed=4, scenario="sudden-covariate", onset=1), World(spec, seed=4, scenario="sudden-covariate", onset=1)
+    assert _digest(reg) == _digest(World(reg_spec, seed=4, scenario="sudden-covariate", onset=1))
+    assert _digest(reg) != _digest(World(reg_spec, seed=5, scenario="sudden-covariate", onset=1))
+    for i in (0, 2):
+        t = reg.features(i, add_days(START, i), 300)
+        assert _same(t, binary.features(i, add_days(START, i), 300))  # the task changes the label only
+        y, delay = reg.draw_labels(t, i)
+        assert y.dtype == np.float64 and len(np.unique(y)) > 250
+        assert np.array_equal(y, np.round(y, 2))
+        assert np.array_equal(delay, binary.draw_labels(t, i)[1])  # same late-label delays
+        labels = reg.labels(t, i, add_days(START, i))
+        assert labels.schema.field(reg_spec.label).type == pa.float64()
+        assert np.array_equal(labels[reg_spec.label].to_numpy(), y)
+    with pytest.raises(ValueError, match="World.expected"):
+        reg.probability(t, 0)
+    t = binary.features(0, START, 100)
+    assert np.array_equal(binary.expected(t, 0), binary.probability(t, 0))
+
+
+def test_regression_target_scale_and_explained_variance(reg_spec):
+    from sklearn.metrics import r2_score
+
+    world = World(reg_spec, seed=0)
+    feats = world.features(0, START, 20_000)
+    mean, (y, _) = world.expected(feats, 0), world.draw_labels(feats, 0)
+    assert y.mean() == pytest.approx(50, abs=1) and y.std() == pytest.approx(10, abs=0.7)
+    assert (y - mean).std() == pytest.approx(5, abs=0.2)  # the noise
+    assert 0.70 <= r2_score(y, mean) <= 0.80  # the best any model can do before drift
+
+
+def test_regression_lake_has_float_labels(reg_spec, tmp_path):
+    lake = Lake(str(tmp_path))
+    simulate(lake, reg_spec, start=START, days=4, rows_per_day=200, scenario="concept", onset=2, seed=3, progress=False)
+    assert lake.read(LABELS, START).schema.field(reg_spec.label).type == pa.float64()  # the empty day 0 too
+    landed = pa.concat_tables([lake.read(LABELS, ds) for ds in _days(4)])
+    assert landed.schema.field(reg_spec.label).type == pa.float64() and landed.num_rows > 300
+    assert 30 < pc.mean(landed[reg_spec.label]).as_py() < 70
+    again = Lake(str(tmp_path / "again"))
+    simulate(again, reg_spec, start=START, days=4, rows_per_day=200, scenario="concept", onset=2, seed=3, progress=False)
+    assert _fingerprints(again, LABELS) == _fingerprints(lake, LABELS)
+
+
+@pytest.mark.parametrize("scenario", DRIFTING)
+def test_regression_scenarios_move_the_features_as_binary_does(spec, reg_spec, scenario):
+    reg, binary = World(reg_spec, seed=2, scenario=scenario, onset=1), World(spec, seed=2, scenario=scenario, onset=1)
+    for i in (0, 1, 3):
+        assert _same(reg.features(i, add_days(START, i), 200), binary.features(i, add_days(START, i), 200))
+
+
+def test_concept_changes_expected_y_given_x_in_regression(reg_spec):
+    concept, none = World(reg_spec, seed=7, scenario="concept", onset=ONSET), World(reg_spec, seed=7)
+    for i in (ONSET - 1, ONSET, ONSET + 2):
+        feats = none.features(i, START, 2000)
+        gap = np.abs(concept.expected(feats, i) - none.expected(feats, i))
+        assert (gap.max() == 0) if i < ONSET else (gap.mean() > 4), (i, gap.mean())  # minutes
+
+
+def test_sudden_covariate_drift_raises_an_old_regressors_rmse_and_refitting_lowers_it(reg_spec):
+    """A regressor fitted before the drift loses accuracy on drifted rows; a refit on drifted rows wins it back."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.metrics import r2_score, root_mean_squared_error
+
+    rows, onset = 2000, 3
+    world = World(reg_spec, seed=0, scenario="sudden-covariate", onset=onset)
+
+    def frame(days: range) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+        xs, ys, ms = [], [], []
+        for i in days:
+            t = world.features(i, add_days(START, i), rows)
+            ys.append(world.draw_labels(t, i)[0])
+            ms.append(world.expected(t, i))
+            xs.append(t.drop([reg_spec.entity_id]).to_pandas())
+        return pd.concat(xs, ignore_index=True), np.concatenate(ys), np.concatenate(ms)
+
+    (xa, ya, _), (xb, yb, mb) = frame(range(onset)), frame(range(onset, 2 * onset))
+    for c in reg_spec.categorical:
+        cats = sorted(set(xa[c].dropna()) | set(xb[c].dropna()))
+        xa[c], xb[c] = pd.Categorical(xa[c], categories=cats), pd.Categorical(xb[c], categories=cats)
+    n_train = 2 * rows  # two days to fit, the third to evaluate
+
+    def fit(x, y):
+        return HistGradientBoostingRegressor(categorical_features="from_dtype", max_iter=150, early_stopping=False, random_state=0).fit(x, y)
+
+    old, new = fit(xa[:n_train], ya[:n_train]), fit(xb[:n_train], yb[:n_train])
+    r2_pre = r2_score(ya[n_train:], old.predict(xa[n_train:]))
+    pre = root_mean_squared_error(ya[n_train:], old.predict(xa[n_train:]))
+    post_old = root_mean_squared_error(yb[n_train:], old.predict(xb[n_train:]))
+    post_new = root_mean_squared_error(yb[n_train:], new.predict(xb[n_train:]))
+    bayes_post = root_mean_squared_error(yb[n_train:], mb[n_train:])
+    report = f"R2 pre {r2_pre:.3f} RMSE pre {pre:.2f} post-old {post_old:.2f} post-new {post_new:.2f} bayes-post {bayes_post:.2f}"
+    assert 0.60 <= r2_pre <= 0.80, report
+    assert post_old >= 1.2 * pre, report
+    assert post_new <= 0.85 * post_old, report
+    assert post_new - bayes_post < 1.0, report  # retraining recovers most of what is learnable
