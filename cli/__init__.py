@@ -1,0 +1,1 @@
+"""The `nightshift` command: one thin front door over every package."""
