@@ -301,6 +301,7 @@ def import_table(options: ImportOptions, *, env: dict[str, str] | None = None,
 
     source = _Source(options.source)
     plan = _plan(source, options, say)
+    _release()
     notes = list(plan.notes)
 
     old_spec = _existing_spec(existing)
@@ -315,6 +316,7 @@ def import_table(options: ImportOptions, *, env: dict[str, str] | None = None,
     work.mkdir(parents=True, exist_ok=False)
     try:
         scan = _scan(source, plan, options, work, say)
+        _release()
         fatal = [i for i in scan.issues.values() if i.fatal and i.count]
         if fatal:
             raise ImportFailed("nothing was imported:\n  " + "\n  ".join(i.describe() for i in fatal))
@@ -517,6 +519,8 @@ class _Source:
         best = max(counts, key=counts.get)
         return best if counts[best] else self.delimiter
 
+    # One parsing thread: measured on a 2-core machine, it is faster than pyarrow's threaded parser
+    # (6.4 s vs 9.7 s for 360 MiB) and its memory is lower; the rest of the pass is single-threaded anyway.
     def csv_reader(self, block_bytes: int, column_types: dict | None = None, include: list[str] | None = None,
                    throttle: "_Throttle | None" = None):
         raw, stream = self.open(throttle)
@@ -524,7 +528,7 @@ class _Source:
                                        strings_can_be_null=True, true_values=["true", "True", "TRUE"],
                                        false_values=["false", "False", "FALSE"])
         try:
-            reader = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=block_bytes),
+            reader = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=block_bytes, use_threads=False),
                                     parse_options=pacsv.ParseOptions(delimiter=self.delimiter), convert_options=convert)
         except pa.ArrowInvalid as exc:
             raw.close()
@@ -561,6 +565,8 @@ def _batches(source: _Source, options: ImportOptions, column_types: dict | None,
                     progress(raw.tell())
                 yield batch
         finally:
+            throttle.close()
+            del reader
             raw.close()
     else:
         raw, pf = source.parquet_file()
@@ -588,6 +594,7 @@ class _Throttle:
         self.f: Any = None
         self.ahead = ahead
         self.reads = 0
+        self.in_read = 0
         self.consumed = 0
         self.waiting_since: float | None = None
         self.closed = False
@@ -602,8 +609,16 @@ class _Throttle:
                     self.waiting_since = time.monotonic()
                     break
                 self.cond.wait(0.05)
+            if self.closed:
+                return b""
             self.reads += 1
-        return self.f.read(size)
+            self.in_read += 1
+        try:
+            return self.f.read(size)
+        finally:
+            with self.cond:
+                self.in_read -= 1
+                self.cond.notify_all()
 
     def want(self) -> None:
         import time
@@ -628,10 +643,11 @@ class _Throttle:
         return self.f.tell()
 
     def close(self) -> None:
+        """Stop the reader's read-ahead: later reads see end of file; waits for a read in progress."""
         with self.cond:
             self.closed = True
             self.cond.notify_all()
-        self.f.close()
+            self.cond.wait_for(lambda: self.in_read == 0, timeout=5)
 
 
 def _csv_error(exc: Exception, column_types: dict, sample_rows: int) -> str:
@@ -747,7 +763,7 @@ def _plan(source: _Source, o: ImportOptions, say: Callable[[str], None]) -> _Pla
     if o.task is not None:
         task, inferred = TaskName(o.task), False
     else:
-        task, inferred = infer_task(sample.column(o.label_col)), True
+        task, inferred = _infer_task_to_scan(sample.column(o.label_col)), True
     include = [c.name for c in columns if c.role != Role.IGNORED]
 
     say(f"[bold]Inferred[/] from the first {rows:,} rows (rule: {INFERENCE_RULE}):")
@@ -767,12 +783,28 @@ def _plan(source: _Source, o: ImportOptions, say: Callable[[str], None]) -> _Pla
     return _Plan(o, columns, read_types, include, numeric, categorical, task, inferred, entity_id, id_type, notes)
 
 
+def _infer_task_to_scan(labels: pa.ChunkedArray) -> TaskName:
+    """infer_task, but on bad values pick the task the numbers suggest, so the full pass reports every bad
+    value with its row number and count (the sample is only the file's start)."""
+    try:
+        return infer_task(labels)
+    except ImportFailed:
+        kinds = _classify_labels(labels)
+        if kinds.missing.all():
+            raise
+        numbers = kinds.values[kinds.number & ~kinds.missing]
+        return TaskName.REGRESSION if numbers.size and not np.isin(numbers, (0.0, 1.0)).all() else TaskName.BINARY
+
+
 def _sample(source: _Source, o: ImportOptions) -> pa.Table:
     """The first `sample_rows` rows; CSV columns all as strings, so the types are decided here, on the whole sample."""
     batches, rows = [], 0
     if source.format == "csv":
-        raw, reader = source.csv_reader(o.block_bytes)
+        throttle = _Throttle()
+        raw, reader = source.csv_reader(o.block_bytes, throttle=throttle)
         names = reader.schema.names
+        throttle.close()
+        del reader
         raw.close()
         gen = _batches(source, o, {n: pa.string() for n in names}, names)
     else:
@@ -1243,7 +1275,8 @@ def _dedupe(scan: _Scan, plan: _Plan, days: list[str]) -> tuple[np.ndarray, dict
         "duplicate_id", plan.entity_id, "ids are unique within a day: the last occurrence in file order wins",
         "Nothing to do if that is right; else deduplicate upstream.", False))
     for ds in days:
-        t = pa.concat_tables([pq.read_table(f, columns=[plan.entity_id, _ROW]) for f in scan.feature_files[ds]])
+        t = pa.Table.from_batches([b for f in scan.feature_files[ds] for b in pq.ParquetFile(f, pre_buffer=False).iter_batches(
+            batch_size=PARQUET_BATCH_ROWS, columns=[plan.entity_id, _ROW], use_threads=False)])
         n = t.num_rows
         if pc.count_distinct(t.column(0)).as_py() == n:
             landed[ds] = n
@@ -1259,6 +1292,8 @@ def _dedupe(scan: _Scan, plan: _Plan, days: list[str]) -> tuple[np.ndarray, dict
             for key, last, count in zip(dup.column(0).to_pylist(), dup.column(f"{_ROW}_max").to_pylist(),
                                         dup.column(f"{_ROW}_count").to_pylist()):
                 issue.examples.append((last, f"{key} ({count}x on {ds}; row {last} kept)"))
+        del t, g
+        _release()
     return (np.sort(np.concatenate(dropped)) if dropped else np.empty(0, np.int64)), landed
 
 
@@ -1298,6 +1333,7 @@ def _commit_features(lake: Lake, scan: _Scan, plan: _Plan, days: list[str], drop
         schema = pa.schema([schema.field(c) for c in columns])
         with lake.writer(FEATURES, ds, schema) as w:
             _write_batches(w, _stream_spill(files, dropped, columns))
+        _release()
 
 
 def _commit_labels(lake: Lake, scan: _Scan, plan: _Plan, label_days: list[str], event_days: set[str],
@@ -1326,6 +1362,11 @@ def _commit_labels(lake: Lake, scan: _Scan, plan: _Plan, label_days: list[str], 
         with lake.writer(LABELS, ds, schema) as w:
             landed += _write_batches(w, batches())
     return landed
+
+
+def _release() -> None:
+    """Hand freed Arrow memory back to the OS between phases, so one phase's high-water mark is not the next's floor."""
+    pa.default_memory_pool().release_unused()
 
 
 def _ds_range(first: str, last: str) -> list[str]:
