@@ -1147,6 +1147,11 @@ def _epoch_us(col: pa.Array | pa.ChunkedArray, fmt: str | None) -> pa.Array:
     if fmt:
         parsed = pc.strptime(col, format=fmt, unit="us", error_is_null=True)
         return pc.cast(parsed, pa.int64())
+    for fast in (pa.timestamp("us"), pa.timestamp("us", "UTC")):  # the common case: one clean format, no regex needed
+        try:
+            return pc.cast(pc.cast(col, fast), pa.int64())
+        except pa.ArrowInvalid:
+            pass
     zoned = pc.fill_null(pc.match_substring_regex(col, _ZONED), False)
     looks = pc.fill_null(pc.match_substring_regex(col, _ISO_DAY), False)
     n_zoned = pc.sum(zoned).as_py() or 0
