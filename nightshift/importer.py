@@ -412,6 +412,7 @@ def _existing_spec(existing: dict) -> DatasetSpec | None:
         return DatasetSpec.model_construct(entity_id="?", numeric=(), categorical=(), label="?", task="?")
 
 
+_MARK = "# The dataset, written by `nightshift import`"
 _HEADER = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.\- ]+?)\s*\]\]?\s*(#.*)?$")
 
 
@@ -424,7 +425,7 @@ def _write_spec(path: Path, existing: dict, spec: DatasetSpec, source: str) -> N
         if m:
             name = m.group(1).replace(" ", "")
             in_dataset = name == "dataset" or name.startswith("dataset.")
-        if not in_dataset:
+        if not in_dataset and not line.startswith(_MARK):
             kept.append(line)
     while kept and not kept[-1].strip():
         kept.pop()
@@ -441,7 +442,7 @@ def _write_spec(path: Path, existing: dict, spec: DatasetSpec, source: str) -> N
 
 
 def _dataset_toml(spec: DatasetSpec, source: str) -> str:
-    out = [f"# The dataset, written by `nightshift import` from {source}. Rerun it with --force to replace.",
+    out = [f"{_MARK} from {source}. Rerun it with --force to replace.",
            "[dataset]",
            f"entity_id = {_toml(spec.entity_id)}",
            f"numeric = {_toml(list(spec.numeric))}",

@@ -313,7 +313,8 @@ def test_second_import_with_a_different_spec_is_refused_unless_forced(tmp_path):
     settings = load_settings(env={"NIGHTSHIFT_HOME": str(home)})
     assert settings.dataset == report.spec and "visits" in settings.dataset.categorical
     assert settings.training.epochs == 3 and settings.policy.cooldown_days == 2  # other sections kept
-    assert "# keep me" in (home / "nightshift.toml").read_text()
+    text = (home / "nightshift.toml").read_text()
+    assert "# keep me" in text and text.count("written by `nightshift import`") == 1
 
 
 def test_appending_keeps_late_labels_of_the_earlier_file(tmp_path):
@@ -438,3 +439,35 @@ def test_import_under_a_memory_cap_smaller_than_the_file(tmp_path):
     settings = load_settings(env={"NIGHTSHIFT_HOME": str(home)})
     lake = Lake(settings.lake_uri)
     assert sum(lake.dataset(FEATURES, d).count_rows() for d in lake.partitions(FEATURES)) == chunks * chunk_rows
+
+
+def test_any_fsspec_uri(tmp_path):
+    import fsspec
+
+    data = write_csv(rows_table(), tmp_path / "t.csv").read_bytes()
+    with fsspec.open("memory://nightshift-test/t.csv.gz", "wb", compression="gzip") as f:
+        f.write(data)
+    report = run(tmp_path / "h", "memory://nightshift-test/t.csv.gz", id_col="customer")
+    assert report.rows_landed == 300 and report.source_format == "csv"
+    fsspec.filesystem("memory").rm("nightshift-test", recursive=True)
+
+
+def test_unsorted_rows_over_more_days_than_open_writers(tmp_path):
+    """Rows in random day order across 45 days: the spill evicts writers (at most 32 open) and still keeps
+    each day's rows in file order."""
+    from nightshift import importer
+
+    rng = np.random.default_rng(3)
+    n = 4_000
+    day = rng.integers(0, 45, n)
+    ts = (np.datetime64("2026-01-01") + day.astype("timedelta64[D]")).astype("datetime64[s]")
+    t = pa.table({"id": [f"r{i}" for i in range(n)], "event_time": pa.array(ts).cast(pa.string()),
+                  "amount": rng.normal(size=n), "kind": rng.choice(["a", "b"], n), "churned": rng.integers(0, 2, n)})
+    src = write_csv(t, tmp_path / "t.csv")
+    assert importer.MAX_OPEN_WRITERS < 45
+    report = run(tmp_path / "h", src, id_col="id", block_bytes=16 << 10)
+    lake = lake_of(tmp_path / "h")
+    assert len(lake.partitions(FEATURES)) == 45 and report.rows_landed == n
+    for d in lake.partitions(FEATURES)[:5]:
+        want = [f"r{i}" for i in np.flatnonzero(day == (np.datetime64(d) - np.datetime64("2026-01-01")).astype(int))]
+        assert lake.read(FEATURES, d).column("id").to_pylist() == want
