@@ -79,7 +79,7 @@ def _periods(nights: list[dict], retrains: list[dict], promotions: list[dict], d
     """Split nights at the drift onset behind the first drift-triggered retrain, and at the promotion that answered it."""
     by_drift = [r for r in retrains if any(drift_reason in reason for reason in r["reasons"])]
     if not by_drift:
-        return {"all nights": nights}, {"onset": None, "decision": None, "promotion": None}
+        return {"all nights": nights}, {"onset": None, "decision": None, "promotion": None, "promoted_version": None}
     decision = by_drift[0]
     ev = decision["evidence"].get("evidence", {})
     flagged = [d for d, f in zip(ev.get("drift_days", []), ev.get("drift_flags", [])) if f]
@@ -92,7 +92,7 @@ def _periods(nights: list[dict], retrains: list[dict], promotions: list[dict], d
         "after promotion": [n for n in nights if promoted and n["ds"] > promoted],
     }
     return periods, {"onset": onset, "decision": decision["ds"], "promotion": promoted,
-                     "promoted_version": answered[0]["version"] if answered else None}
+                     "promoted_version": answered[0]["model_version"] if answered else None}
 
 
 def render(summary: dict[str, Any]) -> str:

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from cli import import_command
 
-    import_command.add_parser(sub)
+    import_command.add_parser(sub).set_defaults(fn=import_command.run)
 
     args = p.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # this process's own environment
@@ -177,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, LookupError, FileNotFoundError) as exc:
         print(f"nightshift {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `nightshift settings | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

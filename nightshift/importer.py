@@ -744,8 +744,10 @@ def _plan(source: _Source, o: ImportOptions, say: Callable[[str], None]) -> _Pla
         columns.append(ColumnInfo(name, str(read_types.get(name, dtype)), role, distinct, nulls, note.split(" (")[0].split(";")[0]))
 
     if o.id_col:
-        id_type = sample.column(o.id_col).type if source.format == "parquet" else read_types[o.id_col]
-        id_type = _value_type(id_type)
+        if source.format == "parquet":
+            id_type = _value_type(sample.column(o.id_col).type)
+        else:  # in a CSV an id is text unless every sampled value is an integer ('2026-06-01-0000123' is no timestamp)
+            id_type = pa.int64() if pa.types.is_integer(read_types[o.id_col]) else pa.string()
         if pa.types.is_integer(id_type):
             id_type = pa.int64()
         elif pa.types.is_string(id_type) or pa.types.is_large_string(id_type):

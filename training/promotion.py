@@ -100,8 +100,11 @@ def _record(registry: Registry, ds: str, kind: str, verdict: str, reasons: list[
 
 
 def _no_champion_message(verdict: str, reasons: list[str], settings: "Settings") -> str:
-    gate, training = settings.gate, settings.training
+    from nightshift.task import task_for
+
+    gate, training, task = settings.gate, settings.training, task_for(settings.dataset.task)
+    floor = gate.first_model_floor if gate.first_model_floor is not None else task.default_first_model_floor
     return (f"the retrain ended {verdict} and there is still no champion, so nothing can be scored: {'; '.join(reasons)}. "
             f"To bootstrap on this data, land more labelled days, or lower gate.min_rows (now {gate.min_rows}), or raise "
             f"training.holdout_max_days (now {training.holdout_max_days}); for a first model below its bar, "
-            f"gate.first_model_floor (now {gate.first_model_floor}) sets it")
+            f"gate.first_model_floor (now {task.first_model_metric.name} {floor}) sets it")
