@@ -353,7 +353,7 @@ def import_table(options: ImportOptions, *, env: dict[str, str] | None = None,
                + (" (the default: pass --label-delay-days or --label-time-col to change it)"
                   if options.label_delay_days is None else ""))
     id_policy = (f"ids from column {options.id_col!r} ({plan.id_type})" if options.id_col else
-                 f"derived: {DERIVED_ID!r} = 128-bit hash of the timestamp and feature values (stable across imports)")
+                 f"derived: {plan.entity_id!r} = 128-bit hash of the timestamp and feature values (stable across imports)")
     return ImportReport(
         source=options.source, source_format=source.format, source_bytes=source.size, lake=lake.uri,
         spec_path=str(spec_path), spec=spec, columns=plan.columns, task=plan.task, task_inferred=plan.task_inferred,
