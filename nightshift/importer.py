@@ -98,6 +98,7 @@ CSV_BLOCK_BYTES = 4 << 20
 PARQUET_BATCH_ROWS = 65_536
 EXAMPLES = 5
 DERIVED_ID = "row_id"
+COMMIT_THREADS = min(2, os.cpu_count() or 1)
 
 INFERENCE_RULE = (
     "booleans -> categorical; strings -> categorical unless id-like or free text "
@@ -883,7 +884,9 @@ class _Spill:
             while len(self.open) >= MAX_OPEN_WRITERS:
                 self.open.popitem(last=False)[1][0].close()
             path = str(self.root / f"{kind}-{day}-{len(self.files[key])}.parquet")
-            entry = [pq.ParquetWriter(path, batch.schema, compression="lz4"), 0]
+            # Spill files are read once, in full: no dictionaries or statistics (3x faster to write).
+            entry = [pq.ParquetWriter(path, batch.schema, compression="lz4", use_dictionary=False,
+                                      write_statistics=False), 0]
             self.files[key].append(path)
         self.open[key] = entry
         entry[0].write_batch(batch)
@@ -1332,14 +1335,22 @@ def _write_batches(w: pq.ParquetWriter, batches) -> int:
 
 
 def _commit_features(lake: Lake, scan: _Scan, plan: _Plan, days: list[str], dropped: np.ndarray) -> None:
+    """One partition per day, COMMIT_THREADS days at a time (Parquet encoding releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     columns = [plan.entity_id, *plan.features]
-    for ds in days:
+
+    def commit(ds: str) -> None:
         files = scan.feature_files[ds]
         schema = pq.read_schema(files[0])
         schema = pa.schema([schema.field(c) for c in columns])
         with lake.writer(FEATURES, ds, schema) as w:
             _write_batches(w, _stream_spill(files, dropped, columns))
         _release()
+
+    with ThreadPoolExecutor(max_workers=COMMIT_THREADS) as pool:
+        for _ in pool.map(commit, days):  # re-raises the first failure
+            pass
 
 
 def _commit_labels(lake: Lake, scan: _Scan, plan: _Plan, label_days: list[str], event_days: set[str],
