@@ -431,7 +431,11 @@ def _write_spec(path: Path, existing: dict, spec: DatasetSpec, source: str) -> N
     while kept and not kept[-1].strip():
         kept.pop()
     text = "\n".join(kept) + ("\n\n" if kept else "") + _dataset_toml(spec, source)
-    parsed = tomllib.loads(text)
+    try:
+        parsed = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ImportFailed(f"could not replace [dataset] in {path} ({exc}); write [dataset] as a table "
+                           "(not dotted keys) or remove it, and retry") from None
     if {k: v for k, v in parsed.items() if k != "dataset"} != {k: v for k, v in existing.items() if k != "dataset"}:
         raise ImportFailed(f"could not replace [dataset] in {path} without touching its other sections; "
                            "move [dataset] and its subtables to the end of the file and retry")
@@ -731,6 +735,8 @@ def _plan(source: _Source, o: ImportOptions, say: Callable[[str], None]) -> _Pla
             role, note = Role.CATEGORICAL, "--categorical"
         else:
             role, note = infer_role(dtype, distinct, rows)
+            if role == Role.IGNORED and not o.id_col and "identifier" in note:
+                note += f"; if it is the entity id, pass --id-col {name}"
             if role == Role.NUMERIC and pa.types.is_integer(dtype) and rows > ID_LIKE_DISTINCT and distinct == rows:
                 note = "every sampled value is distinct: if it is an id pass --id-col, or drop it with --ignore"
         if role == Role.NUMERIC:
