@@ -48,7 +48,6 @@ Policies:
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -1477,10 +1476,3 @@ def render_report(report: ImportReport, console: "Console") -> None:
     console.print(bad)
     for n in report.notes:
         console.print(f"[yellow]note[/]: {n}")
-
-
-def report_dict(report: ImportReport) -> dict:
-    """A plain-data view of the report (for logs and tests)."""
-    d = dataclasses.asdict(report)
-    d["spec"] = json.loads(report.spec.model_dump_json())
-    return d
