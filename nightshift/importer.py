@@ -48,7 +48,6 @@ Policies:
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -98,6 +97,7 @@ CSV_BLOCK_BYTES = 4 << 20
 PARQUET_BATCH_ROWS = 65_536
 EXAMPLES = 5
 DERIVED_ID = "row_id"
+COMMIT_THREADS = min(2, os.cpu_count() or 1)
 
 INFERENCE_RULE = (
     "booleans -> categorical; strings -> categorical unless id-like or free text "
@@ -353,7 +353,7 @@ def import_table(options: ImportOptions, *, env: dict[str, str] | None = None,
                + (" (the default: pass --label-delay-days or --label-time-col to change it)"
                   if options.label_delay_days is None else ""))
     id_policy = (f"ids from column {options.id_col!r} ({plan.id_type})" if options.id_col else
-                 f"derived: {DERIVED_ID!r} = 128-bit hash of the timestamp and feature values (stable across imports)")
+                 f"derived: {plan.entity_id!r} = 128-bit hash of the timestamp and feature values (stable across imports)")
     return ImportReport(
         source=options.source, source_format=source.format, source_bytes=source.size, lake=lake.uri,
         spec_path=str(spec_path), spec=spec, columns=plan.columns, task=plan.task, task_inferred=plan.task_inferred,
@@ -430,7 +430,11 @@ def _write_spec(path: Path, existing: dict, spec: DatasetSpec, source: str) -> N
     while kept and not kept[-1].strip():
         kept.pop()
     text = "\n".join(kept) + ("\n\n" if kept else "") + _dataset_toml(spec, source)
-    parsed = tomllib.loads(text)
+    try:
+        parsed = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ImportFailed(f"could not replace [dataset] in {path} ({exc}); write [dataset] as a table "
+                           "(not dotted keys) or remove it, and retry") from None
     if {k: v for k, v in parsed.items() if k != "dataset"} != {k: v for k, v in existing.items() if k != "dataset"}:
         raise ImportFailed(f"could not replace [dataset] in {path} without touching its other sections; "
                            "move [dataset] and its subtables to the end of the file and retry")
@@ -730,6 +734,8 @@ def _plan(source: _Source, o: ImportOptions, say: Callable[[str], None]) -> _Pla
             role, note = Role.CATEGORICAL, "--categorical"
         else:
             role, note = infer_role(dtype, distinct, rows)
+            if role == Role.IGNORED and not o.id_col and "identifier" in note:
+                note += f"; if it is the entity id, pass --id-col {name}"
             if role == Role.NUMERIC and pa.types.is_integer(dtype) and rows > ID_LIKE_DISTINCT and distinct == rows:
                 note = "every sampled value is distinct: if it is an id pass --id-col, or drop it with --ignore"
         if role == Role.NUMERIC:
@@ -885,7 +891,9 @@ class _Spill:
             while len(self.open) >= MAX_OPEN_WRITERS:
                 self.open.popitem(last=False)[1][0].close()
             path = str(self.root / f"{kind}-{day}-{len(self.files[key])}.parquet")
-            entry = [pq.ParquetWriter(path, batch.schema, compression="lz4"), 0]
+            # Spill files are read once, in full: no dictionaries or statistics (3x faster to write).
+            entry = [pq.ParquetWriter(path, batch.schema, compression="lz4", use_dictionary=False,
+                                      write_statistics=False), 0]
             self.files[key].append(path)
         self.open[key] = entry
         entry[0].write_batch(batch)
@@ -1334,14 +1342,22 @@ def _write_batches(w: pq.ParquetWriter, batches) -> int:
 
 
 def _commit_features(lake: Lake, scan: _Scan, plan: _Plan, days: list[str], dropped: np.ndarray) -> None:
+    """One partition per day, COMMIT_THREADS days at a time (Parquet encoding releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     columns = [plan.entity_id, *plan.features]
-    for ds in days:
+
+    def commit(ds: str) -> None:
         files = scan.feature_files[ds]
         schema = pq.read_schema(files[0])
         schema = pa.schema([schema.field(c) for c in columns])
         with lake.writer(FEATURES, ds, schema) as w:
             _write_batches(w, _stream_spill(files, dropped, columns))
         _release()
+
+    with ThreadPoolExecutor(max_workers=COMMIT_THREADS) as pool:
+        for _ in pool.map(commit, days):  # re-raises the first failure
+            pass
 
 
 def _commit_labels(lake: Lake, scan: _Scan, plan: _Plan, label_days: list[str], event_days: set[str],
@@ -1462,10 +1478,3 @@ def render_report(report: ImportReport, console: "Console") -> None:
     console.print(bad)
     for n in report.notes:
         console.print(f"[yellow]note[/]: {n}")
-
-
-def report_dict(report: ImportReport) -> dict:
-    """A plain-data view of the report (for logs and tests)."""
-    d = dataclasses.asdict(report)
-    d["spec"] = json.loads(report.spec.model_dump_json())
-    return d
