@@ -248,6 +248,19 @@ def test_derived_ids_are_stable_across_imports(tmp_path):
     assert set(label_ids) <= set(ids)
 
 
+@pytest.mark.parametrize("ids, expected", [
+    (lambda t: [f"2026-03-0{1 + i % 3}-{i:07d}" for i in range(t.num_rows)], pa.string()),  # looks like a date: still text
+    (lambda t: list(range(10**6, 10**6 + t.num_rows)), pa.int64()),
+    (lambda t: [f"{i}.5" for i in range(t.num_rows)], pa.string()),  # numbers that are not integers: text
+])
+def test_a_csv_id_is_text_unless_every_value_is_an_integer(tmp_path, ids, expected):
+    t = rows_table()
+    t = t.set_column(0, "customer", pa.array(ids(t)).cast(pa.string()))
+    run(tmp_path / "h", write_csv(t, tmp_path / "t.csv"), id_col="customer")
+    lake = lake_of(tmp_path / "h")
+    assert lake.read(FEATURES, lake.partitions(FEATURES)[0]).schema.field("customer").type == expected
+
+
 def test_regression_labels_are_float(tmp_path):
     t = rows_table()
     t = t.set_column(t.column_names.index("churned"), "churned", pa.array(np.linspace(0, 5, t.num_rows)))
