@@ -2,7 +2,7 @@
 
 For each partition size, in one run, each method scores the same simulated day in a
 fresh process (so peak RSS is its own):
-- `streaming`: `lake.batches` -> `Bundle.predict_proba` -> atomic `lake.writer` (what
+- `streaming`: `lake.batches` -> `Bundle.predict` -> atomic `lake.writer` (what
   `batch_scoring.score` does), memory bounded by `scoring.batch_rows`;
 - `load-all` (baseline): read the whole partition, predict once, write once.
 
@@ -40,7 +40,8 @@ def prepare(root: Path, rows: list[int]) -> None:
     labels = world.labels(train, 0, DS)
     train = train.append_column(s.dataset.label, labels.column(s.dataset.label).cast(pa.int64()))
     model, pre = init_model("scratch", train, s.dataset, s.model, None, 0)
-    save_bundle(root / "bundle", fit(model, pre, train, s.dataset, s.training).model, pre, {"bench": True})
+    save_bundle(root / "bundle", fit(model, pre, train, s.dataset, s.training).model, pre, {"bench": True},
+                reference=train.select(list(s.dataset.features)).slice(0, 1000))
     for n in rows:
         Lake(str(root / f"lake-{n}")).commit(FEATURES, DS, world.features(1, DS, n))
 
@@ -63,10 +64,10 @@ def run_one(root: Path, n: int, method: str, batch_rows: int) -> dict:
     if method == "streaming":
         with lake.writer(PREDICTIONS, DS, schema) as w:
             for batch in lake.batches(FEATURES, DS, batch_rows, columns=[spec.entity_id, *spec.features]):
-                w.write_batch(pa.record_batch([batch.column(0), pa.array(bundle.predict_proba(batch))], schema=schema))
+                w.write_batch(pa.record_batch([batch.column(0), pa.array(bundle.predict(batch))], schema=schema))
     else:
         table = lake.read(FEATURES, DS)
-        scores = bundle.predict_proba(table)
+        scores = bundle.predict(table)
         lake.commit(PREDICTIONS, DS, pa.table([table.column(spec.entity_id), pa.array(np.asarray(scores))], schema=schema))
     seconds = time.perf_counter() - t
     peak = _peak_rss_kb()

@@ -103,6 +103,9 @@ def test_backfill_hands_off_to_retrain_through_the_scheduler(tmp_path, postgres_
     retrains = {r: s for r, s in stack.run_states(home, "retrain").items() if r.startswith("nightly__")}
     assert retrains and all(s == "success" for s in retrains.values()), retrains
     decided_on = sorted(r.removeprefix("nightly__") for r in retrains)[0]
+    conf = stack.query(home, "SELECT conf FROM dag_run WHERE dag_id = 'retrain' AND run_id = ?", (f"nightly__{decided_on}",))[0][0]
+    conf = json.loads(conf) if isinstance(conf, (str, bytes)) else conf
+    assert conf["trigger"] == "nightly" and any("drift persisted" in r for r in conf["reasons"]), conf  # passed on, not re-derived
 
     os.environ["NIGHTSHIFT_HOME"] = str(home)
     try:
