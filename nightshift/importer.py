@@ -70,6 +70,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from nightshift.choices import CalendarKind, TaskName
+from nightshift.task import task_for
 from nightshift.lake import FEATURES, LABELS, ROW_GROUP_ROWS, Lake
 from nightshift.settings import REPO_ROOT, PathSettings, default_home
 from nightshift.spec import (
@@ -688,7 +689,7 @@ class _Plan:
 
     @property
     def label_type(self) -> pa.DataType:
-        return pa.int64() if self.task == TaskName.BINARY else pa.float64()
+        return task_for(self.task).label_type
 
 
 def _plan(source: _Source, o: ImportOptions, say: Callable[[str], None]) -> _Plan:
@@ -981,9 +982,10 @@ def _scan_batch(batch: pa.RecordBatch, scan: _Scan, plan: _Plan, o: ImportOption
             if len(have) < EXAMPLES:
                 idx = np.flatnonzero(mask)[: EXAMPLES - len(have)]
                 have.extend(zip(rows[idx].tolist(), label_col.take(pa.array(idx)).to_pylist()))
-    if plan.task == TaskName.BINARY:
-        not01 = kinds.number & labelled & ~np.isin(kinds.values, (0.0, 1.0))
-        _note(scan, "label_not_binary", o.label_col, "a binary label is 0/1 (or true/false)",
+    task = task_for(plan.task)
+    if task.label_words:  # binary: numbers must be 0/1, and true/false count as labels
+        not01 = kinds.number & labelled & task.invalid_labels(kinds.values)
+        _note(scan, "label_not_binary", o.label_col, f"a {task.name.value} label is {task.label_rule}",
               "Recode the label as 0/1, or pass --task regression if it is a number to predict.",
               True, not01, rows, label_col)
         usable = labelled & ~kinds.text & ~not01
@@ -1028,7 +1030,7 @@ def _scan_batch(batch: pa.RecordBatch, scan: _Scan, plan: _Plan, o: ImportOption
     if arrived.any():
         event_ds = _day_strings(day)
         values = np.where(arrived, kinds.values, 0.0)
-        label = pa.array(values.astype(np.int64) if plan.task == TaskName.BINARY else values)
+        label = pa.array(values).cast(plan.label_type)
         lb = pa.RecordBatch.from_arrays([ids, event_ds, label, pa.array(rows)], schema=label_schema)
         for d, part in _by_day(lb, arrival, arrived):
             spill.write("labels", d, part)
@@ -1037,8 +1039,8 @@ def _scan_batch(batch: pa.RecordBatch, scan: _Scan, plan: _Plan, o: ImportOption
 
 def _finish_label_checks(scan: _Scan, plan: _Plan, o: ImportOptions) -> None:
     """Mixed types and non-numeric labels are judged on the whole file, with the first examples of each kind."""
-    binary = plan.task == TaskName.BINARY
-    bad_kinds, good_kinds = (["text"], ["number", "boolword"]) if binary else (["text", "boolword"], ["number"])
+    task = task_for(plan.task)
+    bad_kinds, good_kinds = (["text"], ["number", "boolword"]) if task.label_words else (["text", "boolword"], ["number"])
     bad = sum(scan.label_kinds[k] for k in bad_kinds)
     if not bad:
         return
@@ -1046,9 +1048,9 @@ def _finish_label_checks(scan: _Scan, plan: _Plan, o: ImportOptions) -> None:
     good = sorted(e for k in good_kinds for e in scan.label_examples[k])[:3]
     if any(scan.label_kinds[k] for k in good_kinds):
         issue = Issue("label_mixed_types", o.label_col, "a label has one type",
-                      f"Clean the label column: {'0/1 (or true/false)' if binary else 'numbers'} only; the other values "
+                      f"Clean the label column: {task.label_rule} only; the other values "
                       f"are like {', '.join(f'row {r}: {v!r}' for r, v in good)}.", True)
-    elif binary:
+    elif task.label_words:
         issue = scan.issues["label_not_binary"]
     else:
         issue = Issue("label_not_numeric", o.label_col, "a regression label is a number",

@@ -81,6 +81,18 @@ class Task:
         return next(x for x in self.metrics if x.name == name)
 
     # -- labels -------------------------------------------------------------------------
+    label_rule: ClassVar[str]  # what a valid label is, in words
+    label_words: ClassVar[bool]  # whether 'true'/'false' are labels
+
+    @property
+    def label_type(self) -> "pa.DataType":
+        """The Arrow type labels are landed as."""
+        raise NotImplementedError
+
+    def invalid_labels(self, values: np.ndarray) -> np.ndarray:
+        """Which float64 label values break the rule (NaN stands for null)."""
+        raise NotImplementedError
+
     def labels(self, col: "pa.Array | pa.ChunkedArray", where: str) -> np.ndarray:
         """The label column as numpy, checked against the task's rule."""
         raise NotImplementedError
@@ -143,6 +155,17 @@ class BinaryTask(Task):
     default_segment_margin = 0.03
     first_model_metric = Metric("auc", True)
     default_first_model_floor = 0.65
+    label_rule = "0/1 (or true/false)"
+    label_words = True
+
+    @property
+    def label_type(self):
+        import pyarrow as pa
+
+        return pa.int64()
+
+    def invalid_labels(self, values):
+        return ~((values == 0) | (values == 1))
 
     def labels(self, col, where):
         import pyarrow as pa
@@ -153,7 +176,7 @@ class BinaryTask(Task):
             raise LabelError(f"{where}: a binary label must be 0/1 (integer, float or boolean), but its type is {col.type}. "
                              "Cast it upstream, or re-import with --task regression if it is a number to predict.")
         values = pc.fill_null(pc.cast(col, pa.float64()), np.nan).to_numpy(zero_copy_only=False)
-        bad = ~((values == 0) | (values == 1))
+        bad = self.invalid_labels(values)
         if bad.any():
             first = [("null" if np.isnan(v) else v) for v in values[bad][:5]]
             raise LabelError(f"{where}: a binary label must be 0 or 1 without nulls; {int(bad.sum())} of {len(values)} "
@@ -244,6 +267,17 @@ class RegressionTask(Task):
     default_metric_floor = None  # RMSE has no scale-free floor: set policy.metric_floor in the target's units
     first_model_metric = Metric("r2", True)
     default_first_model_floor = 0.0
+    label_rule = "numbers"
+    label_words = False
+
+    @property
+    def label_type(self):
+        import pyarrow as pa
+
+        return pa.float64()
+
+    def invalid_labels(self, values):
+        return ~np.isfinite(values)
 
     def labels(self, col, where):
         import pyarrow as pa
@@ -253,7 +287,7 @@ class RegressionTask(Task):
             raise LabelError(f"{where}: a regression label must be numeric, but its type is {col.type}. "
                              "Cast it upstream (and check for text such as 'n/a' in the source).")
         values = pc.fill_null(pc.cast(col, pa.float64()), np.nan).to_numpy(zero_copy_only=False)
-        bad = ~np.isfinite(values)
+        bad = self.invalid_labels(values)
         if bad.any():
             raise LabelError(f"{where}: a regression label must be a finite number; {int(bad.sum())} of {len(values)} "
                              f"values are null, NaN or infinite (first: {values[bad][:5].tolist()}). "
