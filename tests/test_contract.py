@@ -31,7 +31,7 @@ BREAKS = [
     ("null id", lambda d, s: d.__setitem__(s.entity_id, [None] + d[s.entity_id][1:]), "entity id is never null", "id"),
     ("duplicate id", lambda d, s: d[s.entity_id].__setitem__(1, "e0"), "entity id is unique", "id"),
     ("infinite value", lambda d, s: d[s.numeric[0]].__setitem__(4, np.inf), "finite or missing", 0),
-    ("string numeric", lambda d, s: d.__setitem__(s.numeric[1], ["x"] * 50), "numeric type", 1),
+    ("string numeric", lambda d, s: d.__setitem__(s.numeric[1], ["x"] * 50), "numeric feature is a number or boolean", 1),
     ("label leaked", lambda d, s: d.__setitem__(s.label, [0] * 50), "features carry no label", "label"),
     ("all missing", lambda d, s: d.__setitem__(s.numeric[2], [np.nan] * 50), "not entirely missing", 2),
 ]
@@ -59,3 +59,12 @@ def test_empty_partition_is_refused(lake, spec):
     lake.commit(FEATURES, "2026-01-03", pa.table(good(spec)).slice(0, 0))
     with pytest.raises(ContractViolation, match="0 rows"):
         validate_partition(lake, spec, "2026-01-03")
+
+
+def test_booleans_follow_the_one_type_rule(lake, spec):
+    """A boolean is a valid categorical (and numeric) feature here, as in training and the import."""
+    data = good(spec)
+    data[spec.categorical[0]] = [i % 2 == 0 for i in range(50)]
+    data[spec.numeric[0]] = [i % 3 == 0 for i in range(50)]
+    lake.commit(FEATURES, "2026-01-01", pa.table(data))
+    assert validate_partition(lake, spec, "2026-01-01")["rows"] == 50
