@@ -39,8 +39,9 @@ airflow: install       ## start the Airflow stack on the demo's home, without ru
 stop:                  ## stop the Airflow processes the demo started
 	$(PY) scripts/airflow_stack.py stop
 
-bench: install         ## print the benchmark figures
+bench: install         ## print the benchmark figures (each script ends with a RESULT line)
 	$(PY) benchmarks/bench_scoring.py
+	$(PY) benchmarks/import.py
 
 clean: stop            ## remove generated data (the lake, MLflow store, Airflow home); keeps .venv
 	rm -rf .nightshift

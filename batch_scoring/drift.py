@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from nightshift.settings import DriftSettings, Settings
 
 _MISSING = -1e300  # below every real value: KS treats missing as its own, lowest, value
-SCORE_FEATURE = OUTPUT_FEATURE
 
 
 def detect_drift(settings: "Settings", ds: str, *, lake: Lake | None = None) -> dict:

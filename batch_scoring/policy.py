@@ -21,7 +21,7 @@ from nightshift.lake import FEATURES, Lake
 from nightshift.registry import Registry
 from nightshift.tables import drift as drift_table
 from nightshift.tables import performance
-from nightshift.tables.decisions import read_decision, read_decisions, write_decision
+from nightshift.tables.decisions import read_decisions, write_decision
 from nightshift.task import Metric, metric_floor, task_for
 
 if TYPE_CHECKING:
@@ -137,8 +137,3 @@ def decide_retrain(settings: "Settings", ds: str, *, lake: Lake | None = None, m
     return {"ds": ds, "retrain": decision.retrain, "verdict": decision.verdict, "reasons": list(decision.reasons),
             "retrain_conf": {"ds": ds, "trigger": trigger.value, "reasons": list(decision.reasons)}}
 
-
-def recorded_reasons(lake: Lake, ds: str) -> list[str]:
-    """The reasons night `ds`'s decision recorded."""
-    record = read_decision(lake, ds, "retrain")
-    return list(record["reasons"]) if record else []

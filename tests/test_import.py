@@ -238,7 +238,7 @@ def test_derived_ids_are_stable_across_imports(tmp_path):
     table = rows_table().drop_columns(["customer"])
     src = write_csv(table, tmp_path / "t.csv")
     r1 = run(tmp_path / "h1", src)
-    r2 = run(tmp_path / "h2", src)
+    run(tmp_path / "h2", src)
     assert r1.spec.entity_id == "row_id" and "derived" in r1.id_policy
     a, b = lake_content(tmp_path / "h1"), lake_content(tmp_path / "h2")
     assert a.keys() == b.keys() and all(a[k].equals(b[k]) for k in a)

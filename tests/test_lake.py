@@ -64,7 +64,6 @@ def test_crash_between_swap_renames_is_recovered(tmp_path):
     """Old partition moved to trash, new one never moved in: recovery restores the old one."""
     lake = Lake(str(tmp_path))
     lake.commit(FEATURES, "2026-01-01", table(4))
-    before = lake.fingerprint(FEATURES, "2026-01-01")
     trash = tmp_path / "features" / "_trash"
     trash.mkdir()
     os.rename(tmp_path / "features" / "ds=2026-01-01", trash / "ds=2026-01-01-deadbeef")

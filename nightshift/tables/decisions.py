@@ -71,10 +71,6 @@ def read_decisions(lake: Lake, days: Iterable[str], kind: str) -> list[dict[str,
     return [d for ds in days if (d := read_decision(lake, ds, kind)) is not None]
 
 
-def days_with_decisions(lake: Lake) -> list[str]:
-    return lake.partitions(DECISIONS)
-
-
 def latest_decision(lake: Lake, kind: str, before: str,
                     where: Callable[[dict[str, Any]], bool] = lambda d: True) -> dict[str, Any] | None:
     """The newest `kind` decision taken strictly before day `before` that satisfies `where`."""

@@ -16,7 +16,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from nightshift.dates import add_days, ds_range
 from nightshift.lake import LABELS, Lake
 from nightshift.spec import DS, EVENT_DS, DatasetSpec
 
@@ -46,11 +45,6 @@ def arrived(lake: Lake, spec: DatasetSpec, as_of: str, event_days: Iterable[str]
         return empty
     table = pa.concat_tables(parts, promote_options="permissive")
     return _latest_arrival(table, spec.entity_id).drop_columns([DS])
-
-
-def arrived_in_window(lake: Lake, spec: DatasetSpec, as_of: str, days_back: int) -> pa.Table:
-    """Labels that arrived by `as_of` for prediction days in the `days_back` days up to it."""
-    return arrived(lake, spec, as_of, ds_range(add_days(as_of, -days_back), as_of))
 
 
 def for_day(labels: pa.Table, day: str, spec: DatasetSpec) -> pa.Table:

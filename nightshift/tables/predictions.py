@@ -52,10 +52,6 @@ def writer(lake: Lake, ds: str, schema: pa.Schema, lineage: dict[str, str], tabl
         yield PredictionWriter(w, schema, lineage)
 
 
-def read(lake: Lake, ds: str, columns: list[str] | None = None, table: str = PREDICTIONS) -> pa.Table:
-    return lake.read(table, ds, columns)
-
-
 def scored_by(lake: Lake, ds: str, table: str = PREDICTIONS) -> str | None:
     """The model version that scored a committed partition (None if not scored)."""
     if not lake.exists(table, ds):
