@@ -6,7 +6,9 @@ metadata DB, an MLflow server over HTTP, the REST API driving it; `celery` adds 
 parallelism 3. Reported per executor:
 - the backfill's wall time (5 nights, including the retrain the drift starts);
 - the bootstrap retrain's wall time;
-- the median seconds from `queued` to `running` over every task instance.
+- the median seconds from `queued` to `running` over every task instance (the executor's
+  hand-off), beside the median from `scheduled` to `queued` (the scheduler's) and the
+  median task duration.
 
     .venv/bin/python benchmarks/topology.py [--executors celery local] [--nights 5]
 
@@ -46,13 +48,16 @@ def main() -> int:
         results[executor] = r
         print(f"{executor:7s} backfill {r['backfill_s']:6.1f} s ({args.nights} nights, "
               f"{len(r['retrain']) - 1} retrain(s)), bootstrap {r['bootstrap_s']:5.1f} s, "
-              f"queued->running median {r['queued_to_running_median_s']:.3f} s over {r['queued_to_running_n']} tasks"
+              f"queued->running median {r['queued_to_running_median_s']:.3f} s over {r['queued_to_running_n']} tasks, "
+              f"scheduled->queued median {r['scheduled_to_queued_median_s']} s, task median {r['task_duration_median_s']} s"
               f"{'' if ok else '  (SOME RUNS FAILED)'}", flush=True)
 
     fields = []
     for executor, r in results.items():
         fields += [f"{executor}_backfill_s={r['backfill_s']}", f"{executor}_bootstrap_s={r['bootstrap_s']}",
                    f"{executor}_queued_to_running_median_s={r['queued_to_running_median_s']}",
+                   f"{executor}_scheduled_to_queued_median_s={r['scheduled_to_queued_median_s']}",
+                   f"{executor}_task_median_s={r['task_duration_median_s']}",
                    f"{executor}_retrains={len(r['retrain']) - 1}"]
     print("RESULT nights=%d %s" % (args.nights, " ".join(fields)))
     return 0

@@ -193,14 +193,18 @@ class Topology:
 
     # -- metadata ----------------------------------------------------------------------------
     def task_instances(self) -> list[dict]:
-        cols = ["dag_id", "run_id", "task_id", "state", "hostname", "queue", "queued_dttm", "start_date", "end_date"]
+        cols = ["dag_id", "run_id", "task_id", "state", "hostname", "queue", "scheduled_dttm", "queued_dttm", "start_date",
+                "end_date"]
         rows = stack.query(self.home, f"SELECT {', '.join(cols)} FROM task_instance")
         return [dict(zip(cols, r)) for r in rows]
 
     def queued_to_running(self) -> list[float]:
         """Seconds from queued to running for every task instance that went through an executor."""
-        return [(t["start_date"] - t["queued_dttm"]).total_seconds() for t in self.task_instances()
-                if t["queued_dttm"] and t["start_date"] and t["start_date"] >= t["queued_dttm"]]
+        return self._gaps("queued_dttm", "start_date")
+
+    def _gaps(self, since: str, until: str) -> list[float]:
+        return [(t[until] - t[since]).total_seconds() for t in self.task_instances()
+                if t[since] and t[until] and t[until] >= t[since]]
 
     # -- internals ---------------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
@@ -381,11 +385,15 @@ def run_world(topo: Topology, start: str = "2026-03-01", history: int = 12, nigh
     backfill_s = time.perf_counter() - t1
 
     waits = topo.queued_to_running()
+    median = lambda xs: round(statistics.median(xs), 3) if xs else None  # noqa: E731
     return {
         "executor": topo.executor, "first": first, "last": last, "backfill_id": backfill.get("id"),
         "nightly": nightly, "retrain": retrains, "bootstrap_s": round(bootstrap_s, 1),
-        "backfill_s": round(backfill_s, 1), "queued_to_running_median_s": round(statistics.median(waits), 3) if waits else None,
+        "backfill_s": round(backfill_s, 1), "queued_to_running_median_s": median(waits),
         "queued_to_running_n": len(waits),
+        # where the rest of the time goes: the scheduler's part, and the tasks themselves
+        "scheduled_to_queued_median_s": median(topo._gaps("scheduled_dttm", "queued_dttm")),
+        "task_duration_median_s": median(topo._gaps("start_date", "end_date")),
     }
 
 
