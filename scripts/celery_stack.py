@@ -348,9 +348,9 @@ class Api:
 
 
 def simulate(home: Path, lake_uri: str, start: str, days: int, onset: int, scenario: str, rows: int = 1500) -> None:
-    """Land a simulated world through the `nightshift` command (python -m batch_scoring.cli if it is not installed)."""
+    """Land a simulated world through the `nightshift` command (python -m cli.main if it is not installed)."""
     exe = VENV_BIN / "nightshift"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "batch_scoring.cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "cli.main"]
     env = {**os.environ, "NIGHTSHIFT_HOME": str(home), "NIGHTSHIFT_LAKE": lake_uri}
     subprocess.run([*cmd, "-q", "simulate", "--start", start, "--days", str(days), "--rows-per-day", str(rows),
                     "--scenario", scenario, "--onset", str(onset), "--seed", "3"],
