@@ -7,10 +7,8 @@ step runs).
 from nightshift.flow import BRANCH, GATE, HANDOFF, JOIN, Flow, Step
 
 NIGHTLY = Flow("nightly_scoring", (
-    Step("open_night", "batch_scoring.nightly:open_night", kind=GATE,
-         doc="skip, with a record, a day the dataset's calendar does not expect"),
-    Step("validate", "batch_scoring.nightly:validate", after=("open_night",),
-         doc="the input contract on features/ds=D"),
+    Step("validate", "batch_scoring.nightly:validate", kind=GATE,
+         doc="the input contract on features/ds=D; a day the calendar does not expect is skipped with a record"),
     Step("score", "batch_scoring.nightly:score", after=("validate",), doc="predictions/ds=D, with lineage"),
     Step("detect_drift", "batch_scoring.nightly:detect_drift", after=("score",), doc="monitoring/drift/ds=D"),
     Step("confirm_champion", "batch_scoring.nightly:confirm_champion", after=("detect_drift",), ordered=True,

@@ -29,23 +29,23 @@ log = logging.getLogger("nightshift.nightly")
 SKIPPED = "SKIPPED"
 
 
-def open_night(ctx: StepContext) -> bool:
-    """False (and a record) for a day the dataset's calendar does not expect and that has no data."""
+def validate(ctx: StepContext) -> dict | None:
+    """The input contract on `features/ds=D`; None (and a record) for a day the calendar does not expect.
+
+    A gate: None skips the rest of the night. A day the calendar expects but that has no
+    features fails here with the contract's error.
+    """
+    from batch_scoring.contract import validate_partition
+
     s, ds = ctx.settings, ctx.ds
     calendar = s.dataset.calendar
     lake = Lake(s.lake_uri)
-    if calendar.expects(ds) or lake.exists(FEATURES, ds):
-        return True
-    reason = f"{ds} is not a day the dataset's calendar expects data (calendar: {calendar.kind.value})"
-    write_decision(lake, ds, "night", SKIPPED, [reason], {"calendar": calendar.model_dump(mode="json")})
-    log.info("night %s skipped: %s", ds, reason)
-    return False
-
-
-def validate(ctx: StepContext) -> dict:
-    from batch_scoring.contract import validate_partition
-
-    return validate_partition(Lake(ctx.settings.lake_uri), ctx.settings.dataset, ctx.ds)
+    if not calendar.expects(ds) and not lake.exists(FEATURES, ds):
+        reason = f"{ds} is not a day the dataset's calendar expects data (calendar: {calendar.kind.value})"
+        write_decision(lake, ds, "night", SKIPPED, [reason], {"calendar": calendar.model_dump(mode="json")})
+        log.info("night %s skipped: %s", ds, reason)
+        return None
+    return validate_partition(lake, s.dataset, ds)
 
 
 def score(ctx: StepContext) -> dict:
@@ -126,7 +126,7 @@ def run_nights(settings, start: str, end: str, *, model: str | None = None, retr
 
 def _night(flow, settings, ds: str, params: dict, progress: bool) -> dict:
     results = run_flow(flow, settings, ds, params, progress=progress)
-    out = {"ds": ds, "skipped": not results.get("open_night", True), **results}
+    out = {"ds": ds, "skipped": results.get("validate") is None, **results}
     if "trigger_retrain" in results:
         from training.retrain import outcome
 

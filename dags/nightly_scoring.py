@@ -10,7 +10,7 @@ definition in-process, and a test holds this DAG's tasks and edges to it.
 
 **Time is the logical date.** A run for D reads `features/ds=D` and only labels that
 arrived on or before D, so a backfill reproduces history without leakage. A day the
-dataset's calendar does not expect is skipped with a record (`open_night`).
+dataset's calendar does not expect is skipped with a record (`validate` is a short-circuit).
 
 **Order.** `validate`, `score` and `detect_drift` may run for several nights at once.
 Everything from `confirm_champion` on runs in date order: it waits until the previous
@@ -67,13 +67,9 @@ def _run(step: str, ds: str, params: dict, **results) -> dict:
 )
 def nightly_scoring():
     @task.short_circuit
-    def open_night(ds: str | None = None, params: dict | None = None) -> bool:
+    def validate(ds: str | None = None, params: dict | None = None) -> dict | None:
         log.info("resolved settings: %s", json.dumps(run_settings(params).resolved(), default=str))
-        return _run("open_night", ds, params)
-
-    @task
-    def validate(ds: str | None = None, params: dict | None = None) -> dict:
-        return _run("validate", ds, params)
+        return _run("validate", ds, params)  # None: a day off the calendar, skipped with a record
 
     @task(outlets=[PREDICTIONS])
     def score(ds: str | None = None, params: dict | None = None) -> dict:
@@ -117,7 +113,7 @@ def nightly_scoring():
 
     # main flow
     confirmed = confirm_champion()
-    open_night() >> validate() >> score() >> detect_drift() >> confirmed
+    validate() >> score() >> detect_drift() >> confirmed
     decision = decide_retrain()
     confirmed >> measure_ground_truth() >> decision
     request_retrain(decision) >> [trigger_retrain, no_retrain] >> close_night

@@ -58,7 +58,7 @@ def test_dag_test_runs_retrain_then_a_night(tmp_path):
     assert out["retrain"]["promote"] == "success" and out["retrain"]["reject"] == "skipped", out
     assert out["retrain"]["defer"] == "skipped" and out["retrain"]["train_challenger"] == "success", out
     nightly = out["nightly"]
-    for task in ("open_night", "validate", "score", "detect_drift", "confirm_champion", "measure_ground_truth",
+    for task in ("validate", "score", "detect_drift", "confirm_champion", "measure_ground_truth",
                  "decide_retrain", "no_retrain", "close_night"):
         assert nightly[task] == "success", (task, nightly)
     assert nightly["trigger_retrain"] == "skipped"

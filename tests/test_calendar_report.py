@@ -34,7 +34,7 @@ def test_a_night_off_the_calendar_is_skipped_with_a_record_and_a_missing_night_o
     from nightshift.tables.decisions import read_decision
 
     s = settings.with_overrides({"dataset.calendar.kind": "weekdays"})
-    assert run_flow(NIGHTLY, s, "2026-01-03", {}) == {"open_night": False}  # Saturday: nothing else runs
+    assert run_flow(NIGHTLY, s, "2026-01-03", {}) == {"validate": None}  # Saturday: nothing else runs
     record = read_decision(lake, "2026-01-03", "night")
     assert record["verdict"] == "SKIPPED" and "calendar expects" in record["reasons"][0]
     with pytest.raises(ContractViolation, match=r"features/ds=2026-01-05 breaks rule 'partition exists'"):

@@ -32,7 +32,7 @@ def test_dagbag_has_no_import_errors(tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["errors"] == {}
     assert set(result["dags"]) == {f.stem for f in DAG_FILES} == {"nightly_scoring", "retrain", "rollback"}
-    assert {"open_night", "validate", "score", "detect_drift", "confirm_champion", "measure_ground_truth",
+    assert {"validate", "score", "detect_drift", "confirm_champion", "measure_ground_truth",
             "decide_retrain", "trigger_retrain"} <= set(result["dags"]["nightly_scoring"])
     assert {"prepare_window", "ready_to_train", "train_challenger", "defer", "evaluate_challenger", "promote",
             "reject"} <= set(result["dags"]["retrain"])
