@@ -48,7 +48,7 @@ def _run(step: str, ds: str, params: dict, **results) -> dict:
     """Run one step of the nightly flow, as `nightshift nightly` does."""
     from nightshift.flow import StepContext, run_step
 
-    return run_step(NIGHTLY, step, StepContext(run_settings(params), ds, dict(params), results))
+    return run_step(NIGHTLY, step, StepContext(lambda: run_settings(params), ds, dict(params), results))
 
 
 @dag(

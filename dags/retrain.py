@@ -45,7 +45,7 @@ def _run(step: str, ds: str | None, params: dict, **results):
     day = params.get("ds") or ds
     if not day:
         raise ValueError("retrain needs a day: set the `ds` param (YYYY-MM-DD) or trigger with a logical date")
-    settings = run_settings(params, training__init_from=params.get("init_from"))
+    settings = lambda: run_settings(params, training__init_from=params.get("init_from"))  # noqa: E731 - only if read
     return run_step(RETRAIN, step, StepContext(settings, day, dict(params), results))
 
 

@@ -74,11 +74,20 @@ class Flow:
 
 @dataclass
 class StepContext:
-    settings: "Settings"
+    """What a step sees. `settings` may be given as a zero-argument function: it is resolved on first
+    use, so a step that never reads them (a branch on an upstream result) does not pay for loading them."""
+
+    settings_source: "Settings | Callable[[], Settings]"
     ds: str
     params: dict[str, Any] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)  # upstream step id -> its result
     progress: bool = False
+
+    @property
+    def settings(self) -> "Settings":
+        if callable(self.settings_source):
+            self.settings_source = self.settings_source()
+        return self.settings_source
 
 
 def run_step(flow: Flow, step_id: str, ctx: StepContext) -> Any:
