@@ -29,25 +29,48 @@ class ContractViolation(ValueError):
 
 def validate_partition(lake: Lake, spec: "DatasetSpec", ds: str, batch_rows: int = 262_144) -> dict:
     """Check one features partition against the contract; returns counts and its fingerprint."""
-    partition = f"features/ds={ds}"
-    try:
-        dataset = lake.dataset(FEATURES, ds)
-    except PartitionMissing:
-        raise ContractViolation(partition, None, "partition exists", "it has not been landed",
-                                "Land the day's features first (the demo: `nightshift simulate`), then rerun this night.") from None
-    schema = dataset.schema
-    _check_schema(partition, schema, spec)
+    check = ContractCheck.open(lake, spec, ds)
+    for batch in check.dataset.to_batches(columns=check.columns, batch_size=batch_rows):
+        check.batch(batch)
+    return {**check.finish(), "fingerprint": lake.fingerprint(FEATURES, ds)}
 
-    rows, null_counts = 0, {c: 0 for c in spec.numeric}
-    ids = []
-    for batch in dataset.to_batches(columns=[spec.entity_id, *spec.numeric], batch_size=batch_rows):
-        rows += batch.num_rows
-        id_col = batch.column(0)
+
+class ContractCheck:
+    """The contract, applied batch by batch, so a writer can check the very batches it streams.
+
+    `open` checks the partition's existence and schema; `batch` each record batch (ids never
+    null, numbers finite); `finish` what needs the whole day (not empty, ids unique, no column
+    entirely missing) and must pass before anything is committed.
+    """
+
+    def __init__(self, partition: str, spec: "DatasetSpec", dataset):
+        self.partition, self.spec, self.dataset = partition, spec, dataset
+        self.rows, self.null_counts, self._ids = 0, {c: 0 for c in spec.numeric}, []
+
+    @classmethod
+    def open(cls, lake: Lake, spec: "DatasetSpec", ds: str) -> "ContractCheck":
+        partition = f"features/ds={ds}"
+        try:
+            dataset = lake.dataset(FEATURES, ds)
+        except PartitionMissing:
+            raise ContractViolation(partition, None, "partition exists", "it has not been landed",
+                                    "Land the day's features first (the demo: `nightshift simulate`), then rerun this night.") from None
+        _check_schema(partition, dataset.schema, spec)
+        return cls(partition, spec, dataset)
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.spec.entity_id, *self.spec.numeric]
+
+    def batch(self, batch: pa.RecordBatch) -> None:
+        spec, partition = self.spec, self.partition
+        self.rows += batch.num_rows
+        id_col = batch.column(spec.entity_id)
         if id_col.null_count:
             raise ContractViolation(partition, spec.entity_id, "entity id is never null",
                                     f"{id_col.null_count} null ids in a batch of {batch.num_rows}",
                                     "Fix the upstream extract; every row needs an id so its prediction can be traced.")
-        ids.append(id_col)
+        self._ids.append(id_col)
         for name in spec.numeric:
             col = batch.column(name)
             values = pc.fill_null(pc.cast(col, pa.float64()), np.nan).to_numpy(zero_copy_only=False)
@@ -56,23 +79,26 @@ def validate_partition(lake: Lake, spec: "DatasetSpec", ds: str, batch_rows: int
                 raise ContractViolation(partition, name, "numeric values are finite or missing",
                                         f"{int(bad.sum())} infinite values",
                                         "Replace infinities upstream with a missing value (NaN/null) or a real number.")
-            null_counts[name] += int(np.isnan(values).sum())
-    if rows == 0:
-        raise ContractViolation(partition, None, "partition is not empty", "it has 0 rows",
-                                "Check the upstream extract for this day; an empty day is never scored silently.")
-    all_ids = pa.chunked_array(ids)
-    distinct = pc.count_distinct(all_ids).as_py()
-    if distinct != rows:
-        raise ContractViolation(partition, spec.entity_id, "entity id is unique within a day",
-                                f"{rows - distinct} duplicate ids among {rows} rows",
-                                "Deduplicate upstream; two predictions for one entity on one day are ambiguous.")
-    all_missing = [c for c, n in null_counts.items() if n == rows]
-    if all_missing:
-        raise ContractViolation(partition, all_missing[0], "numeric column is not entirely missing",
-                                f"all {rows} values are missing (also: {all_missing[1:] or 'none'})",
-                                "A whole column missing usually means a broken upstream join; fix it and rerun.")
-    return {"ds": ds, "rows": rows, "fingerprint": lake.fingerprint(FEATURES, ds),
-            "missing": {c: n for c, n in null_counts.items() if n}}
+            self.null_counts[name] += int(np.isnan(values).sum())
+
+    def finish(self) -> dict:
+        spec, partition, rows = self.spec, self.partition, self.rows
+        ds = partition.partition("=")[2]
+        if rows == 0:
+            raise ContractViolation(partition, None, "partition is not empty", "it has 0 rows",
+                                    "Check the upstream extract for this day; an empty day is never scored silently.")
+        distinct = pc.count_distinct(pa.chunked_array(self._ids)).as_py()
+        self._ids = []
+        if distinct != rows:
+            raise ContractViolation(partition, spec.entity_id, "entity id is unique within a day",
+                                    f"{rows - distinct} duplicate ids among {rows} rows",
+                                    "Deduplicate upstream; two predictions for one entity on one day are ambiguous.")
+        all_missing = [c for c, n in self.null_counts.items() if n == rows]
+        if all_missing:
+            raise ContractViolation(partition, all_missing[0], "numeric column is not entirely missing",
+                                    f"all {rows} values are missing (also: {all_missing[1:] or 'none'})",
+                                    "A whole column missing usually means a broken upstream join; fix it and rerun.")
+        return {"ds": ds, "rows": rows, "missing": {c: n for c, n in self.null_counts.items() if n}}
 
 
 def _check_schema(partition: str, schema: pa.Schema, spec: "DatasetSpec") -> None:

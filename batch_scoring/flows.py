@@ -8,9 +8,13 @@ from nightshift.flow import BRANCH, GATE, HANDOFF, JOIN, Flow, Step
 
 NIGHTLY = Flow("nightly_scoring", (
     Step("validate", "batch_scoring.nightly:validate", kind=GATE,
-         doc="the input contract on features/ds=D; a day the calendar does not expect is skipped with a record"),
-    Step("score", "batch_scoring.nightly:score", after=("validate",), doc="predictions/ds=D, with lineage"),
-    Step("detect_drift", "batch_scoring.nightly:detect_drift", after=("score",), doc="monitoring/drift/ds=D"),
+         doc="the input contract on features/ds=D, then the scoring plan (the day's file groups); "
+             "a day the calendar does not expect is skipped with a record"),
+    Step("score", "batch_scoring.nightly:score", after=("validate",), map_over="validate",
+         doc="one file group of features/ds=D scored into a staged part (mapped: one task per group, each retried alone)"),
+    Step("commit_scores", "batch_scoring.nightly:commit_scores", after=("score",),
+         doc="predictions/ds=D, with lineage: the groups' parts committed at once, when all are in"),
+    Step("detect_drift", "batch_scoring.nightly:detect_drift", after=("commit_scores",), doc="monitoring/drift/ds=D"),
     Step("confirm_champion", "batch_scoring.nightly:confirm_champion", after=("detect_drift",), ordered=True,
          doc="rescore if a promotion landed after tonight was scored"),
     Step("measure_ground_truth", "batch_scoring.nightly:measure_ground_truth", after=("confirm_champion",), ordered=True,

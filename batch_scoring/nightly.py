@@ -29,11 +29,12 @@ log = logging.getLogger("nightshift.nightly")
 SKIPPED = "SKIPPED"
 
 
-def validate(ctx: StepContext) -> dict | None:
-    """The input contract on `features/ds=D`; None (and a record) for a day the calendar does not expect.
+def validate(ctx: StepContext) -> list[dict] | None:
+    """The input contract on `features/ds=D`, then the night's scoring plan: one item per file group.
 
-    A gate: None skips the rest of the night. A day the calendar expects but that has no
-    features fails here with the contract's error.
+    A gate: None (and a record) for a day the calendar does not expect skips the rest of the
+    night. A day the calendar expects but that has no features fails here with the contract's
+    error. Each item carries the contract's counts for the day (`checked`).
     """
     from batch_scoring.contract import validate_partition
 
@@ -45,13 +46,25 @@ def validate(ctx: StepContext) -> dict | None:
         write_decision(lake, ds, "night", SKIPPED, [reason], {"calendar": calendar.model_dump(mode="json")})
         log.info("night %s skipped: %s", ds, reason)
         return None
-    return validate_partition(lake, s.dataset, ds)
+    from batch_scoring.score import plan
+
+    checked = validate_partition(lake, s.dataset, ds)
+    log.info("features/ds=%s passed the contract: %d rows, missing values %s", ds, checked["rows"], checked["missing"] or "none")
+    return [{**item, "checked": checked} for item in plan(s, ds, lake=lake, fingerprint=checked["fingerprint"])]
 
 
 def score(ctx: StepContext) -> dict:
-    from batch_scoring.score import score_partition
+    """One file group of the night (a mapped step: one per item of `validate`'s plan)."""
+    from batch_scoring.score import score_group
 
-    return score_partition(ctx.settings, ctx.ds, ctx.params.get("model"))
+    return score_group(ctx.settings, ctx.item, ctx.params.get("model"), run_id=ctx.run_id)
+
+
+def commit_scores(ctx: StepContext) -> dict:
+    """The night's groups, committed as one partition once every group has finished."""
+    from batch_scoring.score import commit_scores as commit
+
+    return commit(ctx.settings, ctx.ds, ctx.results["score"])
 
 
 def detect_drift(ctx: StepContext) -> dict:
@@ -141,7 +154,7 @@ def night_line(r: dict) -> str:
     if r.get("skipped"):
         return f"{r['ds']}: skipped (not a day the calendar expects)"
     drift = r["detect_drift"]
-    parts = [f"{r['ds']}: scored {r['score']['rows']} rows with v{r['confirm_champion']['model_version']}",
+    parts = [f"{r['ds']}: scored {r['commit_scores']['rows']} rows with v{r['confirm_champion']['model_version']}",
              f"drift={'YES ' + ','.join(drift['drifted_features'][:4]) if drift['drift'] else 'no'}",
              f"decision={r['decision']['verdict']}"]
     if r.get("retrain"):

@@ -36,37 +36,156 @@ def code_version() -> str:
         return nightshift.__version__
 
 
-def score_partition(settings: "Settings", ds: str, model: str | None = None, *, lake: Lake | None = None,
-                    table: str = PREDICTIONS, ref: ModelRef | None = None) -> dict:
-    """Score `features/ds=ds` with the model chosen by `model` (as_of | champion) and commit it."""
+def plan_groups(files: list[tuple[str, int]], group_bytes: int, max_groups: int) -> list[list[str]]:
+    """Pack a day's files, in name order, into contiguous groups of about `group_bytes` each.
+
+    A file is never split; a file larger than `group_bytes` is a group of its own. At most
+    `max_groups` groups: past that, the target grows so the files fit. Pure: the plan depends
+    only on the file list and the two settings, so every worker and every rerun agrees on it.
+    """
+    if not files:
+        return []
+    total = sum(size for _, size in files)
+    target = max(group_bytes, -(-total // max_groups))
+    groups: list[list[str]] = [[]]
+    size = 0
+    for name, n in files:
+        if groups[-1] and size + n > target and len(groups) < max_groups:
+            groups.append([])
+            size = 0
+        groups[-1].append(name)
+        size += n
+    return groups
+
+
+def plan(settings: "Settings", ds: str, *, lake: Lake | None = None, fingerprint: str | None = None) -> list[dict]:
+    """The scoring plan for `features/ds=D`: one item per file group (what a mapped task scores)."""
+    lake = lake or Lake(settings.lake_uri)
+    fingerprint = fingerprint or lake.fingerprint(FEATURES, ds)
+    groups = plan_groups(lake.files(FEATURES, ds), int(settings.scoring.group_mb * 2**20), settings.scoring.max_groups)
+    return [{"ds": ds, "index": i, "of": len(groups), "files": files, "fingerprint": fingerprint}
+            for i, files in enumerate(groups)]
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}"
+
+
+def write_key(run_id: str, fingerprint: str, version: str) -> str:
+    """What the groups of one write share: the run, the input and the model."""
+    return f"{run_id}-{fingerprint}-v{version}"
+
+
+def _lineage(ref: ModelRef, mode: str, fingerprint: str) -> dict:
+    return {"model_name": ref.name, "model_version": ref.version, "model_alias": "champion",
+            "model_selection": str(mode), "mlflow_run_id": ref.run_id, "input_fingerprint": fingerprint,
+            "code_version": code_version()}
+
+
+def score_group(settings: "Settings", item: dict, model: str | None = None, *, run_id: str, lake: Lake | None = None,
+                table: str = PREDICTIONS, ref: ModelRef | None = None, bundle=None, check=None) -> dict:
+    """Score one file group of a day into its staged part; the day is committed by `commit_scores`.
+
+    `check` (a `ContractCheck`) sees every batch when given: the whole-day rules then run at commit.
+    """
     from training.bundle import load_bundle
 
     lake = lake or Lake(settings.lake_uri)
+    ds, spec, task = item["ds"], settings.dataset, task_for(settings.dataset.task)
+    mode = model or settings.scoring.model
+    if ref is None:
+        ref = Registry(settings, lake).resolve(ds, mode)
+    if bundle is None:
+        registry = Registry(settings, lake)
+        bundle = load_bundle(registry.local_path(ref.version))
+    files = item["files"]
+    schema = predictions.schema(spec, lake.dataset(FEATURES, ds).schema.field(spec.entity_id).type)
+    key = write_key(run_id, item["fingerprint"], ref.version)
+    total = 0.0
+    with lake.write_part(table, ds, key, part_name(item["index"]), schema) as w:
+        out = predictions.PredictionWriter(w, schema, _lineage(ref, mode, item["fingerprint"]))
+        for batch in lake.batches_of(FEATURES, ds, files, settings.scoring.batch_rows, columns=[spec.entity_id, *spec.features]):
+            if check is not None:
+                check.batch(batch)
+            pred = bundle.predict(batch)
+            out.write(batch.column(spec.entity_id), task.output_arrays(pred, settings.scoring.threshold))
+            total += float(pred.sum())
+    return {"ds": ds, "index": item["index"], "part": part_name(item["index"]), "rows": out.rows, "sum": total,
+            "model_version": ref.version, "model_selection": str(mode), "fingerprint": item["fingerprint"], "key": key}
+
+
+def commit_scores(settings: "Settings", ds: str, groups: list[dict], *, lake: Lake | None = None,
+                  table: str = PREDICTIONS) -> dict:
+    """Commit a day's scored groups as `predictions/ds=D`, atomically, once every group is in.
+
+    Refuses (changing nothing) when the groups disagree on the model or the input: a promotion
+    or a re-landed partition between two groups would otherwise mix them in one day.
+    """
+    lake = lake or Lake(settings.lake_uri)
+    groups = sorted(groups, key=lambda g: g["index"])
+    keys = {g["key"] for g in groups}
+    if len(keys) != 1:
+        versions = sorted({g["model_version"] for g in groups})
+        raise RuntimeError(f"predictions/ds={ds}: its {len(groups)} scoring groups disagree on the model "
+                           f"(versions {versions}) or the input; clear the night's `score` task to rescore it whole")
+    expected = groups[0].get("of", len(groups))
+    if [g["index"] for g in groups] != list(range(expected)):
+        raise RuntimeError(f"predictions/ds={ds}: groups {[g['index'] for g in groups]} do not cover the plan's {expected}; "
+                           "clear the night's `score` task to rescore it")
+    ref = lake.commit_parts(table, ds, keys.pop(), {g["part"]: g["rows"] for g in groups})
+    task = task_for(settings.dataset.task)
+    first = groups[0]
+    return {"ds": ds, "table": table, "rows": ref.rows, "groups": len(groups), "model_version": first["model_version"],
+            "model_selection": first["model_selection"],
+            f"mean_{task.prediction_column}": round(sum(g["sum"] for g in groups) / max(ref.rows, 1), 6),
+            "input_fingerprint": first["fingerprint"]}
+
+
+def score_partition(settings: "Settings", ds: str, model: str | None = None, *, lake: Lake | None = None,
+                    table: str = PREDICTIONS, ref: ModelRef | None = None, run_id: str | None = None,
+                    progress: bool = False) -> dict:
+    """Score `features/ds=ds` with the model chosen by `model` (as_of | champion) and commit it.
+
+    Every path that writes predictions comes through here (the CLI's `score`, a rollback's
+    rescore, the nightly `confirm_champion`), so every one of them runs the input contract on
+    the batches it scores and commits nothing when it fails. The work is the nightly DAG's
+    mapped scoring, done in one process: the same plan, the same parts, the same bytes.
+    """
+    import uuid
+
+    from batch_scoring.contract import ContractCheck
+    from training.bundle import load_bundle
+
+    lake = lake or Lake(settings.lake_uri)
+    check = ContractCheck.open(lake, settings.dataset, ds)  # existence and schema, before any model is loaded
     registry = Registry(settings, lake)
     mode = model or settings.scoring.model
     ref = ref or registry.resolve(ds, mode)
     bundle = load_bundle(registry.local_path(ref.version))
-    spec, threshold, task = settings.dataset, settings.scoring.threshold, task_for(settings.dataset.task)
-    fingerprint = lake.fingerprint(FEATURES, ds)
-    schema = predictions.schema(spec, lake.dataset(FEATURES, ds).schema.field(spec.entity_id).type)
-    lineage = {"model_name": ref.name, "model_version": ref.version, "model_alias": "champion",
-               "model_selection": str(mode), "mlflow_run_id": ref.run_id, "input_fingerprint": fingerprint,
-               "code_version": code_version()}
-
-    total = 0.0
-    with predictions.writer(lake, ds, schema, lineage, table) as out:
-        for batch in lake.batches(FEATURES, ds, settings.scoring.batch_rows, columns=[spec.entity_id, *spec.features]):
-            pred = bundle.predict(batch)
-            out.write(batch.column(spec.entity_id), task.output_arrays(pred, threshold))
-            total += float(pred.sum())
-    return {"ds": ds, "table": table, "rows": out.rows, "model_version": ref.version, "model_selection": str(mode),
-            f"mean_{task.prediction_column}": round(total / max(out.rows, 1), 6), "input_fingerprint": fingerprint}
+    run_id = run_id or f"inprocess-{uuid.uuid4().hex[:12]}"
+    items = plan(settings, ds, lake=lake)
+    try:
+        groups = [score_group(settings, item, mode, run_id=run_id, lake=lake, table=table, ref=ref, bundle=bundle,
+                              check=check) for item in items]
+        check.finish()  # the whole-day rules (not empty, ids unique, ...) before anything is committed
+    except BaseException:
+        lake.discard_parts(table, ds, write_key(run_id, items[0]["fingerprint"] if items else "", ref.version))
+        raise
+    return commit_scores(settings, ds, groups, lake=lake, table=table)
 
 
 def rescore(settings: "Settings", start: str, end: str) -> dict:
-    """Rescore nights start..end with today's champion (`model=champion`), e.g. after a rollback."""
+    """Rescore nights start..end with today's champion (`model=champion`), e.g. after a rollback.
+
+    Every night's features pass the contract before any night is rescored, so a bad day in
+    the range changes nothing at all.
+    """
+    from batch_scoring.contract import validate_partition
+
     lake = Lake(settings.lake_uri)
     days = [d for d in ds_range(start, end) if lake.exists(FEATURES, d)]
+    for d in days:
+        validate_partition(lake, settings.dataset, d)
     results = [score_partition(settings, d, "champion", lake=lake) for d in days]
     return {"nights": len(results), "rows": sum(r["rows"] for r in results),
             "model_version": results[0]["model_version"] if results else None}

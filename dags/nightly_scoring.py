@@ -5,6 +5,11 @@ Scores the day's features into `predictions/ds=D/`, checks them for drift, bring
 ground truth that has arrived, and decides whether the model needs retraining. When it
 does, it starts the `retrain` DAG, passing the decision's reasons, and waits for its verdict.
 
+**Scale-out.** `score` is mapped: one task per group of the day's files (about
+`scoring.group_mb` each), so a day that lands as many files is scored by many workers; a
+failed group retries alone. `commit_scores` commits the groups' parts as one partition,
+atomically, once every group is in.
+
 The steps are defined once, in `batch_scoring/flows.py`; `nightshift nightly` runs the same
 definition in-process, and a test holds this DAG's tasks and edges to it.
 
@@ -27,7 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
@@ -44,11 +49,12 @@ STEP = NIGHTLY.step
 PREDICTIONS = Asset(name="predictions", uri="file:///nightshift/lake/predictions")
 
 
-def _run(step: str, ds: str, params: dict, **results) -> dict:
+def _run(step: str, ds: str, params: dict, *, item=None, run_id: str = "", **results) -> dict:
     """Run one step of the nightly flow, as `nightshift nightly` does."""
     from nightshift.flow import StepContext, run_step
 
-    return run_step(NIGHTLY, step, StepContext(lambda: run_settings(params), ds, dict(params), results))
+    ctx = StepContext(lambda: run_settings(params), ds, dict(params), results, item=item, run_id=run_id or "")
+    return run_step(NIGHTLY, step, ctx)
 
 
 @dag(
@@ -66,14 +72,23 @@ def _run(step: str, ds: str, params: dict, **results) -> dict:
     },
 )
 def nightly_scoring():
-    @task.short_circuit
-    def validate(ds: str | None = None, params: dict | None = None) -> dict | None:
+    @task.short_circuit  # returns the night's scoring plan: what `score` maps over
+    def validate(ds: str | None = None, params: dict | None = None) -> list[dict] | None:
         log.info("resolved settings: %s", json.dumps(run_settings(params).resolved(), default=str))
         return _run("validate", ds, params)  # None: a day off the calendar, skipped with a record
 
+    @task(map_index_template="{{ scoring_group }}", retries=1, retry_delay=timedelta(seconds=10))
+    def score(group: dict, ds: str | None = None, params: dict | None = None, run_id: str | None = None) -> dict:
+        from airflow.sdk import get_current_context
+
+        files = group["files"]
+        get_current_context()["scoring_group"] = (f"group {group['index'] + 1}/{group['of']}: {files[0]}"
+                                                  + (f" +{len(files) - 1} files" if len(files) > 1 else ""))
+        return _run("score", ds, params, item=group, run_id=run_id)
+
     @task(outlets=[PREDICTIONS])
-    def score(ds: str | None = None, params: dict | None = None) -> dict:
-        return _run("score", ds, params)
+    def commit_scores(groups: list[dict], ds: str | None = None, params: dict | None = None) -> dict:
+        return _run("commit_scores", ds, params, score=list(groups))
 
     @task
     def detect_drift(ds: str | None = None, params: dict | None = None) -> dict:
@@ -113,7 +128,9 @@ def nightly_scoring():
 
     # main flow
     confirmed = confirm_champion()
-    validate() >> score() >> detect_drift() >> confirmed
+    validated = validate()
+    committed = commit_scores(score.expand(group=validated))  # one mapped task per file group
+    committed >> detect_drift() >> confirmed
     decision = decide_retrain()
     confirmed >> measure_ground_truth() >> decision
     request_retrain(decision) >> [trigger_retrain, no_retrain] >> close_night

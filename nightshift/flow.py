@@ -14,6 +14,11 @@ Kinds of step:
   (Airflow: `TriggerDagRunOperator(wait_for_completion=True)`);
 - `join`: does nothing; it only orders (Airflow: `EmptyOperator`).
 
+A step may be *mapped*: `map_over="validate"` runs its function once per item of the list
+an earlier step returned (Airflow: dynamic task mapping, one mapped task instance per
+item, each retried alone); its result is the list of the items' results, in order. The
+in-process runner does the same work in a loop.
+
 `ordered` steps run in date order across days (Airflow: `depends_on_past`). `run_flow` is the
 in-process runner; the DAG files wire the same steps by hand, in the tutorial style, and a
 test holds their task ids and edges to the definition.
@@ -21,6 +26,7 @@ test holds their task ids and edges to the definition.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +51,7 @@ class Step:
     queue: str | None = None
     pool: str | None = None
     trigger_rule: str = "all_success"
+    map_over: str | None = None  # an earlier step whose result is a list: run once per item
     doc: str = ""
 
     def function(self) -> Callable[["StepContext"], Any]:
@@ -69,7 +76,7 @@ class Flow:
 
     def edges(self) -> set[tuple[str, str]]:
         """(upstream, downstream) pairs: what the DAG's dependencies must equal."""
-        return {(up, s.id) for s in self.steps for up in (*s.after, *s.needs)}
+        return {(up, s.id) for s in self.steps for up in (*s.after, *s.needs, *((s.map_over,) if s.map_over else ()))}
 
 
 @dataclass
@@ -82,6 +89,8 @@ class StepContext:
     params: dict[str, Any] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)  # upstream step id -> its result
     progress: bool = False
+    item: Any = None  # a mapped step's own item (one of `map_over`'s list)
+    run_id: str = ""  # the run this step belongs to (Airflow's run_id; in-process, one per run_flow)
 
     @property
     def settings(self) -> "Settings":
@@ -107,7 +116,9 @@ def run_flow(flow: Flow, settings: "Settings", ds: str, params: dict[str, Any] |
 
     Returns every step's result by step id; skipped steps are absent.
     """
-    ctx = StepContext(settings, ds, dict(params or {}), {}, progress)
+    import uuid
+
+    ctx = StepContext(settings, ds, dict(params or {}), {}, progress, run_id=f"inprocess-{uuid.uuid4().hex[:12]}")
     skipped: set[str] = set()
     done: set[str] = set()
     for step in _topological(flow):
@@ -126,6 +137,9 @@ def run_flow(flow: Flow, settings: "Settings", ds: str, params: dict[str, Any] |
             target = load_flow(step.flow)
             result = {"conf": conf, "results": run_flow(target, settings.with_overrides(conf.get("settings")), conf["ds"],
                                                         conf, progress=progress, on_step=on_step)}
+        elif step.map_over:
+            fn = step.function()
+            result = [fn(dataclasses.replace(ctx, item=item)) for item in ctx.results[step.map_over]]
         else:
             result = step.function()(ctx)
         ctx.results[step.id] = result

@@ -132,6 +132,64 @@ class Lake:
         self.fs.move(tmp, posixpath.join(final_dir, f"{part}.parquet"))  # rename: atomic on one filesystem
         return PartitionRef(table, ds, final_dir, data.num_rows)
 
+    # -- a partition written by several workers, committed once -----------------------
+    def staged_dir(self, table: str, ds: str, key: str) -> str:
+        """Where the parts of one multi-worker write of `table/ds=D` gather before their commit.
+
+        `key` names the write (run, input and model): workers of the same write share it, so a
+        retried worker replaces only its own part, and parts of different writes never mix.
+        """
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
+        return posixpath.join(self.table_path(table), _STAGING, f"{DS}={ds}-parts-{safe}")
+
+    def write_part(self, table: str, ds: str, key: str, part: str, schema: pa.Schema) -> contextlib.AbstractContextManager[pq.ParquetWriter]:
+        """Stream one named part of a multi-worker write; the part appears (by rename) only when complete."""
+        return self._part_writer(self.staged_dir(table, ds, key), part, schema)
+
+    @contextlib.contextmanager
+    def _part_writer(self, directory: str, part: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+        self.fs.create_dir(directory, recursive=True)
+        tmp = posixpath.join(directory, f".{part}-{uuid.uuid4().hex}.tmp")
+        try:
+            with pq.ParquetWriter(tmp, schema, filesystem=self.fs, compression="zstd") as w:
+                yield w
+        except BaseException:
+            self.fs.delete_file(tmp)
+            raise
+        self.fs.move(tmp, posixpath.join(directory, f"{part}.parquet"))  # a retry replaces it whole
+
+    def commit_parts(self, table: str, ds: str, key: str, parts: dict[str, int]) -> PartitionRef:
+        """Commit the parts of a multi-worker write as partition `ds`, atomically, once all are there.
+
+        `parts` maps each expected part name to the rows its worker reported. A missing part or
+        a row count that disagrees refuses the commit (nothing changes); parts left by an earlier
+        plan of the same write are not carried into the partition.
+        """
+        staging = self.staged_dir(table, ds, key)
+        where = f"{table}/{DS}={ds}"
+        present = {posixpath.basename(i.path)[:-len(".parquet")]: i.path
+                   for i in (self.fs.get_file_info(pafs.FileSelector(staging)) if self._is_dir(staging) else [])
+                   if i.type == pafs.FileType.File and i.path.endswith(".parquet") and not posixpath.basename(i.path).startswith(".")}
+        missing = sorted(set(parts) - set(present))
+        if missing:
+            raise PartitionMissing(f"{where}: cannot commit, {len(missing)} of {len(parts)} parts are missing "
+                                   f"({', '.join(missing[:5])}); rerun the workers that wrote them (nothing was changed)")
+        for name, rows in parts.items():
+            actual = pq.ParquetFile(present[name], filesystem=self.fs).metadata.num_rows
+            if actual != rows:
+                raise ValueError(f"{where}: part {name} holds {actual} rows but its worker reported {rows}; "
+                                 "rerun that worker (nothing was changed)")
+        for name in set(present) - set(parts):
+            self.fs.delete_file(present[name])
+        self._swap(table, ds, staging)
+        return PartitionRef(table, ds, self.path(table, ds), sum(parts.values()))
+
+    def discard_parts(self, table: str, ds: str, key: str) -> None:
+        """Drop the staged parts of a write that will not be committed."""
+        staging = self.staged_dir(table, ds, key)
+        if self._is_dir(staging):
+            self.fs.delete_dir(staging)
+
     def _swap(self, table: str, ds: str, staging: str) -> None:
         final = self.path(table, ds)
         self.recover(table, ds)
@@ -176,6 +234,27 @@ class Lake:
         yield from self.dataset(table, ds).to_batches(columns=columns, batch_size=batch_rows, batch_readahead=1,
                                                       fragment_readahead=1, fragment_scan_options=options,
                                                       use_threads=False)
+
+    def files(self, table: str, ds: str) -> list[tuple[str, int]]:
+        """The data files of a committed partition, as (path relative to it, bytes), in name order."""
+        if not self.exists(table, ds):
+            raise PartitionMissing(f"{table}/{DS}={ds} has not been written (looked in {self.path(table, ds)})")
+        base = self.path(table, ds)
+        out = []
+        for info in self.fs.get_file_info(pafs.FileSelector(base, recursive=True)):
+            rel = posixpath.relpath(info.path, base)
+            if info.type == pafs.FileType.File and not any(p.startswith(("_", ".")) for p in rel.split("/")):
+                out.append((rel, info.size))
+        return sorted(out)
+
+    def batches_of(self, table: str, ds: str, files: list[str], batch_rows: int,
+                   columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """Like `batches`, over some of a partition's files (paths relative to it), in the given order."""
+        base = self.path(table, ds)
+        options = pads.ParquetFragmentScanOptions(pre_buffer=False)
+        dataset = pads.dataset([posixpath.join(base, f) for f in files], format="parquet", filesystem=self.fs)
+        yield from dataset.to_batches(columns=columns, batch_size=batch_rows, batch_readahead=1, fragment_readahead=1,
+                                      fragment_scan_options=options, use_threads=False)
 
     def read_days(self, table: str, days: Iterable[str], columns: list[str] | None = None) -> pa.Table | None:
         """Concatenate the given days that exist, with their `ds` as a column; None if none exist."""

@@ -79,6 +79,9 @@ class ScoringSettings(BaseModel):
     batch_rows: int = Field(65_536, ge=1, description="rows per streamed record batch")
     threshold: float = Field(0.5, gt=0, lt=1, description="score at or above which the decision is 1")
     model: ModelSelection = ModelSelection.AS_OF
+    group_mb: float = Field(256, gt=0, description="a day's files are scored in groups of about this many MiB: "
+                                                 "one mapped Airflow task per group")
+    max_groups: int = Field(32, ge=1, le=1024, description="at most this many scoring groups a day")
 
 
 class DriftSettings(BaseModel):
