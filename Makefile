@@ -40,7 +40,9 @@ stop:                  ## stop the Airflow processes the demo started
 	$(PY) scripts/airflow_stack.py stop
 
 bench: install         ## print the benchmark figures (each script ends with a RESULT line)
-	$(PY) benchmarks/bench_scoring.py
+	$(PY) benchmarks/scoring.py
+	$(PY) benchmarks/mapped_scoring.py
+	$(PY) benchmarks/parse.py
 	$(PY) benchmarks/import.py
 
 clean: stop            ## remove generated data (the lake, MLflow store, Airflow home); keeps .venv
