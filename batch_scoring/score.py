@@ -102,16 +102,98 @@ def score_group(settings: "Settings", item: dict, model: str | None = None, *, r
     schema = predictions.schema(spec, lake.dataset(FEATURES, ds).schema.field(spec.entity_id).type)
     key = write_key(run_id, item["fingerprint"], ref.version)
     total = 0.0
+    threshold = settings.scoring.threshold
+
+    def compute(batch):
+        nonlocal total
+        if check is not None:
+            check.batch(batch)
+        pred = bundle.predict(batch)
+        total += float(pred.sum())
+        return batch.column(spec.entity_id), task.output_arrays(pred, threshold)
+
     with lake.write_part(table, ds, key, part_name(item["index"]), schema) as w:
         out = predictions.PredictionWriter(w, schema, _lineage(ref, mode, item["fingerprint"]))
-        for batch in lake.batches_of(FEATURES, ds, files, settings.scoring.batch_rows, columns=[spec.entity_id, *spec.features]):
-            if check is not None:
-                check.batch(batch)
-            pred = bundle.predict(batch)
-            out.write(batch.column(spec.entity_id), task.output_arrays(pred, settings.scoring.threshold))
-            total += float(pred.sum())
+        source = lake.batches_of(FEATURES, ds, files, settings.scoring.batch_rows, columns=[spec.entity_id, *spec.features])
+        overlapped(source, compute, lambda result: out.write(*result))
     return {"ds": ds, "index": item["index"], "part": part_name(item["index"]), "rows": out.rows, "sum": total,
             "model_version": ref.version, "model_selection": str(mode), "fingerprint": item["fingerprint"], "key": key}
+
+
+def overlapped(source, compute, sink, depth: int = 2) -> None:
+    """`sink(compute(x))` for each x of `source`, in order, with reading and writing on their own threads.
+
+    Parquet decoding and encoding release the GIL, so the next batch is read and the last one
+    written while the model works on this one. At most `depth` batches wait on each side, so
+    memory stays bounded. An error anywhere stops all three and is raised here.
+    """
+    import queue
+    import threading
+
+    done = object()
+    inbox: queue.Queue = queue.Queue(depth)
+    outbox: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def put(q: queue.Queue, x) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(x, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for x in source:
+                if not put(inbox, x):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            errors.append(exc)
+            stop.set()
+        put(inbox, done)
+
+    def write() -> None:
+        try:
+            while True:
+                try:
+                    x = outbox.get(timeout=0.1)
+                except queue.Empty:
+                    if stop.is_set():
+                        return
+                    continue
+                if x is done or stop.is_set():
+                    return
+                sink(x)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            errors.append(exc)
+            stop.set()
+
+    reader = threading.Thread(target=read, name="score-read", daemon=True)
+    writer = threading.Thread(target=write, name="score-write", daemon=True)
+    reader.start()
+    writer.start()
+    try:
+        while not stop.is_set():
+            try:
+                x = inbox.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if x is done:
+                put(outbox, done)  # the writer drains what is queued, then stops
+                break
+            put(outbox, compute(x))
+    except BaseException as exc:
+        errors.append(exc)
+        stop.set()
+    finally:
+        writer.join()
+        stop.set()
+        reader.join()
+    if errors:
+        raise errors[0]
 
 
 def commit_scores(settings: "Settings", ds: str, groups: list[dict], *, lake: Lake | None = None,
@@ -152,18 +234,22 @@ def score_partition(settings: "Settings", ds: str, model: str | None = None, *, 
     mapped scoring, done in one process: the same plan, the same parts, the same bytes.
     """
     import uuid
+    from concurrent.futures import ThreadPoolExecutor
 
     from batch_scoring.contract import ContractCheck
-    from training.bundle import load_bundle
 
     lake = lake or Lake(settings.lake_uri)
     check = ContractCheck.open(lake, settings.dataset, ds)  # existence and schema, before any model is loaded
-    registry = Registry(settings, lake)
-    mode = model or settings.scoring.model
-    ref = ref or registry.resolve(ds, mode)
-    bundle = load_bundle(registry.local_path(ref.version))
+    with ThreadPoolExecutor(1, thread_name_prefix="fingerprint") as pool:
+        fingerprint = pool.submit(lake.fingerprint, FEATURES, ds)  # hashing overlaps importing torch and loading the model
+        from training.bundle import load_bundle
+
+        registry = Registry(settings, lake)
+        mode = model or settings.scoring.model
+        ref = ref or registry.resolve(ds, mode)
+        bundle = load_bundle(registry.local_path(ref.version))
+        items = plan(settings, ds, lake=lake, fingerprint=fingerprint.result())
     run_id = run_id or f"inprocess-{uuid.uuid4().hex[:12]}"
-    items = plan(settings, ds, lake=lake)
     try:
         groups = [score_group(settings, item, mode, run_id=run_id, lake=lake, table=table, ref=ref, bundle=bundle,
                               check=check) for item in items]

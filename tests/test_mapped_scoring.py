@@ -189,3 +189,53 @@ def test_cli_score_refuses_with_one_line_and_exit_2(world):
     last = out.stderr.strip().splitlines()[-1]
     assert "partition is not empty" in last and "Traceback" not in out.stderr
     assert not lake.exists(PREDICTIONS, bad_day)
+
+
+# -- the overlapped pipeline: order, bounded memory, errors from any of its three threads ----------
+def test_overlapped_keeps_order_and_bounds_what_waits():
+    import threading
+
+    from batch_scoring.score import overlapped
+
+    produced, written, ahead = [], [], []
+
+    def source():
+        for i in range(200):
+            produced.append(i)
+            ahead.append(len(produced) - len(written))
+            yield i
+
+    overlapped(source(), lambda x: x * 2, written.append, depth=2)
+    assert written == [2 * i for i in range(200)]
+    assert max(ahead) <= 2 + 2 + 3  # inbox + outbox + one in each thread's hands
+    assert [t.name for t in threading.enumerate() if t.name.startswith("score-")] == []
+
+
+@pytest.mark.parametrize("where", ["source", "compute", "sink"])
+def test_overlapped_raises_the_first_error_and_stops_every_thread(where):
+    import threading
+
+    from batch_scoring.score import overlapped
+
+    def source():
+        for i in range(10_000):
+            if where == "source" and i == 50:
+                raise OSError("disk read failed")
+            yield i
+
+    def compute(x):
+        if where == "compute" and x == 50:
+            raise ValueError("bad batch")
+        return x
+
+    written = []
+
+    def sink(x):
+        if where == "sink" and x == 50:
+            raise OSError("No space left on device")
+        written.append(x)
+
+    with pytest.raises((OSError, ValueError), match="disk read|bad batch|No space"):
+        overlapped(source(), compute, sink)
+    assert len(written) <= 50 and written == list(range(len(written)))
+    assert [t.name for t in threading.enumerate() if t.name.startswith("score-")] == []

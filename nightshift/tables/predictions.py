@@ -36,11 +36,14 @@ class PredictionWriter:
     def __init__(self, writer, schema: pa.Schema, lineage: dict[str, str]):
         self._writer, self.schema = writer, schema
         self._lineage = [pa.scalar(lineage[name], pa.string()) for name in LINEAGE]
+        self._repeated: dict[int, list[pa.Array]] = {}  # by batch length: every full batch reuses one set
         self.rows = 0
 
     def write(self, ids: pa.Array, outputs: list[pa.Array]) -> None:
         n = len(ids)
-        columns = [ids, *outputs, *(pa.repeat(s, n) for s in self._lineage)]
+        if n not in self._repeated:
+            self._repeated = {**dict(list(self._repeated.items())[-1:]), n: [pa.repeat(s, n) for s in self._lineage]}
+        columns = [ids, *outputs, *self._repeated[n]]
         self._writer.write_batch(pa.record_batch(columns, schema=self.schema))
         self.rows += n
 
