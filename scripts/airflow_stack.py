@@ -55,7 +55,9 @@ def airflow_env(home: Path, port: int | None = None, extra: dict[str, str] | Non
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # LocalExecutor whose workers import torch, pyarrow, mlflow and alibi-detect once, so each task
+        # (forked from a worker) does not import them again: see nightshift/executor.py
+        "AIRFLOW__CORE__EXECUTOR": "nightshift.executor.PreloadingLocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "2",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",

@@ -120,26 +120,37 @@ def wait_runs(home: Path, dag_id: str, run_ids: list[str], console, label: str, 
 
 
 def wait_backfill(home: Path, nights: int, console, timeout: float = 1500) -> str:
+    """Follow the backfill: nights closed, what runs now (night and task), and each retrain as it starts and ends."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    seen_retrains: set[str] = set()
+    seen_retrains: set[tuple[str, str]] = set()
+    closed: set[str] = set()
     deadline = time.time() + timeout
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         task = bar.add_task("nights closed", total=nights)
         while time.time() < deadline:
-            runs = stack.query(home, "SELECT run_id, state FROM dag_run WHERE dag_id='nightly_scoring' AND run_type='backfill'")
-            done = sum(s == "success" for _, s in runs)
-            bar.update(task, completed=done)
+            runs = stack.query(home, "SELECT run_id, state, logical_date FROM dag_run WHERE dag_id='nightly_scoring' "
+                                     "AND run_type='backfill'")
+            for run_id, state, logical in runs:
+                if state == "success" and run_id not in closed:
+                    closed.add(run_id)
+                    bar.console.print(f"   night {str(logical)[:10]} closed")
+            running = stack.query(home, "SELECT r.logical_date, t.task_id FROM task_instance t JOIN dag_run r "
+                                        "ON t.dag_id = r.dag_id AND t.run_id = r.run_id WHERE t.dag_id='nightly_scoring' "
+                                        "AND t.state IN ('running', 'deferred') ORDER BY r.logical_date")
+            now = ", ".join(f"{str(d)[:10]} {t}" for d, t in running[:3]) or "waiting for the scheduler"
+            bar.update(task, completed=len(closed), description=f"nights closed  [dim](now: {now})[/]")
             for run_id, state in stack.run_states(home, "retrain").items():
                 if run_id.startswith("nightly__") and (run_id, state) not in seen_retrains and state in ("running", "success", "failed"):
                     seen_retrains.add((run_id, state))
-                    bar.console.print(f"   retrain {run_id.removeprefix('nightly__')}: {state}")
-            if any(s == "failed" for _, s in runs):
+                    verb = "started" if state == "running" else f"finished: {state}"
+                    bar.console.print(f"   retrain for {run_id.removeprefix('nightly__')} {verb}")
+            if any(state == "failed" for _, state, _ in runs):
                 return "failed"
-            if len(runs) >= nights and done == len(runs):
+            if len(runs) >= nights and len(closed) == len(runs):
                 return "success"
-            time.sleep(3)
+            time.sleep(2)
     return "timeout"
 
 

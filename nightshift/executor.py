@@ -1,0 +1,87 @@
+"""A LocalExecutor whose workers import the heavy libraries once, so tasks do not each pay for them.
+
+Airflow's LocalExecutor keeps `parallelism` long-lived worker processes and forks each task
+from one of them (Linux). A task process therefore inherits every module its worker has
+already imported. Stock workers have imported only Airflow, so every Nightshift task pays
+again for what its step needs: pyarrow (about 1 s), torch and mlflow (about 2.5 s each),
+alibi-detect (about 10 s). This executor's workers import them once, when they start, before
+forking any task; a night then costs the work, not the imports.
+
+Use it with `AIRFLOW__CORE__EXECUTOR=nightshift.executor.PreloadingLocalExecutor` (the
+embedded stack does). `NIGHTSHIFT_PRELOAD` lists the modules (comma-separated; empty turns
+preloading off). A module that cannot be imported is logged and skipped: a task that needs
+it then fails on its own import, with its own error.
+
+The import happens in the worker, never in the scheduler: the scheduler stays small and
+starts fast, and nothing is imported in a thread (forking while another thread holds the
+import lock would deadlock the child).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+
+from airflow.executors.local_executor import LocalExecutor, _run_worker
+
+PRELOAD_ENV = "NIGHTSHIFT_PRELOAD"
+DEFAULT_PRELOAD = (
+    "numpy", "pyarrow.dataset", "pyarrow.parquet", "pyarrow.compute", "torch", "sklearn.metrics", "scipy.stats",
+    "mlflow", "alibi_detect.cd", "nightshift.settings", "nightshift.lake", "nightshift.registry",
+    "batch_scoring.contract", "batch_scoring.score", "batch_scoring.drift", "batch_scoring.ground_truth",
+    "batch_scoring.policy", "training.bundle", "training.train", "training.evaluate", "training.retrain",
+)
+log = logging.getLogger("nightshift.executor")
+
+
+def preload_modules() -> list[str]:
+    """The modules a worker imports before it forks tasks, from `NIGHTSHIFT_PRELOAD` or the default."""
+    raw = os.environ.get(PRELOAD_ENV)
+    if raw is None:
+        return list(DEFAULT_PRELOAD)
+    return [m.strip() for m in raw.split(",") if m.strip()]
+
+
+def preload(modules: list[str]) -> dict[str, float]:
+    """Import each module; seconds per module (a failed import is logged and skipped, never raised)."""
+    import importlib
+
+    took = {}
+    for name in modules:
+        t = time.perf_counter()
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - a missing optional library must not stop the worker
+            log.warning("preload: cannot import %s (%s); tasks that need it will import it themselves", name, exc)
+            continue
+        took[name] = time.perf_counter() - t
+    return took
+
+
+def _preloading_worker(**kwargs) -> None:
+    modules = preload_modules()
+    t = time.perf_counter()
+    took = preload(modules)
+    log.info("worker %d preloaded %d modules in %.1f s: %s", os.getpid(), len(took), time.perf_counter() - t,
+             ", ".join(f"{m} {s:.1f}s" for m, s in sorted(took.items(), key=lambda kv: -kv[1])[:5]))
+    _run_worker(**kwargs)
+
+
+class PreloadingLocalExecutor(LocalExecutor):
+    """LocalExecutor whose workers import Nightshift's heavy libraries once (see the module doc)."""
+
+    def _spawn_worker(self) -> None:
+        p = multiprocessing.Process(
+            target=_preloading_worker,
+            kwargs={
+                "logger_name": self.log.name,
+                "input": self.activity_queue,
+                "output": self.result_queue,
+                "unread_messages": self._unread_messages,
+                "team_conf": self.conf,
+            },
+        )
+        p.start()
+        self.workers[p.pid] = p
