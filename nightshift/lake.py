@@ -313,15 +313,24 @@ class Lake:
         return posixpath.join(self._side(_STAGING, table), f"{DS}={ds}.{_host()}.{os.getpid()}.{uuid.uuid4().hex[:12]}")
 
     @contextlib.contextmanager
-    def _lock(self, table: str, ds: str, wait: bool = True) -> Iterator[bool]:
-        """Serialise the swaps of one partition. Local filesystems only (flock); on object
-        stores there is no rename either, and the last writer wins."""
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Hold the lake-wide lock `name` (e.g. the registry's alias moves) until the block ends."""
+        with self._held(posixpath.join(self.root, _LOCKS, f"{name}.lock"), wait=True):
+            yield
+
+    def _lock(self, table: str, ds: str, wait: bool = True) -> contextlib.AbstractContextManager[bool]:
+        """Serialise the swaps of one partition."""
+        return self._held(posixpath.join(self.root, _LOCKS, table, f"{DS}={ds}.lock"), wait)
+
+    @contextlib.contextmanager
+    def _held(self, path: str, wait: bool) -> Iterator[bool]:
+        """An exclusive lock file. Local filesystems only (flock, released when the holder dies);
+        on object stores there is no rename either, and the last writer wins."""
         if not isinstance(self.fs, pafs.LocalFileSystem):
             yield True
             return
         import fcntl
 
-        path = posixpath.join(self.root, _LOCKS, table, f"{DS}={ds}.lock")
         os.makedirs(posixpath.dirname(path), exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

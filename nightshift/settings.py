@@ -39,6 +39,8 @@ class PathSettings(BaseModel):
     mlflow_tracking_uri: str = ""  # default: sqlite:///<home>/mlflow.db
     mlflow_artifact_root: str = ""  # default: <home>/mlartifacts
     mlflow_experiment: str = "nightshift"
+    mlflow_timeout_s: float = Field(60, gt=0, le=3600, description="give up on an unreachable MLflow after this many "
+                                    "seconds in total, retries included")
 
 
 class ModelSettings(BaseModel):
