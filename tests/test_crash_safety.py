@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -211,3 +213,190 @@ def test_old_layout_test_helpers_are_not_needed(tmp_path):
         print(duckdb.sql("select count(*) from read_parquet('{tmp_path}/predictions/**/*.parquet')").fetchall()[0][0])
     """)
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "3"
+
+
+# -- SIGKILL at random moments: scoring and a monitoring commit ------------------------------------
+#
+# The parent imports everything once and forks a child per attempt (no re-import), then kills it
+# at a random moment, or the child kills itself at a chosen point inside the swap. After every kill:
+# a reader sees the previous complete partition or nothing, a recursive glob over the table meets
+# no debris, and the next (uninterrupted) run reproduces the uninterrupted content byte for byte.
+
+KILL_SEED = 20260105
+DAYS = [f"2026-01-{d:02d}" for d in range(1, 7)]
+NIGHT = DAYS[-1]
+# (operation, how many kills at a random moment, kill points inside the swap: (fs call, its n-th use))
+SWAP_POINTS = [("move", 1), ("move", 2), ("delete_dir", 1)]  # before old -> trash; between the renames; before trash is removed
+
+
+class _KillAt:
+    """A filesystem stand-in for the swap: the process SIGKILLs itself at the n-th call of `method`."""
+
+    def __init__(self, fs, method: str, n: int):
+        self._fs, self._method, self._left = fs, method, n
+
+    def __getattr__(self, name):
+        attr = getattr(self._fs, name)
+        if name != self._method:
+            return attr
+
+        def call(*args, **kwargs):
+            self._left -= 1
+            if self._left == 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return attr(*args, **kwargs)
+
+        return call
+
+
+def _killing_lake(uri: str, point):
+    class KillingLake(Lake):
+        def _swap(self, table, ds, staging):
+            real, self.fs = self.fs, _KillAt(self.fs, *point)
+            try:
+                super()._swap(table, ds, staging)
+            finally:
+                self.fs = real
+
+    return KillingLake(uri) if point else Lake(uri)
+
+
+@pytest.fixture(scope="module")
+def killable(tmp_path_factory):
+    """A lake with six simulated days, a (tiny, untrained) champion bundle in the model cache, and
+    every day scored once: what the kills interrupt and what reruns must reproduce."""
+    import torch  # noqa: F401 - imported before any fork, never run in the parent
+
+    from nightshift.registry import ModelRef
+    from nightshift.settings import load_settings
+    from simulator.land import simulate
+
+    home = tmp_path_factory.mktemp("kill-home")
+    env = {"NIGHTSHIFT_HOME": str(home), "NIGHTSHIFT_CONFIG": str(REPO_TOML)}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    settings = load_settings()
+    lake = Lake(settings.lake_uri)
+    simulate(lake, settings.dataset, start=DAYS[0], days=len(DAYS), rows_per_day=40_000, seed=3, progress=False)
+    ref = ModelRef(settings.model.name, "1", "champion", "crash-test", "")
+    proc = multiprocessing.get_context("spawn").Process(target=_save_bundle, args=(str(home), settings.model.name))
+    proc.start()
+    proc.join(120)
+    assert proc.exitcode == 0
+    yield settings, lake, ref
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+REPO_TOML = Path(__file__).resolve().parents[1] / "nightshift.toml"
+
+
+def _save_bundle(home: str, name: str) -> None:
+    import pathlib
+
+    from nightshift.lake import FEATURES
+    from nightshift.settings import ModelSettings, load_settings
+    from training.bundle import save_bundle
+    from training.train import init_model
+
+    os.environ.update({"NIGHTSHIFT_HOME": home, "NIGHTSHIFT_CONFIG": str(REPO_TOML)})
+    settings = load_settings()
+    table = Lake(settings.lake_uri).read(FEATURES, DAYS[0]).slice(0, 2000)
+    model, pre = init_model("scratch", table, settings.dataset, ModelSettings(hidden=(16,), embedding_dim=2), None, seed=0)
+    save_bundle(pathlib.Path(home) / "cache" / "models" / name / "v1", model, pre, {"task": "binary"},
+                reference=table.select(list(settings.dataset.features)).slice(0, 200))
+
+
+def _score(settings, ref, ds, point) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    from batch_scoring.score import score_partition
+
+    score_partition(settings, ds, "champion", lake=_killing_lake(settings.lake_uri, point), ref=ref)
+
+
+def _measure(settings, ref, ds, point) -> None:
+    from batch_scoring.ground_truth import measure_ground_truth
+
+    measure_ground_truth(settings, ds, lake=_killing_lake(settings.lake_uri, point))
+
+
+def _fork(target, args, kill_after: float | None) -> int:
+    proc = multiprocessing.get_context("fork").Process(target=target, args=args)
+    proc.start()
+    if kill_after is not None:
+        proc.join(kill_after)
+        if proc.exitcode is None:
+            os.kill(proc.pid, signal.SIGKILL)
+    proc.join(120)
+    return proc.exitcode
+
+
+def _glob_debris(lake: Lake, table_name: str) -> list[str]:
+    """What a recursive glob over the table reaches besides committed partitions' own files."""
+    import glob
+
+    base = lake.table_path(table_name)
+    found = glob.glob(f"{base}/**/*", recursive=True) + glob.glob(f"{base}/**/.*", recursive=True)
+    ok = []
+    for path in found:
+        rel = os.path.relpath(path, base).split(os.sep)
+        if rel[0].startswith("ds=") and (len(rel) == 1 or (len(rel) == 2 and not rel[1].endswith(".tmp"))):
+            if len(rel) == 2 and rel[1].startswith("_") and rel[1] != "_generation":
+                continue
+            ok.append(path)
+    return sorted(set(found) - set(ok))
+
+
+@pytest.mark.parametrize("operation,table_name,random_kills", [("score", PREDICTIONS, 7), ("measure", "monitoring/performance", 7)])
+def test_sigkill_at_random_moments_never_shows_half_a_partition(killable, operation, table_name, random_kills):
+    """7 random kills + 3 kills inside the swap, for scoring and for a monitoring commit: 20 in all."""
+    import random
+
+    settings, lake, ref = killable
+    target = _score if operation == "score" else _measure
+    if operation == "measure":
+        for ds in DAYS:  # ground truth reads the days' predictions
+            assert _fork(_score, (settings, ref, ds, None), None) == 0
+    start = time.monotonic()
+    assert _fork(target, (settings, ref, NIGHT, None), None) == 0  # uninterrupted: the content to reproduce
+    duration = time.monotonic() - start
+    expected = lake.fingerprint(table_name, NIGHT)
+
+    rng = random.Random(f"{KILL_SEED}-{operation}")
+    moments = [("random", rng.uniform(0.0, duration)) for _ in range(random_kills)] + [("swap", p) for p in SWAP_POINTS]
+    partial, debris_seen, killed, vanished = 0, [], 0, 0
+    for kind, moment in moments:
+        if kind == "random":
+            code = _fork(target, (settings, ref, NIGHT, None), moment)
+        else:
+            code = _fork(target, (settings, ref, NIGHT, moment), None)
+        killed += code == -signal.SIGKILL
+        assert code in (0, -signal.SIGKILL), f"{operation} at {moment}: exit {code}"
+        if lake.exists(table_name, NIGHT):
+            try:
+                got = lake.fingerprint(table_name, NIGHT)
+                rows = lake.read(table_name, NIGHT).num_rows
+            except Exception:  # noqa: BLE001 - an unreadable partition is exactly what this counts
+                got, rows = None, -1
+            partial += got != expected or rows <= 0
+        else:
+            vanished += 1  # killed between the renames: nothing visible until the next commit restores it
+        debris_seen += _glob_debris(lake, table_name)
+        if lake.partitions(table_name):  # DuckDB reads the whole table with a recursive glob
+            assert duckdb_rows(lake.root, table_name) > 0
+        # the next uninterrupted run restores or replaces the partition and reproduces the content
+        assert _fork(target, (settings, ref, NIGHT, None), None) == 0
+        assert lake.fingerprint(table_name, NIGHT) == expected
+    print(f"RESULT operation={operation} kills={killed} partial_partitions={partial} visible_debris={len(debris_seen)} "
+          f"missing_until_next_commit={vanished} seconds={time.monotonic() - start:.1f}")
+    assert killed >= len(SWAP_POINTS)
+    assert partial == 0
+    assert debris_seen == []
+    assert not list((Path(lake.root) / "_staging").rglob("*.parquet"))  # the reruns cleaned what the kills left
+    assert not list((Path(lake.root) / "_trash").rglob("*.parquet"))
