@@ -73,7 +73,10 @@ class LakeWriteError(OSError):
         code = _errno(cause)
         if code in (errno.ENOSPC, errno.EDQUOT):
             reason, fix = "the disk is full", "free space there (or point NIGHTSHIFT_LAKE elsewhere) and rerun"
-        elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        elif code == errno.EROFS:
+            reason, fix = ("the filesystem is read-only",
+                           "remount it read-write (or point NIGHTSHIFT_LAKE elsewhere) and rerun")
+        elif code in (errno.EACCES, errno.EPERM):
             reason, fix = ("permission denied (the lake is read-only to this user)",
                            "give this user write access to the lake (or point NIGHTSHIFT_LAKE elsewhere) and rerun")
         else:

@@ -195,7 +195,7 @@ def test_read_only_lake_is_a_named_error(tmp_path):
         lake = Lake(str(mnt))
         lake.commit(PREDICTIONS, DS, table(10, "old"))
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
-        with pytest.raises(LakeWriteError, match=r"permission denied|read-only"):
+        with pytest.raises(LakeWriteError, match=r"read-only"):
             lake.commit(PREDICTIONS, DS, table(5, "new"))
         assert lake.read(PREDICTIONS, DS).num_rows == 10
     finally:

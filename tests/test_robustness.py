@@ -1,0 +1,196 @@
+"""Named errors instead of tracebacks: corrupt or planted model files, a full or read-only lake;
+the CLI prints one line that says what to do and exits non-zero, and the old partition survives."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from training.bundle import META, WEIGHTS, BundleCorrupt, load_bundle, save_bundle
+
+REPO = Path(__file__).resolve().parents[1]
+DS = "2026-01-03"
+
+
+class _Payload:
+    """Unpickling this creates `marker`: the proof that a pickle ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def tiny_bundle(path: Path, spec, table: pa.Table) -> Path:
+    from nightshift.settings import ModelSettings
+    from training.train import init_model
+
+    model, pre = init_model("scratch", table, spec, ModelSettings(hidden=(8,), embedding_dim=2), None, seed=0)
+    return save_bundle(path, model, pre, {"task": spec.task}, reference=table.select(list(spec.features)).slice(0, 50))
+
+
+def features(spec, n=300) -> pa.Table:
+    rng = np.random.default_rng(0)
+    data = {spec.entity_id: [f"e{i}" for i in range(n)]}
+    data.update({c: rng.normal(size=n) for c in spec.numeric})
+    data.update({c: [f"{c}{i % 3}" for i in range(n)] for c in spec.categorical})
+    return pa.table(data)
+
+
+def replace_weights(bundle: Path, data: bytes, fix_checksum: bool = True) -> None:
+    """Overwrite the weights; with `fix_checksum`, as an attacker (or a consistent mix-up) would, so the
+    checksum in bundle.json matches and only the loader itself stands in the way."""
+    (bundle / WEIGHTS).write_bytes(data)
+    if fix_checksum:
+        meta = json.loads((bundle / META).read_text())
+        meta["weights_sha256"] = hashlib.sha256(data).hexdigest()
+        (bundle / META).write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("form", ["pickle", "torch.save"])
+def test_a_planted_pickle_never_runs(tmp_path, spec, form):
+    bundle = tiny_bundle(tmp_path / "bundle", spec, features(spec))
+    marker = tmp_path / "pwned"
+    if form == "pickle":
+        payload = pickle.dumps(_Payload(marker))
+    else:
+        import io
+
+        import torch
+
+        buf = io.BytesIO()
+        torch.save({"weight": _Payload(marker)}, buf)
+        payload = buf.getvalue()
+    replace_weights(bundle, payload)
+    with pytest.raises(BundleCorrupt, match=r"model\.safetensors is corrupt: it is not a safetensors file"):
+        load_bundle(bundle)
+    assert not marker.exists()  # the payload never ran
+    pickle.loads(pickle.dumps(_Payload(marker)))  # noqa: S301 - the control: this payload does run when unpickled
+    assert marker.exists()
+
+
+CORRUPTIONS = [
+    ("truncated weights", lambda b: replace_weights(b, (b / WEIGHTS).read_bytes()[:100]), WEIGHTS, "not a safetensors file"),
+    ("weights changed under the checksum", lambda b: (b / WEIGHTS).write_bytes((b / WEIGHTS).read_bytes()[:-4] + b"\0\0\0\0"),
+     WEIGHTS, "does not match the checksum"),
+    ("garbage weights", lambda b: replace_weights(b, b"\x00" * 64), WEIGHTS, "not a safetensors file"),
+    ("architecture not JSON", lambda b: (b / "architecture.json").write_text("{nope"), "architecture.json", "not valid JSON"),
+    ("architecture of another net", lambda b: (b / "architecture.json").write_text(json.dumps(
+        {**json.loads((b / "architecture.json").read_text()), "hidden": [4, 4]})), WEIGHTS, "do not fit"),
+    ("preprocessor not JSON", lambda b: (b / "preprocessor.json").write_bytes(b"\xff\xfe"), "preprocessor.json", "not valid JSON"),
+    ("metadata not an object", lambda b: (b / META).write_text("[]"), META, "not a JSON object"),
+]
+
+
+@pytest.mark.parametrize("name,damage,file,detail", CORRUPTIONS, ids=[c[0] for c in CORRUPTIONS])
+def test_a_corrupt_bundle_is_a_named_error(tmp_path, spec, name, damage, file, detail):
+    bundle = tiny_bundle(tmp_path / "bundle", spec, features(spec))
+    damage(bundle)
+    with pytest.raises(BundleCorrupt) as err:
+        load_bundle(bundle)
+    assert str(err.value).startswith(f"model bundle file {bundle / file} is corrupt") and detail in str(err.value)
+    assert "delete" in str(err.value)
+
+
+def test_no_unsafe_torch_load_or_pickle_in_the_code():
+    """Every `torch.load` passes weights_only=True; nothing unpickles (the planted-pickle test shows why)."""
+    offenders = []
+    for path in REPO.glob("**/*.py"):
+        if any(part in (".venv", "tests", ".nightshift") or part.startswith(".") for part in path.relative_to(REPO).parts):
+            continue
+        text = path.read_text()
+        for m in re.finditer(r"torch\.load\(([^)]*)\)", text):
+            if "weights_only=True" not in m.group(1):
+                offenders.append(f"{path}: {m.group(0)}")
+        if re.search(r"\bpickle\.loads?\(|\bcloudpickle\b|\bjoblib\.load\(", text):
+            offenders.append(f"{path}: unpickles")
+    assert offenders == []
+
+
+# -- the CLI: one line, non-zero exit, the old partition survives --------------------------------
+
+@pytest.fixture
+def scorable(home, settings, spec, monkeypatch):
+    """Features for DS in a lake, a champion in force (from the alias history) whose bundle is in the
+    local model cache, and predictions already committed for DS: no MLflow needed."""
+    from nightshift.lake import FEATURES, Lake
+    from nightshift.tables import aliases
+    from nightshift.tables.aliases import AliasEvent
+
+    def make(lake_uri: str):
+        monkeypatch.setenv("NIGHTSHIFT_LAKE", lake_uri)
+        lake = Lake(lake_uri)
+        table = features(spec)
+        lake.commit(FEATURES, DS, table)
+        aliases.append(lake, AliasEvent(1, "2026-01-01", "champion", "1", None, "run-1", "test", "test"))
+        bundle = tiny_bundle(home / "cache" / "models" / settings.model.name / "v1", spec, table)
+        from cli.main import main
+
+        assert main(["-q", "score", "--ds", DS, "--model", "as_of"]) == 0
+        return lake, bundle
+
+    return make
+
+
+def run_cli(capsys, *args) -> tuple[int, list[str]]:
+    from cli.main import main
+
+    capsys.readouterr()
+    rc = main(["-q", *args])
+    return rc, capsys.readouterr().err.strip().splitlines()
+
+
+def test_cli_corrupt_weights_one_line_and_the_old_partition_survives(scorable, tmp_path, capsys):
+    lake, bundle = scorable(str(tmp_path / "lake"))
+    before = lake.fingerprint("predictions", DS)
+    replace_weights(bundle, pickle.dumps(_Payload(tmp_path / "pwned")))
+    rc, err = run_cli(capsys, "score", "--ds", DS, "--model", "as_of")
+    assert rc == 2 and len(err) == 1 and "corrupt" in err[0] and "Traceback" not in err[0]
+    assert lake.fingerprint("predictions", DS) == before and not (tmp_path / "pwned").exists()
+
+
+def _mount(path: Path, size: str) -> None:
+    path.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+
+
+def test_cli_disk_full_one_line_and_the_old_partition_survives(scorable, tmp_path, capsys):
+    mnt = tmp_path / "small"
+    _mount(mnt, "2m")
+    try:
+        lake, _ = scorable(str(mnt / "lake"))
+        before = lake.fingerprint("predictions", DS)
+        subprocess.run(["dd", "if=/dev/zero", f"of={mnt}/fill", "bs=64k"], capture_output=True)  # until the disk is full
+        rc, err = run_cli(capsys, "score", "--ds", DS, "--model", "as_of")
+        assert rc == 5 and len(err) == 1, err
+        assert err[0].startswith(f"nightshift score: storage: could not write predictions/ds={DS}") and "disk is full" in err[0]
+        (mnt / "fill").unlink()
+        assert lake.fingerprint("predictions", DS) == before
+        assert not list((mnt / "lake" / "_staging").rglob("*.parquet"))
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_cli_read_only_lake_one_line_and_the_old_partition_survives(scorable, tmp_path, capsys):
+    mnt = tmp_path / "ro"
+    _mount(mnt, "8m")
+    try:
+        lake, _ = scorable(str(mnt / "lake"))
+        before = lake.fingerprint("predictions", DS)
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        rc, err = run_cli(capsys, "score", "--ds", DS, "--model", "as_of")
+        assert rc == 5 and len(err) == 1, err
+        assert "read-only" in err[0] and f"predictions/ds={DS}" in err[0]
+        assert lake.fingerprint("predictions", DS) == before
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
