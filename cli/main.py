@@ -167,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # this process's own environment
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # urllib3 logs each of MLflow's retries; the outcome is reported once, by name (exit 4).
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     from nightshift.lake import LakeWriteError
     from nightshift.registry import RegistryError
     from training.promotion import NoChampion

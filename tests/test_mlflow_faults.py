@@ -11,6 +11,7 @@ import http.client
 import http.server
 import multiprocessing
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -178,6 +179,12 @@ def test_unreachable_mlflow_is_named_not_no_champion_and_fails_within_the_timeou
     assert len(err) == 1 and err[0].startswith("nightshift score: MLflow: MLflow at http://127.0.0.1:")
     assert f":{port}" in err[0] and "unreachable" in err[0] and "no champion" not in err[0]
     assert elapsed < TIMEOUT_S + SLACK_S
+    # As a command: stderr is that one line (no retry warnings, no traceback), exit 4.
+    out = subprocess.run([sys.executable, "-m", "cli.main", "-q", "score", "--ds", "2026-01-01", "--model", "champion"],
+                         capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 4 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+    gave_up = float(re.search(r"gave up after (\d+)s", out.stderr).group(1))
+    assert gave_up <= TIMEOUT_S
 
 
 def test_a_hanging_server_fails_within_the_timeout(home, monkeypatch, proxy):
