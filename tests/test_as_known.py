@@ -92,3 +92,38 @@ def test_the_check_sees_a_leak_when_there_is_one(settings, world, monkeypatch):
     monkeypatch.setattr(labels, "known", lambda lake, spec, as_of, days, since=None: real(lake, spec, "2099-12-31", days, since))
     first, rerun, _ = run_then_land_more_then_rerun(settings, world)
     assert first[PERFORMANCE] != rerun[PERFORMANCE]
+
+
+def _backfill(home: str, config: str, start: str, end: str) -> None:
+    import os
+
+    os.environ.update({"NIGHTSHIFT_HOME": home, "NIGHTSHIFT_CONFIG": config})
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    from nightshift.settings import load_settings
+
+    nights(load_settings(), start, end)
+
+
+def test_two_overlapping_backfills_do_not_corrupt_a_partition(home, settings, world):
+    """Two processes backfill the same nights at once: every partition is whole, equal to a serial
+    run's, and nothing is left behind in staging or trash."""
+    import multiprocessing
+    import os
+
+    side, lake = world
+    end = add_days(START, 5)
+    arrive(side, lake, end)
+    nights(settings, START, end)  # the serial reference
+    serial = {ds: fingerprints(lake, ds) for ds in lake.partitions(PREDICTIONS)}
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_backfill, args=(str(home), os.environ["NIGHTSHIFT_CONFIG"], START, end)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(600)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert {ds: fingerprints(lake, ds) for ds in lake.partitions(PREDICTIONS)} == serial
+    root = Path(lake.root)
+    assert not list((root / "_staging").rglob("*.parquet")) and not list((root / "_trash").rglob("*.parquet"))
+    for t in TABLES:
+        assert not [p for p in Path(lake.table_path(t)).rglob("*") if p.name.startswith("_") and p.suffix == ".parquet"]
