@@ -23,6 +23,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import posixpath
 import socket
@@ -38,6 +39,8 @@ import pyarrow.parquet as pq
 
 from nightshift.dates import parse_ds
 from nightshift.spec import DS
+
+log = logging.getLogger("nightshift.lake")
 
 # Every table of the lake contract, by name.
 FEATURES = "features"
@@ -160,7 +163,7 @@ class Lake:
             with contextlib.suppress(OSError):
                 self.fs.delete_dir(staging)
             raise
-        self.clean(table)
+        self._tidy(table)
 
     def commit(self, table: str, ds: str, data: pa.Table) -> PartitionRef:
         """Replace partition `ds` of `table` with `data`, atomically."""
@@ -189,7 +192,7 @@ class Lake:
         finally:
             with contextlib.suppress(OSError):
                 self.fs.delete_dir(staging)
-        self.clean(table)
+        self._tidy(table)
         return PartitionRef(table, ds, final_dir, data.num_rows)
 
     def _swap(self, table: str, ds: str, staging: str) -> None:
@@ -274,6 +277,13 @@ class Lake:
                 with contextlib.suppress(OSError):
                     self.fs.delete_dir(legacy)
         return removed
+
+    def _tidy(self, table: str) -> None:
+        # The commit has succeeded; cleaning is housekeeping and never turns it into a failure.
+        try:
+            self.clean(table)
+        except OSError as exc:
+            log.warning("could not clean crash debris of %s (the commit itself succeeded): %s", table, exc)
 
     def generation(self, table: str, ds: str) -> int:
         """How many commits the partition has seen (0: committed before generations were recorded)."""
@@ -420,19 +430,18 @@ def _host() -> str:
 
 
 def _abandoned(name: str, mtime_ns: int | None) -> bool:
-    """Whether a staging folder's writer is gone: a dead pid on this host, or idle for STALE_STAGING_S."""
-    if mtime_ns is not None and time.time() - mtime_ns / 1e9 > STALE_STAGING_S:
-        return True
+    """Whether a staging folder's writer is gone: on this host, its pid is dead; from another host
+    (whose pids cannot be checked), it has been idle for STALE_STAGING_S."""
     parts = name.split(".")
-    if len(parts) != 4 or parts[1] != _host() or not parts[2].isdigit():
+    if len(parts) == 4 and parts[1] == _host() and parts[2].isdigit():
+        try:
+            os.kill(int(parts[2]), 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # it exists, as another user
+            return False
         return False
-    try:
-        os.kill(int(parts[2]), 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return mtime_ns is not None and time.time() - mtime_ns / 1e9 > STALE_STAGING_S
 
 
 def _errno(exc: BaseException) -> int | None:

@@ -74,6 +74,20 @@ def test_a_running_writer_s_staging_is_not_cleaned(tmp_path):
     assert lake.read(PREDICTIONS, DS).num_rows == 20
 
 
+def test_staging_from_another_host_is_cleaned_only_once_stale(tmp_path):
+    """Another host's pid cannot be checked: its staging is kept until it has been idle a day."""
+    lake = Lake(str(tmp_path))
+    fresh = tmp_path / "_staging" / PREDICTIONS / f"ds={DS}.otherhost.123.aaaaaaaaaaaa"
+    stale = tmp_path / "_staging" / PREDICTIONS / f"ds={DS}.otherhost.456.bbbbbbbbbbbb"
+    for d in (fresh, stale):
+        d.mkdir(parents=True)
+        (d / "part-0.parquet").write_bytes(b"partial")
+    day_ago = time.time() - 25 * 3600
+    os.utime(stale, (day_ago, day_ago))
+    lake.commit(PREDICTIONS, DS, table(1, "a"))
+    assert fresh.exists() and not stale.exists()
+
+
 def _crash_copies(tmp_path, lake: Lake, versions: int) -> None:
     """The states repeated crashes leave: stale trash copies (killed after staging -> final),
     then the last committed copy moved to trash with nothing in its place (killed between renames)."""
@@ -178,7 +192,7 @@ def test_full_disk_is_a_named_error_and_the_old_partition_survives(tmp_path):
         assert lake.fingerprint(PREDICTIONS, DS) == before
         assert list((mnt / "_staging").rglob("*.parquet")) == []
     finally:
-        subprocess.run(["umount", str(mnt)], check=False)
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_read_only_lake_is_a_named_error(tmp_path):
@@ -197,7 +211,7 @@ def test_read_only_lake_is_a_named_error(tmp_path):
             lake.commit(PREDICTIONS, DS, table(5, "new"))
         assert lake.read(PREDICTIONS, DS).num_rows == 10
     finally:
-        subprocess.run(["umount", str(mnt)], check=False)
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_a_commit_leaves_nothing_inside_the_table_root_but_partitions(tmp_path):

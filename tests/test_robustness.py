@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 import re
 import subprocess
@@ -207,3 +208,70 @@ def test_ruff_with_the_security_and_airflow_rules_passes():
     assert out.returncode == 0, out.stdout + out.stderr
     config = (REPO / "pyproject.toml").read_text()
     assert '"S"' in config and '"AIR"' in config
+
+
+# -- the bad-input matrix through `nightshift nightly`: features and labels alike -----------------
+
+def _feature_breaks(spec):
+    from tests.test_contract import BREAKS
+
+    out = [(f"features: {name}", lambda d, s=spec, b=brk: b(d, s)) for name, brk, _, _ in BREAKS]
+    out.append(("features: empty", lambda d: [d.__setitem__(k, v[:0]) for k, v in list(d.items())]))
+    return out
+
+
+def _label_breaks(spec):
+    from tests.test_labels_contract import BAD_LABELS
+
+    return [(f"labels: {name}", brk) for name, brk, _, _ in BAD_LABELS]
+
+
+def test_the_bad_input_matrix_gives_named_errors_and_no_traceback(home, settings, spec, tmp_path, capsys):
+    """Every bad features or labels partition, through `nightshift nightly`: exit 2, one line naming the
+    partition, column and rule, no traceback, and nothing committed for that night."""
+    from cli.main import main
+    from nightshift.lake import FEATURES, LABELS, PERFORMANCE, PREDICTIONS, Lake
+    from nightshift.spec import EVENT_DS
+    from nightshift.tables import aliases
+    from nightshift.tables.aliases import AliasEvent
+    from tests.test_contract import good
+
+    cases = _feature_breaks(spec) + _label_breaks(spec)
+    tracebacks, refused = 0, 0
+    for i, (name, brk) in enumerate(cases):
+        lake = Lake(str(tmp_path / f"lake{i}"))
+        os.environ["NIGHTSHIFT_LAKE"] = lake.uri
+        night, label_day = "2026-01-05", "2026-01-04"
+        base = pa.table(good(spec))
+        lake.commit(FEATURES, "2026-01-04", base)
+        aliases.append(lake, AliasEvent(1, "2026-01-01", "champion", "1", None, "run-1", "test", "test"))
+        if i == 0:
+            tiny_bundle(home / "cache" / "models" / settings.model.name / "v1", spec, base)
+        labels = {spec.entity_id: ["e1", "e2"], EVENT_DS: [label_day, label_day], spec.label: [1, 0]}
+        features_data = good(spec)
+        if name.startswith("features"):
+            brk(features_data)
+        else:
+            change = brk(spec)
+            if "drop" in change:
+                labels.pop(change["drop"])
+            else:
+                labels.update(change)
+        lake.commit(FEATURES, night, pa.table(features_data))
+        lake.commit(LABELS, night, pa.table(labels))
+        capsys.readouterr()
+        try:
+            rc = main(["-q", "nightly", "--ds", night, "--no-retrain"])
+        except Exception:  # noqa: BLE001 - counted: an unhandled exception is what this test looks for
+            tracebacks += 1
+            continue
+        err = capsys.readouterr().err.strip().splitlines()
+        refused += rc == 2
+        assert rc == 2 and len(err) == 1, (name, rc, err)
+        assert "breaks rule" in err[0] and ("features/ds=" in err[0] or "labels/ds=" in err[0]), (name, err)
+        assert not lake.exists(PERFORMANCE, night), name
+        if name.startswith("features"):
+            assert not lake.exists(PREDICTIONS, night), name
+    del os.environ["NIGHTSHIFT_LAKE"]
+    print(f"RESULT bad_inputs={len(cases)} refused_by_name={refused} unhandled_tracebacks={tracebacks}")
+    assert tracebacks == 0 and refused == len(cases)
