@@ -3,11 +3,13 @@ and `recover()` by generation (code tests on a real local lake, no services)."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -256,16 +258,33 @@ class _KillAt:
         return call
 
 
+# Set before each fork (a forked child inherits them): the child marks when its commit's writer opens,
+# and how long the writer stayed open, so random kills can be aimed at the commit itself.
+_SPAN = multiprocessing.get_context("fork").Value("d", 0.0)
+_KILL_IN: float | None = None  # seconds after the writer opens at which the child SIGKILLs itself
+
+
 def _killing_lake(uri: str, point):
     class KillingLake(Lake):
+        @contextlib.contextmanager
+        def writer(self, *args, **kwargs):
+            start = time.monotonic()
+            if _KILL_IN is not None:  # a timer in the child itself: sub-millisecond aim, no round trip
+                threading.Timer(_KILL_IN, os.kill, (os.getpid(), signal.SIGKILL)).start()
+            with super().writer(*args, **kwargs) as w:
+                yield w
+            _SPAN.value = time.monotonic() - start  # staging written and swapped in
+
         def _swap(self, table, ds, staging):
+            if not point:
+                return super()._swap(table, ds, staging)
             real, self.fs = self.fs, _KillAt(self.fs, *point)
             try:
                 super()._swap(table, ds, staging)
             finally:
                 self.fs = real
 
-    return KillingLake(uri) if point else Lake(uri)
+    return KillingLake(uri)
 
 
 @pytest.fixture(scope="module")
@@ -285,7 +304,7 @@ def killable(tmp_path_factory):
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     settings = load_settings()
     lake = Lake(settings.lake_uri)
-    simulate(lake, settings.dataset, start=DAYS[0], days=len(DAYS), rows_per_day=40_000, seed=3, progress=False)
+    simulate(lake, settings.dataset, start=DAYS[0], days=len(DAYS), rows_per_day=20_000, seed=3, progress=False)
     ref = ModelRef(settings.model.name, "1", "champion", "crash-test", "")
     proc = multiprocessing.get_context("spawn").Process(target=_save_bundle, args=(str(home), settings.model.name))
     proc.start()
@@ -334,12 +353,14 @@ def _measure(settings, ref, ds, point) -> None:
 
 
 def _fork(target, args, kill_after: float | None) -> int:
-    proc = multiprocessing.get_context("fork").Process(target=target, args=args)
-    proc.start()
-    if kill_after is not None:
-        proc.join(kill_after)
-        if proc.exitcode is None:
-            os.kill(proc.pid, signal.SIGKILL)
+    """Run `target` in a forked child; with `kill_after`, it is SIGKILLed that long after its commit's writer opened."""
+    global _KILL_IN
+    _KILL_IN = kill_after
+    try:
+        proc = multiprocessing.get_context("fork").Process(target=target, args=args)
+        proc.start()
+    finally:
+        _KILL_IN = None
     proc.join(120)
     return proc.exitcode
 
@@ -372,13 +393,16 @@ def test_sigkill_at_random_moments_never_shows_half_a_partition(killable, operat
             assert _fork(_score, (settings, ref, ds, None), None) == 0
     start = time.monotonic()
     assert _fork(target, (settings, ref, NIGHT, None), None) == 0  # uninterrupted: the content to reproduce
-    duration = time.monotonic() - start
+    span = _SPAN.value  # how long the commit's writer was open: staging written, then the swap
+    assert span > 0
     expected = lake.fingerprint(table_name, NIGHT)
 
     rng = random.Random(f"{KILL_SEED}-{operation}")  # noqa: S311 - reproducible kill moments, not secrets
-    moments = [("random", rng.uniform(0.0, duration)) for _ in range(random_kills)] + [("swap", p) for p in SWAP_POINTS]
+    moments = [("random", rng.uniform(0.0, span)) for _ in range(random_kills)] + [("swap", p) for p in SWAP_POINTS]
     partial, debris_seen, killed, vanished = 0, [], 0, 0
+    phase = {"before the swap": 0, "after the swap": 0}  # where the kills landed, by the partition's generation
     for kind, moment in moments:
+        generation = lake.generation(table_name, NIGHT)
         if kind == "random":
             code = _fork(target, (settings, ref, NIGHT, None), moment)
         else:
@@ -392,6 +416,7 @@ def test_sigkill_at_random_moments_never_shows_half_a_partition(killable, operat
             except Exception:  # noqa: BLE001 - an unreadable partition is exactly what this counts
                 got, rows = None, -1
             partial += got != expected or rows <= 0
+            phase["before the swap" if lake.generation(table_name, NIGHT) == generation else "after the swap"] += 1
         else:
             vanished += 1  # killed between the renames: nothing visible until the next commit restores it
         debris_seen += _glob_debris(lake, table_name)
@@ -400,8 +425,9 @@ def test_sigkill_at_random_moments_never_shows_half_a_partition(killable, operat
         # the next uninterrupted run restores or replaces the partition and reproduces the content
         assert _fork(target, (settings, ref, NIGHT, None), None) == 0
         assert lake.fingerprint(table_name, NIGHT) == expected
-    print(f"RESULT operation={operation} kills={killed} partial_partitions={partial} visible_debris={len(debris_seen)} "
-          f"missing_until_next_commit={vanished} seconds={time.monotonic() - start:.1f}")
+    print(f"RESULT operation={operation} commit_span_ms={span * 1000:.1f} kills={killed} partial_partitions={partial} visible_debris={len(debris_seen)} "
+          f"missing_until_next_commit={vanished} before_swap={phase['before the swap']} "
+          f"after_swap={phase['after the swap']} seconds={time.monotonic() - start:.1f}")
     assert killed >= len(SWAP_POINTS)
     assert partial == 0
     assert debris_seen == []
