@@ -162,3 +162,14 @@ def test_a_good_label_partition_passes(lake, spec):
     assert validate_labels(lake, spec, "2026-01-11")["rows"] == 2
     with pytest.raises(ContractViolation, match="partition exists"):
         validate_labels(lake, spec, "2026-01-12")
+
+
+def test_event_day_as_a_date_type_is_read_as_its_day(settings, lake, spec):
+    import datetime as dt
+
+    land_predictions(lake, spec, n=4)
+    lake.commit(LABELS, "2026-01-11", pa.table({spec.entity_id: ["e0", "e1"],
+                                                 EVENT_DS: pa.array([dt.date(2026, 1, 10)] * 2, pa.date32()),
+                                                 spec.label: [1, 0]}))
+    _, rows = night(settings, lake)
+    assert rows[P]["labelled"] == 2 and rows[P]["coverage"] == 0.5
