@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-fast test-gpu airflow stop bench clean
+.PHONY: install demo test test-fast test-gpu lint airflow stop bench clean
 
 install: $(STAMP)
 
@@ -32,6 +32,9 @@ test-fast: install     ## everything but the integration tests
 
 test-gpu: install      ## only the CUDA tests (skipped without a GPU)
 	$(PY) -m pytest -m gpu
+
+lint: install          ## ruff, with the security (S) and Airflow (AIR) rules; exceptions are justified inline
+	$(VENV)/bin/ruff check .
 
 airflow: install       ## start the Airflow stack on the demo's home, without running the demo
 	$(PY) scripts/airflow_stack.py start

@@ -1,4 +1,6 @@
-"""The input contract: what a `features/ds=D` partition must hold before anything scores it.
+"""The input contract: what a `features/ds=D` partition must hold before anything scores it,
+and what a `labels/ds=A` partition must hold before anything reads it (`validate_labels`; the
+label readers in `nightshift.tables.labels` apply the same rules to every partition they read).
 
 A violation raises `ContractViolation`, whose message names the partition, the column and
 the rule, and says what to do. Nothing is dropped or repaired silently: a bad partition
@@ -14,17 +16,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nightshift.columns import categorical_type_ok, numeric_type_ok
-from nightshift.lake import FEATURES, Lake, PartitionMissing
+from nightshift.lake import FEATURES, LABELS, Lake, PartitionMissing
+from nightshift.tables.labels import check_partition
+from nightshift.violation import ContractViolation
 
 if TYPE_CHECKING:
     from nightshift.spec import DatasetSpec
-
-
-class ContractViolation(ValueError):
-    def __init__(self, partition: str, column: str | None, rule: str, detail: str, fix: str):
-        self.partition, self.column, self.rule = partition, column, rule
-        where = f"{partition}, column {column!r}" if column else partition
-        super().__init__(f"{where} breaks rule '{rule}': {detail}. {fix}")
 
 
 def validate_partition(lake: Lake, spec: "DatasetSpec", ds: str, batch_rows: int = 262_144) -> dict:
@@ -99,6 +96,14 @@ class ContractCheck:
                                     f"all {rows} values are missing (also: {all_missing[1:] or 'none'})",
                                     "A whole column missing usually means a broken upstream join; fix it and rerun.")
         return {"ds": ds, "rows": rows, "missing": {c: n for c, n in self.null_counts.items() if n}}
+
+
+def validate_labels(lake: Lake, spec: "DatasetSpec", ds: str) -> dict:
+    """Check one labels partition (the labels that arrived on `ds`); returns its row count and fingerprint."""
+    if not lake.exists(LABELS, ds):
+        raise ContractViolation(f"labels/ds={ds}", None, "partition exists", "it has not been landed",
+                                "Land the day's labels (an empty partition when none arrived), then rerun.")
+    return {"ds": ds, "rows": check_partition(lake, spec, ds), "fingerprint": lake.fingerprint(LABELS, ds)}
 
 
 def _check_schema(partition: str, schema: pa.Schema, spec: "DatasetSpec") -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import nightshift
 from nightshift.dates import ds_range
-from nightshift.lake import FEATURES, PREDICTIONS, Lake
+from nightshift.lake import FEATURES, IN_PROCESS, PREDICTIONS, Lake
 from nightshift.registry import ModelRef, Registry
 from nightshift.settings import REPO_ROOT
 from nightshift.tables import predictions
@@ -249,7 +249,7 @@ def score_partition(settings: "Settings", ds: str, model: str | None = None, *, 
         ref = ref or registry.resolve(ds, mode)
         bundle = load_bundle(registry.local_path(ref.version))
         items = plan(settings, ds, lake=lake, fingerprint=fingerprint.result())
-    run_id = run_id or f"inprocess-{uuid.uuid4().hex[:12]}"
+    run_id = run_id or f"{IN_PROCESS}{uuid.uuid4().hex[:12]}"
     try:
         groups = [score_group(settings, item, mode, run_id=run_id, lake=lake, table=table, ref=ref, bundle=bundle,
                               check=check) for item in items]

@@ -62,7 +62,7 @@ def prepare(home: Path, rows: int, files: int) -> tuple[str, dict]:
 
 def _python(code: str, env: dict) -> tuple[float, str]:
     t = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO)  # noqa: S603 - this benchmark's own code
     if out.returncode:
         raise RuntimeError(out.stderr[-3000:])
     return time.perf_counter() - t, out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
@@ -96,7 +96,8 @@ def main() -> None:
             "import json; from nightshift.flow import StepContext; from nightshift.settings import load_settings; "
             f"from batch_scoring.nightly import validate; print(json.dumps(validate(StepContext(load_settings(), {ds!r}))))", env)
         plan = json.loads(plan_json)
-        assert len(plan) == args.files, f"planned {len(plan)} groups, expected {args.files}"
+        if len(plan) != args.files:
+            raise SystemExit(f"planned {len(plan)} groups, expected {args.files}")
 
         def group(item: dict) -> tuple[float, str]:
             return _python("import json, sys; from batch_scoring.score import score_group; from nightshift.settings import "
@@ -113,7 +114,8 @@ def main() -> None:
         mapped_s = fan_s + commit_s
         same = single_fp == mapped_fp
         # the lineage names the model and the input, not the run: the two ways must agree byte for byte
-        assert same, f"mapped and single-task scoring wrote different partitions ({mapped_fp} != {single_fp})"
+        if not same:
+            raise SystemExit(f"mapped and single-task scoring wrote different partitions ({mapped_fp} != {single_fp})")
 
         rows = [("single task (nightshift score)", single_s), ("mapped: groups + commit", mapped_s),
                 ("  groups, fanned out", fan_s), ("  commit", commit_s), ("validate (contract + plan; both designs)", validate_s)]

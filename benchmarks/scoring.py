@@ -63,7 +63,8 @@ def prepare(home: Path, sizes: list[int]) -> None:
                 part = world.features(HISTORY + 1, add_days(ds, 1000 + i), min(CHUNK, n - start))  # unique ids per chunk
                 w.write_table(part, row_group_size=131_072)
         rows = sum(pq.ParquetFile(f"{lake.path(FEATURES, ds)}/{f}").metadata.num_rows for f, _ in lake.files(FEATURES, ds))
-        assert rows == n, (rows, n)
+        if rows != n:
+            raise SystemExit(f"prepared {rows} rows, expected {n}")
 
 
 # -- the jobs, each run in its own process ------------------------------------------------------
@@ -71,7 +72,8 @@ def job_score(n: int) -> dict:
     from cli.main import main
 
     code = main(["score", "--ds", ds_for(n)])
-    assert code == 0
+    if code != 0:
+        raise SystemExit(f"nightshift score exited {code}")
     return {}
 
 
@@ -143,7 +145,7 @@ def run_job(name: str, n: int, env: dict) -> dict:
     """One job in a fresh process: wall, CPU and peak RSS from its own rusage."""
     out_file = Path(env["NIGHTSHIFT_HOME"]) / f"job-{name}-{n}.json"
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, "--_job", name, str(n), str(out_file)], env=env, cwd=REPO,
+    proc = subprocess.Popen([sys.executable, __file__, "--_job", name, str(n), str(out_file)], env=env, cwd=REPO,  # noqa: S603 - this script as a job
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
@@ -187,7 +189,7 @@ def main() -> None:
         t = time.perf_counter()
         print(f"preparing days of {', '.join(f'{n:,}' for n in args.rows)} rows ...", flush=True)
         # in a child: this process stays small, so the jobs' rusage is theirs alone
-        subprocess.run([sys.executable, __file__, "--_prepare", "--rows", *map(str, args.rows)], env=env, cwd=REPO,
+        subprocess.run([sys.executable, __file__, "--_prepare", "--rows", *map(str, args.rows)], env=env, cwd=REPO,  # noqa: S603 - this script
                        check=True, stdout=subprocess.DEVNULL)
         print(f"prepared in {time.perf_counter() - t:.0f} s", flush=True)
         results = []

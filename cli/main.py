@@ -167,19 +167,37 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # this process's own environment
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # urllib3 logs each of MLflow's retries; the outcome is reported once, by name (exit 4).
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    from nightshift.lake import LakeWriteError
+    from nightshift.registry import RegistryError
     from training.promotion import NoChampion
 
     try:
         return args.fn(args)
     except NoChampion as exc:
-        print(f"nightshift {args.command}: no champion: {exc}", file=sys.stderr)
-        return 3
+        return _fail(args, "no champion", exc, 3)
+    except RegistryError as exc:
+        return _fail(args, "MLflow", exc, 4)
+    except LakeWriteError as exc:
+        return _fail(args, "storage", exc, 5)
     except (ValueError, LookupError, FileNotFoundError) as exc:
-        print(f"nightshift {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args, "error", exc, 2)
+    except Exception as exc:
+        if type(exc).__name__ == "MlflowException":  # one the registry did not name (e.g. while logging a run)
+            from nightshift.settings import load_settings
+
+            return _fail(args, "MLflow", f"MLflow at {load_settings(args.config).tracking_uri} failed: {exc}", 4)
+        raise
     except BrokenPipeError:  # `nightshift settings | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _fail(args, kind: str, exc: BaseException | str, code: int) -> int:
+    """One line on stderr (the message names the problem and what to do), and a non-zero exit code."""
+    print(f"nightshift {args.command}: {kind}: {' '.join(str(exc).split())}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,20 +1,33 @@
 """The lake: date-partitioned Parquet tables under one root, committed atomically.
 
 Layout (see DESIGN.md): `<root>/<table>/ds=YYYY-MM-DD/*.parquet`. A partition is written
-in full under `<table>/_staging/` and then swapped into place, so readers and crashes never
-see half a partition. Names starting with `_` or `.` are invisible to pyarrow datasets,
-DuckDB and Spark, so staging and trash never leak into a reader's view.
+in full under `<root>/_staging/<table>/` and then swapped into place, so readers and crashes
+never see half a partition. Staging and trash live beside the tables, never inside one, so
+no glob over a table (`predictions/**/*.parquet` in DuckDB) can reach a truncated file.
 
-The swap is two renames (old -> trash, staging -> final). A crash between them leaves no
+Every committed partition records its generation in `_generation` (a name pyarrow, DuckDB
+and Spark skip): one more than any earlier copy of that partition. The swap is two renames
+(old -> trash, named by its generation; staging -> final). A crash between them leaves no
 partition but a complete copy in trash; `recover()` (run before every write of that
-partition) puts it back, so nothing already committed is lost. Readers never write.
+partition) puts back the newest copy by generation, never by listing order, so nothing
+already committed is lost. The next commit of a table also removes what crashed writers of
+that table left: staging whose writer is gone, and trash that a committed partition
+supersedes. On a local filesystem a lock file serialises the swaps of one partition, so
+overlapping writers each commit a complete partition and the last one wins. Readers never
+write.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import json
+import logging
+import os
 import posixpath
+import socket
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -26,6 +39,8 @@ import pyarrow.parquet as pq
 
 from nightshift.dates import parse_ds
 from nightshift.spec import DS
+
+log = logging.getLogger("nightshift.lake")
 
 # Every table of the lake contract, by name.
 FEATURES = "features"
@@ -41,12 +56,41 @@ TABLES = (FEATURES, LABELS, PREDICTIONS, SHADOW, DRIFT, PERFORMANCE, DECISIONS)
 # every streaming read, whatever the partition's size.
 ROW_GROUP_ROWS = 131_072
 
+# Beside the tables under the lake root: `<root>/_staging/<table>/`, `<root>/_trash/<table>/ds=D/`.
 _STAGING = "_staging"
 _TRASH = "_trash"
+_LOCKS = "_locks"
+IN_PROCESS = "inprocess-"  # a multi-part write whose parts one process writes (see `staged_dir`)
+GENERATION = "_generation"
+# Staging of a writer on another host (whose pid cannot be checked) counts as abandoned after this long.
+STALE_STAGING_S = 24 * 3600
 
 
 class PartitionMissing(FileNotFoundError):
     """A partition the caller needs has not been written."""
+
+
+class LakeWriteError(OSError):
+    """The lake refused a write (disk full, permission denied, read-only); the committed partition is untouched."""
+
+    def __init__(self, what: str, where: str, cause: OSError):
+        code = _errno(cause)
+        if code in (errno.ENOSPC, errno.EDQUOT):
+            reason, fix = "the disk is full", "free space there (or point NIGHTSHIFT_LAKE elsewhere) and rerun"
+        elif code == errno.EROFS:
+            reason, fix = ("the filesystem is read-only",
+                           "remount it read-write (or point NIGHTSHIFT_LAKE elsewhere) and rerun")
+        elif code in (errno.EACCES, errno.EPERM):
+            reason, fix = ("permission denied (the lake is read-only to this user)",
+                           "give this user write access to the lake (or point NIGHTSHIFT_LAKE elsewhere) and rerun")
+        else:
+            reason, fix = f"the filesystem failed ({cause})", "check the lake's storage and rerun"
+        super().__init__(code, f"could not write {what} in the lake {where}: {reason}. "
+                               f"The committed partition is unchanged; {fix}")
+        self.what, self.where, self.reason = what, where, reason
+
+    def __str__(self) -> str:
+        return self.strerror
 
 
 @dataclass(frozen=True)
@@ -100,17 +144,27 @@ class Lake:
     # -- writing ----------------------------------------------------------------------
     @contextlib.contextmanager
     def writer(self, table: str, ds: str, schema: pa.Schema, part: str = "part-0") -> Iterator[pq.ParquetWriter]:
-        """Stream record batches into a new partition; it is committed only if the block succeeds."""
-        staging = posixpath.join(self.table_path(table), _STAGING, f"{DS}={ds}-{uuid.uuid4().hex}")
-        self.fs.create_dir(staging, recursive=True)
-        file = posixpath.join(staging, f"{part}.parquet")
+        """Stream record batches into a new partition; it is committed only if the block succeeds.
+
+        A full disk or a denied write raises `LakeWriteError` (naming the partition, the lake
+        and what to do); the staging copy is removed and the committed partition is untouched.
+        """
+        what = f"{table}/{DS}={ds}"
+        staging = self._staging(table, ds)
         try:
-            with pq.ParquetWriter(file, schema, filesystem=self.fs, compression="zstd") as w:
+            with _named(what, self.uri):
+                self.fs.create_dir(staging, recursive=True)
+                pw = pq.ParquetWriter(posixpath.join(staging, f"{part}.parquet"), schema, filesystem=self.fs,
+                                      compression="zstd")
+            with _Guarded(pw, what, self.uri) as w:
                 yield w
+            with _named(what, self.uri):
+                self._swap(table, ds, staging)
         except BaseException:
-            self.fs.delete_dir(staging)
+            with contextlib.suppress(OSError):
+                self.fs.delete_dir(staging)
             raise
-        self._swap(table, ds, staging)
+        self._tidy(table)
 
     def commit(self, table: str, ds: str, data: pa.Table) -> PartitionRef:
         """Replace partition `ds` of `table` with `data`, atomically."""
@@ -122,14 +176,24 @@ class Lake:
         """Replace one named file inside a partition, atomically, leaving its other files.
 
         For tables several writers share (decisions: the nightly decision, the retrain
-        verdict and a rollback each own one file of the day).
+        verdict and a rollback each own one file of the day). The file is written in staging,
+        outside the table, and renamed in, so a crash leaves nothing inside the table.
         """
         final_dir = self.path(table, ds)
-        self.recover(table, ds)
-        self.fs.create_dir(final_dir, recursive=True)
-        tmp = posixpath.join(final_dir, f"_{part}-{uuid.uuid4().hex}.parquet")
-        pq.write_table(data, tmp, filesystem=self.fs, compression="zstd", row_group_size=ROW_GROUP_ROWS)
-        self.fs.move(tmp, posixpath.join(final_dir, f"{part}.parquet"))  # rename: atomic on one filesystem
+        staging = self._staging(table, ds)
+        try:
+            with _named(f"{table}/{DS}={ds}/{part}.parquet", self.uri):
+                self.fs.create_dir(staging, recursive=True)
+                tmp = posixpath.join(staging, f"{part}.parquet")
+                pq.write_table(data, tmp, filesystem=self.fs, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+                with self._lock(table, ds):
+                    self._recover(table, ds)
+                    self.fs.create_dir(final_dir, recursive=True)
+                    self.fs.move(tmp, posixpath.join(final_dir, f"{part}.parquet"))  # rename: atomic on one filesystem
+        finally:
+            with contextlib.suppress(OSError):
+                self.fs.delete_dir(staging)
+        self._tidy(table)
         return PartitionRef(table, ds, final_dir, data.num_rows)
 
     # -- a partition written by several workers, committed once -----------------------
@@ -138,25 +202,37 @@ class Lake:
 
         `key` names the write (run, input and model): workers of the same write share it, so a
         retried worker replaces only its own part, and parts of different writes never mix.
+        Like all staging it lives beside the tables, never inside one. The workers of a mapped
+        write come and go between the parts and the commit, so housekeeping removes their
+        staging only once it is stale (`STALE_STAGING_S` idle), never because the process that
+        wrote a part has ended. A key starting with `IN_PROCESS` says one process writes every
+        part: its staging is removed once that process is gone.
         """
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
-        return posixpath.join(self.table_path(table), _STAGING, f"{DS}={ds}-parts-{safe}")
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in key)  # no dots: see below
+        if key.startswith(IN_PROCESS):  # one process writes every part: named by its owner, like a writer's staging,
+            # so the next commit removes it as soon as that process is gone
+            return posixpath.join(self._side(_STAGING, table), f"{DS}={ds}.{_host()}.{os.getpid()}.parts-{safe}")
+        return posixpath.join(self._side(_STAGING, table), f"{DS}={ds}-parts-{safe}")
 
     def write_part(self, table: str, ds: str, key: str, part: str, schema: pa.Schema) -> contextlib.AbstractContextManager[pq.ParquetWriter]:
         """Stream one named part of a multi-worker write; the part appears (by rename) only when complete."""
-        return self._part_writer(self.staged_dir(table, ds, key), part, schema)
+        return self._part_writer(self.staged_dir(table, ds, key), part, schema, f"{table}/{DS}={ds} ({part})")
 
     @contextlib.contextmanager
-    def _part_writer(self, directory: str, part: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
-        self.fs.create_dir(directory, recursive=True)
+    def _part_writer(self, directory: str, part: str, schema: pa.Schema, what: str) -> Iterator[pq.ParquetWriter]:
         tmp = posixpath.join(directory, f".{part}-{uuid.uuid4().hex}.tmp")
         try:
-            with pq.ParquetWriter(tmp, schema, filesystem=self.fs, compression="zstd") as w:
+            with _named(what, self.uri):
+                self.fs.create_dir(directory, recursive=True)
+                pw = pq.ParquetWriter(tmp, schema, filesystem=self.fs, compression="zstd")
+            with _Guarded(pw, what, self.uri) as w:
                 yield w
+            with _named(what, self.uri):
+                self.fs.move(tmp, posixpath.join(directory, f"{part}.parquet"))  # a retry replaces it whole
         except BaseException:
-            self.fs.delete_file(tmp)
+            with contextlib.suppress(OSError):
+                self.fs.delete_file(tmp)
             raise
-        self.fs.move(tmp, posixpath.join(directory, f"{part}.parquet"))  # a retry replaces it whole
 
     def commit_parts(self, table: str, ds: str, key: str, parts: dict[str, int]) -> PartitionRef:
         """Commit the parts of a multi-worker write as partition `ds`, atomically, once all are there.
@@ -181,7 +257,9 @@ class Lake:
                                  "rerun that worker (nothing was changed)")
         for name in set(present) - set(parts):
             self.fs.delete_file(present[name])
-        self._swap(table, ds, staging)
+        with _named(where, self.uri):
+            self._swap(table, ds, staging)
+        self._tidy(table)
         return PartitionRef(table, ds, self.path(table, ds), sum(parts.values()))
 
     def discard_parts(self, table: str, ds: str, key: str) -> None:
@@ -192,28 +270,177 @@ class Lake:
 
     def _swap(self, table: str, ds: str, staging: str) -> None:
         final = self.path(table, ds)
-        self.recover(table, ds)
-        trash = None
-        if self._is_dir(final):
-            trash = posixpath.join(self.table_path(table), _TRASH, f"{DS}={ds}-{uuid.uuid4().hex}")
-            self.fs.create_dir(posixpath.dirname(trash), recursive=True)
-            self.fs.move(final, trash)
-        self.fs.move(staging, final)
-        if trash:
-            self.fs.delete_dir(trash)
+        with self._lock(table, ds):
+            self._recover(table, ds)
+            generation = max(self._known_generations(table, ds), default=0) + 1
+            with self.fs.open_output_stream(posixpath.join(staging, GENERATION)) as f:
+                f.write(json.dumps({"generation": generation}).encode())
+            trash = None
+            if self._is_dir(final):
+                trash = posixpath.join(self._side(_TRASH, table), f"{DS}={ds}",
+                                       f"g{self._generation(final):012d}-{uuid.uuid4().hex[:12]}")
+                self.fs.create_dir(posixpath.dirname(trash), recursive=True)
+                self.fs.move(final, trash)
+            else:
+                self.fs.create_dir(posixpath.dirname(final), recursive=True)
+            self.fs.move(staging, final)
+            if trash:
+                self.fs.delete_dir(trash)
 
     def recover(self, table: str, ds: str) -> bool:
-        """Restore a partition whose swap was interrupted; True if something was restored."""
+        """Restore a partition whose swap was interrupted; True if something was restored.
+
+        Of the complete copies in trash it restores the newest by generation; once the
+        partition is in place, the remaining trash copies are stale and are removed.
+        """
+        with self._lock(table, ds):
+            return self._recover(table, ds)
+
+    def _recover(self, table: str, ds: str) -> bool:
         final = self.path(table, ds)
-        trash_dir = posixpath.join(self.table_path(table), _TRASH)
-        if self._is_dir(final) or not self._is_dir(trash_dir):
-            return False
-        prefix = f"{DS}={ds}-"
-        for info in self.fs.get_file_info(pafs.FileSelector(trash_dir)):
-            if posixpath.basename(info.path).startswith(prefix):
-                self.fs.move(info.path, final)
-                return True
-        return False
+        copies = self._trash_copies(table, ds)
+        restored = False
+        if copies and not self._is_dir(final):
+            _, newest = max(copies)
+            self.fs.create_dir(posixpath.dirname(final), recursive=True)
+            self.fs.move(newest, final)
+            copies = [c for c in copies if c[1] != newest]
+            restored = True
+        for _, path in copies:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.delete_dir(path)
+        day = posixpath.join(self._side(_TRASH, table), f"{DS}={ds}")
+        if self._is_dir(day) and not self._list(day):
+            with contextlib.suppress(OSError):
+                self.fs.delete_dir(day)
+        return restored
+
+    def clean(self, table: str) -> dict[str, int]:
+        """Remove what crashed writers of `table` left: staging whose writer is gone, and trash
+        that a committed partition supersedes (a missing partition is restored from trash first).
+
+        Also clears the `_staging`/`_trash` folders that older versions kept inside the table.
+        Run by every commit of the table; partitions another writer is swapping are skipped.
+        """
+        removed = {"staging": 0, "trash": 0, "restored": 0}
+        legacy_staging = posixpath.join(self.table_path(table), _STAGING)
+        for info in self._list(self._side(_STAGING, table)) + self._list(legacy_staging):
+            if info.path.startswith(legacy_staging) or _abandoned(posixpath.basename(info.path), info.mtime_ns):
+                with contextlib.suppress(FileNotFoundError):
+                    self._delete(info)
+                removed["staging"] += 1
+        days = set()
+        for info in self._list(self._side(_TRASH, table)) + self._list(posixpath.join(self.table_path(table), _TRASH)):
+            name = posixpath.basename(info.path)
+            if name.startswith(f"{DS}="):
+                days.add(name[len(DS) + 1:len(DS) + 11])
+        for ds in sorted(days):
+            try:
+                parse_ds(ds)
+            except ValueError:
+                continue
+            with self._lock(table, ds, wait=False) as held:
+                if held:
+                    copies = len(self._trash_copies(table, ds))
+                    restored = self._recover(table, ds)
+                    removed["restored"] += restored
+                    removed["trash"] += copies - restored
+        for legacy in (legacy_staging, posixpath.join(self.table_path(table), _TRASH)):
+            if self._is_dir(legacy) and not self._list(legacy):
+                with contextlib.suppress(OSError):
+                    self.fs.delete_dir(legacy)
+        return removed
+
+    def _tidy(self, table: str) -> None:
+        # The commit has succeeded; cleaning is housekeeping and never turns it into a failure.
+        try:
+            self.clean(table)
+        except OSError as exc:
+            log.warning("could not clean crash debris of %s (the commit itself succeeded): %s", table, exc)
+
+    def generation(self, table: str, ds: str) -> int:
+        """How many commits the partition has seen (0: committed before generations were recorded)."""
+        if not self.exists(table, ds):
+            raise PartitionMissing(f"{table}/{DS}={ds} has not been written")
+        return self._generation(self.path(table, ds))
+
+    def _known_generations(self, table: str, ds: str) -> list[int]:
+        gens = [key[0] for key, _ in self._trash_copies(table, ds)]
+        if self._is_dir(self.path(table, ds)):
+            gens.append(self._generation(self.path(table, ds)))
+        return gens
+
+    def _generation(self, partition: str) -> int:
+        try:
+            with self.fs.open_input_stream(posixpath.join(partition, GENERATION)) as f:
+                return int(json.loads(f.read())["generation"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return 0
+
+    def _trash_copies(self, table: str, ds: str) -> list[tuple[tuple[int, int, str], str]]:
+        """(order, path) of every copy of `ds` in trash, each complete (it was a committed partition).
+        Ordered by generation; copies from before generations, by modification time."""
+        copies = []
+        for info in self._list(posixpath.join(self._side(_TRASH, table), f"{DS}={ds}")):
+            name = posixpath.basename(info.path)
+            gen = int(name[1:13]) if name[:1] == "g" and name[1:13].isdigit() else self._generation(info.path)
+            copies.append(((gen, info.mtime_ns or 0, name), info.path))
+        for info in self._list(posixpath.join(self.table_path(table), _TRASH)):  # the layout before generations
+            if posixpath.basename(info.path).startswith(f"{DS}={ds}-"):
+                copies.append(((self._generation(info.path), info.mtime_ns or 0, info.path), info.path))
+        return copies
+
+    def _side(self, kind: str, table: str) -> str:
+        """Where staging or trash of `table` lives: beside the tables, never inside one."""
+        return posixpath.join(self.root, kind, table)
+
+    def _staging(self, table: str, ds: str) -> str:
+        # The owner (host, pid) in the name lets the next commit tell a crashed writer from a running one.
+        return posixpath.join(self._side(_STAGING, table), f"{DS}={ds}.{_host()}.{os.getpid()}.{uuid.uuid4().hex[:12]}")
+
+    @contextlib.contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Hold the lake-wide lock `name` (e.g. the registry's alias moves) until the block ends."""
+        with self._held(posixpath.join(self.root, _LOCKS, f"{name}.lock"), wait=True):
+            yield
+
+    def _lock(self, table: str, ds: str, wait: bool = True) -> contextlib.AbstractContextManager[bool]:
+        """Serialise the swaps of one partition."""
+        return self._held(posixpath.join(self.root, _LOCKS, table, f"{DS}={ds}.lock"), wait)
+
+    @contextlib.contextmanager
+    def _held(self, path: str, wait: bool) -> Iterator[bool]:
+        """An exclusive lock file. Local filesystems only (flock, released when the holder dies);
+        on object stores there is no rename either, and the last writer wins."""
+        if not isinstance(self.fs, pafs.LocalFileSystem):
+            yield True
+            return
+        import fcntl
+
+        os.makedirs(posixpath.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                held = False
+            else:
+                held = True
+            yield held
+        finally:
+            os.close(fd)  # releases the lock; so does the death of the process
+
+    def _list(self, path: str) -> list[pafs.FileInfo]:
+        try:
+            return self.fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def _delete(self, info: pafs.FileInfo) -> None:
+        if info.type == pafs.FileType.Directory:
+            self.fs.delete_dir(info.path)
+        else:
+            self.fs.delete_file(info.path)
 
     # -- reading ----------------------------------------------------------------------
     def dataset(self, table: str, ds: str) -> pads.Dataset:
@@ -289,6 +516,82 @@ class Lake:
 
 
 def _abs(path: str) -> str:
-    import os
-
     return os.path.abspath(os.path.expanduser(path))
+
+
+def _host() -> str:
+    return "".join(c if c.isalnum() or c == "-" else "_" for c in socket.gethostname())[:40] or "host"
+
+
+def _abandoned(name: str, mtime_ns: int | None) -> bool:
+    """Whether a staging folder's writer is gone: on this host, its pid is dead; from another host
+    (whose pids cannot be checked), it has been idle for STALE_STAGING_S."""
+    parts = name.split(".")
+    if len(parts) == 4 and parts[1] == _host() and parts[2].isdigit():
+        try:
+            os.kill(int(parts[2]), 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # it exists, as another user
+            return False
+        return False
+    return mtime_ns is not None and time.time() - mtime_ns / 1e9 > STALE_STAGING_S
+
+
+def _errno(exc: BaseException) -> int | None:
+    """The errno of an OSError, also when pyarrow only put it in the message."""
+    if getattr(exc, "errno", None):
+        return exc.errno
+    text = str(exc)
+    for code, words in ((errno.ENOSPC, "No space left"), (errno.EDQUOT, "Disk quota exceeded"),
+                        (errno.EACCES, "Permission denied"), (errno.EPERM, "Operation not permitted"),
+                        (errno.EROFS, "Read-only file system")):
+        if words in text:
+            return code
+    return None
+
+
+_REFUSALS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+@contextlib.contextmanager
+def _named(what: str, where: str) -> Iterator[None]:
+    """Turn a full disk or a denied write into a `LakeWriteError` that names the partition."""
+    try:
+        yield
+    except LakeWriteError:
+        raise
+    except OSError as exc:
+        if _errno(exc) in _REFUSALS:
+            raise LakeWriteError(what, where, exc) from exc
+        raise
+
+
+class _Guarded:
+    """A ParquetWriter whose writes and close report a full disk or a denied write by name
+    (errors from the caller's own code between writes pass through unchanged)."""
+
+    def __init__(self, writer: pq.ParquetWriter, what: str, where: str):
+        self._w, self._what, self._where = writer, what, where
+
+    def write_batch(self, *args, **kwargs):
+        with _named(self._what, self._where):
+            return self._w.write_batch(*args, **kwargs)
+
+    def write_table(self, *args, **kwargs):
+        with _named(self._what, self._where):
+            return self._w.write_table(*args, **kwargs)
+
+    def write(self, *args, **kwargs):
+        with _named(self._what, self._where):
+            return self._w.write(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._w, name)
+
+    def __enter__(self) -> "_Guarded":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with _named(self._what, self._where):
+            self._w.close()

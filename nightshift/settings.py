@@ -12,6 +12,9 @@ Env overrides:
 - `NIGHTSHIFT_LAKE`: the lake URI (any pyarrow filesystem URI or local path).
 - `MLFLOW_TRACKING_URI`: the MLflow tracking store.
 - `NIGHTSHIFT__SECTION__KEY=value`: any other field, e.g. `NIGHTSHIFT__POLICY__COOLDOWN_DAYS=3`.
+
+An invalid value is reported with where it came from: the settings file (its path), the
+environment variable (its name and value) or the run Param, so the fix is made in the right place.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ class PathSettings(BaseModel):
     mlflow_tracking_uri: str = ""  # default: sqlite:///<home>/mlflow.db
     mlflow_artifact_root: str = ""  # default: <home>/mlartifacts
     mlflow_experiment: str = "nightshift"
+    mlflow_timeout_s: float = Field(60, gt=0, le=3600, description="give up on an unreachable MLflow after this many "
+                                    "seconds in total, retries included")
 
 
 class ModelSettings(BaseModel):
@@ -153,13 +158,22 @@ class Settings(BaseModel):
     def artifact_root(self) -> str:
         return self.paths.mlflow_artifact_root or str(self.home / "mlartifacts")
 
-    def with_overrides(self, overrides: dict[str, Any] | None) -> "Settings":
-        """A copy with `{"section.key": value}` or nested-dict overrides (run Params)."""
+    def with_overrides(self, overrides: dict[str, Any] | None, sources: dict[str, str] | None = None) -> "Settings":
+        """A copy with `{"section.key": value}` or nested-dict overrides (run Params).
+
+        `sources` names where each override key came from (default: "run parameter 'key'"),
+        so an invalid value is reported against it.
+        """
         if not overrides:
             return self
         data = self.model_dump()
-        _merge(data, _nest(overrides))
-        return _validate(data, "run parameters")
+        nested = _nest(overrides)
+        _merge(data, nested)
+        provenance = {key: (sources or {}).get(key, f"run parameter {key!r}") for key in _flatten(nested)}
+        for key in overrides:
+            if sources and key in sources:
+                provenance.setdefault(key, sources[key])
+        return _validate(data, "the loaded settings, with run parameters", provenance)
 
     def resolved(self) -> dict[str, Any]:
         """Flat `section.key -> value` view, logged with every run."""
@@ -196,30 +210,52 @@ def load_settings(config: str | os.PathLike | None = None, env: dict[str, str] |
     if "dataset" not in data:
         raise ValueError(f"{path} has no [dataset] section: it must name the entity id, features and label")
 
+    provenance = {key: f"the settings file {path}" for key in _flatten(data)}
     paths = data.setdefault("paths", {})
     for var, key in [("NIGHTSHIFT_HOME", "home"), ("NIGHTSHIFT_LAKE", "lake"), ("MLFLOW_TRACKING_URI", "mlflow_tracking_uri")]:
         if env.get(var):
             paths[key] = env[var]
+            provenance[f"paths.{key}"] = f"environment variable {var}={env[var]!r}"
     for var, value in env.items():
         if var.startswith("NIGHTSHIFT__"):
-            keys = var[len("NIGHTSHIFT__"):].lower().split("__")
-            _merge(data, _nest({".".join(keys): _parse_env(value)}))
-    return _validate(data, str(path))
+            key = ".".join(var[len("NIGHTSHIFT__"):].lower().split("__"))
+            parsed = _parse_env(value)
+            _merge(data, _nest({key: parsed}))
+            for leaf in _flatten(_nest({key: parsed})):
+                provenance[leaf] = f"environment variable {var}={value!r}"
+    return _validate(data, f"the settings file {path}", provenance)
 
 
 def run_settings(params: dict[str, Any] | None, **overrides: Any) -> Settings:
     """Settings for one DAG run: the loaded settings, then the run's `settings` Param, then `overrides`."""
     params = params or {}
-    merged = {**(params.get("settings") or {}), **{k.replace("__", "."): v for k, v in overrides.items() if v is not None}}
-    return load_settings().with_overrides(merged)
+    from_param = params.get("settings") or {}
+    explicit = {k.replace("__", "."): v for k, v in overrides.items() if v is not None}
+    sources = {k: f"run Param 'settings' (key {k!r})" for k in from_param}
+    sources.update({k: f"run Param {k.split('.')[-1]!r}" for k in explicit})
+    return load_settings().with_overrides({**from_param, **explicit}, sources)
 
 
-def _validate(data: dict[str, Any], source: str) -> Settings:
+def _validate(data: dict[str, Any], source: str, provenance: dict[str, str] | None = None) -> Settings:
+    """Validate; an error names each bad field and where its value came from (file, env var or run Param)."""
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        raise ValueError(f"invalid settings from {source}:\n" + "\n".join(lines)) from None
+        lines = []
+        for e in exc.errors():
+            key = ".".join(map(str, e["loc"]))
+            lines.append(f"  {key}: {e['msg']} (from {_source_of(key, provenance or {}, source)})")
+        raise ValueError("invalid settings:\n" + "\n".join(lines)) from None
+
+
+def _source_of(key: str, provenance: dict[str, str], default: str) -> str:
+    """Where the value at `key` came from: the most specific key given, or a key below it, else `default`."""
+    parts = key.split(".")
+    for n in range(len(parts), 0, -1):
+        if (found := provenance.get(".".join(parts[:n]))) is not None:
+            return found
+    below = sorted({v for k, v in provenance.items() if k.startswith(key + ".")})
+    return " and ".join(below) if below else default
 
 
 def _parse_env(value: str) -> Any:

@@ -89,7 +89,7 @@ def sqlite_url(home: Path) -> str:
 
 def run_cli(home: Path, *args: str, check: bool = True, capture: bool = True) -> subprocess.CompletedProcess:
     """Run an `airflow ...` command against this stack."""
-    proc = subprocess.run([str(VENV_BIN / "airflow"), *args], env=airflow_env(home), text=True,
+    proc = subprocess.run([str(VENV_BIN / "airflow"), *args], env=airflow_env(home), text=True,  # noqa: S603 - the venv's airflow, argv from this script
                           capture_output=capture, timeout=300)
     if check and proc.returncode != 0:
         raise RuntimeError(f"`airflow {' '.join(args)}` failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -113,7 +113,7 @@ def start(home: Path, port: int | None = None, extra_env: dict[str, str] | None 
     port = port or free_port()
     (airflow_home / "port").write_text(str(port))
     env = airflow_env(home, port, extra_env)
-    subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
+    subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)  # noqa: S603 - the venv's airflow, fixed argv
     _spawn(home, COMPONENTS, env)
     wait_http(port)
     return port
@@ -125,7 +125,7 @@ def _spawn(home: Path, names, env: dict[str, str]) -> None:
     pids = json.loads(pid_file.read_text()) if pid_file.exists() else {}
     for name in names:
         log = open(airflow_home / "logs" / f"{name}.log", "ab")
-        proc = subprocess.Popen([str(VENV_BIN / "airflow"), name], env=env, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen([str(VENV_BIN / "airflow"), name], env=env, stdout=log, stderr=subprocess.STDOUT,  # noqa: S603 - the venv's airflow, fixed component names
                                 start_new_session=True, cwd=str(REPO))
         pids[name] = proc.pid
     pid_file.write_text(json.dumps(pids))

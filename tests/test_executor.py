@@ -37,9 +37,9 @@ def test_the_default_list_imports_and_covers_every_heavy_library():
     assert {"torch", "mlflow", "alibi_detect.cd", "pyarrow.dataset", "sklearn.metrics"} <= set(took)
 
 
-def test_the_embedded_stack_uses_it():
+def test_the_embedded_stack_uses_it(tmp_path):
     sys.path.insert(0, "scripts")
     import airflow_stack
 
-    env = airflow_stack.airflow_env(__import__("pathlib").Path("/tmp/nightshift-executor-test"), 8080)
+    env = airflow_stack.airflow_env(tmp_path, 8080)
     assert env["AIRFLOW__CORE__EXECUTOR"] == "nightshift.executor.PreloadingLocalExecutor"

@@ -18,7 +18,7 @@ def test_layout_is_hive_partitioned(tmp_path):
     lake = Lake(str(tmp_path))
     ref = lake.commit(PREDICTIONS, "2026-01-02", table(3))
     assert ref.path == f"{tmp_path}/predictions/ds=2026-01-02"
-    assert os.listdir(ref.path) == ["part-0.parquet"]
+    assert [f for f in os.listdir(ref.path) if not f.startswith("_")] == ["part-0.parquet"]
     assert lake.partitions(PREDICTIONS) == ["2026-01-02"]
 
 
@@ -47,7 +47,7 @@ def test_failed_write_leaves_committed_partition_untouched(tmp_path):
             w.write_table(table(1, offset=50))
             raise RuntimeError("boom")
     assert lake.fingerprint(FEATURES, "2026-01-01") == before
-    assert os.listdir(tmp_path / "features" / "_staging") == []  # nothing half-written left behind
+    assert os.listdir(tmp_path / "_staging" / "features") == []  # nothing half-written left behind
 
 
 def test_failed_first_write_leaves_no_partition(tmp_path):
@@ -64,22 +64,22 @@ def test_crash_between_swap_renames_is_recovered(tmp_path):
     """Old partition moved to trash, new one never moved in: recovery restores the old one."""
     lake = Lake(str(tmp_path))
     lake.commit(FEATURES, "2026-01-01", table(4))
-    trash = tmp_path / "features" / "_trash"
-    trash.mkdir()
-    os.rename(tmp_path / "features" / "ds=2026-01-01", trash / "ds=2026-01-01-deadbeef")
+    trash = tmp_path / "_trash" / "features" / "ds=2026-01-01"
+    trash.mkdir(parents=True)
+    os.rename(tmp_path / "features" / "ds=2026-01-01", trash / "g000000000001-deadbeef")
     assert not lake.exists(FEATURES, "2026-01-01")  # a reader sees nothing, never half a partition...
-    assert (trash / "ds=2026-01-01-deadbeef").is_dir()  # ...and reading writes nothing
+    assert (trash / "g000000000001-deadbeef").is_dir()  # ...and reading writes nothing
     lake.commit_part(FEATURES, "2026-01-01", "extra", table(1))  # the next write of the partition recovers it first
     assert (tmp_path / "features" / "ds=2026-01-01" / "part-0.parquet").is_file()
-    assert not (trash / "ds=2026-01-01-deadbeef").exists()
+    assert not (trash / "g000000000001-deadbeef").exists()
 
 
 def test_reading_has_no_side_effects(tmp_path):
     lake = Lake(str(tmp_path))
     lake.commit(FEATURES, "2026-01-01", table(4))
-    trash = tmp_path / "features" / "_trash"
-    trash.mkdir()
-    os.rename(tmp_path / "features" / "ds=2026-01-01", trash / "ds=2026-01-01-deadbeef")
+    trash = tmp_path / "_trash" / "features" / "ds=2026-01-01"
+    trash.mkdir(parents=True)
+    os.rename(tmp_path / "features" / "ds=2026-01-01", trash / "g000000000001-deadbeef")
     listing = sorted(str(p) for p in tmp_path.rglob("*"))
     assert lake.partitions(FEATURES) == [] and not lake.exists(FEATURES, "2026-01-01")
     with pytest.raises(PartitionMissing):
@@ -93,7 +93,7 @@ def test_readers_never_see_staging(tmp_path):
 
     lake = Lake(str(tmp_path))
     lake.commit(FEATURES, "2026-01-01", table(3))
-    (tmp_path / "features" / "_staging" / "ds=2026-01-02-x").mkdir(parents=True)
+    (tmp_path / "_staging" / "features" / "ds=2026-01-02.host.1.x").mkdir(parents=True)
     whole = ds.dataset(str(tmp_path / "features"), format="parquet", partitioning="hive")
     assert whole.to_table().num_rows == 3
     assert lake.partitions(FEATURES) == ["2026-01-01"]

@@ -179,7 +179,7 @@ def test_every_write_path_refuses_bad_input_and_commits_nothing(world, name, brk
 def test_cli_score_refuses_with_one_line_and_exit_2(world):
     import os
 
-    s, lake = world["settings"], world["lake"]
+    lake = world["lake"]
     bad_day = add_days(START, DAYS + 9)
     lake.commit(FEATURES, bad_day, _features(lake, add_days(START, DAYS - 2)).slice(0, 0))
     env = {**os.environ, "NIGHTSHIFT_HOME": str(world["home"])}

@@ -84,3 +84,41 @@ def test_run_settings_layers_the_run_param_then_explicit_overrides(monkeypatch, 
     s = run_settings({"settings": {"policy.drift_k": 3, "training.init_from": "scratch"}}, training__init_from="warm")
     assert (s.policy.drift_k, s.training.init_from) == (3, "warm")  # explicit override beats the Param
     assert run_settings({"settings": {"training.init_from": "scratch"}}, training__init_from=None).training.init_from == "scratch"
+
+
+# Where a bad value came from: (how it is given, the message's source)
+SOURCES = [
+    ("file", lambda cfg, env: cfg.write_text(cfg.read_text().replace("drift_k = 2", "drift_k = 0")), "the settings file"),
+    ("env var", lambda cfg, env: env.update(NIGHTSHIFT__POLICY__DRIFT_K="0"), "environment variable NIGHTSHIFT__POLICY__DRIFT_K='0'"),
+    ("env var, bad type", lambda cfg, env: env.update(NIGHTSHIFT__POLICY__DRIFT_K="many"),
+     "environment variable NIGHTSHIFT__POLICY__DRIFT_K='many'"),
+]
+
+
+@pytest.mark.parametrize("name,give,source", SOURCES, ids=[s[0] for s in SOURCES])
+def test_settings_errors_name_where_the_bad_value_came_from(cfg, name, give, source):
+    env: dict[str, str] = {}
+    give(cfg, env)
+    with pytest.raises(ValueError) as err:
+        load_settings(cfg, env=env)
+    line = next(x for x in str(err.value).splitlines() if "policy.drift_k" in x)
+    assert source in line
+    if name != "file":
+        assert "settings file" not in str(err.value)  # the env value is not blamed on nightshift.toml
+
+
+def test_env_errors_on_a_file_that_is_fine_name_the_env_var_only(cfg):
+    with pytest.raises(ValueError) as err:
+        load_settings(cfg, env={"NIGHTSHIFT__SCORING__THRESHOLD": "1.5", "NIGHTSHIFT_LAKE": "/tmp/lake"})  # noqa: S108 - a path only validated, never written
+    assert "scoring.threshold" in str(err.value) and "NIGHTSHIFT__SCORING__THRESHOLD='1.5'" in str(err.value)
+    assert str(cfg) not in str(err.value)
+
+
+def test_run_param_errors_name_the_param(monkeypatch, cfg):
+    from nightshift.settings import run_settings
+
+    monkeypatch.setenv("NIGHTSHIFT_CONFIG", str(cfg))
+    with pytest.raises(ValueError, match=r"policy.drift_k: .*\(from run Param 'settings' \(key 'policy.drift_k'\)\)"):
+        run_settings({"settings": {"policy.drift_k": 0}})
+    with pytest.raises(ValueError, match=r"training.init_from: .*\(from run Param 'init_from'\)"):
+        run_settings(None, training__init_from="bogus")

@@ -5,6 +5,11 @@
     preprocessor.json   scaling stats, vocabularies, the target's scale
     reference.parquet   a fixed-size sample of the training window: the drift reference
     bundle.json         metadata: task, spec, metrics, training window, init_from, device, versions
+
+Loading never unpickles: weights come from safetensors (a JSON header and raw tensors), the
+rest from JSON. A damaged or foreign file (truncated weights, a pickle planted where weights
+belong, invalid JSON, tensors that do not fit the architecture) raises `BundleCorrupt`,
+which names the file and what to do.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from nightshift.task import Task, task_for
@@ -30,6 +36,16 @@ WEIGHTS, ARCHITECTURE, PREPROCESSOR, REFERENCE, META = (
     "model.safetensors", "architecture.json", "preprocessor.json", "reference.parquet", "bundle.json")
 FILES = (WEIGHTS, ARCHITECTURE, PREPROCESSOR, REFERENCE, META)
 CHUNK_ROWS = 65_536
+
+
+class BundleCorrupt(ValueError):
+    """A model bundle's files cannot be loaded as they are; the message names the file and the fix."""
+
+    def __init__(self, file: Path, detail: str):
+        self.file = file
+        super().__init__(f"model bundle file {file} is corrupt: {detail}. Nothing was loaded from it. If this is the "
+                         f"local model cache, delete {file.parent} and rerun (it is downloaded again from MLflow); "
+                         f"otherwise roll back to another version or retrain")
 
 
 @dataclass
@@ -90,15 +106,40 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
     missing = [f for f in FILES if not (path / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{path} is not a complete model bundle: missing {missing}")
-    meta = json.loads((path / META).read_text())
+    meta = _read_json(path / META)
+    if not isinstance(meta, dict):
+        raise BundleCorrupt(path / META, "it is not a JSON object")
     if meta.get("weights_sha256") not in (None, _sha256(path / WEIGHTS)):
-        raise ValueError(f"{path / WEIGHTS} does not match the checksum in {META}: the bundle is corrupt or mixed up")
+        raise BundleCorrupt(path / WEIGHTS, f"it does not match the checksum in {META} (the bundle is damaged or mixed up)")
     device = torch.device(device)
-    model = TabularNet.from_architecture(json.loads((path / ARCHITECTURE).read_text()))
-    model.load_state_dict(load_file(str(path / WEIGHTS), device=str(device)), strict=True)
+    architecture = _read_json(path / ARCHITECTURE)
+    try:
+        model = TabularNet.from_architecture(architecture)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BundleCorrupt(path / ARCHITECTURE, f"it does not describe a network ({exc})") from None
+    try:
+        # safetensors parses a JSON header and copies raw bytes: a pickle here is rejected, never run.
+        tensors = load_file(str(path / WEIGHTS), device=str(device))
+    except SafetensorError as exc:
+        raise BundleCorrupt(path / WEIGHTS, f"it is not a safetensors file ({exc})") from None
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise BundleCorrupt(path / WEIGHTS, f"its tensors do not fit {ARCHITECTURE} ({str(exc).splitlines()[0]})") from None
     model.to(device).eval()
-    preprocessor = Preprocessor.from_dict(json.loads((path / PREPROCESSOR).read_text()))
+    pre = _read_json(path / PREPROCESSOR)
+    try:
+        preprocessor = Preprocessor.from_dict(pre)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BundleCorrupt(path / PREPROCESSOR, f"a field is missing or of the wrong type ({exc})") from None
     return Bundle(model=model, preprocessor=preprocessor, meta=meta, device=device, path=path)
+
+
+def _read_json(file: Path) -> Any:
+    try:
+        return json.loads(file.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleCorrupt(file, f"it is not valid JSON ({exc})") from None
 
 
 def _write_json(file: Path, obj: Any) -> None:

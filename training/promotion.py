@@ -71,22 +71,23 @@ def roll_back(settings: "Settings", ds: str, *, reason: str, version: str | None
     if not reason or not reason.strip():
         raise ValueError("a rollback needs a reason: it is recorded with the decision for whoever reads it later")
     registry = Registry(settings)
-    current = registry.current(CHAMPION)
-    if current is None:
-        raise LookupError("there is no champion to roll back")
-    previous = registry.current(PREVIOUS_CHAMPION)
-    if version is None:
-        if previous is None:
-            raise LookupError(f"no previous_champion to roll back to (champion is v{current.version}): name a version explicitly")
-        version = previous.version
-    known = registry.versions()
-    if str(version) not in known:
-        raise LookupError(f"model version {version!r} does not exist; versions are {', '.join(known) or 'none'} "
-                          f"(champion v{current.version}, previous_champion {'v' + previous.version if previous else 'none'})")
-    target = registry.ref(str(version))
-    if target.version == current.version:
-        raise ValueError(f"v{target.version} is already the champion: nothing to roll back")
-    registry.promote(target.version, ds=ds, reason=f"rollback: {reason}", decided_by="rollback")
+    with registry.moving():  # what it reads and what it moves, with no promotion in between
+        current = registry.current(CHAMPION)
+        if current is None:
+            raise LookupError("there is no champion to roll back")
+        previous = registry.current(PREVIOUS_CHAMPION)
+        if version is None:
+            if previous is None:
+                raise LookupError(f"no previous_champion to roll back to (champion is v{current.version}): name a version explicitly")
+            version = previous.version
+        known = registry.versions()
+        if str(version) not in known:
+            raise LookupError(f"model version {version!r} does not exist; versions are {', '.join(known) or 'none'} "
+                              f"(champion v{current.version}, previous_champion {'v' + previous.version if previous else 'none'})")
+        target = registry.ref(str(version))
+        if target.version == current.version:
+            raise ValueError(f"v{target.version} is already the champion: nothing to roll back")
+        registry.promote(target.version, ds=ds, reason=f"rollback: {reason}", decided_by="rollback")
     evidence = {"from_version": current.version, "to_version": target.version}
     _record(registry, ds, "rollback", ROLLBACK, [reason], evidence, target.version)
     return {"ds": ds, "from_version": current.version, "champion": target.version, "reason": reason}

@@ -1,8 +1,9 @@
 """`registry/aliases/`: the alias history MLflow does not keep, one small JSON file per move.
 
 An event takes effect from the logical day that decided it: the champion *for night D* is the
-newest `champion` event decided before D. Files are written under a `_` name and renamed, so
-a reader never sees half an event.
+newest `champion` event decided before D. An event is first staged under a `_pending-` name
+(invisible to readers), then published by a rename once MLflow has made the move, so a
+reader never sees half an event, nor an event MLflow never made (see `Registry.move_alias`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from nightshift.dates import parse_ds
 from nightshift.lake import Lake
 
 CHAMPION = "champion"
+_PENDING = "_pending-"
 
 
 @dataclass(frozen=True)
@@ -61,11 +63,49 @@ def in_force(lake: Lake, ds: str, alias: str = CHAMPION) -> AliasEvent | None:
     return found if found and found.version is not None else None
 
 
+def next_seq(lake: Lake) -> int:
+    """The sequence number of the next event (one more than the largest so far)."""
+    return max((e.seq for e in history(lake)), default=0) + 1
+
+
 def append(lake: Lake, event: AliasEvent) -> None:
+    publish(lake, stage(lake, event))
+
+
+def stage(lake: Lake, event: AliasEvent) -> str:
+    """Write an event where readers do not look; returns its staged path."""
     fs, base = lake.fs, _dir(lake)
     fs.create_dir(base, recursive=True)
     name = f"{event.seq:06d}-{event.ds}-{event.alias}-{uuid.uuid4().hex[:8]}.json"
-    tmp = posixpath.join(base, "_" + name)
+    tmp = posixpath.join(base, _PENDING + name)
     with fs.open_output_stream(tmp) as f:
         f.write(json.dumps(asdict(event), sort_keys=True).encode())
-    fs.move(tmp, posixpath.join(base, name))
+    return tmp
+
+
+def publish(lake: Lake, staged: str) -> None:
+    """Make a staged event part of the history (a rename: atomic on one filesystem)."""
+    lake.fs.move(staged, posixpath.join(posixpath.dirname(staged), posixpath.basename(staged)[len(_PENDING):]))
+
+
+def discard(lake: Lake, staged: str) -> None:
+    try:
+        lake.fs.delete_file(staged)
+    except FileNotFoundError:
+        pass
+
+
+def pending(lake: Lake) -> list[tuple[str, AliasEvent]]:
+    """Staged events a crash left unpublished, oldest first."""
+    fs, base = lake.fs, _dir(lake)
+    if fs.get_file_info(base).type != pafs.FileType.Directory:
+        return []
+    found = []
+    for info in fs.get_file_info(pafs.FileSelector(base)):
+        if posixpath.basename(info.path).startswith(_PENDING):
+            try:
+                with fs.open_input_stream(info.path) as f:
+                    found.append((info.path, AliasEvent(**json.loads(f.read()))))
+            except (ValueError, TypeError):  # torn by a crash mid-write: it was never published
+                discard(lake, info.path)
+    return sorted(found, key=lambda p: p[1].seq)

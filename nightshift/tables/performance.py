@@ -3,7 +3,8 @@
 One row per prediction day P of the last `max_delay_days` days: rows, labels arrived by D,
 coverage, whether P has matured, the primary metric (`metric`) realized on the labels so far
 and estimated from the predictions alone, and every metric of the task in
-`realized_metrics` / `estimated_metrics`.
+`realized_metrics` / `estimated_metrics`; and what the labels got wrong (`duplicate_labels`,
+`conflicting_labels`, `unknown_ids`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ SCHEMA = pa.schema([
     ("metric", pa.string()), ("realized", pa.float64()), ("estimated", pa.float64()), ("estimate_method", pa.string()),
     ("realized_metrics", _METRICS), ("estimated_metrics", _METRICS),
     ("label_mean", pa.float64()), ("mean_prediction", pa.float64()), ("model_version", pa.string()),
+    # What the labels got wrong (see nightshift.tables.labels): rows a later arrival superseded, ids whose
+    # arrivals disagree, and labelled ids that day never scored. Absent (None) in nights before these counts.
+    ("duplicate_labels", pa.int64()), ("conflicting_labels", pa.int64()), ("unknown_ids", pa.int64()),
 ])
 
 
@@ -37,6 +41,8 @@ def read(lake: Lake, ds: str) -> list[dict[str, Any]]:
         return []
     rows = lake.read(PERFORMANCE, ds).to_pylist()
     for r in rows:
+        for name in ("duplicate_labels", "conflicting_labels", "unknown_ids"):
+            r.setdefault(name, None)
         r["realized_metrics"] = dict(r["realized_metrics"] or [])
         r["estimated_metrics"] = dict(r["estimated_metrics"] or [])
     return rows
