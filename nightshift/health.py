@@ -1,0 +1,185 @@
+"""Model health: the data behind the Airflow "Model health" page, read through the tables' readers.
+
+Four questions, each answered from the lake alone (no MLflow, no Airflow DB, nothing heavy):
+why did it retrain, what did the gate decide and on what evidence, how is the model doing,
+and which model scored which night. Every function returns plain JSON-able data; the plugin
+(`plugins/model_health.py`) renders it.
+
+Each table's history is read in one scan and kept until the table changes: the signature
+is one listing of the table's root (partition names and modification times), so a page load
+on an unchanged lake reads no Parquet at all.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from nightshift.lake import DECISIONS, DRIFT, PERFORMANCE, PREDICTIONS, Lake
+from nightshift.tables import aliases, decisions, drift, performance, predictions
+from nightshift.tables.aliases import CHAMPION
+
+_cache: dict[tuple[str, str], tuple[tuple, Any]] = {}
+_lock = threading.Lock()
+
+
+def _signature(lake: Lake, table: str) -> tuple:
+    base = lake.table_path(table) if table in (DECISIONS, DRIFT, PERFORMANCE, PREDICTIONS) else table
+    if lake.fs.get_file_info(base).type != pafs.FileType.Directory:
+        return ()
+    infos = lake.fs.get_file_info(pafs.FileSelector(base))
+    return tuple(sorted((i.path, i.mtime_ns) for i in infos))
+
+
+def _cached(lake: Lake, table: str, build: Callable[[], Any]) -> Any:
+    """`build()`, recomputed only when the table's partitions changed since the last call."""
+    key = (lake.uri, table)
+    sig = _signature(lake, table)
+    with _lock:
+        hit = _cache.get(key)
+    if hit is not None and hit[0] == sig:
+        return hit[1]
+    value = build()
+    with _lock:
+        _cache[key] = (sig, value)
+    return value
+
+
+def clear_cache() -> None:
+    with _lock:
+        _cache.clear()
+
+
+# -- the champion timeline ------------------------------------------------------------------
+
+def champion_timeline(lake: Lake) -> list[dict[str, Any]]:
+    """Every move of `champion`, oldest first: version, from which night, who decided and why, and
+    the gate's (or the rollback's) evidence."""
+    verdicts = {(d["ds"], d["model_version"]): d for d in decision_history(lake) if d["kind"] in ("promotion", "rollback")}
+    out = []
+    for e in _cached(lake, posixpath.join(lake.root, "registry", "aliases"), lambda: aliases.history(lake)):
+        if e.alias != CHAMPION:
+            continue
+        record = verdicts.get((e.ds, e.version))
+        out.append({"ds": e.ds, "version": e.version, "previous": e.previous, "decided_by": e.decided_by,
+                    "reason": e.reason, "run_id": e.run_id,
+                    "verdict": record["verdict"] if record else None,
+                    "reasons": record["reasons"] if record else [],
+                    "evidence": record["evidence"] if record else {}})
+    return out
+
+
+def champion_now(lake: Lake) -> dict[str, Any] | None:
+    timeline = champion_timeline(lake)
+    return timeline[-1] if timeline and timeline[-1]["version"] is not None else None
+
+
+# -- decisions ------------------------------------------------------------------------------
+
+def decision_history(lake: Lake) -> list[dict[str, Any]]:
+    return _cached(lake, DECISIONS, lambda: decisions.history(lake))
+
+
+def retrain_decisions(lake: Lake, include_no_action: bool = False) -> list[dict[str, Any]]:
+    """The nightly policy's decisions that fired (RETRAIN, or held by the COOLDOWN), newest first,
+    each with its reasons, its evidence and the thresholds it was held to."""
+    rows = []
+    for d in decision_history(lake):
+        if d["kind"] != "retrain" or (d["verdict"] == "NO_ACTION" and not include_no_action):
+            continue
+        ev = d["evidence"].get("evidence", {})
+        rows.append({"ds": d["ds"], "verdict": d["verdict"], "reasons": d["reasons"], "model_version": d["model_version"],
+                     "evidence": ev, "policy": d["evidence"].get("policy", {})})
+    return rows[::-1]
+
+
+def verdicts(lake: Lake) -> list[dict[str, Any]]:
+    """Every retrain's verdict and every rollback, newest first."""
+    return [d for d in decision_history(lake) if d["kind"] in ("promotion", "rollback")][::-1]
+
+
+# -- performance ----------------------------------------------------------------------------
+
+def performance_series(lake: Lake) -> dict[str, Any]:
+    """Per prediction day, what the newest night knows: realized metric, coverage, matured or
+    provisional; and the estimate made on the day itself (before any label)."""
+    return _cached(lake, PERFORMANCE, lambda: _performance(lake))
+
+
+def _performance(lake: Lake) -> dict[str, Any]:
+    cols = ["prediction_ds", "age_days", "rows", "labelled", "coverage", "matured", "metric", "realized", "estimated",
+            "model_version"]
+    rows = sorted(performance.history(lake, cols).to_pylist(), key=lambda r: (r["prediction_ds"], r["ds"]))
+    latest: dict[str, dict] = {}
+    estimate: dict[str, float | None] = {}
+    metric = None
+    for r in rows:
+        metric = metric or r["metric"]
+        latest[r["prediction_ds"]] = r  # rows are in night order: the last one is the newest knowledge
+        if r["age_days"] == 0 or r["prediction_ds"] not in estimate:  # the estimate made before any label
+            estimate[r["prediction_ds"]] = r["estimated"]
+    days = []
+    for p in sorted(latest):
+        r = latest[p]
+        days.append({"ds": p, "realized": r["realized"], "coverage": r["coverage"], "labelled": r["labelled"],
+                     "rows": r["rows"], "matured": bool(r["matured"]), "as_of": r["ds"], "estimated": estimate.get(p),
+                     "model_version": r["model_version"]})
+    return {"metric": metric, "days": days}
+
+
+# -- drift ----------------------------------------------------------------------------------
+
+def drift_matrix(lake: Lake, last: int | None = None) -> dict[str, Any]:
+    """Features x nights: effect size, its floor, significance after FDR, verdict; plus the
+    model's own score drift per night and the night's verdict."""
+    full = _cached(lake, DRIFT, lambda: _drift(lake))
+    if last is None or len(full["nights"]) <= last:
+        return full
+    keep = full["nights"][-last:]
+    return {**full, "nights": keep, "cells": {f: v[-last:] for f, v in full["cells"].items()},
+            "score": full["score"][-last:], "alarm": full["alarm"][-last:]}
+
+
+def _drift(lake: Lake) -> dict[str, Any]:
+    cols = ["feature", "effect_size", "min_effect", "significant", "drifted", "p_value", "day_drift", "effect_metric"]
+    rows = drift.history(lake, cols).to_pylist()
+    nights = sorted({r["ds"] for r in rows})
+    index = {d: i for i, d in enumerate(nights)}
+    features: list[str] = []
+    cells: dict[str, list] = {}
+    score: list = [None] * len(nights)
+    alarm: list = [None] * len(nights)
+    for r in rows:
+        i = index[r["ds"]]
+        alarm[i] = bool(r["day_drift"])
+        cell = {"effect": r["effect_size"], "floor": r["min_effect"], "significant": bool(r["significant"]),
+                "drifted": bool(r["drifted"]), "p": r["p_value"], "metric": r["effect_metric"]}
+        if r["feature"] == drift.OUTPUT_FEATURE:
+            score[i] = cell
+            continue
+        if r["feature"] not in cells:
+            features.append(r["feature"])
+            cells[r["feature"]] = [None] * len(nights)
+        cells[r["feature"]][i] = cell
+    return {"nights": nights, "features": features, "cells": cells, "score": score, "alarm": alarm}
+
+
+# -- nights ---------------------------------------------------------------------------------
+
+def nights(lake: Lake) -> list[dict[str, Any]]:
+    """Per scored night: rows, the model version and how it was chosen, and the drift verdict."""
+    scored = _cached(lake, PREDICTIONS, lambda: predictions.nights(lake))
+    matrix = drift_matrix(lake)
+    alarm = dict(zip(matrix["nights"], matrix["alarm"]))
+    return [{**n, "drift": alarm.get(n["ds"])} for n in scored]
+
+
+def page(lake: Lake, model: str, last_nights: int | None = None) -> dict[str, Any]:
+    """Everything the page shows, in one dict."""
+    return {"model": model, "champion": champion_now(lake), "timeline": champion_timeline(lake),
+            "performance": performance_series(lake), "drift": drift_matrix(lake, last_nights),
+            "retrains": retrain_decisions(lake), "verdicts": verdicts(lake), "nights": nights(lake)}
