@@ -78,6 +78,19 @@ def champion_now(lake: Lake) -> dict[str, Any] | None:
     return timeline[-1] if timeline and timeline[-1]["version"] is not None else None
 
 
+def champions_in_words(lake: Lake) -> str:
+    """'champion v3 (from the night after 2026-02-11), previous_champion v2; earlier: v1', for errors and forms."""
+    timeline = [e for e in champion_timeline(lake) if e["version"] is not None]
+    if not timeline:
+        return "no champion yet"
+    now = timeline[-1]
+    earlier = list(dict.fromkeys(e["version"] for e in reversed(timeline[:-1]) if e["version"] != now["version"]))
+    words = f"champion v{now['version']} (from the night after {now['ds']})"
+    if now["previous"]:
+        words += f", previous_champion v{now['previous']}"
+    return words + (f"; earlier champions: {', '.join('v' + v for v in earlier)}" if earlier else "")
+
+
 # -- decisions ------------------------------------------------------------------------------
 
 def decision_history(lake: Lake) -> list[dict[str, Any]]:

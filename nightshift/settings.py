@@ -236,6 +236,17 @@ def load_settings(config: str | os.PathLike | None = None, env: dict[str, str] |
     return _validate(data, str(path))
 
 
+def lake_table_uri(table: str, config: str | os.PathLike | None = None) -> str:
+    """The URI of a lake table where it really is (for Airflow Assets): `file:///...` for a local lake.
+
+    DAG files call this at parse time: it reads the settings file, never the lake.
+    """
+    uri = load_settings(config).lake_uri
+    if "://" not in uri:
+        uri = Path(uri).expanduser().resolve().as_uri()
+    return f"{uri.rstrip('/')}/{table}"
+
+
 def run_settings(params: dict[str, Any] | None, **overrides: Any) -> Settings:
     """Settings for one DAG run: the loaded settings, then the run's `settings` Param, then `overrides`."""
     params = params or {}
