@@ -49,6 +49,23 @@ def test_dag_test_runs_retrain_then_a_night(tmp_path):
         out["retrain"] = {{ti.task_id: str(ti.state) for ti in r.get_task_instances()}}
         n = bag.dags["nightly_scoring"].test(logical_date=datetime(2026, 3, 13, tzinfo=timezone.utc))
         out["nightly"] = {{ti.task_id: str(ti.state) for ti in n.get_task_instances()}}
+        # the predictions Asset event, as the scheduler would hand it to the example consumer
+        from sqlalchemy import select
+        from airflow.models.asset import AssetEvent, AssetModel
+        from airflow.utils.session import create_session
+        with create_session() as session:
+            events = session.execute(select(AssetModel.uri, AssetEvent.extra, AssetEvent.source_task_id)
+                                     .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)).all()
+        out["events"] = [[u, e, t] for u, e, t in events]
+        consumer = bag.dags["predictions_consumer"]
+        scheduled_on = [a.uri for a in consumer.timetable.asset_condition.objects]
+        class Event:
+            def __init__(self, extra):
+                self.extra = extra
+        summarize = consumer.task_dict["summarize"].python_callable
+        key = summarize.__globals__["PREDICTIONS"]  # the DAG module's own Asset object, as the accessor is keyed
+        out["consumed"] = summarize(triggering_asset_events={{key: [Event(e) for _, e, _ in events]}})
+        out["consumer_schedule"] = scheduled_on
         print("RESULT " + json.dumps(out))
     """)
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
@@ -62,7 +79,14 @@ def test_dag_test_runs_retrain_then_a_night(tmp_path):
                  "decide_retrain", "no_retrain", "close_night"):
         assert nightly[task] == "success", (task, nightly)
     assert nightly["trigger_retrain"] == "skipped"
+    assert nightly["flag_drift"] == "skipped"  # a quiet night: nothing to flag in the grid
     lake = home / "lake"
+    # one predictions event, from confirm_champion, at the lake's real location, saying what it committed
+    assert out["events"] == [[(lake / "predictions").resolve().as_uri(),
+                              {"ds": "2026-03-13", "rows": 1500, "model_version": "1", "rescored": False},
+                              "confirm_champion"]]
+    assert out["consumer_schedule"] == [out["events"][0][0]]
+    assert [(c["ds"], c["rows"], c["model_version"]) for c in out["consumed"]] == [("2026-03-13", 1500, "1")]
     for table in ("predictions", "monitoring/drift", "monitoring/performance", "decisions"):
         assert (lake / table / "ds=2026-03-13").is_dir(), table
 
