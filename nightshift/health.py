@@ -5,9 +5,10 @@ why did it retrain, what did the gate decide and on what evidence, how is the mo
 and which model scored which night. Every function returns plain JSON-able data; the plugin
 (`plugins/model_health.py`) renders it.
 
-Each table's history is read in one scan and kept until the table changes: the signature
-is one listing of the table's root (partition names and modification times), so a page load
-on an unchanged lake reads no Parquet at all.
+Each table's partitions are read once and kept: every call lists the table's root (partition
+names and modification times) and re-reads only the partitions that are new or changed since,
+so a page load on an unchanged lake reads no Parquet at all, and one after a new night reads
+that night's partitions only.
 """
 
 from __future__ import annotations
@@ -23,35 +24,66 @@ from nightshift.lake import DECISIONS, DRIFT, PERFORMANCE, PREDICTIONS, Lake
 from nightshift.tables import aliases, decisions, drift, performance, predictions
 from nightshift.tables.aliases import CHAMPION
 
-_cache: dict[tuple[str, str], tuple[tuple, Any]] = {}
+_derived: dict[tuple[str, str], tuple[tuple, Any]] = {}  # (lake, what) -> (signature, value)
+_parts: dict[tuple[str, str], dict[str, tuple[int | None, list]]] = {}  # (lake, table) -> ds -> (mtime, rows)
 _lock = threading.Lock()
 
 
-def _signature(lake: Lake, table: str) -> tuple:
-    base = lake.table_path(table) if table in (DECISIONS, DRIFT, PERFORMANCE, PREDICTIONS) else table
+def _listing(lake: Lake, base: str) -> dict[str, int | None]:
+    """name -> modification time of each entry under `base` (one listing; {} if it does not exist)."""
     if lake.fs.get_file_info(base).type != pafs.FileType.Directory:
-        return ()
-    infos = lake.fs.get_file_info(pafs.FileSelector(base))
-    return tuple(sorted((i.path, i.mtime_ns) for i in infos))
+        return {}
+    return {posixpath.basename(i.path): i.mtime_ns for i in lake.fs.get_file_info(pafs.FileSelector(base))
+            if not posixpath.basename(i.path).startswith(("_", "."))}
 
 
-def _cached(lake: Lake, table: str, build: Callable[[], Any]) -> Any:
-    """`build()`, recomputed only when the table's partitions changed since the last call."""
+def _signature(listing: dict[str, int | None]) -> tuple:
+    return tuple(sorted(listing.items()))
+
+
+def _partition_rows(lake: Lake, table: str, read: Callable[[list[str] | None], dict[str, list]]) -> tuple[tuple, list]:
+    """Every partition's rows, re-reading only partitions that are new or changed since the last call
+    (a commit replaces a partition's folder or renames a file into it: either changes its mtime).
+    Where the filesystem keeps no folder times (object stores), every call reads everything."""
+    listing = {k[len("ds="):]: m for k, m in _listing(lake, lake.table_path(table)).items() if k.startswith("ds=")}
     key = (lake.uri, table)
-    sig = _signature(lake, table)
     with _lock:
-        hit = _cache.get(key)
-    if hit is not None and hit[0] == sig:
+        known = dict(_parts.get(key, {}))
+    stale = sorted(d for d, m in listing.items() if m is None or d not in known or known[d][0] != m)
+    if stale:
+        fresh = read(stale if len(stale) < len(listing) else None)  # None: everything, one unfiltered scan
+        for d in stale:
+            known[d] = (listing[d], fresh.get(d, []))
+    known = {d: v for d, v in known.items() if d in listing}
+    with _lock:
+        _parts[key] = known
+    return _signature(listing), [row for d in sorted(known) for row in known[d][1]]
+
+
+def _by_ds(rows: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        out.setdefault(r["ds"], []).append(r)
+    return out
+
+
+def _derive(lake: Lake, what: str, signature: tuple, build: Callable[[], Any]) -> Any:
+    """`build()`, kept until the signature of what it was built from changes."""
+    key = (lake.uri, what)
+    with _lock:
+        hit = _derived.get(key)
+    if hit is not None and hit[0] == signature:
         return hit[1]
     value = build()
     with _lock:
-        _cache[key] = (sig, value)
+        _derived[key] = (signature, value)
     return value
 
 
 def clear_cache() -> None:
     with _lock:
-        _cache.clear()
+        _derived.clear()
+        _parts.clear()
 
 
 # -- the champion timeline ------------------------------------------------------------------
@@ -61,7 +93,8 @@ def champion_timeline(lake: Lake) -> list[dict[str, Any]]:
     the gate's (or the rollback's) evidence."""
     verdicts = {(d["ds"], d["model_version"]): d for d in decision_history(lake) if d["kind"] in ("promotion", "rollback")}
     out = []
-    for e in _cached(lake, posixpath.join(lake.root, "registry", "aliases"), lambda: aliases.history(lake)):
+    moves = posixpath.join(lake.root, "registry", "aliases")
+    for e in _derive(lake, "aliases", _signature(_listing(lake, moves)), lambda: aliases.history(lake)):
         if e.alias != CHAMPION:
             continue
         record = verdicts.get((e.ds, e.version))
@@ -94,7 +127,7 @@ def champions_in_words(lake: Lake) -> str:
 # -- decisions ------------------------------------------------------------------------------
 
 def decision_history(lake: Lake) -> list[dict[str, Any]]:
-    return _cached(lake, DECISIONS, lambda: decisions.history(lake))
+    return _partition_rows(lake, DECISIONS, lambda days: _by_ds(decisions.history(lake, days=days)))[1]
 
 
 def retrain_decisions(lake: Lake, include_no_action: bool = False) -> list[dict[str, Any]]:
@@ -120,13 +153,14 @@ def verdicts(lake: Lake) -> list[dict[str, Any]]:
 def performance_series(lake: Lake) -> dict[str, Any]:
     """Per prediction day, what the newest night knows: realized metric, coverage, matured or
     provisional; and the estimate made on the day itself (before any label)."""
-    return _cached(lake, PERFORMANCE, lambda: _performance(lake))
-
-
-def _performance(lake: Lake) -> dict[str, Any]:
     cols = ["prediction_ds", "age_days", "rows", "labelled", "coverage", "matured", "metric", "realized", "estimated",
             "model_version"]
-    rows = sorted(performance.history(lake, cols).to_pylist(), key=lambda r: (r["prediction_ds"], r["ds"]))
+    sig, rows = _partition_rows(lake, PERFORMANCE, lambda days: _by_ds(performance.history(lake, cols, days).to_pylist()))
+    return _derive(lake, "performance", sig, lambda: _performance(rows))
+
+
+def _performance(rows: list[dict]) -> dict[str, Any]:
+    rows = sorted(rows, key=lambda r: (r["prediction_ds"], r["ds"]))
     latest: dict[str, dict] = {}
     estimate: dict[str, float | None] = {}
     metric = None
@@ -149,7 +183,9 @@ def _performance(lake: Lake) -> dict[str, Any]:
 def drift_matrix(lake: Lake, last: int | None = None) -> dict[str, Any]:
     """Features x nights: effect size, its floor, significance after FDR, verdict; plus the
     model's own score drift per night and the night's verdict."""
-    full = _cached(lake, DRIFT, lambda: _drift(lake))
+    cols = ["feature", "effect_size", "min_effect", "significant", "drifted", "p_value", "day_drift", "effect_metric"]
+    sig, rows = _partition_rows(lake, DRIFT, lambda days: _by_ds(drift.history(lake, cols, days).to_pylist()))
+    full = _derive(lake, "drift", sig, lambda: _drift(rows))
     if last is None or len(full["nights"]) <= last:
         return full
     keep = full["nights"][-last:]
@@ -157,9 +193,7 @@ def drift_matrix(lake: Lake, last: int | None = None) -> dict[str, Any]:
             "score": full["score"][-last:], "alarm": full["alarm"][-last:]}
 
 
-def _drift(lake: Lake) -> dict[str, Any]:
-    cols = ["feature", "effect_size", "min_effect", "significant", "drifted", "p_value", "day_drift", "effect_metric"]
-    rows = drift.history(lake, cols).to_pylist()
+def _drift(rows: list[dict]) -> dict[str, Any]:
     nights = sorted({r["ds"] for r in rows})
     index = {d: i for i, d in enumerate(nights)}
     features: list[str] = []
@@ -185,14 +219,24 @@ def _drift(lake: Lake) -> dict[str, Any]:
 
 def nights(lake: Lake) -> list[dict[str, Any]]:
     """Per scored night: rows, the model version and how it was chosen, and the drift verdict."""
-    scored = _cached(lake, PREDICTIONS, lambda: predictions.nights(lake))
+    scored = _partition_rows(lake, PREDICTIONS, lambda days: _by_ds(predictions.nights(lake, days)))[1]
     matrix = drift_matrix(lake)
     alarm = dict(zip(matrix["nights"], matrix["alarm"]))
     return [{**n, "drift": alarm.get(n["ds"])} for n in scored]
 
 
+def warm(lake: Lake) -> None:
+    """Read every table once, so that the first page request finds them in memory."""
+    page(lake, "")
+
+
 def page(lake: Lake, model: str, last_nights: int | None = None) -> dict[str, Any]:
-    """Everything the page shows, in one dict."""
+    """Everything the page shows, in one dict (the tables are read side by side: Parquet reads release the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        for f in [pool.submit(fn, lake) for fn in (decision_history, performance_series, drift_matrix, nights)]:
+            f.result()
     return {"model": model, "champion": champion_now(lake), "timeline": champion_timeline(lake),
             "performance": performance_series(lake), "drift": drift_matrix(lake, last_nights),
             "retrains": retrain_decisions(lake), "verdicts": verdicts(lake), "nights": nights(lake)}

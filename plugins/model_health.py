@@ -131,8 +131,30 @@ def create_app() -> FastAPI:
 ROUTES = ("/health", "/api/page", "/api/timeline", "/api/performance", "/api/drift", "/api/decisions", "/api/nights")
 
 
+def _warm_in_background() -> None:
+    """Read the lake's history once when the api-server starts, so no user waits for a cold read."""
+    import threading
+
+    def run() -> None:
+        try:
+            from nightshift import health
+
+            health.warm(_context()[1])
+        except Exception:  # noqa: BLE001 - a lake not there yet: the first request reads it instead
+            log.info("Model health: nothing to warm up yet", exc_info=True)
+
+    threading.Thread(target=run, name="model-health-warm", daemon=True).start()
+
+
 class NightshiftPlugin(AirflowPlugin):
     name = "nightshift"
+
+    @classmethod
+    def on_load(cls, *args, **kwargs):
+        import sys
+
+        if "api-server" in sys.argv:  # only the process that serves the page (not the scheduler or tasks)
+            _warm_in_background()
     fastapi_apps = [{"app": create_app(), "url_prefix": PREFIX, "name": "Nightshift model health"}]
     external_views = [{"name": "Model health", "href": "nightshift/health", "destination": "nav",
                        "url_route": "model-health", "category": "browse"}]

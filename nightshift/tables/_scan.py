@@ -15,8 +15,10 @@ from nightshift.lake import Lake
 from nightshift.spec import DS
 
 
-def lake_history(lake: Lake, table: str, schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
-    """All committed partitions of `table`, with `ds` as a string column; empty (with `ds`) if none."""
+def lake_history(lake: Lake, table: str, schema: pa.Schema, columns: list[str] | None = None,
+                 days: list[str] | None = None) -> pa.Table:
+    """All committed partitions of `table` (or only `days`), with `ds` as a string column; empty (with
+    `ds`) if none."""
     fields = [schema.field(c) for c in columns] if columns else list(schema)
     full = pa.schema([*fields, pa.field(DS, pa.string())])
     base = lake.table_path(table)
@@ -25,4 +27,5 @@ def lake_history(lake: Lake, table: str, schema: pa.Schema, columns: list[str] |
     partitioning = pads.partitioning(pa.schema([pa.field(DS, pa.string())]), flavor="hive")
     ds = pads.dataset(base, format="parquet", filesystem=lake.fs, partitioning=partitioning,
                       schema=pa.schema([*schema, pa.field(DS, pa.string())]))
-    return ds.to_table(columns=[f.name for f in full])
+    where = pads.field(DS).isin(days) if days is not None else None
+    return ds.to_table(columns=[f.name for f in full], filter=where)

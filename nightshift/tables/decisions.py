@@ -82,9 +82,9 @@ def latest_decision(lake: Lake, kind: str, before: str,
     return None
 
 
-def history(lake: Lake, kinds: Iterable[str] = KINDS) -> list[dict[str, Any]]:
-    """Every decision of the given kinds, oldest day first, evidence parsed (one scan of the table)."""
-    table = lake_history(lake, DECISIONS, SCHEMA)
+def history(lake: Lake, kinds: Iterable[str] = KINDS, days: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every decision of the given kinds (of `days`, or all), oldest day first, evidence parsed (one scan)."""
+    table = lake_history(lake, DECISIONS, SCHEMA, days=days)
     rows = [r for r in table.to_pylist() if r["kind"] in set(kinds)]
     for r in rows:
         r["evidence"] = json.loads(r["evidence"]) if r["evidence"] else {}

@@ -50,6 +50,6 @@ def tested_against(lake: Lake, ds: str) -> str | None:
     return col[0].as_py() if len(col) else None
 
 
-def history(lake: Lake, columns: list[str] | None = None) -> pa.Table:
+def history(lake: Lake, columns: list[str] | None = None, days: list[str] | None = None) -> pa.Table:
     """Every checked night's rows in one scan, with `ds` (for the UI: one read, not one per night)."""
-    return lake_history(lake, DRIFT, SCHEMA, columns)
+    return lake_history(lake, DRIFT, SCHEMA, columns, days)

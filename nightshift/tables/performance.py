@@ -47,6 +47,6 @@ def _pairs(d: dict[str, float | None] | None) -> list[tuple[str, float]]:
     return [(k, float(v)) for k, v in (d or {}).items() if v is not None]
 
 
-def history(lake: Lake, columns: list[str] | None = None) -> pa.Table:
+def history(lake: Lake, columns: list[str] | None = None, days: list[str] | None = None) -> pa.Table:
     """Every night's rows in one scan, with `ds` (the night that knew them)."""
-    return lake_history(lake, PERFORMANCE, SCHEMA, columns)
+    return lake_history(lake, PERFORMANCE, SCHEMA, columns, days)

@@ -70,8 +70,9 @@ def night(lake: Lake, ds: str) -> dict | None:
             "model_selection": first[0]["model_selection"] if first else None}
 
 
-def nights(lake: Lake) -> list[dict]:
-    """Every scored night: rows, model version(s) and selection, from the Parquet footers alone.
+def nights(lake: Lake, days: list[str] | None = None) -> list[dict]:
+    """Every scored night (or those of `days`): rows, model version(s) and selection, from the Parquet
+    footers alone.
 
     Row counts and the lineage columns' min/max statistics are in each file's footer, so a
     year of nights costs one footer read per file, whatever the rows per night.
@@ -93,7 +94,7 @@ def nights(lake: Lake) -> list[dict]:
                 and not rel[1].startswith(("_", ".")) and rel[1].endswith(".parquet"):
             files.setdefault(rel[0][len(DS) + 1:], []).append(info.path)
     out = []
-    for ds in sorted(files):
+    for ds in sorted(d for d in files if days is None or d in days):
         rows, seen = 0, {"model_version": set(), "model_selection": set()}
         for path in files[ds]:
             with lake.fs.open_input_file(path) as f:
