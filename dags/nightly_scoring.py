@@ -48,6 +48,7 @@ from airflow.sdk import Asset, Param, dag, task
 from batch_scoring.flows import NIGHTLY  # step definitions only: nothing heavy
 from nightshift.alerts import NightshiftNotifier
 from nightshift.choices import ModelSelection, values
+from nightshift.links import ModelHealthLink
 from nightshift.settings import lake_table_uri, run_settings  # pydantic only: Airflow has it loaded already
 from training.flows import RETRAIN  # step definitions only: nothing heavy
 
@@ -144,7 +145,10 @@ def nightly_scoring():
     validate() >> score() >> detect_drift() >> confirmed
     decision = decide_retrain()
     confirmed >> measure_ground_truth() >> decision
-    confirmed >> flag_drift()
+    flagged = flag_drift()
+    confirmed >> flagged
+    for evidence in (flagged, decision):  # a button to the page that shows the evidence
+        evidence.operator.operator_extra_links = [ModelHealthLink()]
     request_retrain(decision) >> [trigger_retrain, no_retrain] >> close_night
     confirmed >> close_night  # so the next night's confirm_champion waits for this night to close
 

@@ -37,6 +37,7 @@ from airflow.sdk import Param, dag, task
 
 from nightshift.alerts import NightshiftNotifier
 from nightshift.choices import InitFrom, Trigger, values
+from nightshift.links import MLFLOW_LINKS
 from nightshift.settings import run_settings  # pydantic only: Airflow has it loaded already
 from training.flows import RETRAIN  # step definitions only: nothing heavy
 
@@ -119,7 +120,10 @@ def retrain():
     trained = train_challenger(window)
     ready_to_train(window) >> [trained, defer(window)]
     evaluation = evaluate_challenger(window, trained)
-    judge(evaluation) >> [promote(evaluation), reject(evaluation)]
+    promoted = promote(evaluation)
+    judge(evaluation) >> [promoted, reject(evaluation)]
+    for made in (trained, evaluation, promoted):  # buttons to the MLflow run and model version, and the page
+        made.operator.operator_extra_links = MLFLOW_LINKS
 
 
 retrain()

@@ -37,7 +37,7 @@ def test_dag_test_runs_retrain_then_a_night(tmp_path):
     """Bootstrap through the retrain DAG, then one nightly run, both with dag.test()."""
     home = tmp_path / "home"
     _simulate(home, "2026-03-01", 14, 0, "none")
-    env = stack.airflow_env(home, port=stack.free_port(), extra=FAST)
+    env = stack.airflow_env(home, port=stack.free_port(), extra={**FAST, "NIGHTSHIFT__UI__MLFLOW_URL": "http://mlflow.example.com"})
     subprocess.run([str(stack.VENV_BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
     script = textwrap.dedent(f"""
         import json
@@ -66,6 +66,11 @@ def test_dag_test_runs_retrain_then_a_night(tmp_path):
         key = summarize.__globals__["PREDICTIONS"]  # the DAG module's own Asset object, as the accessor is keyed
         out["consumed"] = summarize(triggering_asset_events={{key: [Event(e) for _, e, _ in events]}})
         out["consumer_schedule"] = scheduled_on
+        from airflow.models.xcom import XComModel
+        with create_session() as session:
+            links = session.execute(select(XComModel.task_id, XComModel.key, XComModel.value)
+                                    .where(XComModel.key.like("_link_%"))).all()
+        out["links"] = {{f"{{t}}{{k}}": XComModel.deserialize_value(type("X", (), {{"value": v}})()) for t, k, v in links}}
         print("RESULT " + json.dumps(out))
     """)
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
@@ -86,6 +91,11 @@ def test_dag_test_runs_retrain_then_a_night(tmp_path):
                               {"ds": "2026-03-13", "rows": 1500, "model_version": "1", "rescored": False},
                               "confirm_champion"]]
     assert out["consumer_schedule"] == [out["events"][0][0]]
+    # extra links, computed when the task ended: the bootstrap's promoted v1 in MLflow, and the page
+    links = out["links"]
+    assert links["promote_link_MlflowModelVersionLink"] == "http://mlflow.example.com/#/models/nightshift-model/versions/1"
+    assert links["train_challenger_link_MlflowRunLink"].startswith("http://mlflow.example.com/#/experiments/")
+    assert links["decide_retrain_link_ModelHealthLink"].endswith("/plugin/model-health")
     assert [(c["ds"], c["rows"], c["model_version"]) for c in out["consumed"]] == [("2026-03-13", 1500, "1")]
     for table in ("predictions", "monitoring/drift", "monitoring/performance", "decisions"):
         assert (lake / table / "ds=2026-03-13").is_dir(), table
