@@ -103,7 +103,7 @@ def nightly_scoring():
         outlet_events[PREDICTIONS].extra = {k: result[k] for k in ("ds", "rows", "model_version", "rescored")}
         return result
 
-    @task
+    @task(show_return_value_in_logs=False)  # the drifted features are logged in words
     def flag_drift(ds: str | None = None, params: dict | None = None) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
@@ -116,9 +116,12 @@ def nightly_scoring():
     def measure_ground_truth(ds: str | None = None, params: dict | None = None) -> dict:
         return _run("measure_ground_truth", ds, params)
 
-    @task(depends_on_past=STEP("decide_retrain").ordered, on_success_callback=NightshiftNotifier("retrain"))
+    @task(depends_on_past=STEP("decide_retrain").ordered, on_success_callback=NightshiftNotifier("retrain"),
+          show_return_value_in_logs=False)  # the decision is logged in words
     def decide_retrain(ds: str | None = None, params: dict | None = None) -> dict:
-        return _run("decide_retrain", ds, params)
+        result = _run("decide_retrain", ds, params)
+        log.info("retrain decision for %s: %s, because %s", ds, result["verdict"], "; ".join(result["reasons"]))
+        return result
 
     @task.branch
     def request_retrain(decision: dict, ds: str | None = None, params: dict | None = None) -> str:

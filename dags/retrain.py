@@ -98,14 +98,24 @@ def retrain():
     def defer(window: dict, params: dict | None = None, ds: str | None = None) -> dict:
         return _run("defer", ds, params, prepare_window=window)
 
-    @task
+    @task(show_return_value_in_logs=False)  # the evidence is logged in words, not as a dict
     def evaluate_challenger(window: dict, trained: dict, params: dict | None = None, ds: str | None = None) -> dict:
-        return _run("evaluate_challenger", ds, params, prepare_window=window, train_challenger=trained)
+        from nightshift.words import gate_words, segment_words
 
-    @task.branch
+        result = _run("evaluate_challenger", ds, params, prepare_window=window, train_challenger=trained)
+        log.info("gate for challenger v%s: %s", result["version"],
+                 gate_words(result["verdict"], result["reasons"], result["evidence"]))
+        if segments := segment_words(result["evidence"]):
+            log.info("per segment (gain, rows): %s", segments)
+        return result
+
+    @task.branch(show_return_value_in_logs=False)
     def judge(evaluation: dict, params: dict | None = None, ds: str | None = None) -> str:
         yes, no = STEP("judge").choices
-        return yes if _run("judge", ds, params, evaluate_challenger=evaluation) else no
+        chosen = yes if _run("judge", ds, params, evaluate_challenger=evaluation) else no
+        log.info("verdict %s for v%s, so: %s (%s)", evaluation["verdict"], evaluation["version"], chosen,
+                 "; ".join(evaluation["reasons"]))
+        return chosen
 
     @task(on_success_callback=VERDICT)
     def promote(evaluation: dict, params: dict | None = None, ds: str | None = None) -> dict:

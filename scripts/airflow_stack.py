@@ -73,6 +73,9 @@ def airflow_env(home: Path, port: int | None = None, extra: dict[str, str] | Non
         "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
         "NO_COLOR": "1",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # one bar per downloaded file is noise in task logs
+        # MLflow's own handler writes its INFO lines to stderr, which a task log shows as ERROR; without it
+        # they go through Python logging, at their real level
+        "MLFLOW_CONFIGURE_LOGGING": "false",
     })
     saved = airflow_home / "extra_env.json"
     env.update(json.loads(saved.read_text()) if saved.exists() else {})

@@ -166,3 +166,21 @@ def test_browser_logs_in_and_sees_model_health(server):
         driver.save_screenshot(str(SCREENSHOTS / "model_health.png"))
     finally:
         driver.quit()
+
+
+def test_model_versions_carry_their_schema_and_gate_evidence(server, tmp_path):
+    """The registry side of the page: each version's description is its gate evidence in words,
+    and its MLmodel holds the input and output schema."""
+    from mlflow.models import Model
+
+    from nightshift.registry import Registry
+
+    registry = Registry(server["settings"], server["lake"])
+    spec = server["settings"].dataset
+    for version in registry.versions():
+        mv = registry.client.get_model_version(registry.name, version)
+        assert mv.description.startswith("**PROMOTE**") and "Evidence:" in mv.description, mv.description
+        path = registry.client.download_artifacts(mv.run_id, "model/MLmodel", str(tmp_path / version))
+        signature = Model.load(path).signature
+        assert signature.inputs.input_names() == [*spec.numeric, *spec.categorical]
+        assert signature.outputs.input_names() == ["score", "decision"]
