@@ -53,6 +53,7 @@ stop:                  ## stop the Airflow processes the demo started
 bench: install         ## print the benchmark figures (each script ends with a RESULT line)
 	$(PY) benchmarks/bench_scoring.py
 	$(PY) benchmarks/import.py
+	$(PY) benchmarks/ui_page.py
 
 clean: stop            ## remove generated data (the lake, MLflow store, Airflow home); keeps .venv
 	rm -rf .nightshift

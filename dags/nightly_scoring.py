@@ -49,7 +49,10 @@ from batch_scoring.flows import NIGHTLY  # step definitions only: nothing heavy
 from nightshift.alerts import NightshiftNotifier
 from nightshift.choices import ModelSelection, values
 from nightshift.links import ModelHealthLink
-from nightshift.settings import lake_table_uri, run_settings  # pydantic only: Airflow has it loaded already
+from nightshift.settings import (  # pydantic only: Airflow has it loaded already
+    lake_table_uri,
+    run_settings,
+)
 from training.flows import RETRAIN  # step definitions only: nothing heavy
 
 log = logging.getLogger(__name__)

@@ -38,7 +38,9 @@ from airflow.sdk import Param, dag, task
 from nightshift.alerts import NightshiftNotifier
 from nightshift.choices import InitFrom, Trigger, values
 from nightshift.links import MLFLOW_LINKS
-from nightshift.settings import run_settings  # pydantic only: Airflow has it loaded already
+from nightshift.settings import (
+    run_settings,  # pydantic only: Airflow has it loaded already
+)
 from training.flows import RETRAIN  # step definitions only: nothing heavy
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ def _run(step: str, ds: str | None, params: dict, **results):
     day = params.get("ds") or ds
     if not day:
         raise ValueError("retrain needs a day: set the `ds` param (YYYY-MM-DD) or trigger with a logical date")
-    settings = lambda: run_settings(params, training__init_from=params.get("init_from"))  # noqa: E731 - only if read
+    settings = lambda: run_settings(params, training__init_from=params.get("init_from"))
     return run_step(RETRAIN, step, StepContext(settings, day, dict(params), results))
 
 

@@ -21,7 +21,9 @@ from datetime import datetime, timezone
 from airflow.sdk import Param, dag, task
 
 from nightshift.alerts import NightshiftNotifier
-from nightshift.settings import run_settings  # pydantic only: Airflow has it loaded already
+from nightshift.settings import (
+    run_settings,  # pydantic only: Airflow has it loaded already
+)
 
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 

@@ -91,7 +91,7 @@ def drift_alert(settings: "Settings", lake: "Lake", ds: str) -> Alert | None:
     if change == START:
         hit = sorted((r for r in rows if r["drifted"]), key=lambda r: -(r["effect_size"] or 0))
         words = ", ".join(f"{r['feature'] if r['feature'] != drift.OUTPUT_FEATURE else 'model score'} "
-                          f"{r['effect_metric']} {r['effect_size']:.3f} (floor {r['min_effect']}, p={r['p_value']:.2g})"
+                          f"{r['effect_metric']} {r['effect_size']:.3f} (floor {r['min_effect']}, {_p(r['p_value'])})"
                           for r in hit[:6])
         more = f" and {len(hit) - 6} more" if len(hit) > 6 else ""
         return Alert(DRIFT, f"drift-{START}-{ds}", ds, f"[Nightshift] drift alarm from {ds}",
@@ -101,6 +101,10 @@ def drift_alert(settings: "Settings", lake: "Lake", ds: str) -> Alert | None:
     return Alert(DRIFT, f"drift-{END}-{ds}", ds, f"[Nightshift] drift alarm over on {ds}",
                  f"no test drifted tonight; the alarm lasted {len([d for d in checked if d >= start])} nights, "
                  f"{start} to {checked[-1]}", page_link(settings, "drift"))
+
+
+def _p(p: float | None) -> str:
+    return "p=?" if p is None else (f"p={p:.2g}" if p > 0 else "p<1e-300")  # a p-value that underflowed is not 0
 
 
 def _incident_start(lake: "Lake", checked: list[str]) -> str:
@@ -133,17 +137,13 @@ def verdict_alert(settings: "Settings", lake: "Lake", ds: str) -> Alert | None:
     d = read_decision(lake, ds, "promotion")
     if d is None:
         return None
-    ev, version = d["evidence"], d["model_version"]
+    version = d["model_version"]
     if d["verdict"] == "PROMOTE":
         subject = f"[Nightshift] v{version} promoted to champion on {ds}"
     else:
         subject = f"[Nightshift] gate verdict {d['verdict']} on {ds}" + (f" for v{version}" if version else "")
-    numbers = ""
-    if isinstance(ev.get("gain"), (int, float)):
-        numbers = (f"{ev.get('metric')} {ev.get('champion'):.4f} -> {ev.get('challenger'):.4f}, gain {ev['gain']:+.4f}, "
-                   f"{ev.get('confidence', 0):.0%} CI [{ev.get('ci_low'):+.4f}, {ev.get('ci_high'):+.4f}], n={ev.get('n')}: ")
     kind = PROMOTION if d["verdict"] == "PROMOTE" else VERDICT
-    return Alert(kind, f"verdict-{ds}-{version or 'none'}-{d['verdict']}", ds, subject, numbers + "; ".join(d["reasons"]),
+    return Alert(kind, f"verdict-{ds}-{version or 'none'}-{d['verdict']}", ds, subject, "; ".join(d["reasons"]),
                  page_link(settings, "verdicts"))
 
 

@@ -42,7 +42,7 @@ def _settings(ti):
     try:
         params = ti.get_template_context().get("params") or params
     except Exception:  # noqa: BLE001 - outside a running task: the DAG's defaults
-        pass
+        params = dict(params)
     return run_settings(dict(params))
 
 

@@ -36,8 +36,8 @@ def segment_words(ev: dict[str, Any]) -> str:
 def retrain_words(ev: dict[str, Any], policy: dict[str, Any]) -> str:
     """The nightly policy's evidence and thresholds in words."""
     flags = ev.get("drift_flags") or []
-    parts = [f"drift on {sum(bool(f) for f in flags)} of the last {len(flags)} nights "
-             f"(retrain at {policy.get('drift_k')} of {policy.get('drift_n')})"]
+    parts = [(f"drift on {sum(bool(f) for f in flags)} of the last {len(flags)} nights "
+             f"(retrain at {policy.get('drift_k')} of {policy.get('drift_n')})")]
     metric = ev.get("metric", "metric")
     if ev.get("realized") is not None:
         parts.append(f"realized {metric} {_f(ev['realized'])} on {ev.get('realized_day')} (floor {ev.get('floor')})")

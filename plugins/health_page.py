@@ -35,8 +35,8 @@ def performance_svg(perf: dict[str, Any], timeline: list[dict[str, Any]], width:
     def y(v: float) -> float:
         return top + h - (v - lo) / (hi - lo) * h
 
-    out = [f'<svg id="perf-chart" class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-           f'role="img" aria-label="{E(metric)} over time">']
+    out = [(f'<svg id="perf-chart" class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+           f'role="img" aria-label="{E(metric)} over time">')]
     for i in range(5):  # y grid
         v = lo + (hi - lo) * i / 4
         out.append(f'<line x1="{left}" x2="{left + w}" y1="{y(v):.1f}" y2="{y(v):.1f}" class="grid"/>'
@@ -95,8 +95,8 @@ def drift_svg(drift: dict[str, Any], width: int = 960) -> str:
     n = len(nights)
     cw = max((width - left - 10) / n, 1.0)
     height = top + cell_h * len(features) + line_h + 40
-    out = [f'<svg id="drift-heatmap" class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-           f'role="img" aria-label="drift per feature and night">']
+    out = [(f'<svg id="drift-heatmap" class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+           f'role="img" aria-label="drift per feature and night">')]
     for j, f in enumerate(features):
         yy = top + j * cell_h
         out.append(f'<text x="{left - 4}" y="{yy + cell_h - 3}" class="tick" text-anchor="end">{E(f)}</text>')
@@ -165,9 +165,9 @@ def render(data: dict[str, Any], *, mlflow_url: str | None = None, api: str = "a
             f"({E(champ['decided_by'])}: {E(champ['reason'])})" if champ else "<b id=\"champion-version\">no champion yet</b>")
     parts = [f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title><style>{_CSS}</style></head><body>",
              f"<h1>{title}</h1><p class=\"sub\">{head}</p>",
-             f'<nav><a href="#performance">Performance</a><a href="#drift">Drift</a><a href="#champions">Champions</a>'
-             f'<a href="#retrains">Retrain decisions</a><a href="#verdicts">Verdicts</a><a href="#nights">Nights</a>'
-             f' · data: <a href="{api}/page">JSON</a></nav>',
+             (f'<nav><a href="#performance">Performance</a><a href="#drift">Drift</a><a href="#champions">Champions</a>'
+              f'<a href="#retrains">Retrain decisions</a><a href="#verdicts">Verdicts</a><a href="#nights">Nights</a>'
+              f' · data: <a href="{api}/page">JSON</a></nav>'),
              f'<h2 id="performance">Performance over time ({E(data["performance"].get("metric") or "")})</h2>',
              performance_svg(data["performance"], data["timeline"]),
              '<h2 id="drift">Drift per feature and night</h2>', drift_svg(data["drift"]),
@@ -186,8 +186,8 @@ def _badge(v: str | None) -> str:
 def _timeline_table(rows: list[dict[str, Any]], mlflow_url: str | None) -> str:
     if not rows:
         return '<p class="empty">No champion yet.</p>'
-    out = ["<table id=\"timeline\"><tr><th>from night after</th><th>version</th><th>decided by</th><th>verdict and evidence</th>"
-           "<th>segments</th><th>run</th></tr>"]
+    out = [("<table id=\"timeline\"><tr><th>from night after</th><th>version</th><th>decided by</th><th>verdict and evidence</th>"
+           "<th>segments</th><th>run</th></tr>")]
     for r in reversed(rows):
         run = (f'<a href="{E(mlflow_url)}/#/experiments/0/runs/{E(r["run_id"])}" target="_blank">{E(r["run_id"][:8])}</a>'
                if mlflow_url and r["run_id"] else E((r["run_id"] or "")[:8]))
@@ -211,8 +211,8 @@ def _retrain_table(rows: list[dict[str, Any]]) -> str:
 def _verdict_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return '<p class="empty">No retrain has finished yet.</p>'
-    out = ["<table id=\"verdicts\"><tr><th>day</th><th>kind</th><th>verdict</th><th>version</th><th>evidence</th>"
-           "<th>segments</th></tr>"]
+    out = [("<table id=\"verdicts\"><tr><th>day</th><th>kind</th><th>verdict</th><th>version</th><th>evidence</th>"
+           "<th>segments</th></tr>")]
     for r in rows:
         out.append(f"<tr><td>{r['ds']}</td><td>{E(r['kind'])}</td><td>{_badge(r['verdict'])}</td>"
                    f"<td>{'v' + E(str(r['model_version'])) if r['model_version'] else '–'}</td>"
@@ -223,8 +223,8 @@ def _verdict_table(rows: list[dict[str, Any]]) -> str:
 def _nights_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return '<p class="empty">No night scored yet.</p>'
-    out = ["<table id=\"nights-table\"><tr><th>night</th><th class=\"num\">rows scored</th><th>model version</th>"
-           "<th>chosen by</th><th>drift</th></tr>"]
+    out = [("<table id=\"nights-table\"><tr><th>night</th><th class=\"num\">rows scored</th><th>model version</th>"
+           "<th>chosen by</th><th>drift</th></tr>")]
     for r in reversed(rows):
         drift = "ALARM" if r["drift"] else ("no" if r["drift"] is False else "–")
         out.append(f"<tr><td>{r['ds']}</td><td class=\"num\">{r['rows']:,}</td><td>v{E(str(r['model_version']))}</td>"

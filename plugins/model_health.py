@@ -11,7 +11,7 @@ endpoints answer 401/403.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any, ClassVar
 from urllib.parse import quote
 
 from airflow.plugins_manager import AirflowPlugin
@@ -27,7 +27,6 @@ async def require_user(request: Request) -> Any:
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
     from airflow.api_fastapi.core_api.security import get_user
-
     from fastapi.security import HTTPAuthorizationCredentials
 
     header = request.headers.get("authorization", "")
@@ -37,6 +36,9 @@ async def require_user(request: Request) -> Any:
     if not get_auth_manager().is_authorized_view(access_view=AccessView.WEBSITE, user=user):
         raise HTTPException(status_code=403, detail="Forbidden: this user may not see the Airflow website")
     return user
+
+
+User = Annotated[Any, Depends(require_user)]
 
 
 def _context():
@@ -74,8 +76,9 @@ def create_app() -> FastAPI:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
     @app.get("/health", response_class=HTMLResponse)
-    def page(request: Request, nights: str | None = None, user: Any = Depends(require_user)) -> HTMLResponse:
+    def page(request: Request, user: User, nights: str | None = None) -> HTMLResponse:
         from health_page import render
+
         from nightshift import health
 
         settings, lake = _context()
@@ -88,39 +91,39 @@ def create_app() -> FastAPI:
         return Response(to_json(build()), media_type="application/json")
 
     @app.get("/api/page")
-    def page_data(nights: str | None = None, user: Any = Depends(require_user)) -> Response:
+    def page_data(user: User, nights: str | None = None) -> Response:
         from nightshift import health
 
         settings, lake = _context()
         return _json(lambda: health.page(lake, settings.model.name, _nights(nights)))
 
     @app.get("/api/timeline")
-    def timeline(user: Any = Depends(require_user)) -> Response:
+    def timeline(user: User) -> Response:
         from nightshift import health
 
         return _json(lambda: health.champion_timeline(_context()[1]))
 
     @app.get("/api/performance")
-    def performance(user: Any = Depends(require_user)) -> Response:
+    def performance(user: User) -> Response:
         from nightshift import health
 
         return _json(lambda: health.performance_series(_context()[1]))
 
     @app.get("/api/drift")
-    def drift(nights: str | None = None, user: Any = Depends(require_user)) -> Response:
+    def drift(user: User, nights: str | None = None) -> Response:
         from nightshift import health
 
         return _json(lambda: health.drift_matrix(_context()[1], _nights(nights)))
 
     @app.get("/api/decisions")
-    def decisions(user: Any = Depends(require_user)) -> Response:
+    def decisions(user: User) -> Response:
         from nightshift import health
 
         lake = _context()[1]
         return _json(lambda: {"retrains": health.retrain_decisions(lake), "verdicts": health.verdicts(lake)})
 
     @app.get("/api/nights")
-    def nights(user: Any = Depends(require_user)) -> Response:
+    def nights(user: User) -> Response:
         from nightshift import health
 
         return _json(lambda: health.nights(_context()[1]))
@@ -140,7 +143,7 @@ def _warm_in_background() -> None:
             from nightshift import health
 
             health.warm(_context()[1])
-        except Exception:  # noqa: BLE001 - a lake not there yet: the first request reads it instead
+        except Exception:
             log.info("Model health: nothing to warm up yet", exc_info=True)
 
     threading.Thread(target=run, name="model-health-warm", daemon=True).start()
@@ -155,6 +158,6 @@ class NightshiftPlugin(AirflowPlugin):
 
         if "api-server" in sys.argv:  # only the process that serves the page (not the scheduler or tasks)
             _warm_in_background()
-    fastapi_apps = [{"app": create_app(), "url_prefix": PREFIX, "name": "Nightshift model health"}]
-    external_views = [{"name": "Model health", "href": "nightshift/health", "destination": "nav",
+    fastapi_apps: ClassVar[list] = [{"app": create_app(), "url_prefix": PREFIX, "name": "Nightshift model health"}]
+    external_views: ClassVar[list] = [{"name": "Model health", "href": "nightshift/health", "destination": "nav",
                        "url_route": "model-health", "category": "browse"}]

@@ -102,10 +102,10 @@ def nights(lake: Lake, days: list[str] | None = None) -> list[dict]:
             rows += meta.num_rows
             names = meta.schema.names
             for rg in range(meta.num_row_groups):
-                for col in seen:
+                for col, values in seen.items():
                     stats = meta.row_group(rg).column(names.index(col)).statistics if col in names else None
                     if stats is not None and stats.has_min_max:
-                        seen[col].update({stats.min, stats.max})
+                        values.update({stats.min, stats.max})
         out.append({"ds": ds, "rows": rows, "model_version": ",".join(sorted(seen["model_version"])) or None,
                     "model_selection": ",".join(sorted(seen["model_selection"])) or None})
     return out
