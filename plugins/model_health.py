@@ -139,10 +139,15 @@ def _warm_in_background() -> None:
     import threading
 
     def run() -> None:
+        import time
+
         try:
             from nightshift import health
 
-            health.warm(_context()[1])
+            start = time.perf_counter()
+            lake = _context()[1]
+            health.warm(lake)
+            log.info("Model health: read %d nights of history in %.1f s", len(health.nights(lake)), time.perf_counter() - start)
         except Exception:
             log.info("Model health: nothing to warm up yet", exc_info=True)
 
