@@ -131,6 +131,10 @@ def test_backfill_hands_off_to_retrain_through_the_scheduler(tmp_path, postgres_
               lambda runs: len(runs) >= nights and all(s in ("success", "failed") for s in runs.values()), 900)
         runs = stack.run_states(home, "nightly_scoring")
         assert all(s == "success" for s in runs.values()), _failures(home)
+        # drift nights stand out in the grid: flag_drift ran on them and was skipped on the quiet ones
+        flags = dict(stack.query(home, "SELECT run_id, state FROM task_instance WHERE dag_id = 'nightly_scoring' "
+                                       "AND task_id = 'flag_drift'"))
+        assert "success" in flags.values() and "skipped" in flags.values(), flags
     finally:
         stack.stop(home)
 
@@ -149,6 +153,15 @@ def test_backfill_hands_off_to_retrain_through_the_scheduler(tmp_path, postgres_
 
         s = load_settings()
         lake, registry = Lake(s.lake_uri), Registry(s)
+        # the notifiers ran in real tasks: one drift alert for the incident, the decision, and the verdicts
+        from nightshift.alerts import sent
+        from nightshift.tables.drift import day_alarm
+
+        alerts = sent(lake)
+        drift_alerts = [a for a in alerts if a["kind"] == "drift"]
+        drifted = [d for d in lake.partitions("monitoring/drift") if day_alarm(lake, d)]
+        assert drift_alerts and len(drift_alerts) < len(drifted), (drift_alerts, drifted)  # per incident, not per night
+        assert {"retrain", "promotion"} <= {a["kind"] for a in alerts}, alerts
         moves = [e for e in registry.history() if e.alias == "champion"]
         assert [e.decided_by for e in moves][:2] == ["retrain", "retrain"] and moves[1].ds == decided_on
         assert registry.current("previous_champion").version == "1"

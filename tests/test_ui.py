@@ -56,6 +56,7 @@ def server(tmp_path_factory):
         retrain(s, add_days(START, HISTORY - 1), trigger="bootstrap")
         run_nights(s, add_days(START, HISTORY), add_days(START, HISTORY + NIGHTS - 1), progress=False)
         port = stack.start(home, components=("api-server",))
+        stack.run_cli(home, "dags", "reserialize")  # the DAGs' forms, without a dag-processor
         try:
             yield {"home": home, "lake": lake, "settings": s, "base": f"http://127.0.0.1:{port}",
                    "password": stack.admin_password(home)}
@@ -164,6 +165,18 @@ def test_browser_logs_in_and_sees_model_health(server):
         driver.switch_to.default_content()
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(SCREENSHOTS / "model_health.png"))
+
+        # the retrain form refuses to start a run without `ds`, and says why
+        driver.get(server["base"] + "/dags/retrain")
+        wait.until(EC.element_to_be_clickable((By.XPATH, "//button[normalize-space()='Trigger']"))).click()
+        dialog = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "[role=dialog]")))
+        wait.until(lambda d: "This field is required" in dialog.text)
+        assert "a retrain has no 'today' of its own" in dialog.text
+        submit = dialog.find_element(By.XPATH, ".//button[normalize-space()='Trigger']")
+        assert not submit.is_enabled(), "Trigger is enabled with an empty ds"
+        driver.save_screenshot(str(SCREENSHOTS / "retrain_form.png"))
+        dialog.find_element(By.CSS_SELECTOR, "input[type=date]").send_keys("03122026")  # mm/dd/yyyy in this locale
+        wait.until(lambda d: submit.is_enabled())
     finally:
         driver.quit()
 
