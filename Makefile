@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-fast test-gpu lint airflow stop bench clean
+.PHONY: install browser demo test test-fast test-gpu lint airflow stop bench clean
 
 install: $(STAMP)
 
@@ -21,10 +21,21 @@ $(STAMP): pyproject.toml constraints.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# The Model health browser test drives the distribution's Chromium and chromedriver. Installed
+# with apt where there is one (as root, or with passwordless sudo); elsewhere the test skips and says why.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && { [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+		{ $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null; } || \
+		echo "could not install chromium with apt: the browser test will skip"; \
+	else echo "no chromium and no apt (as root or sudo): the Model health browser test will skip"; fi
+
 demo: install          ## simulated world -> real Airflow backfill -> drift -> retrain -> promotion
 	$(PY) scripts/demo.py
 
-test: install          ## the whole suite (unit, data, model, DAG integrity, Airflow + MLflow integration)
+test: install browser  ## the whole suite (unit, data, model, DAG integrity, Airflow + MLflow integration, the browser)
 	$(PY) -m pytest
 
 test-fast: install     ## everything but the integration tests
@@ -47,6 +58,7 @@ bench: install         ## print the benchmark figures (each script ends with a R
 	$(PY) benchmarks/mapped_scoring.py
 	$(PY) benchmarks/parse.py
 	$(PY) benchmarks/import.py
+	$(PY) benchmarks/ui_page.py
 
 clean: stop            ## remove generated data (the lake, MLflow store, Airflow home); keeps .venv
 	rm -rf .nightshift

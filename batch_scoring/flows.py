@@ -17,6 +17,8 @@ NIGHTLY = Flow("nightly_scoring", (
     Step("detect_drift", "batch_scoring.nightly:detect_drift", after=("commit_scores",), doc="monitoring/drift/ds=D"),
     Step("confirm_champion", "batch_scoring.nightly:confirm_champion", after=("detect_drift",), ordered=True,
          doc="rescore if a promotion landed after tonight was scored"),
+    Step("flag_drift", "batch_scoring.nightly:flag_drift", after=("confirm_champion",),
+         doc="runs (green in the grid) only on a drift alarm, naming the drifted features; skipped otherwise"),
     Step("measure_ground_truth", "batch_scoring.nightly:measure_ground_truth", after=("confirm_champion",), ordered=True,
          doc="monitoring/performance/ds=D, as known on D"),
     Step("decide_retrain", "batch_scoring.nightly:decide_retrain", after=("measure_ground_truth",), ordered=True,

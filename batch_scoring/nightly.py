@@ -18,7 +18,7 @@ from typing import Any
 
 from nightshift.dates import ds_range
 from nightshift.flow import StepContext, run_flow
-from nightshift.lake import FEATURES, Lake
+from nightshift.lake import FEATURES, PREDICTIONS, Lake
 from nightshift.registry import Registry
 from nightshift.tables import drift as drift_table
 from nightshift.tables.decisions import write_decision
@@ -89,7 +89,25 @@ def confirm_champion(ctx: StepContext) -> dict:
         score_partition(settings, ds, mode, lake=lake, ref=expected)
     if rescored or drift_table.tested_against(lake, ds) != expected.version:
         detect(settings, ds, lake=lake)
-    return {"ds": ds, "model_version": expected.version, "rescored": rescored, "was": actual}
+    rows = lake.dataset(PREDICTIONS, ds).count_rows()  # from the Parquet footers: no data read
+    return {"ds": ds, "model_version": expected.version, "rescored": rescored, "was": actual, "rows": rows}
+
+
+def flag_drift(ctx: StepContext) -> dict:
+    """Night `ds`'s drift verdict, in words: `alarm` is False on a quiet night (the DAG's task then
+    shows as skipped, so alarms stand out in the grid)."""
+    lake, ds = Lake(ctx.settings.lake_uri), ctx.ds
+    rows = drift_table.read(lake, ds)
+    hit = sorted((r for r in rows if r["drifted"]), key=lambda r: -(r["effect_size"] or 0))
+    words = [f"{'model score' if r['feature'] == drift_table.OUTPUT_FEATURE else r['feature']} "
+             f"({r['effect_metric']} {r['effect_size']:.3f} >= {r['min_effect']}, p={r['p_value']:.2g})" for r in hit]
+    alarm = bool(rows and rows[0]["day_drift"])
+    if alarm:
+        log.info("drift alarm on %s: %d of %d tests drifted after FDR correction: %s", ds, len(hit), len(rows), ", ".join(words))
+    else:
+        log.info("no drift on %s: none of %d tests both significant after FDR correction and above its effect floor",
+                 ds, len(rows))
+    return {"ds": ds, "alarm": alarm, "drifted": [r["feature"] for r in hit]}
 
 
 def measure_ground_truth(ctx: StepContext) -> dict:

@@ -23,6 +23,18 @@ night is closed (its decision taken and any retrain it started finished), then m
 tonight was scored by the champion really in force on D, rescoring if a promotion landed
 in the meantime.
 
+**In the grid.** `flag_drift` is green only on a night with a drift alarm (its log names the
+drifted features) and skipped otherwise; `trigger_retrain` runs only when the policy asked
+for a retrain (`no_retrain` otherwise). The "Model health" page (Browse menu) shows the
+evidence behind both.
+
+**Assets.** `confirm_champion` emits the `predictions` Asset (the lake's real location) once
+the night's partition is final, with `{"ds", "rows", "model_version", "rescored"}` in the
+event's extra. `predictions_consumer` is an example DAG scheduled on it.
+
+**Alerts** (see `[alerts]` in the settings): a drift alarm when it starts and when it ends, a
+retrain decision, and any failed task.
+
 **Params.** `model`: `as_of` (default: the champion in force on D, from the alias history,
 so a backfill gives what the nightly run gave) or `champion` (today's champion).
 `settings`: overrides, e.g. `{"drift.p_val": 0.01}`.
@@ -39,14 +51,20 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Asset, Param, dag, task
 
 from batch_scoring.flows import NIGHTLY  # step definitions only: nothing heavy
+from nightshift.alerts import NightshiftNotifier
 from nightshift.choices import ModelSelection, values
-from nightshift.settings import run_settings  # pydantic only: Airflow has it loaded already
+from nightshift.links import ModelHealthLink
+from nightshift.settings import (  # pydantic only: Airflow has it loaded already
+    lake_table_uri,
+    run_settings,
+)
 from training.flows import RETRAIN  # step definitions only: nothing heavy
 
 log = logging.getLogger(__name__)
 STEP = NIGHTLY.step
 
-PREDICTIONS = Asset(name="predictions", uri="file:///nightshift/lake/predictions")
+# Where the lake really is (from the settings file; no data is read at parse time).
+PREDICTIONS = Asset(name="predictions", uri=lake_table_uri("predictions"))
 
 
 def _run(step: str, ds: str, params: dict, *, item=None, run_id: str = "", **results) -> dict:
@@ -65,7 +83,7 @@ def _run(step: str, ds: str, params: dict, *, item=None, run_id: str = "", **res
     max_active_runs=4,
     doc_md=__doc__,
     tags=["nightshift"],
-    default_args={"owner": "nightshift", "retries": 0},
+    default_args={"owner": "nightshift", "retries": 0, "on_failure_callback": NightshiftNotifier("failure")},
     params={
         "model": Param(ModelSelection.AS_OF.value, enum=values(ModelSelection), description="which champion scores the night"),
         "settings": Param({}, type="object", description="settings overrides, 'section.key': value"),
@@ -86,7 +104,7 @@ def nightly_scoring():
                                                   + (f" +{len(files) - 1} files" if len(files) > 1 else ""))
         return _run("score", ds, params, item=group, run_id=run_id)
 
-    @task(outlets=[PREDICTIONS])
+    @task
     def commit_scores(groups: list[dict], ds: str | None = None, params: dict | None = None) -> dict:
         return _run("commit_scores", ds, params, score=list(groups))
 
@@ -94,17 +112,34 @@ def nightly_scoring():
     def detect_drift(ds: str | None = None, params: dict | None = None) -> dict:
         return _run("detect_drift", ds, params)
 
-    @task(depends_on_past=STEP("confirm_champion").ordered, wait_for_downstream=True, outlets=[PREDICTIONS])
-    def confirm_champion(ds: str | None = None, params: dict | None = None) -> dict:
-        return _run("confirm_champion", ds, params)
+    # The night's predictions are final here (rescored if a promotion landed meanwhile), so the
+    # Asset event is emitted here, once, and not by the speculative `score`.
+    @task(depends_on_past=STEP("confirm_champion").ordered, wait_for_downstream=True, outlets=[PREDICTIONS],
+          on_success_callback=NightshiftNotifier("drift"))
+    def confirm_champion(ds: str | None = None, params: dict | None = None, outlet_events=None) -> dict:
+        result = _run("confirm_champion", ds, params)
+        outlet_events[PREDICTIONS].extra = {k: result[k] for k in ("ds", "rows", "model_version", "rescored")}
+        return result
+
+    @task(show_return_value_in_logs=False)  # the drifted features are logged in words
+    def flag_drift(ds: str | None = None, params: dict | None = None) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        result = _run("flag_drift", ds, params)
+        if not result["alarm"]:
+            raise AirflowSkipException(f"no drift alarm on {ds}")
+        return result
 
     @task(depends_on_past=STEP("measure_ground_truth").ordered)
     def measure_ground_truth(ds: str | None = None, params: dict | None = None) -> dict:
         return _run("measure_ground_truth", ds, params)
 
-    @task(depends_on_past=STEP("decide_retrain").ordered)
+    @task(depends_on_past=STEP("decide_retrain").ordered, on_success_callback=NightshiftNotifier("retrain"),
+          show_return_value_in_logs=False)  # the decision is logged in words
     def decide_retrain(ds: str | None = None, params: dict | None = None) -> dict:
-        return _run("decide_retrain", ds, params)
+        result = _run("decide_retrain", ds, params)
+        log.info("retrain decision for %s: %s, because %s", ds, result["verdict"], "; ".join(result["reasons"]))
+        return result
 
     @task.branch
     def request_retrain(decision: dict, ds: str | None = None, params: dict | None = None) -> str:
@@ -133,6 +168,10 @@ def nightly_scoring():
     committed >> detect_drift() >> confirmed
     decision = decide_retrain()
     confirmed >> measure_ground_truth() >> decision
+    flagged = flag_drift()
+    confirmed >> flagged
+    for evidence in (flagged, decision):  # a button to the page that shows the evidence
+        evidence.operator.operator_extra_links = [ModelHealthLink()]
     request_retrain(decision) >> [trigger_retrain, no_retrain] >> close_night
     confirmed >> close_night  # so the next night's confirm_champion waits for this night to close
 

@@ -17,8 +17,13 @@ Started by `nightly_scoring` when its policy asks (conf `{"ds": D, "trigger": "n
 takes effect from the night after `ds`. The first model ever trained is promoted on
 absolute thresholds; later ones need a paired-bootstrap win (see `training/evaluate.py`).
 
-**Params.** `ds`: the logical day (default: the run's logical date). `init_from`: `warm`
-(champion weights, grown embeddings) or `scratch`. `trigger`, `reasons`: who asked and why.
+**Alerts:** the gate's verdict (a promotion, a rejection, too little evidence, a deferral)
+and any failed task, on the channels `[alerts]` names.
+
+**Params.** `ds` (required): the logical day whose arrived labels the retrain may see. The
+form will not trigger without it: a retrain has no "today" of its own (a replayed world
+lives in its own dates), and a run without one could only fail. `init_from`: `warm`
+(champion weights, grown embeddings) or `scratch`. `trigger` (`manual`, `nightly`, `bootstrap`), `reasons`: who asked and why.
 `settings`: overrides.
 """
 
@@ -30,12 +35,18 @@ from datetime import datetime, timezone
 
 from airflow.sdk import Param, dag, task
 
+from nightshift.alerts import NightshiftNotifier
 from nightshift.choices import InitFrom, Trigger, values
-from nightshift.settings import run_settings  # pydantic only: Airflow has it loaded already
+from nightshift.links import MLFLOW_LINKS
+from nightshift.settings import (
+    run_settings,  # pydantic only: Airflow has it loaded already
+)
 from training.flows import RETRAIN  # step definitions only: nothing heavy
 
 log = logging.getLogger(__name__)
 STEP = RETRAIN.step
+DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+VERDICT = NightshiftNotifier("verdict")
 
 
 def _run(step: str, ds: str | None, params: dict, **results):
@@ -45,7 +56,7 @@ def _run(step: str, ds: str | None, params: dict, **results):
     day = params.get("ds") or ds
     if not day:
         raise ValueError("retrain needs a day: set the `ds` param (YYYY-MM-DD) or trigger with a logical date")
-    settings = lambda: run_settings(params, training__init_from=params.get("init_from"))  # noqa: E731 - only if read
+    settings = lambda: run_settings(params, training__init_from=params.get("init_from"))
     return run_step(RETRAIN, step, StepContext(settings, day, dict(params), results))
 
 
@@ -57,9 +68,13 @@ def _run(step: str, ds: str | None, params: dict, **results):
     max_active_runs=1,
     doc_md=__doc__,
     tags=["nightshift"],
-    default_args={"owner": "nightshift", "retries": 0},
+    default_args={"owner": "nightshift", "retries": 0, "on_failure_callback": NightshiftNotifier("failure")},
     params={
-        "ds": Param(None, type=["null", "string"], format="date", description="logical day the retrain may see up to"),
+        # Required, with no default: the form refuses to trigger until a day is given (see the docstring).
+        "ds": Param(type="string", format="date", pattern=DATE_PATTERN, title="ds (logical day, required)",
+                    description="YYYY-MM-DD: the retrain trains on the labels that had arrived by this day, and a "
+                                "promotion takes effect from the night after it. Required: a retrain has no 'today' "
+                                "of its own, so there is no safe default."),
         "init_from": Param(InitFrom.WARM.value, enum=values(InitFrom), description="start from the champion's weights or from scratch"),
         "trigger": Param(Trigger.MANUAL.value, enum=values(Trigger), description="who asked"),
         "reasons": Param(["requested by hand"], type="array", items={"type": "string"}, description="why: recorded with the verdict"),
@@ -81,24 +96,34 @@ def retrain():
     def train_challenger(window: dict, params: dict | None = None, ds: str | None = None) -> dict:
         return _run("train_challenger", ds, params, prepare_window=window)
 
-    @task
+    @task(on_success_callback=VERDICT)
     def defer(window: dict, params: dict | None = None, ds: str | None = None) -> dict:
         return _run("defer", ds, params, prepare_window=window)
 
-    @task
+    @task(show_return_value_in_logs=False)  # the evidence is logged in words, not as a dict
     def evaluate_challenger(window: dict, trained: dict, params: dict | None = None, ds: str | None = None) -> dict:
-        return _run("evaluate_challenger", ds, params, prepare_window=window, train_challenger=trained)
+        from nightshift.words import gate_words, segment_words
 
-    @task.branch
+        result = _run("evaluate_challenger", ds, params, prepare_window=window, train_challenger=trained)
+        log.info("gate for challenger v%s: %s", result["version"],
+                 gate_words(result["verdict"], result["reasons"], result["evidence"]))
+        if segments := segment_words(result["evidence"]):
+            log.info("per segment (gain, rows): %s", segments)
+        return result
+
+    @task.branch(show_return_value_in_logs=False)
     def judge(evaluation: dict, params: dict | None = None, ds: str | None = None) -> str:
         yes, no = STEP("judge").choices
-        return yes if _run("judge", ds, params, evaluate_challenger=evaluation) else no
+        chosen = yes if _run("judge", ds, params, evaluate_challenger=evaluation) else no
+        log.info("verdict %s for v%s, so: %s (%s)", evaluation["verdict"], evaluation["version"], chosen,
+                 "; ".join(evaluation["reasons"]))
+        return chosen
 
-    @task
+    @task(on_success_callback=VERDICT)
     def promote(evaluation: dict, params: dict | None = None, ds: str | None = None) -> dict:
         return _run("promote", ds, params, evaluate_challenger=evaluation)
 
-    @task
+    @task(on_success_callback=VERDICT)
     def reject(evaluation: dict, params: dict | None = None, ds: str | None = None) -> dict:
         return _run("reject", ds, params, evaluate_challenger=evaluation)
 
@@ -107,7 +132,10 @@ def retrain():
     trained = train_challenger(window)
     ready_to_train(window) >> [trained, defer(window)]
     evaluation = evaluate_challenger(window, trained)
-    judge(evaluation) >> [promote(evaluation), reject(evaluation)]
+    promoted = promote(evaluation)
+    judge(evaluation) >> [promoted, reject(evaluation)]
+    for made in (trained, evaluation, promoted):  # buttons to the MLflow run and model version, and the page
+        made.operator.operator_extra_links = MLFLOW_LINKS
 
 
 retrain()

@@ -6,8 +6,11 @@ from the night after the logical day `ds` (like a promotion), is recorded in the
 history and in `decisions/ds=D/`, and the replaced version becomes `previous_champion`, so
 a second rollback undoes the first.
 
-**Params.** `ds`: the logical day of the decision. `version`: the version to restore
-(default: `previous_champion`). `reason`: why, kept with the decision. `rescore_start` /
+**Params.** `ds`: the logical day of the decision. `version`: the version number to restore
+(default: `previous_champion`); the "Model health" page's champion timeline lists the
+champion and every earlier one. A version that does not exist, or that is already the
+champion, fails the run at once with an error that names the champion, the previous
+champion and the versions there are. `reason`: why, kept with the decision. `rescore_start` /
 `rescore_end`: optionally rescore those nights with the restored champion.
 """
 
@@ -17,7 +20,12 @@ from datetime import datetime, timezone
 
 from airflow.sdk import Param, dag, task
 
-from nightshift.settings import run_settings  # pydantic only: Airflow has it loaded already
+from nightshift.alerts import NightshiftNotifier
+from nightshift.settings import (
+    run_settings,  # pydantic only: Airflow has it loaded already
+)
+
+DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 
 
 @dag(
@@ -28,10 +36,13 @@ from nightshift.settings import run_settings  # pydantic only: Airflow has it lo
     max_active_runs=1,
     doc_md=__doc__,
     tags=["nightshift"],
-    default_args={"owner": "nightshift", "retries": 0},
+    default_args={"owner": "nightshift", "retries": 0, "on_failure_callback": NightshiftNotifier("failure")},
     params={
-        "ds": Param(type="string", format="date", description="logical day of the rollback decision"),
-        "version": Param(None, type=["null", "string"], description="version to restore (default: previous_champion)"),
+        "ds": Param(type="string", format="date", pattern=DATE_PATTERN, description="YYYY-MM-DD: logical day of the "
+                    "rollback decision; the restored champion scores from the night after it"),
+        "version": Param(None, type=["null", "string"], pattern=r"^[0-9]+$",
+                         description="the model version number to restore, e.g. 3 (empty: previous_champion); see "
+                                     "Browse > Model health > Champion timeline for the champion and earlier ones"),
         "reason": Param(type="string", minLength=3, description="why: recorded with the decision"),
         "rescore_start": Param(None, type=["null", "string"], format="date", description="first night to rescore"),
         "rescore_end": Param(None, type=["null", "string"], format="date", description="last night to rescore"),
@@ -39,11 +50,17 @@ from nightshift.settings import run_settings  # pydantic only: Airflow has it lo
     },
 )
 def rollback():
-    @task
+    @task(on_success_callback=NightshiftNotifier("rollback"))
     def roll_back(params: dict | None = None) -> dict:
+        from nightshift.health import champions_in_words
+        from nightshift.lake import Lake
         from training.promotion import roll_back as run
 
-        return run(run_settings(params), params["ds"], reason=params["reason"], version=params.get("version"))
+        settings = run_settings(params)
+        try:
+            return run(settings, params["ds"], reason=params["reason"], version=params.get("version"))
+        except (LookupError, ValueError) as exc:  # say which versions there are to choose from
+            raise type(exc)(f"{exc}. Now: {champions_in_words(Lake(settings.lake_uri))}") from None
 
     @task.short_circuit
     def wants_rescore(params: dict | None = None) -> bool:

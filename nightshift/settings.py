@@ -130,6 +130,27 @@ class GateSettings(BaseModel):
     seed: int = 0
 
 
+class UISettings(BaseModel):
+    model_config = _FROZEN
+
+    airflow_url: str = Field("", description="the Airflow web UI's base URL, for links in alerts; default: "
+                             "$AIRFLOW__API__BASE_URL, else http://127.0.0.1:8080")
+    mlflow_url: str = Field("", description="the MLflow UI's base URL, for links to runs and model versions; "
+                            "empty: the tracking URI when it is http(s), else no MLflow links")
+
+
+class AlertSettings(BaseModel):
+    model_config = _FROZEN
+
+    channels: tuple[Literal["log", "email", "webhook"], ...] = Field(
+        ("log",), description="where alerts go; the default only logs, so nothing is sent unasked")
+    email_to: tuple[str, ...] = Field((), description="email: the recipients")
+    email_from: str | None = Field(None, description="email: the sender (default: the SMTP connection's)")
+    smtp_conn_id: str = Field("smtp_default", description="email: the Airflow connection of the SMTP server")
+    webhook_url: str = Field("", description="webhook: a URL that takes a JSON POST (Slack-style `text` included)")
+    webhook_timeout_s: float = Field(10, gt=0)
+
+
 class Settings(BaseModel):
     model_config = _FROZEN
 
@@ -141,6 +162,8 @@ class Settings(BaseModel):
     drift: DriftSettings = DriftSettings()
     policy: PolicySettings = PolicySettings()
     gate: GateSettings = GateSettings()
+    ui: UISettings = UISettings()
+    alerts: AlertSettings = AlertSettings()
 
     @property
     def home(self) -> Path:
@@ -157,6 +180,15 @@ class Settings(BaseModel):
     @property
     def artifact_root(self) -> str:
         return self.paths.mlflow_artifact_root or str(self.home / "mlartifacts")
+
+    @property
+    def airflow_url(self) -> str:
+        return (self.ui.airflow_url or os.environ.get("AIRFLOW__API__BASE_URL") or "http://127.0.0.1:8080").rstrip("/")
+
+    @property
+    def mlflow_url(self) -> str | None:
+        url = self.ui.mlflow_url or (self.tracking_uri if self.tracking_uri.startswith(("http://", "https://")) else "")
+        return url.rstrip("/") or None
 
     def with_overrides(self, overrides: dict[str, Any] | None, sources: dict[str, str] | None = None) -> "Settings":
         """A copy with `{"section.key": value}` or nested-dict overrides (run Params).
@@ -224,6 +256,17 @@ def load_settings(config: str | os.PathLike | None = None, env: dict[str, str] |
             for leaf in _flatten(_nest({key: parsed})):
                 provenance[leaf] = f"environment variable {var}={value!r}"
     return _validate(data, f"the settings file {path}", provenance)
+
+
+def lake_table_uri(table: str, config: str | os.PathLike | None = None) -> str:
+    """The URI of a lake table where it really is (for Airflow Assets): `file:///...` for a local lake.
+
+    DAG files call this at parse time: it reads the settings file, never the lake.
+    """
+    uri = load_settings(config).lake_uri
+    if "://" not in uri:
+        uri = Path(uri).expanduser().resolve().as_uri()
+    return f"{uri.rstrip('/')}/{table}"
 
 
 def run_settings(params: dict[str, Any] | None, **overrides: Any) -> Settings:

@@ -75,6 +75,9 @@ def airflow_env(home: Path, port: int | None = None, extra: dict[str, str] | Non
         "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
         "NO_COLOR": "1",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # one bar per downloaded file is noise in task logs
+        # MLflow's own handler writes its INFO lines to stderr, which a task log shows as ERROR; without it
+        # they go through Python logging, at their real level
+        "MLFLOW_CONFIGURE_LOGGING": "false",
     })
     saved = airflow_home / "extra_env.json"
     env.update(json.loads(saved.read_text()) if saved.exists() else {})
@@ -97,11 +100,12 @@ def run_cli(home: Path, *args: str, check: bool = True, capture: bool = True) ->
 
 
 def start(home: Path, port: int | None = None, extra_env: dict[str, str] | None = None,
-          db_url: str | None = None) -> int:
+          db_url: str | None = None, components: tuple[str, ...] = COMPONENTS) -> int:
     """Migrate the DB and start every component in the background; returns the api-server port.
 
     `db_url`: the metadata DB (default: SQLite under the home). It is remembered in the home,
-    so later CLI calls and queries use the same one.
+    so later CLI calls and queries use the same one. `components`: which processes to start
+    (the UI tests need only the api-server).
     """
     airflow_home = home / "airflow"
     (airflow_home / "logs").mkdir(parents=True, exist_ok=True)
@@ -114,7 +118,7 @@ def start(home: Path, port: int | None = None, extra_env: dict[str, str] | None 
     (airflow_home / "port").write_text(str(port))
     env = airflow_env(home, port, extra_env)
     subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)  # noqa: S603 - the venv's airflow, fixed argv
-    _spawn(home, COMPONENTS, env)
+    _spawn(home, components, env)
     wait_http(port)
     return port
 

@@ -37,7 +37,7 @@ def test_dag_test_runs_retrain_then_a_night(tmp_path):
     """Bootstrap through the retrain DAG, then one nightly run, both with dag.test()."""
     home = tmp_path / "home"
     _simulate(home, "2026-03-01", 14, 0, "none")
-    env = stack.airflow_env(home, port=stack.free_port(), extra=FAST)
+    env = stack.airflow_env(home, port=stack.free_port(), extra={**FAST, "NIGHTSHIFT__UI__MLFLOW_URL": "http://mlflow.example.com"})
     subprocess.run([str(stack.VENV_BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
     script = textwrap.dedent(f"""
         import json
@@ -49,6 +49,28 @@ def test_dag_test_runs_retrain_then_a_night(tmp_path):
         out["retrain"] = {{ti.task_id: str(ti.state) for ti in r.get_task_instances()}}
         n = bag.dags["nightly_scoring"].test(logical_date=datetime(2026, 3, 13, tzinfo=timezone.utc))
         out["nightly"] = {{ti.task_id: str(ti.state) for ti in n.get_task_instances()}}
+        # the predictions Asset event, as the scheduler would hand it to the example consumer
+        from sqlalchemy import select
+        from airflow.models.asset import AssetEvent, AssetModel
+        from airflow.utils.session import create_session
+        with create_session() as session:
+            events = session.execute(select(AssetModel.uri, AssetEvent.extra, AssetEvent.source_task_id)
+                                     .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)).all()
+        out["events"] = [[u, e, t] for u, e, t in events]
+        consumer = bag.dags["predictions_consumer"]
+        scheduled_on = [a.uri for a in consumer.timetable.asset_condition.objects]
+        class Event:
+            def __init__(self, extra):
+                self.extra = extra
+        summarize = consumer.task_dict["summarize"].python_callable
+        key = summarize.__globals__["PREDICTIONS"]  # the DAG module's own Asset object, as the accessor is keyed
+        out["consumed"] = summarize(triggering_asset_events={{key: [Event(e) for _, e, _ in events]}})
+        out["consumer_schedule"] = scheduled_on
+        from airflow.models.xcom import XComModel
+        with create_session() as session:
+            links = session.execute(select(XComModel.task_id, XComModel.key, XComModel.value)
+                                    .where(XComModel.key.like("_link_%"))).all()
+        out["links"] = {{f"{{t}}{{k}}": XComModel.deserialize_value(type("X", (), {{"value": v}})()) for t, k, v in links}}
         print("RESULT " + json.dumps(out))
     """)
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
@@ -62,7 +84,19 @@ def test_dag_test_runs_retrain_then_a_night(tmp_path):
                  "decide_retrain", "no_retrain", "close_night"):
         assert nightly[task] == "success", (task, nightly)
     assert nightly["trigger_retrain"] == "skipped"
+    assert nightly["flag_drift"] == "skipped"  # a quiet night: nothing to flag in the grid
     lake = home / "lake"
+    # one predictions event, from confirm_champion, at the lake's real location, saying what it committed
+    assert out["events"] == [[(lake / "predictions").resolve().as_uri(),
+                              {"ds": "2026-03-13", "rows": 1500, "model_version": "1", "rescored": False},
+                              "confirm_champion"]]
+    assert out["consumer_schedule"] == [out["events"][0][0]]
+    # extra links, computed when the task ended: the bootstrap's promoted v1 in MLflow, and the page
+    links = out["links"]
+    assert links["promote_link_MlflowModelVersionLink"] == "http://mlflow.example.com/#/models/nightshift-model/versions/1"
+    assert links["train_challenger_link_MlflowRunLink"].startswith("http://mlflow.example.com/#/experiments/")
+    assert links["decide_retrain_link_ModelHealthLink"].endswith("/plugin/model-health")
+    assert [(c["ds"], c["rows"], c["model_version"]) for c in out["consumed"]] == [("2026-03-13", 1500, "1")]
     for table in ("predictions", "monitoring/drift", "monitoring/performance", "decisions"):
         assert (lake / table / "ds=2026-03-13").is_dir(), table
 
@@ -97,6 +131,10 @@ def test_backfill_hands_off_to_retrain_through_the_scheduler(tmp_path, postgres_
               lambda runs: len(runs) >= nights and all(s in ("success", "failed") for s in runs.values()), 900)
         runs = stack.run_states(home, "nightly_scoring")
         assert all(s == "success" for s in runs.values()), _failures(home)
+        # drift nights stand out in the grid: flag_drift ran on them and was skipped on the quiet ones
+        flags = dict(stack.query(home, "SELECT run_id, state FROM task_instance WHERE dag_id = 'nightly_scoring' "
+                                       "AND task_id = 'flag_drift'"))
+        assert "success" in flags.values() and "skipped" in flags.values(), flags
     finally:
         stack.stop(home)
 
@@ -115,6 +153,15 @@ def test_backfill_hands_off_to_retrain_through_the_scheduler(tmp_path, postgres_
 
         s = load_settings()
         lake, registry = Lake(s.lake_uri), Registry(s)
+        # the notifiers ran in real tasks: one drift alert for the incident, the decision, and the verdicts
+        from nightshift.alerts import sent
+        from nightshift.tables.drift import day_alarm
+
+        alerts = sent(lake)
+        drift_alerts = [a for a in alerts if a["kind"] == "drift"]
+        drifted = [d for d in lake.partitions("monitoring/drift") if day_alarm(lake, d)]
+        assert drift_alerts and len(drift_alerts) < len(drifted), (drift_alerts, drifted)  # per incident, not per night
+        assert {"retrain", "promotion"} <= {a["kind"] for a in alerts}, alerts
         moves = [e for e in registry.history() if e.alias == "champion"]
         assert [e.decided_by for e in moves][:2] == ["retrain", "retrain"] and moves[1].ds == decided_on
         assert registry.current("previous_champion").version == "1"

@@ -25,13 +25,23 @@ def test_dagbag_has_no_import_errors(tmp_path):
         "import json\nfrom airflow.dag_processing.dagbag import DagBag\n"
         f"b = DagBag(dag_folder={str(REPO / 'dags')!r})\n"
         "print(json.dumps({'errors': {k: str(v) for k, v in b.import_errors.items()},"
-        " 'dags': {d.dag_id: sorted(t.task_id for t in d.tasks) for d in b.dags.values()}}))"
+        " 'dags': {d.dag_id: sorted(t.task_id for t in d.tasks) for d in b.dags.values()},"
+        " 'docs': {d.dag_id: bool((d.doc_md or '').strip()) for d in b.dags.values()},"
+        " 'links': {f'{d.dag_id}.{t.task_id}': sorted(l.name for l in t.operator_extra_links)"
+        "           for d in b.dags.values() for t in d.tasks if t.operator_extra_links}}))"
     )
     out = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path), capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["errors"] == {}
-    assert set(result["dags"]) == {f.stem for f in DAG_FILES} == {"nightly_scoring", "retrain", "rollback"}
+    assert set(result["dags"]) == {f.stem for f in DAG_FILES} == {"nightly_scoring", "retrain", "rollback",
+                                                                  "predictions_consumer"}
+    assert all(result["docs"].values()), f"every DAG has doc_md: {result['docs']}"
+    mlflow = ["MLflow model version", "MLflow run", "Model health"]
+    assert result["links"] == {"retrain.train_challenger": mlflow, "retrain.evaluate_challenger": mlflow,
+                               "retrain.promote": mlflow, "nightly_scoring.flag_drift": ["Model health"],
+                               "nightly_scoring.decide_retrain": ["Model health"],
+                               "nightly_scoring.trigger_retrain": ["Triggered DAG"]}  # the retrain run it started
     assert {"validate", "score", "detect_drift", "confirm_champion", "measure_ground_truth",
             "decide_retrain", "trigger_retrain"} <= set(result["dags"]["nightly_scoring"])
     assert {"prepare_window", "ready_to_train", "train_challenger", "defer", "evaluate_challenger", "promote",

@@ -45,12 +45,29 @@ def log_training_run(registry: "Registry", ds: str, *, trigger: str, init_from: 
             client.log_batch(run_id, params=items[i:i + 100])
         client.log_batch(run_id, metrics=metrics, tags=[RunTag("mlflow.source.name", "nightshift retrain")])
         client.log_dict(run_id, {"coverage": window.get("coverage", {}), "notes": window.get("notes", [])}, "window.json")
+        write_signature(bundle_dir, settings, run_id)
         client.log_artifacts(run_id, str(bundle_dir), artifact_path="model")
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+def write_signature(bundle_dir: Path, settings: "Settings", run_id: str) -> None:
+    """An `MLmodel` file beside the bundle, holding only the model's signature (no flavor: nothing
+    loads it through MLflow), so the model version's page shows its input and output schema."""
+    from mlflow.models import Model, ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    from nightshift.task import task_for
+
+    spec = settings.dataset
+    inputs = [ColSpec("double", c) for c in spec.numeric] + [ColSpec("string", c) for c in spec.categorical]
+    arrow_to_mlflow = {"double": "double", "int64": "long", "bool": "boolean", "int8": "long", "float": "float"}
+    outputs = [ColSpec(arrow_to_mlflow.get(str(t), "double"), name) for name, t in task_for(spec.task).output_fields()]
+    Model(artifact_path="model", run_id=run_id,
+          signature=ModelSignature(Schema(inputs), Schema(outputs))).save(str(Path(bundle_dir) / "MLmodel"))
 
 
 def tag_decision(registry: "Registry", version: str, kind: str, verdict: str, ds: str, reasons: list[str],

@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from nightshift.lake import DECISIONS, Lake, PartitionRef
+from nightshift.tables._scan import lake_history
 
 KINDS = ("retrain", "promotion", "rollback", "night")
 
@@ -79,3 +80,12 @@ def latest_decision(lake: Lake, kind: str, before: str,
         if d is not None and where(d):
             return d
     return None
+
+
+def history(lake: Lake, kinds: Iterable[str] = KINDS, days: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every decision of the given kinds (of `days`, or all), oldest day first, evidence parsed (one scan)."""
+    table = lake_history(lake, DECISIONS, SCHEMA, days=days)
+    rows = [r for r in table.to_pylist() if r["kind"] in set(kinds)]
+    for r in rows:
+        r["evidence"] = json.loads(r["evidence"]) if r["evidence"] else {}
+    return sorted(rows, key=lambda r: (r["ds"], KINDS.index(r["kind"]) if r["kind"] in KINDS else 99))

@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from nightshift.lake import DRIFT, Lake, PartitionRef
+from nightshift.tables._scan import lake_history
 
 OUTPUT_FEATURE = "__score__"  # the row that tests the model's own output
 
@@ -47,3 +48,8 @@ def tested_against(lake: Lake, ds: str) -> str | None:
         return None
     col = lake.read(DRIFT, ds, columns=["model_version"]).column(0)
     return col[0].as_py() if len(col) else None
+
+
+def history(lake: Lake, columns: list[str] | None = None, days: list[str] | None = None) -> pa.Table:
+    """Every checked night's rows in one scan, with `ds` (for the UI: one read, not one per night)."""
+    return lake_history(lake, DRIFT, SCHEMA, columns, days)

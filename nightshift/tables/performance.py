@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from nightshift.lake import PERFORMANCE, Lake, PartitionRef
+from nightshift.tables._scan import lake_history
 
 _METRICS = pa.map_(pa.string(), pa.float64())
 
@@ -50,3 +51,8 @@ def read(lake: Lake, ds: str) -> list[dict[str, Any]]:
 
 def _pairs(d: dict[str, float | None] | None) -> list[tuple[str, float]]:
     return [(k, float(v)) for k, v in (d or {}).items() if v is not None]
+
+
+def history(lake: Lake, columns: list[str] | None = None, days: list[str] | None = None) -> pa.Table:
+    """Every night's rows in one scan, with `ds` (the night that knew them)."""
+    return lake_history(lake, PERFORMANCE, SCHEMA, columns, days)

@@ -71,3 +71,44 @@ def night(lake: Lake, ds: str) -> dict | None:
     first = t.slice(0, 1).to_pylist()
     return {"ds": ds, "rows": t.num_rows, "model_version": scored_by(lake, ds),
             "model_selection": first[0]["model_selection"] if first else None}
+
+
+def nights(lake: Lake, days: list[str] | None = None) -> list[dict]:
+    """Every scored night (or those of `days`): rows, model version(s) and selection, from the Parquet
+    footers alone.
+
+    Row counts and the lineage columns' min/max statistics are in each file's footer, so a
+    year of nights costs one footer read per file, whatever the rows per night.
+    """
+    import posixpath
+
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from nightshift.spec import DS
+
+    base = lake.table_path(PREDICTIONS)
+    if lake.fs.get_file_info(base).type != pafs.FileType.Directory:
+        return []
+    files: dict[str, list[str]] = {}
+    for info in lake.fs.get_file_info(pafs.FileSelector(base, recursive=True)):
+        rel = posixpath.relpath(info.path, base).split("/")
+        if info.type == pafs.FileType.File and len(rel) == 2 and rel[0].startswith(f"{DS}=") \
+                and not rel[1].startswith(("_", ".")) and rel[1].endswith(".parquet"):
+            files.setdefault(rel[0][len(DS) + 1:], []).append(info.path)
+    out = []
+    for ds in sorted(d for d in files if days is None or d in days):
+        rows, seen = 0, {"model_version": set(), "model_selection": set()}
+        for path in files[ds]:
+            with lake.fs.open_input_file(path) as f:
+                meta = pq.ParquetFile(f).metadata
+            rows += meta.num_rows
+            names = meta.schema.names
+            for rg in range(meta.num_row_groups):
+                for col, values in seen.items():
+                    stats = meta.row_group(rg).column(names.index(col)).statistics if col in names else None
+                    if stats is not None and stats.has_min_max:
+                        values.update({stats.min, stats.max})
+        out.append({"ds": ds, "rows": rows, "model_version": ",".join(sorted(seen["model_version"])) or None,
+                    "model_selection": ",".join(sorted(seen["model_selection"])) or None})
+    return out

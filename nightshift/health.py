@@ -1,0 +1,242 @@
+"""Model health: the data behind the Airflow "Model health" page, read through the tables' readers.
+
+Four questions, each answered from the lake alone (no MLflow, no Airflow DB, nothing heavy):
+why did it retrain, what did the gate decide and on what evidence, how is the model doing,
+and which model scored which night. Every function returns plain JSON-able data; the plugin
+(`plugins/model_health.py`) renders it.
+
+Each table's partitions are read once and kept: every call lists the table's root (partition
+names and modification times) and re-reads only the partitions that are new or changed since,
+so a page load on an unchanged lake reads no Parquet at all, and one after a new night reads
+that night's partitions only.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from nightshift.lake import DECISIONS, DRIFT, PERFORMANCE, PREDICTIONS, Lake
+from nightshift.tables import aliases, decisions, drift, performance, predictions
+from nightshift.tables.aliases import CHAMPION
+
+_derived: dict[tuple[str, str], tuple[tuple, Any]] = {}  # (lake, what) -> (signature, value)
+_parts: dict[tuple[str, str], dict[str, tuple[int | None, list]]] = {}  # (lake, table) -> ds -> (mtime, rows)
+_lock = threading.Lock()
+
+
+def _listing(lake: Lake, base: str) -> dict[str, int | None]:
+    """name -> modification time of each entry under `base` (one listing; {} if it does not exist)."""
+    if lake.fs.get_file_info(base).type != pafs.FileType.Directory:
+        return {}
+    return {posixpath.basename(i.path): i.mtime_ns for i in lake.fs.get_file_info(pafs.FileSelector(base))
+            if not posixpath.basename(i.path).startswith(("_", "."))}
+
+
+def _signature(listing: dict[str, int | None]) -> tuple:
+    return tuple(sorted(listing.items()))
+
+
+def _partition_rows(lake: Lake, table: str, read: Callable[[list[str] | None], dict[str, list]]) -> tuple[tuple, list]:
+    """Every partition's rows, re-reading only partitions that are new or changed since the last call
+    (a commit replaces a partition's folder or renames a file into it: either changes its mtime).
+    Where the filesystem keeps no folder times (object stores), every call reads everything."""
+    listing = {k[len("ds="):]: m for k, m in _listing(lake, lake.table_path(table)).items() if k.startswith("ds=")}
+    key = (lake.uri, table)
+    with _lock:
+        known = dict(_parts.get(key, {}))
+    stale = sorted(d for d, m in listing.items() if m is None or d not in known or known[d][0] != m)
+    if stale:
+        fresh = read(stale if len(stale) < len(listing) else None)  # None: everything, one unfiltered scan
+        for d in stale:
+            known[d] = (listing[d], fresh.get(d, []))
+    known = {d: v for d, v in known.items() if d in listing}
+    with _lock:
+        _parts[key] = known
+    return _signature(listing), [row for d in sorted(known) for row in known[d][1]]
+
+
+def _by_ds(rows: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        out.setdefault(r["ds"], []).append(r)
+    return out
+
+
+def _derive(lake: Lake, what: str, signature: tuple, build: Callable[[], Any]) -> Any:
+    """`build()`, kept until the signature of what it was built from changes."""
+    key = (lake.uri, what)
+    with _lock:
+        hit = _derived.get(key)
+    if hit is not None and hit[0] == signature:
+        return hit[1]
+    value = build()
+    with _lock:
+        _derived[key] = (signature, value)
+    return value
+
+
+def clear_cache() -> None:
+    with _lock:
+        _derived.clear()
+        _parts.clear()
+
+
+# -- the champion timeline ------------------------------------------------------------------
+
+def champion_timeline(lake: Lake) -> list[dict[str, Any]]:
+    """Every move of `champion`, oldest first: version, from which night, who decided and why, and
+    the gate's (or the rollback's) evidence."""
+    verdicts = {(d["ds"], d["model_version"]): d for d in decision_history(lake) if d["kind"] in ("promotion", "rollback")}
+    out = []
+    moves = posixpath.join(lake.root, "registry", "aliases")
+    for e in _derive(lake, "aliases", _signature(_listing(lake, moves)), lambda: aliases.history(lake)):
+        if e.alias != CHAMPION:
+            continue
+        record = verdicts.get((e.ds, e.version))
+        out.append({"ds": e.ds, "version": e.version, "previous": e.previous, "decided_by": e.decided_by,
+                    "reason": e.reason, "run_id": e.run_id,
+                    "verdict": record["verdict"] if record else None,
+                    "reasons": record["reasons"] if record else [],
+                    "evidence": record["evidence"] if record else {}})
+    return out
+
+
+def champion_now(lake: Lake) -> dict[str, Any] | None:
+    timeline = champion_timeline(lake)
+    return timeline[-1] if timeline and timeline[-1]["version"] is not None else None
+
+
+def champions_in_words(lake: Lake) -> str:
+    """'champion v3 (from the night after 2026-02-11), previous_champion v2; earlier: v1', for errors and forms."""
+    timeline = [e for e in champion_timeline(lake) if e["version"] is not None]
+    if not timeline:
+        return "no champion yet"
+    now = timeline[-1]
+    earlier = list(dict.fromkeys(e["version"] for e in reversed(timeline[:-1]) if e["version"] != now["version"]))
+    words = f"champion v{now['version']} (from the night after {now['ds']})"
+    if now["previous"]:
+        words += f", previous_champion v{now['previous']}"
+    return words + (f"; earlier champions: {', '.join('v' + v for v in earlier)}" if earlier else "")
+
+
+# -- decisions ------------------------------------------------------------------------------
+
+def decision_history(lake: Lake) -> list[dict[str, Any]]:
+    return _partition_rows(lake, DECISIONS, lambda days: _by_ds(decisions.history(lake, days=days)))[1]
+
+
+def retrain_decisions(lake: Lake, include_no_action: bool = False) -> list[dict[str, Any]]:
+    """The nightly policy's decisions that fired (RETRAIN, or held by the COOLDOWN), newest first,
+    each with its reasons, its evidence and the thresholds it was held to."""
+    rows = []
+    for d in decision_history(lake):
+        if d["kind"] != "retrain" or (d["verdict"] == "NO_ACTION" and not include_no_action):
+            continue
+        ev = d["evidence"].get("evidence", {})
+        rows.append({"ds": d["ds"], "verdict": d["verdict"], "reasons": d["reasons"], "model_version": d["model_version"],
+                     "evidence": ev, "policy": d["evidence"].get("policy", {})})
+    return rows[::-1]
+
+
+def verdicts(lake: Lake) -> list[dict[str, Any]]:
+    """Every retrain's verdict and every rollback, newest first."""
+    return [d for d in decision_history(lake) if d["kind"] in ("promotion", "rollback")][::-1]
+
+
+# -- performance ----------------------------------------------------------------------------
+
+def performance_series(lake: Lake) -> dict[str, Any]:
+    """Per prediction day, what the newest night knows: realized metric, coverage, matured or
+    provisional; and the estimate made on the day itself (before any label)."""
+    cols = ["prediction_ds", "age_days", "rows", "labelled", "coverage", "matured", "metric", "realized", "estimated",
+            "model_version"]
+    sig, rows = _partition_rows(lake, PERFORMANCE, lambda days: _by_ds(performance.history(lake, cols, days).to_pylist()))
+    return _derive(lake, "performance", sig, lambda: _performance(rows))
+
+
+def _performance(rows: list[dict]) -> dict[str, Any]:
+    rows = sorted(rows, key=lambda r: (r["prediction_ds"], r["ds"]))
+    latest: dict[str, dict] = {}
+    estimate: dict[str, float | None] = {}
+    metric = None
+    for r in rows:
+        metric = metric or r["metric"]
+        latest[r["prediction_ds"]] = r  # rows are in night order: the last one is the newest knowledge
+        if r["age_days"] == 0 or r["prediction_ds"] not in estimate:  # the estimate made before any label
+            estimate[r["prediction_ds"]] = r["estimated"]
+    days = []
+    for p in sorted(latest):
+        r = latest[p]
+        days.append({"ds": p, "realized": r["realized"], "coverage": r["coverage"], "labelled": r["labelled"],
+                     "rows": r["rows"], "matured": bool(r["matured"]), "as_of": r["ds"], "estimated": estimate.get(p),
+                     "model_version": r["model_version"]})
+    return {"metric": metric, "days": days}
+
+
+# -- drift ----------------------------------------------------------------------------------
+
+def drift_matrix(lake: Lake, last: int | None = None) -> dict[str, Any]:
+    """Features x nights: effect size, its floor, significance after FDR, verdict; plus the
+    model's own score drift per night and the night's verdict."""
+    cols = ["feature", "effect_size", "min_effect", "significant", "drifted", "p_value", "day_drift", "effect_metric"]
+    sig, rows = _partition_rows(lake, DRIFT, lambda days: _by_ds(drift.history(lake, cols, days).to_pylist()))
+    full = _derive(lake, "drift", sig, lambda: _drift(rows))
+    if last is None or len(full["nights"]) <= last:
+        return full
+    keep = full["nights"][-last:]
+    return {**full, "nights": keep, "cells": {f: v[-last:] for f, v in full["cells"].items()},
+            "score": full["score"][-last:], "alarm": full["alarm"][-last:]}
+
+
+def _drift(rows: list[dict]) -> dict[str, Any]:
+    nights = sorted({r["ds"] for r in rows})
+    index = {d: i for i, d in enumerate(nights)}
+    features: list[str] = []
+    cells: dict[str, list] = {}
+    score: list = [None] * len(nights)
+    alarm: list = [None] * len(nights)
+    for r in rows:
+        i = index[r["ds"]]
+        alarm[i] = bool(r["day_drift"])
+        cell = {"effect": r["effect_size"], "floor": r["min_effect"], "significant": bool(r["significant"]),
+                "drifted": bool(r["drifted"]), "p": r["p_value"], "metric": r["effect_metric"]}
+        if r["feature"] == drift.OUTPUT_FEATURE:
+            score[i] = cell
+            continue
+        if r["feature"] not in cells:
+            features.append(r["feature"])
+            cells[r["feature"]] = [None] * len(nights)
+        cells[r["feature"]][i] = cell
+    return {"nights": nights, "features": features, "cells": cells, "score": score, "alarm": alarm}
+
+
+# -- nights ---------------------------------------------------------------------------------
+
+def nights(lake: Lake) -> list[dict[str, Any]]:
+    """Per scored night: rows, the model version and how it was chosen, and the drift verdict."""
+    scored = _partition_rows(lake, PREDICTIONS, lambda days: _by_ds(predictions.nights(lake, days)))[1]
+    matrix = drift_matrix(lake)
+    alarm = dict(zip(matrix["nights"], matrix["alarm"]))
+    return [{**n, "drift": alarm.get(n["ds"])} for n in scored]
+
+
+def warm(lake: Lake) -> None:
+    """Read every table once, so that the first page request finds them in memory."""
+    page(lake, "")
+
+
+def page(lake: Lake, model: str, last_nights: int | None = None) -> dict[str, Any]:
+    """Everything the page shows, in one dict (the tables are read side by side: Parquet reads release the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        for f in [pool.submit(fn, lake) for fn in (decision_history, performance_series, drift_matrix, nights)]:
+            f.result()
+    return {"model": model, "champion": champion_now(lake), "timeline": champion_timeline(lake),
+            "performance": performance_series(lake), "drift": drift_matrix(lake, last_nights),
+            "retrains": retrain_decisions(lake), "verdicts": verdicts(lake), "nights": nights(lake)}

@@ -1,0 +1,31 @@
+"""One scan over every committed partition of a table (for readers that need the whole history).
+
+A year of nights read one partition at a time costs a directory listing, a dataset discovery
+and a file open per night; one hive-partitioned dataset over the table's root reads them all
+at once. Staging and trash (`_` names) are invisible to it, as to any other reader.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+
+from nightshift.lake import Lake
+from nightshift.spec import DS
+
+
+def lake_history(lake: Lake, table: str, schema: pa.Schema, columns: list[str] | None = None,
+                 days: list[str] | None = None) -> pa.Table:
+    """All committed partitions of `table` (or only `days`), with `ds` as a string column; empty (with
+    `ds`) if none."""
+    fields = [schema.field(c) for c in columns] if columns else list(schema)
+    full = pa.schema([*fields, pa.field(DS, pa.string())])
+    base = lake.table_path(table)
+    if lake.fs.get_file_info(base).type != pafs.FileType.Directory:
+        return full.empty_table()
+    partitioning = pads.partitioning(pa.schema([pa.field(DS, pa.string())]), flavor="hive")
+    ds = pads.dataset(base, format="parquet", filesystem=lake.fs, partitioning=partitioning,
+                      schema=pa.schema([*schema, pa.field(DS, pa.string())]))
+    where = pads.field(DS).isin(days) if days is not None else None
+    return ds.to_table(columns=[f.name for f in full], filter=where)

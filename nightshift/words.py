@@ -1,0 +1,50 @@
+"""Evidence in words a person reads: one line for a gate verdict, a retrain decision, a segment
+table. The Model health page, the task logs and the alerts all say it the same way."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def _f(x: float | None, fmt: str = ".4f") -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def gate_words(verdict: str | None, reasons: list[str], ev: dict[str, Any]) -> str:
+    """A gate verdict and its evidence in one line a person reads."""
+    parts = [verdict or "?"]
+    if ev.get("first_model"):
+        parts.append(f"first model: holdout {ev.get('metric')} {_f(ev.get('value'))} on {ev.get('holdout_rows')} rows")
+    elif isinstance(ev.get("gain"), (int, float)):
+        parts.append(f"{ev.get('metric')} champion v{ev.get('champion_version', '?')} {_f(ev.get('champion'))} → "
+                     f"challenger {_f(ev.get('challenger'))}, gain {ev['gain']:+.4f} "
+                     f"({_f(ev.get('confidence', 0), '.0%')} CI {_f(ev.get('ci_low'), '+.4f')}…{_f(ev.get('ci_high'), '+.4f')}), "
+                     f"n={ev.get('n')}")
+    elif ev.get("from_version"):
+        parts.append(f"v{ev['from_version']} → v{ev.get('to_version')}")
+    if reasons:
+        parts.append("rule: " + "; ".join(reasons))
+    return " · ".join(parts)
+
+
+def segment_words(ev: dict[str, Any]) -> str:
+    segs = ev.get("segments") or []
+    return "; ".join(f"{s.get('segment')}: {s.get('gain', 0):+.4f} (n={s.get('n')})" for s in segs)
+
+
+def retrain_words(ev: dict[str, Any], policy: dict[str, Any]) -> str:
+    """The nightly policy's evidence and thresholds in words."""
+    flags = ev.get("drift_flags") or []
+    parts = [(f"drift on {sum(bool(f) for f in flags)} of the last {len(flags)} nights "
+             f"(retrain at {policy.get('drift_k')} of {policy.get('drift_n')})")]
+    metric = ev.get("metric", "metric")
+    if ev.get("realized") is not None:
+        parts.append(f"realized {metric} {_f(ev['realized'])} on {ev.get('realized_day')} (floor {ev.get('floor')})")
+    if ev.get("estimated") is not None:
+        parts.append(f"estimated {metric} {_f(ev['estimated'])}")
+    if ev.get("model_age_days") is not None:
+        parts.append(f"model age {ev['model_age_days']} days with data (max {policy.get('max_model_age_days')})")
+    if ev.get("days_since_last_retrain") is not None:
+        parts.append(f"last retrain {ev['days_since_last_retrain']} days ago (cooldown {policy.get('cooldown_days')})")
+    return "; ".join(parts)

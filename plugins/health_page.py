@@ -1,0 +1,236 @@
+"""The "Model health" page as HTML with server-side SVG charts: nothing is loaded from the internet.
+
+Pure functions of the data `nightshift.health.page()` returns, so they test without a server.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+from nightshift.words import _f, gate_words, retrain_words, segment_words
+
+E = html.escape
+
+
+# -- charts -------------------------------------------------------------------------------
+
+def performance_svg(perf: dict[str, Any], timeline: list[dict[str, Any]], width: int = 960, height: int = 300) -> str:
+    """Realized metric per prediction day (filled: matured, hollow: provisional), its label coverage
+    as a band at the foot, the estimate as a dashed line, and each champion change as a rule."""
+    days = perf["days"]
+    metric = perf.get("metric") or "metric"
+    if not days:
+        return '<p class="empty">No performance recorded yet.</p>'
+    left, right, top, bottom = 50, 20, 16, 64
+    w, h = width - left - right, height - top - bottom
+    vals = [v for d in days for v in (d["realized"], d["estimated"]) if v is not None]
+    lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
+    pad = (hi - lo) * 0.1 or 0.05
+    lo, hi = lo - pad, hi + pad
+    n = len(days)
+    x = {d["ds"]: left + (i + 0.5) * w / n for i, d in enumerate(days)}
+
+    def y(v: float) -> float:
+        return top + h - (v - lo) / (hi - lo) * h
+
+    out = [(f'<svg id="perf-chart" class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+           f'role="img" aria-label="{E(metric)} over time">')]
+    for i in range(5):  # y grid
+        v = lo + (hi - lo) * i / 4
+        out.append(f'<line x1="{left}" x2="{left + w}" y1="{y(v):.1f}" y2="{y(v):.1f}" class="grid"/>'
+                   f'<text x="{left - 4}" y="{y(v) + 4:.1f}" class="tick" text-anchor="end">{v:.3f}</text>')
+    band_top, band_h = top + h + 8, 24  # coverage band: 0..100% of rows labelled
+    out.append(f'<text x="{left - 4}" y="{band_top + 16}" class="tick" text-anchor="end">cov</text>')
+    bw = max(w / n - 1, 1)
+    for d in days:
+        c = d["coverage"] or 0.0
+        out.append(f'<rect class="cov" x="{x[d["ds"]] - bw / 2:.1f}" y="{band_top + band_h * (1 - c):.1f}" width="{bw:.1f}" '
+                   f'height="{band_h * c:.1f}"><title>{d["ds"]}: {c:.0%} labelled ({d["labelled"]} of {d["rows"]})</title></rect>')
+    for e in timeline:  # a move decided on D takes effect from the night after D
+        if days[0]["ds"] <= e["ds"] < days[-1]["ds"]:
+            xe = next(x[d["ds"]] for d in days if d["ds"] > e["ds"]) - w / n / 2
+            out.append(f'<line x1="{xe:.1f}" x2="{xe:.1f}" y1="{top}" y2="{top + h}" class="promo"/>'
+                       f'<text x="{xe + 3:.1f}" y="{top + 10}" class="tick">v{E(str(e["version"]))}</text>')
+    est = [(x[d["ds"]], y(d["estimated"])) for d in days if d["estimated"] is not None]
+    if est:
+        out.append('<polyline class="est" points="' + " ".join(f"{a:.1f},{b:.1f}" for a, b in est) + '"/>')
+    real = [(x[d["ds"]], y(d["realized"])) for d in days if d["realized"] is not None]
+    if real:
+        out.append('<polyline class="real" points="' + " ".join(f"{a:.1f},{b:.1f}" for a, b in real) + '"/>')
+    for d in days:
+        if d["realized"] is None:
+            continue
+        cls = "matured" if d["matured"] else "provisional"
+        out.append(f'<circle class="{cls}" cx="{x[d["ds"]]:.1f}" cy="{y(d["realized"]):.1f}" r="3">'
+                   f'<title>{d["ds"]} v{E(str(d["model_version"]))}: realized {metric} {d["realized"]:.4f} '
+                   f'({"matured" if d["matured"] else "provisional"}, {(d["coverage"] or 0):.0%} labelled as of {d["as_of"]}); '
+                   f'estimated {_f(d["estimated"])}</title></circle>')
+    step = max(1, n // 8)
+    for i, d in enumerate(days):
+        if i % step == 0:
+            out.append(f'<text x="{x[d["ds"]]:.1f}" y="{height - 4}" class="tick" text-anchor="middle">{d["ds"]}</text>')
+    out.append("</svg>")
+    legend = ('<div class="legend"><span class="k real"></span>realized (● matured, ○ provisional) '
+              '<span class="k est"></span>estimated (before labels) <span class="k cov"></span>label coverage '
+              '<span class="k promo"></span>champion change</div>')
+    return "".join(out) + legend
+
+
+def _heat(ratio: float) -> str:
+    """Effect size over its floor -> a colour: pale below the floor, deepening red above it."""
+    t = max(0.0, min(ratio / 2.0, 1.0))
+    r, g, b = 255, int(245 - 200 * t), int(235 - 215 * t)
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def drift_svg(drift: dict[str, Any], width: int = 960) -> str:
+    """Features x nights coloured by effect size over its floor; a dot where significant after FDR,
+    a dark border where drifted; the model's score drift as a line underneath, alarms marked."""
+    nights, features = drift["nights"], drift["features"]
+    if not nights:
+        return '<p class="empty">No drift checks recorded yet.</p>'
+    left, top, cell_h, line_h = 150, 8, 14, 70
+    n = len(nights)
+    cw = max((width - left - 10) / n, 1.0)
+    height = top + cell_h * len(features) + line_h + 40
+    out = [(f'<svg id="drift-heatmap" class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+           f'role="img" aria-label="drift per feature and night">')]
+    for j, f in enumerate(features):
+        yy = top + j * cell_h
+        out.append(f'<text x="{left - 4}" y="{yy + cell_h - 3}" class="tick" text-anchor="end">{E(f)}</text>')
+        for i, c in enumerate(drift["cells"][f]):
+            if c is None:
+                continue
+            ratio = (c["effect"] or 0) / c["floor"] if c["floor"] else (c["effect"] or 0) * 10
+            cls = "cell drifted" if c["drifted"] else "cell"
+            xx = left + i * cw
+            out.append(f'<rect class="{cls}" data-ds="{nights[i]}" data-feature="{E(f)}" x="{xx:.1f}" y="{yy}" '
+                       f'width="{max(cw - 0.5, 0.5):.1f}" height="{cell_h - 1}" fill="{_heat(ratio)}">'
+                       f'<title>{nights[i]} {E(f)}: {c["metric"]} {c["effect"]:.3f} (floor {c["floor"]}), p={c["p"]:.2g}'
+                       f'{", significant after FDR" if c["significant"] else ""}{", DRIFTED" if c["drifted"] else ""}</title></rect>')
+            if c["significant"] and cw >= 3:
+                out.append(f'<circle class="sig" cx="{xx + cw / 2:.1f}" cy="{yy + cell_h / 2 - 0.5:.1f}" r="{min(cw, cell_h) / 5:.1f}"/>')
+    base = top + cell_h * len(features) + 10
+    scores = [(i, c) for i, c in enumerate(drift["score"]) if c is not None]
+    hi = max([c["effect"] for _, c in scores] + [c["floor"] for _, c in scores] + [0.05])
+    out.append(f'<text x="{left - 4}" y="{base + line_h / 2}" class="tick" text-anchor="end">prediction drift</text>')
+    if scores:
+        floor = scores[-1][1]["floor"]
+        fy = base + line_h - floor / hi * line_h
+        out.append(f'<line class="floor" x1="{left}" x2="{left + n * cw:.1f}" y1="{fy:.1f}" y2="{fy:.1f}"/>')
+        pts = " ".join(f"{left + (i + 0.5) * cw:.1f},{base + line_h - c['effect'] / hi * line_h:.1f}" for i, c in scores)
+        out.append(f'<polyline id="score-drift" class="real" points="{pts}"/>')
+    for i, a in enumerate(drift["alarm"]):
+        if a:
+            out.append(f'<rect class="alarm" x="{left + i * cw:.1f}" y="{base + line_h + 4}" width="{max(cw - 0.5, 0.5):.1f}" '
+                       f'height="6"><title>{nights[i]}: drift alarm</title></rect>')
+    step = max(1, n // 8)
+    for i in range(0, n, step):
+        out.append(f'<text x="{left + (i + 0.5) * cw:.1f}" y="{height - 4}" class="tick" text-anchor="middle">{nights[i]}</text>')
+    out.append("</svg>")
+    legend = ('<div class="legend"><span class="k" style="background:#ffe8d8"></span>effect below its floor '
+              '<span class="k" style="background:#ff2d14"></span>2× the floor · ● significant after FDR · '
+              'dark border: drifted · <span class="k alarm"></span>night\'s drift alarm</div>')
+    return "".join(out) + legend
+
+
+# -- the page -----------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:16px;color:#1a202c;background:#fff}
+h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:24px 0 8px;border-bottom:1px solid #e2e8f0;padding-bottom:4px}
+.sub{color:#4a5568;margin:0 0 12px} .empty{color:#718096}
+table{border-collapse:collapse;font-size:13px;width:100%} td,th{border-bottom:1px solid #edf2f7;padding:4px 6px;text-align:left;vertical-align:top}
+th{background:#f7fafc} .num{text-align:right;font-variant-numeric:tabular-nums}
+.badge{display:inline-block;padding:1px 6px;border-radius:8px;font-size:12px;background:#edf2f7}
+.PROMOTE,.RETRAIN,.ROLLBACK{background:#c6f6d5} .REJECT{background:#fed7d7} .INSUFFICIENT_EVIDENCE,.DEFERRED,.COOLDOWN,.UNCHANGED{background:#feebc8}
+.chart{max-width:100%;height:auto} .grid{stroke:#edf2f7} .tick{font-size:10px;fill:#4a5568}
+.real{fill:none;stroke:#2b6cb0;stroke-width:1.5} .est{fill:none;stroke:#805ad5;stroke-width:1.5;stroke-dasharray:4 3}
+.matured{fill:#2b6cb0} .provisional{fill:#fff;stroke:#2b6cb0;stroke-width:1.5} .cov{fill:#a0aec0;opacity:.6}
+.promo{stroke:#38a169;stroke-dasharray:2 2} .cell.drifted{stroke:#1a202c;stroke-width:1} .sig{fill:#1a202c}
+.floor{stroke:#e53e3e;stroke-dasharray:3 3} .alarm{fill:#e53e3e}
+.legend{font-size:12px;color:#4a5568;margin:4px 0 8px} .k{display:inline-block;width:14px;height:8px;margin:0 4px 0 10px;vertical-align:middle}
+.k.real{background:#2b6cb0} .k.est{background:#805ad5} .k.cov{background:#a0aec0} .k.promo{background:#38a169} .k.alarm{background:#e53e3e}
+nav a{margin-right:12px} code{font-size:12px}
+"""
+
+
+def render(data: dict[str, Any], *, mlflow_url: str | None = None, api: str = "api") -> str:
+    """The whole page."""
+    champ = data["champion"]
+    title = f"Model health: {E(data['model'])}"
+    head = (f"Champion <b id=\"champion-version\">v{E(str(champ['version']))}</b> since the night after {champ['ds']} "
+            f"({E(champ['decided_by'])}: {E(champ['reason'])})" if champ else "<b id=\"champion-version\">no champion yet</b>")
+    parts = [f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title><style>{_CSS}</style></head><body>",
+             f"<h1>{title}</h1><p class=\"sub\">{head}</p>",
+             (f'<nav><a href="#performance">Performance</a><a href="#drift">Drift</a><a href="#champions">Champions</a>'
+              f'<a href="#retrains">Retrain decisions</a><a href="#verdicts">Verdicts</a><a href="#nights">Nights</a>'
+              f' · data: <a href="{api}/page">JSON</a></nav>'),
+             f'<h2 id="performance">Performance over time ({E(data["performance"].get("metric") or "")})</h2>',
+             performance_svg(data["performance"], data["timeline"]),
+             '<h2 id="drift">Drift per feature and night</h2>', drift_svg(data["drift"]),
+             '<h2 id="champions">Champion timeline</h2>', _timeline_table(data["timeline"], mlflow_url),
+             '<h2 id="retrains">Retrain decisions</h2>', _retrain_table(data["retrains"]),
+             '<h2 id="verdicts">Gate verdicts and rollbacks</h2>', _verdict_table(data["verdicts"]),
+             '<h2 id="nights">Per night</h2>', _nights_table(data["nights"]),
+             "</body></html>"]
+    return "".join(parts)
+
+
+def _badge(v: str | None) -> str:
+    return f'<span class="badge {E(v or "")}">{E(v or "–")}</span>'
+
+
+def _timeline_table(rows: list[dict[str, Any]], mlflow_url: str | None) -> str:
+    if not rows:
+        return '<p class="empty">No champion yet.</p>'
+    out = [("<table id=\"timeline\"><tr><th>from night after</th><th>version</th><th>decided by</th><th>verdict and evidence</th>"
+           "<th>segments</th><th>run</th></tr>")]
+    for r in reversed(rows):
+        run = (f'<a href="{E(mlflow_url)}/#/experiments/0/runs/{E(r["run_id"])}" target="_blank">{E(r["run_id"][:8])}</a>'
+               if mlflow_url and r["run_id"] else E((r["run_id"] or "")[:8]))
+        out.append(f"<tr><td>{r['ds']}</td><td>v{E(str(r['version']))}"
+                   f"{' (was v' + E(str(r['previous'])) + ')' if r['previous'] else ''}</td><td>{E(r['decided_by'])}</td>"
+                   f"<td>{E(gate_words(r['verdict'], r['reasons'] or [r['reason']], r['evidence']))}</td>"
+                   f"<td>{E(segment_words(r['evidence']))}</td><td>{run}</td></tr>")
+    return "".join(out) + "</table>"
+
+
+def _retrain_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return '<p class="empty">No retrain was called for.</p>'
+    out = ["<table id=\"retrains\"><tr><th>night</th><th>decision</th><th>reasons</th><th>evidence and thresholds</th></tr>"]
+    for r in rows:
+        out.append(f"<tr><td>{r['ds']}</td><td>{_badge(r['verdict'])}</td><td>{E('; '.join(r['reasons']))}</td>"
+                   f"<td>{E(retrain_words(r['evidence'], r['policy']))}</td></tr>")
+    return "".join(out) + "</table>"
+
+
+def _verdict_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return '<p class="empty">No retrain has finished yet.</p>'
+    out = [("<table id=\"verdicts\"><tr><th>day</th><th>kind</th><th>verdict</th><th>version</th><th>evidence</th>"
+           "<th>segments</th></tr>")]
+    for r in rows:
+        out.append(f"<tr><td>{r['ds']}</td><td>{E(r['kind'])}</td><td>{_badge(r['verdict'])}</td>"
+                   f"<td>{'v' + E(str(r['model_version'])) if r['model_version'] else '–'}</td>"
+                   f"<td>{E(gate_words(None, r['reasons'], r['evidence'])[4:])}</td><td>{E(segment_words(r['evidence']))}</td></tr>")
+    return "".join(out) + "</table>"
+
+
+def _nights_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return '<p class="empty">No night scored yet.</p>'
+    out = [("<table id=\"nights-table\"><tr><th>night</th><th class=\"num\">rows scored</th><th>model version</th>"
+           "<th>chosen by</th><th>drift</th></tr>")]
+    for r in reversed(rows):
+        drift = "ALARM" if r["drift"] else ("no" if r["drift"] is False else "–")
+        out.append(f"<tr><td>{r['ds']}</td><td class=\"num\">{r['rows']:,}</td><td>v{E(str(r['model_version']))}</td>"
+                   f"<td>{E(str(r['model_selection']))}</td><td>{drift}</td></tr>")
+    return "".join(out) + "</table>"
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(data, default=str)

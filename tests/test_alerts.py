@@ -1,0 +1,192 @@
+"""Alerts: the per-incident rule (table-driven), and real delivery through the SMTP provider to a
+local SMTP server the test starts (aiosmtpd): a drift alarm, a drift that persists, a failed task
+in a real `dag.test()` run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from email import message_from_bytes
+from pathlib import Path
+
+import pytest
+
+from nightshift.alerts import END, START, drift_transition
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("previous, tonight, expected", [
+    (None, True, START),    # the first night ever checked drifts
+    (False, True, START),   # an alarm after a quiet night
+    (True, True, None),     # the same incident goes on: no new alert
+    (True, False, END),     # the incident is over
+    (False, False, None),   # quiet stays quiet
+    (None, False, None),
+    (True, None, None),     # tonight not checked: nothing to say yet
+])
+def test_one_alert_per_incident(previous, tonight, expected):
+    assert drift_transition(previous, tonight) == expected
+
+
+@pytest.fixture
+def smtp(monkeypatch):
+    """A local SMTP server, and an Airflow connection to it (from the environment)."""
+    from aiosmtpd.controller import Controller
+
+    class Inbox:
+        def __init__(self):
+            self.messages = []
+
+        async def handle_DATA(self, server, session, envelope):
+            self.messages.append(message_from_bytes(envelope.content))
+            return "250 OK"
+
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    conn = {"conn_type": "smtp", "host": "127.0.0.1", "port": port,
+            "extra": {"disable_tls": True, "disable_ssl": True, "from_email": "nightshift@example.com", "retry_limit": 0}}
+    monkeypatch.setenv("AIRFLOW_CONN_NIGHTSHIFT_TEST_SMTP", json.dumps(conn))
+    yield inbox
+    controller.stop()
+
+
+EMAIL = {"alerts.channels": ["email"], "alerts.email_to": ["team@example.com"], "alerts.smtp_conn_id": "nightshift_test_smtp",
+         "ui.airflow_url": "http://airflow.example.com"}
+
+
+def _body(msg) -> str:
+    parts = msg.walk() if msg.is_multipart() else [msg]
+    return "".join(p.get_payload(decode=True).decode() for p in parts if p.get_content_type() == "text/html")
+
+
+def _drift_nights(lake, pattern: str, start: str = "2026-04-01") -> list[str]:
+    """Drift records for consecutive nights: 'D' drifted (x03 and channel), '.' quiet."""
+    from nightshift.dates import add_days
+    from nightshift.tables import drift
+
+    days = []
+    for i, c in enumerate(pattern):
+        ds = add_days(start, i)
+        rows = []
+        for feature, kind in (("x03", "numeric"), ("x07", "numeric"), ("channel", "categorical")):
+            hit = c == "D" and feature != "x07"
+            rows.append({"feature": feature, "kind": kind, "test": "KS", "statistic": 0.3 if hit else 0.02,
+                         "p_value": 1e-9 if hit else 0.6, "threshold": 0.01, "significant": hit,
+                         "effect_size": 0.31 if hit else 0.02, "effect_metric": "ks_distance", "min_effect": 0.1,
+                         "drifted": hit, "day_drift": c == "D", "model_version": "1", "reference_rows": 2000,
+                         "sample_rows": 2000})
+        drift.write(lake, ds, rows)
+        days.append(ds)
+    return days
+
+
+def test_a_drift_that_persists_five_nights_is_one_alert_when_it_starts_and_one_when_it_ends(settings, lake, smtp):
+    from nightshift.alerts import notify, sent
+
+    s = settings.with_overrides(EMAIL)
+    days = _drift_nights(lake, "..DDDDD..")
+    for ds in days[:7]:  # through the five drifted nights
+        notify("drift", s, ds)
+    assert len(smtp.messages) == 1, [m["Subject"] for m in smtp.messages]
+    msg = smtp.messages[0]
+    assert msg["Subject"] == "[Nightshift] drift alarm from 2026-04-03"
+    assert msg["To"] == "team@example.com"
+    body = _body(msg)
+    assert "2 of 3 tests drifted after FDR correction" in body and "x03 ks_distance 0.310 (floor 0.1" in body
+    assert "channel" in body and "x07" not in body
+    assert "http://airflow.example.com/plugin/model-health#drift" in body
+
+    notify("drift", s, days[2])  # a rerun of the first drifted night sends nothing again
+    assert len(smtp.messages) == 1
+
+    for ds in days[7:]:
+        notify("drift", s, ds)
+    assert [m["Subject"] for m in smtp.messages] == ["[Nightshift] drift alarm from 2026-04-03",
+                                                      "[Nightshift] drift alarm over on 2026-04-08"]
+    assert "lasted 5 nights, 2026-04-03 to 2026-04-07" in _body(smtp.messages[1])
+    assert [a["key"] for a in sent(lake)] == ["drift-end-2026-04-08", "drift-start-2026-04-03"]
+
+
+def test_the_default_channel_only_logs(settings, lake, caplog):
+    from nightshift.alerts import notify
+
+    days = _drift_nights(lake, ".D")
+    with caplog.at_level("WARNING", logger="nightshift.alerts"):
+        for ds in days:
+            notify("drift", settings, ds)
+    assert settings.alerts.channels == ("log",)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ALERT ")]
+    assert len(lines) == 1 and "drift alarm from 2026-04-02" in lines[0]
+
+
+def test_an_unreachable_channel_fails_loudly_and_is_not_recorded(settings, lake, monkeypatch):
+    from nightshift.alerts import notify, sent
+
+    conn = {"conn_type": "smtp", "host": "127.0.0.1", "port": 9, "extra": {"disable_tls": True, "disable_ssl": True,
+                                                                           "from_email": "n@example.com", "retry_limit": 0,
+                                                                           "timeout": 2}}
+    monkeypatch.setenv("AIRFLOW_CONN_NIGHTSHIFT_TEST_SMTP", json.dumps(conn))
+    days = _drift_nights(lake, "D")
+    with pytest.raises(RuntimeError, match=r"could not be delivered on email: .*check \[alerts\]"):
+        notify("drift", settings.with_overrides(EMAIL), days[0])
+    assert sent(lake) == []  # so the next attempt tries again
+
+
+@pytest.mark.integration
+def test_a_failed_task_delivers_one_email_through_a_real_airflow_run(tmp_path, smtp, home):
+    """A DAG whose task fails, run by dag.test(), with the notifier as its failure callback."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import airflow_stack as stack
+
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "alert_probe.py").write_text(textwrap.dedent("""
+        from datetime import datetime, timezone
+        from airflow.sdk import dag, task
+        from nightshift.alerts import NightshiftNotifier
+
+        @dag(schedule=None, start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+             default_args={"on_failure_callback": NightshiftNotifier("failure"), "retries": 0})
+        def alert_probe():
+            @task
+            def explode():
+                raise ValueError("features/ds=2026-04-02, column 'x03' breaks rule 'not null'")
+            explode()
+
+        alert_probe()
+    """))
+    env = stack.airflow_env(home, port=stack.free_port(), extra={
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags), "AIRFLOW_CONN_NIGHTSHIFT_TEST_SMTP": os.environ["AIRFLOW_CONN_NIGHTSHIFT_TEST_SMTP"],
+        "NIGHTSHIFT__ALERTS__CHANNELS": '["email"]', "NIGHTSHIFT__ALERTS__EMAIL_TO": '["oncall@example.com"]',
+        "NIGHTSHIFT__ALERTS__SMTP_CONN_ID": "nightshift_test_smtp", "NIGHTSHIFT__UI__AIRFLOW_URL": "http://af.example.com"})
+    subprocess.run([str(stack.VENV_BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
+    script = textwrap.dedent(f"""
+        from airflow.dag_processing.dagbag import DagBag
+        bag = DagBag(dag_folder={str(dags)!r})
+        assert not bag.import_errors, bag.import_errors
+        run = bag.dags["alert_probe"].test()
+        print("RESULT", {{ti.task_id: str(ti.state) for ti in run.get_task_instances()}})
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert "RESULT {'explode': 'failed'}" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    deadline = time.time() + 10
+    while not smtp.messages and time.time() < deadline:
+        time.sleep(0.2)
+    assert len(smtp.messages) == 1, [m["Subject"] for m in smtp.messages]
+    msg = smtp.messages[0]
+    assert msg["Subject"].startswith("[Nightshift] task failed: alert_probe.explode")
+    assert msg["To"] == "oncall@example.com"
+    body = _body(msg)
+    assert "ValueError: features/ds=2026-04-02, column &#x27;x03&#x27; breaks rule &#x27;not null&#x27;" in body
+    assert "http://af.example.com/dags/alert_probe/runs/" in body
