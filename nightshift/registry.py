@@ -94,8 +94,11 @@ def http_budget(total_s: float) -> dict[str, str]:
     its maximum) stays within `total_s` seconds.
 
     urllib3 waits `factor * 2**(n-1)` (+ up to `jitter`) before the n-th retry, and each try
-    may wait `timeout`: worst case = (retries + 1) * timeout + backoff.
+    may wait `timeout`: worst case = (retries + 1) * timeout + backoff. The retries get 85% of
+    the total; the rest is left for the command's own start-up and work, so that the whole
+    command, not only its MLflow call, fails within `total_s`.
     """
+    total_s *= 0.85
     factor, jitter = 1, 0.5
     retries = 0
     for r in range(1, 4):  # as many retries as fit in a third of the budget, at most 3

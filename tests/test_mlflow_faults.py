@@ -345,3 +345,23 @@ def test_a_promotion_racing_a_rollback_ends_with_one_champion_and_a_history_that
     assert registry.current(PREVIOUS_CHAMPION).version == last[PREVIOUS_CHAMPION]
     # promotion then rollback: v3 then back to v2; rollback then promotion: v1 then v3
     assert (registry.current(CHAMPION).version, registry.current(PREVIOUS_CHAMPION).version) in (("2", "3"), ("3", "1"))
+
+
+def test_a_promotion_whose_tags_fail_is_still_recorded(home, monkeypatch, proxy):
+    """The aliases moved and the history agrees; MLflow then fails to take the verdict's tags: the
+    decision record is written all the same, and the command fails naming MLflow."""
+    from nightshift.registry import CHAMPION, Registry, RegistryError
+    from nightshift.tables.decisions import read_decision
+    from training.promotion import promote_challenger
+
+    settings = settings_for(home, monkeypatch, proxy.url, "tagged-model")
+    versions(proxy.url, "tagged-model", 1)
+    proxy.set("500", only="set-tag")
+    evaluation = {"version": "1", "verdict": "PROMOTE", "reasons": ["first model"], "evidence": {"n": 1}}
+    with pytest.raises(RegistryError, match=r"made and recorded in decisions/ds=2026-01-02, but MLflow did not take"):
+        promote_challenger(settings, "2026-01-02", evaluation)
+    proxy.set("pass")
+    assert Registry(settings).current(CHAMPION).version == "1"
+    assert [(e.alias, e.version) for e in Registry(settings).history()] == [(CHAMPION, "1")]
+    record = read_decision(Registry(settings).lake, "2026-01-02", "promotion")
+    assert record["verdict"] == "PROMOTE" and record["model_version"] == "1"

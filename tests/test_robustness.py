@@ -275,3 +275,18 @@ def test_the_bad_input_matrix_gives_named_errors_and_no_traceback(home, settings
     del os.environ["NIGHTSHIFT_LAKE"]
     print(f"RESULT bad_inputs={len(cases)} refused_by_name={refused} unhandled_tracebacks={tracebacks}")
     assert tracebacks == 0 and refused == len(cases)
+
+
+@pytest.mark.parametrize("total", [1, 2, 5, 6, 10, 30, 60, 120, 600])
+def test_mlflow_retry_budget_fits_within_the_timeout(total):
+    """MLflow's retry settings derived from `paths.mlflow_timeout_s`: the worst case (every try timing out,
+    every backoff at its longest, jitter included) never exceeds the configured total."""
+    from nightshift.registry import http_budget
+
+    b = http_budget(total)
+    retries, timeout = int(b["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]), int(b["MLFLOW_HTTP_REQUEST_TIMEOUT"])
+    factor, jitter = int(b["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"]), float(b["MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"])
+    worst = (retries + 1) * timeout + sum(factor * 2 ** (n - 1) + jitter for n in range(1, retries + 1))
+    assert worst <= total and b["MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER"] == "false"
+    if total >= 30:
+        assert retries >= 3  # a passing fault is still retried

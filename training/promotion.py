@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from nightshift.dates import parse_ds
 from nightshift.lake import Lake
-from nightshift.registry import CHAMPION, PREVIOUS_CHAMPION, Registry
+from nightshift.registry import CHAMPION, PREVIOUS_CHAMPION, Registry, RegistryError
 from nightshift.tables.decisions import write_decision
 from training import tracking
 
@@ -95,9 +95,19 @@ def roll_back(settings: "Settings", ds: str, *, reason: str, version: str | None
 
 def _record(registry: Registry, ds: str, kind: str, verdict: str, reasons: list[str], evidence: dict[str, Any],
             version: str | None) -> None:
-    run_id = tracking.tag_decision(registry, version, kind, verdict, ds, reasons, evidence) if version else None
+    """The decision record in the lake, and the same verdict as MLflow tags. The record is written even
+    when MLflow fails to take the tags (a move already made must not go unrecorded); the fault is then raised."""
+    run_id, fault = None, None
+    if version:
+        try:
+            run_id = tracking.tag_decision(registry, version, kind, verdict, ds, reasons, evidence)
+        except RegistryError as exc:
+            fault = exc
     write_decision(Lake(registry.settings.lake_uri), ds, kind, verdict, reasons, evidence,
                    model_version=version, mlflow_run_id=run_id)
+    if fault is not None:
+        raise RegistryError(f"the {kind} of v{version} on {ds} is made and recorded in decisions/ds={ds}, but MLflow "
+                            f"did not take its tags: {fault}") from fault
 
 
 def _no_champion_message(verdict: str, reasons: list[str], settings: "Settings") -> str:
