@@ -32,6 +32,42 @@ def validate_partition(lake: Lake, spec: "DatasetSpec", ds: str, batch_rows: int
     return {**check.finish(), "fingerprint": lake.fingerprint(FEATURES, ds)}
 
 
+_MULTIPLIERS = np.random.default_rng(20261123).integers(1, 2**63, size=256, dtype=np.uint64) | np.uint64(1)
+
+
+def id_keys(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """One uint64 per id, equal for equal ids: the id itself for integers, a hash for text.
+
+    8 bytes an id whatever its length, so checking a day's ids for duplicates costs 80 MB per
+    10 million rows instead of holding every id. Two different texts may share a hash; a
+    shared key is only a suspect, which `ContractCheck` settles against the ids themselves.
+    """
+    if isinstance(col, pa.ChunkedArray):
+        parts = [id_keys(c) for c in col.chunks]
+        return np.concatenate(parts) if parts else np.empty(0, np.uint64)
+    if pa.types.is_integer(col.type):
+        return col.cast(pa.int64()).to_numpy(zero_copy_only=False).view(np.uint64)
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        col = col.cast(pa.string())
+    col = col.cast(pa.large_string())  # 64-bit offsets, one layout to read
+    n = len(col)
+    if n == 0:
+        return np.empty(0, np.uint64)
+    offsets = np.frombuffer(col.buffers()[1], dtype=np.int64)[col.offset:col.offset + n + 1]
+    data = np.frombuffer(col.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]] if offsets[-1] > offsets[0] else np.empty(0, np.uint8)
+    lengths = np.diff(offsets)
+    starts = offsets[:-1] - offsets[0]
+    # position of each byte within its string, and a random odd multiplier per position (mod 256)
+    pos = np.arange(len(data), dtype=np.int64) - np.repeat(starts, lengths)
+    with np.errstate(over="ignore"):
+        terms = (data.astype(np.uint64) + np.uint64(1)) * _MULTIPLIERS[pos & 255]
+        sums = np.zeros(n, np.uint64)
+        nonempty = lengths > 0
+        if nonempty.any():
+            sums[nonempty] = np.add.reduceat(terms, starts[nonempty])
+        return sums ^ (lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+
+
 class ContractCheck:
     """The contract, applied batch by batch, so a writer can check the very batches it streams.
 
@@ -67,7 +103,7 @@ class ContractCheck:
             raise ContractViolation(partition, spec.entity_id, "entity id is never null",
                                     f"{id_col.null_count} null ids in a batch of {batch.num_rows}",
                                     "Fix the upstream extract; every row needs an id so its prediction can be traced.")
-        self._ids.append(id_col)
+        self._ids.append(id_keys(id_col))
         for name in spec.numeric:
             col = batch.column(name)
             values = pc.fill_null(pc.cast(col, pa.float64()), np.nan).to_numpy(zero_copy_only=False)
@@ -78,14 +114,29 @@ class ContractCheck:
                                         "Replace infinities upstream with a missing value (NaN/null) or a real number.")
             self.null_counts[name] += int(np.isnan(values).sum())
 
+    def _duplicate_ids(self) -> int:
+        """How many rows repeat an earlier id (exact: a shared hash is checked against the ids)."""
+        keys = np.sort(np.concatenate(self._ids)) if self._ids else np.empty(0, np.uint64)
+        self._ids = []
+        repeated = keys[1:] == keys[:-1]
+        if not repeated.any():
+            return 0
+        id_col = self.spec.entity_id
+        if pa.types.is_integer(self.dataset.schema.field(id_col).type):
+            return int(repeated.sum())  # the key is the id itself
+        suspects = np.unique(keys[1:][repeated])
+        ids = [batch.column(0).filter(pa.array(np.isin(id_keys(batch.column(0)), suspects)))
+               for batch in self.dataset.to_batches(columns=[id_col])]
+        ids = pa.chunked_array(ids, type=ids[0].type) if ids else pa.chunked_array([], pa.string())
+        return len(ids) - pc.count_distinct(ids).as_py()
+
     def finish(self) -> dict:
         spec, partition, rows = self.spec, self.partition, self.rows
         ds = partition.partition("=")[2]
         if rows == 0:
             raise ContractViolation(partition, None, "partition is not empty", "it has 0 rows",
                                     "Check the upstream extract for this day; an empty day is never scored silently.")
-        distinct = pc.count_distinct(pa.chunked_array(self._ids)).as_py()
-        self._ids = []
+        distinct = rows - self._duplicate_ids()
         if distinct != rows:
             raise ContractViolation(partition, spec.entity_id, "entity id is unique within a day",
                                     f"{rows - distinct} duplicate ids among {rows} rows",

@@ -68,3 +68,42 @@ def test_booleans_follow_the_one_type_rule(lake, spec):
     data[spec.numeric[0]] = [i % 3 == 0 for i in range(50)]
     lake.commit(FEATURES, "2026-01-01", pa.table(data))
     assert validate_partition(lake, spec, "2026-01-01")["rows"] == 50
+
+
+# -- duplicate ids are found exactly, in 8 bytes an id ---------------------------------------------
+def test_id_keys_equal_for_equal_ids_and_rarely_otherwise():
+    from batch_scoring.contract import id_keys
+
+    ids = pa.array([f"2026-01-01-{i:07d}" for i in range(100_000)] + ["", "a" * 500])
+    keys = id_keys(ids)
+    assert keys.dtype == np.uint64 and len(np.unique(keys)) == len(ids)
+    assert (id_keys(ids.slice(500, 10)) == keys[500:510]).all()  # a slice hashes as the whole does
+    assert (id_keys(pa.chunked_array([ids.slice(0, 7), ids.slice(7, 3)])) == keys[:10]).all()
+    assert id_keys(pa.array(["x1"]))[0] == id_keys(pa.array(["x1"], pa.large_string()))[0]
+    assert id_keys(pa.array([3, -1], pa.int32())).tolist() == [3, 2**64 - 1]  # integers are their own key
+
+
+def test_a_hash_collision_is_never_reported_as_a_duplicate(lake, spec, monkeypatch):
+    """A shared key is a suspect: the ids themselves decide, so only true duplicates are refused."""
+    import batch_scoring.contract as contract
+
+    real = contract.id_keys
+    monkeypatch.setattr(contract, "id_keys", lambda col: real(col) % np.uint64(7))  # collide everything
+    data = good(spec, n=60)
+    lake.commit(FEATURES, "2026-01-05", pa.table(data))
+    assert validate_partition(lake, spec, "2026-01-05")["rows"] == 60
+    data[spec.entity_id][7] = data[spec.entity_id][3]
+    lake.commit(FEATURES, "2026-01-06", pa.table(data))
+    with pytest.raises(ContractViolation, match="1 duplicate ids among 60 rows"):
+        validate_partition(lake, spec, "2026-01-06")
+
+
+def test_integer_ids_are_checked_exactly(lake, spec):
+    data = good(spec, n=60)
+    data[spec.entity_id] = list(range(60))
+    lake.commit(FEATURES, "2026-01-07", pa.table(data))
+    assert validate_partition(lake, spec, "2026-01-07")["rows"] == 60
+    data[spec.entity_id][59] = 0
+    lake.commit(FEATURES, "2026-01-08", pa.table(data))
+    with pytest.raises(ContractViolation, match="1 duplicate ids among 60 rows"):
+        validate_partition(lake, spec, "2026-01-08")
