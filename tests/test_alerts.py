@@ -190,3 +190,75 @@ def test_a_failed_task_delivers_one_email_through_a_real_airflow_run(tmp_path, s
     body = _body(msg)
     assert "ValueError: features/ds=2026-04-02, column &#x27;x03&#x27; breaks rule &#x27;not null&#x27;" in body
     assert "http://af.example.com/dags/alert_probe/runs/" in body
+
+
+def test_a_webhook_gets_the_verdict_as_json(settings, lake):
+    """The webhook channel: one JSON POST with a Slack-style `text`, for a promotion."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from nightshift.alerts import notify
+    from nightshift.tables.decisions import write_decision
+
+    posts = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        write_decision(lake, "2026-04-05", "promotion", "PROMOTE", ["non-inferior within margin 0.0050: gain +0.0120"],
+                       {"metric": "auc", "gain": 0.012}, model_version="4")
+        s = settings.with_overrides({"alerts.channels": ["webhook"],
+                                     "alerts.webhook_url": f"http://127.0.0.1:{server.server_port}/hook"})
+        notify("verdict", s, "2026-04-05")
+        notify("verdict", s, "2026-04-05")  # the same verdict again (a rerun): not sent twice
+    finally:
+        server.shutdown()
+    assert len(posts) == 1, posts
+    assert posts[0]["kind"] == "promotion" and posts[0]["subject"] == "[Nightshift] v4 promoted to champion on 2026-04-05"
+    assert posts[0]["text"].startswith("[Nightshift] v4 promoted to champion on 2026-04-05: non-inferior within margin")
+    assert posts[0]["link"].endswith("/plugin/model-health#verdicts")
+
+
+@pytest.mark.parametrize("kind, verdict, reasons, evidence, version, expected", [
+    ("retrain", "RETRAIN", ["drift persisted on 3 of the last 5 nights (k=3)"], {}, "2",
+     "[Nightshift] retrain decided on 2026-04-05: drift persisted on 3 of the last 5 nights (k=3) (champion v2)"),
+    ("retrain", "NO_ACTION", ["no trigger fired"], {}, "2", None),
+    ("retrain", "COOLDOWN", ["cooldown: last retrain was 2 days with data ago (cooldown 5)"], {}, "2", None),
+    ("promotion", "REJECT", ["a segment lost more than the margin"], {}, "5",
+     "[Nightshift] gate verdict REJECT on 2026-04-05 for v5: a segment lost more than the margin"),
+    ("promotion", "DEFERRED", ["the holdout cannot resolve the margin"], {}, None,
+     "[Nightshift] gate verdict DEFERRED on 2026-04-05: the holdout cannot resolve the margin"),
+    ("rollback", "ROLLBACK", ["calibration broke"], {"from_version": "5", "to_version": "4"}, "4",
+     "[Nightshift] rollback on 2026-04-05: champion v5 -> v4: reason: calibration broke"),
+])
+def test_which_decisions_alert_and_what_they_say(settings, lake, kind, verdict, reasons, evidence, version, expected):
+    from nightshift.alerts import alert_for
+    from nightshift.tables.decisions import write_decision
+
+    write_decision(lake, "2026-04-05", kind, verdict, reasons, evidence, model_version=version)
+    event = {"retrain": "retrain", "promotion": "verdict", "rollback": "rollback"}[kind]
+    alert = alert_for(event, settings, "2026-04-05")
+    assert (alert.text.rsplit(" (http", 1)[0] if alert else None) == expected
+
+
+def test_a_failure_alert_names_the_task_the_day_and_the_error(settings):
+    from types import SimpleNamespace
+
+    from nightshift.alerts import failure_alert
+
+    ti = SimpleNamespace(dag_id="retrain", task_id="train_challenger", run_id="nightly__2026-04-05", try_number=2)
+    alert = failure_alert(settings.with_overrides({"ui.airflow_url": "http://af"}),
+                          {"ti": ti, "params": {"ds": "2026-04-05"}, "exception": RuntimeError("no CUDA device\nmore")})
+    assert alert.subject == "[Nightshift] task failed: retrain.train_challenger (2026-04-05)"
+    assert alert.evidence == "RuntimeError: no CUDA device"
+    assert alert.link == "http://af/dags/retrain/runs/nightly__2026-04-05/tasks/train_challenger"
+    assert alert.key == "failure-retrain-nightly__2026-04-05-train_challenger-2"  # a retry is a new incident

@@ -169,13 +169,14 @@ def test_browser_logs_in_and_sees_model_health(server):
         # the retrain form refuses to start a run without `ds`, and says why
         driver.get(server["base"] + "/dags/retrain")
         wait.until(EC.element_to_be_clickable((By.XPATH, "//button[normalize-space()='Trigger']"))).click()
-        dialog = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "[role=dialog]")))
+        dialog = wait.until(lambda d: next((e for e in d.find_elements(By.CSS_SELECTOR, "[role=dialog]")
+                                            if "Trigger Dag - retrain" in e.text), None))
         wait.until(lambda d: "This field is required" in dialog.text)
         assert "a retrain has no 'today' of its own" in dialog.text
         submit = dialog.find_element(By.XPATH, ".//button[normalize-space()='Trigger']")
         assert not submit.is_enabled(), "Trigger is enabled with an empty ds"
         driver.save_screenshot(str(SCREENSHOTS / "retrain_form.png"))
-        dialog.find_element(By.CSS_SELECTOR, "input[type=date]").send_keys("03122026")  # mm/dd/yyyy in this locale
+        dialog.find_element(By.ID, "element_ds").send_keys("03122026")  # mm/dd/yyyy in this locale
         wait.until(lambda d: submit.is_enabled())
     finally:
         driver.quit()
