@@ -56,7 +56,9 @@ def _run(step: str, ds: str | None, params: dict, **results):
     day = params.get("ds") or ds
     if not day:
         raise ValueError("retrain needs a day: set the `ds` param (YYYY-MM-DD) or trigger with a logical date")
-    settings = lambda: run_settings(params, training__init_from=params.get("init_from"))
+    def settings():
+        return run_settings(params, training__init_from=params.get("init_from"))
+
     return run_step(RETRAIN, step, StepContext(settings, day, dict(params), results))
 
 

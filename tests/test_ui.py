@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "plugins"))
 
-import airflow_stack as stack
+import airflow_stack as stack  # noqa: E402 - found through the sys.path lines above
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 
