@@ -10,6 +10,9 @@ The window is a range of prediction days (`event_ds`), sized by days and by rows
   data and says so in its notes.
 - `expanding`: from `window_start` to the day before `ds`;
 - `fixed`: `window_start` to `window_end`.
+- `representative` and `recent`: the days of `sliding`, then weighted when training
+  (`training.reweight`): importance weights that make history look like the newest nights,
+  or the days since the drift onset weighted up.
 
 The holdout is a deterministic half (by a hash of the entity id) of the labelled rows of
 the newest labelled days: at least `holdout_days` of them, and more, up to
@@ -42,6 +45,8 @@ if TYPE_CHECKING:
     from nightshift.spec import DatasetSpec
 
 HOLDOUT_SHARE = 0.5
+# Kinds that choose their days as `sliding` does; the last two differ only in sample weights.
+SLIDING_KINDS = (WindowKind.SLIDING, WindowKind.REPRESENTATIVE, WindowKind.RECENT)
 _REACH_CHUNK_DAYS = 7  # days read at a time while a sliding window reaches back for rows
 
 
@@ -111,7 +116,7 @@ def build_window(lake: Lake, spec: "DatasetSpec", ds: str, settings: "TrainingSe
 def window_days(ds: str, settings: "TrainingSettings") -> list[str]:
     """The calendar days a retrain on `ds` draws from before any reaching back (all before `ds`)."""
     last = add_days(ds, -1)
-    if settings.window == WindowKind.SLIDING:
+    if settings.window in SLIDING_KINDS:
         return ds_range(add_days(ds, -settings.window_days), last)
     if settings.window_start is None:
         raise ValueError(f"training.window={settings.window.value!r} needs training.window_start")
@@ -128,7 +133,7 @@ def _choose_days(lake: Lake, spec: "DatasetSpec", ds: str, settings: "TrainingSe
     days = [d for d in available if d in wanted]
     notes: list[str] = []
     labels = labels_table.arrived(lake, spec, ds, days) if days else None
-    if settings.window != WindowKind.SLIDING:
+    if settings.window not in SLIDING_KINDS:
         if not days or labels.num_rows == 0:
             raise EmptyWindow(f"no labelled data in the {settings.window.value} window before {ds} "
                               f"(training.window_start={settings.window_start}): land data first or move the window")
