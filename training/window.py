@@ -186,3 +186,22 @@ def _unit_hash(ids: pa.ChunkedArray) -> np.ndarray:
     for i, v in enumerate(ids.to_pylist()):
         out[i] = int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8).digest(), "big") / 2.0**64
     return out
+
+
+def split_validation(table: pa.Table, share: float) -> tuple[pa.Table, pa.Table]:
+    """(train, validation): the newest prediction days hold about `share` of the rows, at least one day.
+
+    Time-based, so the validation loss says how the model does on the newest data, as it
+    will in production. No split (an empty validation) when `share` is 0 or there is only one day.
+    """
+    empty = table.slice(0, 0)
+    if share <= 0 or table.num_rows == 0:
+        return table, empty
+    days, counts = np.unique(table.column(EVENT_DS).to_numpy(zero_copy_only=False).astype(str), return_counts=True)
+    if len(days) < 2:
+        return table, empty
+    newest_first = np.cumsum(counts[::-1])
+    n_days = min(int(np.searchsorted(newest_first, share * table.num_rows)) + 1, len(days) - 1)
+    valid_days = pa.array(days[-n_days:].tolist(), pa.string())
+    in_valid = pc.is_in(table.column(EVENT_DS), value_set=valid_days)
+    return table.filter(pc.invert(in_valid)), table.filter(in_valid)
