@@ -202,3 +202,25 @@ def test_a_one_class_window_defers_naming_the_window_and_counts(settings, lake):
     words = " ".join(out["reasons"])
     assert "one class only" in words and "0 positives" in words and f"training window {add_days(START, 21)}" in words
     assert Registry(s, lake).versions() == ["1"]
+
+
+@pytest.mark.integration
+def test_smoke_mode_retrains_on_cpu_in_a_few_steps(home, settings, lake, capsys):
+    """What CI runs: `nightshift retrain --max-steps N --device cpu`."""
+    import json
+
+    from cli.main import main
+    from simulator.land import simulate
+
+    simulate(lake, settings.dataset, start=START, days=22, rows_per_day=400, seed=1, progress=False)
+    code = main(["-q", "retrain", "--ds", add_days(START, 21), "--init-from", "scratch", "--max-steps", "5", "--device", "cpu"])
+    out = json.loads(capsys.readouterr().out)
+    assert code in (0, 3) and out["version"] == "1" and out["device"] == "cpu"
+    registry = Registry(settings, lake)
+    run = registry.client.get_run(registry.client.get_model_version(registry.name, "1").run_id)
+    assert run.data.params["training.max_steps"] == "5" and run.data.params["training.device"] == "cpu"
+    assert run.data.tags["nightshift.cpu_fallback"] == "training.device=cpu"
+    from training.bundle import load_bundle
+
+    steps = load_bundle(registry.local_path("1")).meta["history"]
+    assert len(steps) == 1  # 5 steps of 512 rows: the first epoch is cut short

@@ -201,3 +201,38 @@ print('ok')
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def _loss_falls_and_warm_starts_from_the_champion(source, device: str) -> None:
+    train, valid = world(20_000, seed=21), world(4000, seed=22)
+    common = dict(batch_size=1024, lr=5e-3, device=device, require_gpu=device == "cuda", early_stop_patience=0)
+    model, pre = init_model("scratch", train, BINARY, MODEL, None, seed=0)
+    scratch = fit(model, pre, train, BINARY, TrainingSettings(epochs=3, **common), valid_table=valid)
+    assert scratch.device.startswith(device)
+    assert scratch.history[-1]["train_loss"] < scratch.history[0]["train_loss"]
+    assert scratch.history[-1]["valid_loss"] < scratch.history[0]["valid_loss"]
+
+    # One optimizer step each: warm is where the champion was, scratch is where chance is.
+    x_num, x_cat = source.preprocessor.transform(valid)
+    with torch.inference_mode():
+        out = source.model(torch.from_numpy(x_num), torch.from_numpy(x_cat))
+    champion_loss = task_for("binary").loss(out, torch.from_numpy(labels(valid, "y").astype(np.float32)), None).item()
+    one_step = TrainingSettings(epochs=1, max_steps=1, **common)
+    model, pre = init_model("warm", train, BINARY, MODEL, source, seed=0)
+    warm = fit(model, pre, train, BINARY, one_step, valid_table=valid)
+    model, pre = init_model("scratch", train, BINARY, MODEL, None, seed=0)
+    cold = fit(model, pre, train, BINARY, one_step, valid_table=valid)
+    assert warm.device.startswith(device) and warm.steps == 1
+    assert abs(warm.history[0]["valid_loss"] - champion_loss) < 0.03
+    assert cold.history[0]["valid_loss"] > champion_loss + 0.1
+
+
+def test_cpu_loss_falls_and_warm_starts_from_the_champion(source):
+    _loss_falls_and_warm_starts_from_the_champion(source, "cpu")
+
+
+@pytest.mark.gpu
+def test_cuda_loss_falls_and_warm_starts_from_the_champion(source):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    _loss_falls_and_warm_starts_from_the_champion(source, "cuda")
