@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -171,6 +172,7 @@ def fit(
     sample_weight: np.ndarray | None = None,
     freeze_epochs: int = 0,
     unfreeze_lr_factor: float = 1.0,
+    on_epoch: Callable[[dict[str, Any]], bool] | None = None,
 ) -> FitResult:
     """Train `model` with AdamW on the task's loss; one history entry per epoch.
 
@@ -181,6 +183,7 @@ def fit(
     - With `valid_table`, early stopping on its loss (`early_stop_patience`) keeps the best
       epoch's weights.
     - A NaN or infinite loss raises `NonFiniteLoss`; `max_steps` caps optimizer steps.
+    - `on_epoch(row)` sees each epoch's history entry (with `seconds` since the start); True stops.
     """
     t0 = time.perf_counter()
     device = torch.device(device) if device is not None else resolve_device(settings.device, settings.require_gpu)
@@ -267,6 +270,8 @@ def fit(
                 else:
                     stale += 1
             history.append(row)
+            if on_epoch is not None and on_epoch({**row, "seconds": time.perf_counter() - t0}):
+                break
             log.info("epoch %d/%d %s", epoch, settings.epochs, " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
             advance(f"epoch {epoch}/{settings.epochs} loss {row['train_loss']:.4f}")
             if patience and stale >= patience:
