@@ -478,5 +478,5 @@ def outcome(results: dict[str, Any]) -> dict[str, Any]:
     return {"ds": window.get("ds"), "verdict": final.get("verdict"), "reasons": final.get("reasons", []),
             "version": trained.get("version"), "champion": final.get("champion"), "device": trained.get("device"),
             "init_from": trained.get("init_from"), "candidate": trained.get("candidate"),
-            "tournament": trained.get("tournament"), "window": {k: window.get(k) for k in (
+            "tournament": trained.get("tournament"), "train_seconds": trained.get("train_seconds"), "window": {k: window.get(k) for k in (
                 "first_day", "last_day", "train_rows", "holdout_rows", "holdout_days", "notes", "fingerprint")}}
