@@ -24,6 +24,7 @@ Ends with one RESULT line.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import statistics
 import sys
@@ -53,9 +54,12 @@ START = "2026-01-01"
 DRIFT = ("warm:sliding", "warm:recent", "scratch:recent")
 
 
+OVERRIDES: dict = {}  # --set section.key=value
+
+
 def settings_in(home: Path, **over):
     s = load_settings(REPO / "nightshift.toml", env={"NIGHTSHIFT_HOME": str(home)})
-    return s.with_overrides({"gate.n_boot": 300, "training.device": "cpu", **over})
+    return s.with_overrides({"gate.n_boot": 300, "training.device": "cpu", **OVERRIDES, **over})
 
 
 def bench_tournament(rows: int) -> float:
@@ -165,7 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=200_000, help="tournament: training rows in the window")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--rows-per-day", type=int, default=4000, help="recovery: the demo's 4000")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="a settings override for every retrain here, e.g. training.recent_weight=8")
     args = p.parse_args(argv)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        OVERRIDES[key] = json.loads(value) if value[:1] in "[{0123456789-tf" else value
     logging.basicConfig(level=logging.WARNING)
     only = set(args.only.split(","))
     t0 = time.perf_counter()
