@@ -78,6 +78,8 @@ class TrainingSettings(BaseModel):
                                       "embeddings train at lr times this; 0 keeps them frozen")
     valid_share: float = Field(0.15, ge=0, lt=0.5, description="share of the training rows, newest prediction days first, "
                                "held out for early stopping and the tournament (time-based); 0: none")
+    refit_epochs: Literal["best", "all"] = Field("all", description="the tournament's winner is refitted on the whole window "
+                                                 "for its best epoch count on validation ('best') or for training.epochs ('all')")
     early_stop_patience: int = Field(2, ge=0, description="stop after this many epochs without a better validation loss, "
                                      "keeping the best epoch's weights; 0: never stop early")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (smoke runs)")

@@ -317,7 +317,7 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
         # The newest days were only validation so far: the winner learns them too, for as many
         # epochs as served it best.
         if valid_table.num_rows:
-            epochs = chosen["result"].best_epoch or len(chosen["result"].history)
+            epochs = (chosen["result"].best_epoch or len(chosen["result"].history)) if t.refit_epochs == "best" else t.epochs
             final = train_one(candidates[winner][0], chosen["kind"], train, None, epochs)
             final["result"] = dataclasses.replace(final["result"], history=chosen["result"].history,
                                                   best_epoch=chosen["result"].best_epoch,
