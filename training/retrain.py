@@ -227,7 +227,7 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
     One candidate (the default outside drift) is one MLflow run. Several are child runs of one
     parent run. Every candidate trains on the window less its newest days (the time-based
     validation), stops early on their loss, and is scored there; the winner is then refitted
-    on the whole window for its best number of epochs, so the newest days are not lost to it.
+    on the whole window (`training.refit_epochs`), so the newest days are not lost to it.
     A candidate whose loss goes NaN ends FAILED in MLflow; if none is left, nothing is
     registered, no alias moves and the step fails.
     """
