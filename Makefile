@@ -59,6 +59,10 @@ bench: install         ## print the benchmark figures (each script ends with a R
 	$(PY) benchmarks/parse.py
 	$(PY) benchmarks/import.py
 	$(PY) benchmarks/ui_page.py
+	$(PY) benchmarks/airflow_night.py
+	$(PY) benchmarks/training.py
+	$(PY) benchmarks/training_quality.py
+	$(PY) benchmarks/training_tournament.py
 
 clean: stop            ## remove generated data (the lake, MLflow store, Airflow home); keeps .venv
 	rm -rf .nightshift

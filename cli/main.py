@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 
-from nightshift.choices import InitFrom, ModelSelection, TaskName, values
+from nightshift.choices import InitFrom, ModelSelection, TaskName, WindowKind, values
 
 
 def _settings(args):
@@ -65,8 +65,9 @@ def cmd_retrain(args) -> int:
     from training.retrain import retrain
 
     s = _settings(args)
-    if args.init_from:
-        s = s.with_overrides({"training.init_from": args.init_from})
+    overrides = {"training.init_from": args.init_from, "training.max_steps": args.max_steps,
+                 "training.device": args.device, "training.window": args.window}
+    s = s.with_overrides({k: v for k, v in overrides.items() if v is not None})
     result = retrain(s, args.ds, trigger="manual", reasons=["requested by hand (CLI)"], progress=not args.quiet)
     print(json.dumps(result, indent=2))
     return 0
@@ -139,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     sp = sub.add_parser("retrain", help="train a challenger on day D's window, judge it, promote or reject")
     sp.add_argument("--ds", required=True)
     sp.add_argument("--init-from", choices=values(InitFrom))
+    sp.add_argument("--window", choices=values(WindowKind), help="training.window for this retrain")
+    sp.add_argument("--max-steps", type=int, help="smoke mode: stop after this many optimizer steps (training.max_steps)")
+    sp.add_argument("--device", choices=["auto", "cpu", "cuda"], help="training.device for this retrain")
     sp.set_defaults(fn=cmd_retrain)
 
     sp = sub.add_parser("rollback", help="point champion back at an earlier version from the night after D")

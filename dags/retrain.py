@@ -23,7 +23,10 @@ and any failed task, on the channels `[alerts]` names.
 **Params.** `ds` (required): the logical day whose arrived labels the retrain may see. The
 form will not trigger without it: a retrain has no "today" of its own (a replayed world
 lives in its own dates), and a run without one could only fail. `init_from`: `warm`
-(champion weights, grown embeddings) or `scratch`. `trigger` (`manual`, `nightly`, `bootstrap`), `reasons`: who asked and why.
+(champion weights, grown embeddings), `scratch`, or `transfer` (the champion's or
+`training.transfer_from`'s embeddings and backbone under a new head, frozen first). A retrain
+may also run a tournament of `init_from:window` candidates (`training.candidates`; a
+drift-triggered retrain runs `training.drift_candidates`), each a child MLflow run. `trigger` (`manual`, `nightly`, `bootstrap`), `reasons`: who asked and why.
 `settings`: overrides.
 """
 
@@ -77,7 +80,7 @@ def _run(step: str, ds: str | None, params: dict, **results):
                     description="YYYY-MM-DD: the retrain trains on the labels that had arrived by this day, and a "
                                 "promotion takes effect from the night after it. Required: a retrain has no 'today' "
                                 "of its own, so there is no safe default."),
-        "init_from": Param(InitFrom.WARM.value, enum=values(InitFrom), description="start from the champion's weights or from scratch"),
+        "init_from": Param(InitFrom.WARM.value, enum=values(InitFrom), description="warm: the champion's weights; scratch; transfer: its backbone under a new head"),
         "trigger": Param(Trigger.MANUAL.value, enum=values(Trigger), description="who asked"),
         "reasons": Param(["requested by hand"], type="array", items={"type": "string"}, description="why: recorded with the verdict"),
         "settings": Param({}, type="object", description="settings overrides, 'section.key': value"),

@@ -29,6 +29,12 @@ class WindowKind(StrEnum):
     SLIDING = "sliding"
     EXPANDING = "expanding"
     FIXED = "fixed"
+    # The sliding window's days, weighted: importance weights from a domain classifier that
+    # tells the window from its newest nights apart, so history is sampled to look like now.
+    REPRESENTATIVE = "representative"
+    # The sliding window's days, with the days since the drift onset (from the decision
+    # record) weighted up by training.recent_weight.
+    RECENT = "recent"
 
 
 class ModelSelection(StrEnum):

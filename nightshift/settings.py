@@ -25,7 +25,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from nightshift.choices import InitFrom, ModelSelection, WindowKind
 from nightshift.spec import DatasetSpec
@@ -76,6 +76,39 @@ class TrainingSettings(BaseModel):
     require_gpu: bool = False
     reference_size: int = Field(2000, ge=100, description="rows of the training window saved as drift reference")
     min_train_rows: int = Field(500, ge=1)
+    transfer_from: str | None = Field(None, description="init_from=transfer: the source model, 'VERSION' of this registered "
+                                      "model or 'NAME:VERSION' of another; None: the champion")
+    freeze_epochs: int = Field(3, ge=0, description="init_from=transfer: epochs that train the new head on a frozen backbone")
+    unfreeze_lr_factor: float = Field(0.1, ge=0, description="init_from=transfer: after the frozen epochs, the backbone and "
+                                      "embeddings train at lr times this; 0 keeps them frozen")
+    valid_share: float = Field(0.15, ge=0, lt=0.5, description="share of the training rows, newest prediction days first, "
+                               "held out for early stopping and the tournament (time-based); 0: none")
+    refit_epochs: Literal["best", "all"] = Field("all", description="the tournament's winner is refitted on the whole window "
+                                                 "for its best epoch count on validation ('best') or for training.epochs ('all')")
+    early_stop_patience: int = Field(2, ge=0, description="stop after this many epochs without a better validation loss, "
+                                     "keeping the best epoch's weights; 0: never stop early")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (smoke runs)")
+    compile: bool = Field(False, description="torch.compile the model on CUDA (pays on large windows)")
+    recent_weight: float = Field(4.0, ge=1, description="window=recent: sampling weight of a post-onset row over a pre-onset one")
+    representative_days: int = Field(3, ge=1, description="window=representative: the newest days production is taken to look like")
+    representative_max_weight: float = Field(10.0, gt=1, description="window=representative: importance weights are clipped to this")
+    candidates: tuple[str, ...] = Field((), description="the tournament: 'init_from:window' pairs, each trained, the best on "
+                                        "validation becomes the challenger; empty: just init_from:window (or drift_candidates)")
+    drift_candidates: tuple[str, ...] = Field(("warm:sliding", "warm:recent", "scratch:recent"), description="the tournament "
+                                              "of a drift-triggered retrain when candidates is empty; () for none")
+
+    @field_validator("candidates", "drift_candidates")
+    @classmethod
+    def _candidates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        inits, windows = {i.value for i in InitFrom}, {w.value for w in WindowKind}
+        for c in value:
+            init, _, window = c.partition(":")
+            if init not in inits or window not in windows:
+                raise ValueError(f"candidate {c!r} must be 'init_from:window' with init_from one of {sorted(inits)} "
+                                 f"and window one of {sorted(windows)}, e.g. 'warm:recent'")
+        if len(set(value)) != len(value):
+            raise ValueError(f"candidates {list(value)} name one candidate twice")
+        return value
 
 
 class ScoringSettings(BaseModel):

@@ -108,7 +108,7 @@ def test_init_from_switch_errors():
         init_model("pretrained", train, SPEC, MODEL, None, 0)
     with pytest.raises(ValueError, match="needs a champion"):
         init_model("warm", train, SPEC, MODEL, None, 0)
-    with pytest.raises(NotImplementedError, match="transfer"):
+    with pytest.raises(ValueError, match="init_from='transfer' needs a champion"):
         init_model("transfer", train, SPEC, MODEL, None, 0)
 
 

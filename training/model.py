@@ -65,6 +65,15 @@ class TabularNet(nn.Module):
             raise ValueError(f"not an architecture of format {FORMAT!r}: got format {d.get('format')!r}")
         return cls(d["n_numeric_inputs"], list(d["cardinalities"]), d["embedding_dim"], tuple(d["hidden"]), d["dropout"])
 
+    def new_head(self) -> TabularNet:
+        """A freshly initialised head on the same backbone (transfer learning: a new target)."""
+        self.head = nn.Linear(self.head.in_features, 1, device=self.head.weight.device, dtype=self.head.weight.dtype)
+        return self
+
+    def body_parameters(self) -> list[nn.Parameter]:
+        """Embeddings and backbone: what transfer learning freezes first."""
+        return [*self.embeddings.parameters(), *self.backbone.parameters()]
+
     @torch.no_grad()
     def grow_embeddings(self, new_cardinalities: list[int]) -> TabularNet:
         """Enlarge embedding tables in place; old rows are kept exactly.

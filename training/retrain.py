@@ -91,6 +91,8 @@ def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", re
         action, verdict = DEFER, DEFERRED
         why = [f"training window {summary['first_day']}..{summary['last_day']} has {window.train.num_rows} labelled rows, "
                f"fewer than training.min_train_rows={settings.training.min_train_rows}: land more days or widen training.window_days"]
+    elif (one_class := _one_class(window.train, spec, task, summary)):
+        action, verdict, why = DEFER, DEFERRED, [one_class]
     elif too_few:
         action, verdict = DEFER, DEFERRED
         why = [*too_few, f"even after growing over {settings.training.holdout_max_days} days (training.holdout_max_days); "
@@ -123,55 +125,268 @@ def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", re
     return _jsonable({**paths, **summary})
 
 
+def _one_class(train: pa.Table, spec, task, summary: dict[str, Any]) -> str | None:
+    """Why the training rows cannot train the task (one class only), naming the window and the counts; else None."""
+    from training.train import UntrainableWindow, check_trainable
+
+    where = f"training window {summary['first_day']}..{summary['last_day']}"
+    try:
+        check_trainable(task.labels(train.column(spec.label), f"{where} labels"), task, where)
+    except UntrainableWindow as exc:
+        return str(exc)
+    return None
+
+
 def ready_to_train(window: dict[str, Any]) -> bool:
     """The branch after `prepare_window`: train, or record why not."""
     return window["action"] == TRAIN
 
 
-def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, progress: bool = False) -> dict[str, Any]:
-    """Train on the staged window, log the run to MLflow and register it as `challenger`."""
-    from training import tracking
-    from training.bundle import load_bundle, save_bundle
-    from training.train import fit, init_model, resolve_device
+def drift_onset(lake: Lake, ds: str) -> str | None:
+    """The drift onset as the nightly decision records tell it: the first drifted night in the newest
+    retrain decision up to `ds` whose evidence flags drift; None when no record flags any."""
+    def flagged(d: dict[str, Any]) -> bool:
+        return any(d["evidence"].get("evidence", {}).get("drift_flags") or [])
 
+    record = latest_decision(lake, "retrain", before=add_days(ds, 1), where=flagged)
+    if record is None:
+        return None
+    ev = record["evidence"]["evidence"]
+    return next(day for day, flag in zip(ev["drift_days"], ev["drift_flags"]) if flag)
+
+
+def tournament_candidates(training, trigger: str | None, reasons: list[str] | None) -> list[tuple[str, str]]:
+    """The (init_from, window) pairs a retrain trains: `candidates` when set; on a drift-triggered
+    retrain `drift_candidates`; else the one `init_from:window`."""
+    if training.candidates:
+        chosen = training.candidates
+    elif trigger == "nightly" and any("drift" in r for r in reasons or []) and training.drift_candidates:
+        chosen = training.drift_candidates
+    else:
+        return [(str(training.init_from.value if hasattr(training.init_from, "value") else training.init_from),
+                 str(training.window.value if hasattr(training.window, "value") else training.window))]
+    return [tuple(c.split(":", 1)) for c in chosen]  # type: ignore[misc]
+
+
+def pick_best(scores: list[dict[str, Any]]) -> int | None:
+    """Index of the best candidate on validation (its `score` in the metric's direction); failed ones never win.
+
+    Ties go to the earlier candidate, so the configured order is the tie-break.
+    """
+    best = None
+    for i, s in enumerate(scores):
+        if s.get("failed") or s.get("score") is None:
+            continue
+        if best is None:
+            best = i
+            continue
+        b = scores[best]["score"]
+        if (s["score"] > b) if s["higher_is_better"] else (s["score"] < b):
+            best = i
+    if best is None and scores and all(not s.get("failed") for s in scores):
+        return 0  # no validation at all: the first candidate
+    return best
+
+
+def _candidate_weights(kind: str, table: pa.Table, settings: "Settings", onset: str | None):
+    """Sampling weights for a candidate's window kind over `table`, with notes; (None, []) for uniform."""
+    from training.preprocess import Preprocessor
+    from training.reweight import recent_weights, representative_weights
+    from training.window import EVENT_DS
+
+    t = settings.training
+    days = table.column(EVENT_DS).to_numpy(zero_copy_only=False)
+    if kind == "recent":
+        w = recent_weights(days, onset, t.recent_weight)
+        return w.weights, w.notes, w.info
+    if kind == "representative":
+        pre = Preprocessor.fit(table, settings.dataset)
+        x_num, x_cat = pre.transform(table)
+        w = representative_weights(x_num, x_cat, days, t.representative_days, t.representative_max_weight, t.seed)
+        return w.weights, w.notes, w.info
+    return None, [], {}
+
+
+def _load_source(settings: "Settings", registry: Registry, champion_ref, init_from: str):
+    """The bundle a warm or transfer start begins from, and its name for the lineage."""
+    from training.bundle import load_bundle
+
+    src = settings.training.transfer_from if init_from == "transfer" else None
+    if src:
+        name, _, version = src.rpartition(":")
+        reg = Registry(settings.with_overrides({"model.name": name}), registry.lake) if name else registry
+        return load_bundle(reg.local_path(version)), f"{reg.name}:{version}"
+    if champion_ref is None:
+        return None, None
+    return load_bundle(registry.local_path(champion_ref.version)), f"{registry.name}:{champion_ref.version}"
+
+
+def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, progress: bool = False) -> dict[str, Any]:
+    """Train the tournament's candidates on the staged window, log each to MLflow, register the best as `challenger`.
+
+    One candidate (the default outside drift) is one MLflow run. Several are child runs of one
+    parent run. Every candidate trains on the window less its newest days (the time-based
+    validation), stops early on their loss, and is scored there; the winner is then refitted
+    on the whole window (`training.refit_epochs`), so the newest days are not lost to it.
+    A candidate whose loss goes NaN ends FAILED in MLflow; if none is left, nothing is
+    registered, no alias moves and the step fails.
+    """
+    import dataclasses
+    import time
+
+    from training import tracking
+    from training.bundle import save_bundle
+    from training.train import NonFiniteLoss, UntrainableWindow, check_trainable, fit, init_model, resolve_device
+    from training.window import split_validation
+
+    t0 = time.perf_counter()
     lake = Lake(settings.lake_uri)
     registry = Registry(settings, lake)
+    spec, task, t = settings.dataset, task_for(settings.dataset.task), settings.training
     train = pq.read_table(window["train"], filesystem=lake.fs)
+    where = f"training window {window.get('first_day')}..{window.get('last_day')}"
+    check_trainable(task.labels(train.column(spec.label), f"{where} labels"), task, where, t.min_train_rows)
     champion_ref = champion_at_end_of(registry, ds)
-    init_from = settings.training.init_from
-    if init_from == "warm" and champion_ref is None:
-        log.info("init_from=warm but there is no champion yet: training from scratch")
-        init_from = "scratch"
-    champion = load_bundle(registry.local_path(champion_ref.version)) if init_from != "scratch" else None
-    device = resolve_device(settings.training.device, settings.training.require_gpu)
-
-    model, preprocessor = init_model(init_from, train, settings.dataset, settings.model, champion, settings.training.seed)
-    result = fit(model, preprocessor, train, settings.dataset, settings.training, device=device, progress=progress)
-
     trigger, reasons = window.get("trigger", "manual"), window.get("reasons", [])
-    meta = {
-        "ds": ds,
-        "task": settings.dataset.task.value,
-        "init_from": init_from,
-        "warm_from_version": champion_ref.version if champion is not None else None,
-        "device": result.device,
-        "train_rows": result.rows,
-        "train_seconds": round(result.seconds, 2),
-        "window": {k: window.get(k) for k in ("first_day", "last_day", "train_rows", "holdout_rows", "holdout_days", "fingerprint")},
-        "spec": settings.dataset.model_dump(mode="json"),
-        "history": result.history,
-    }
+    candidates = tournament_candidates(t, trigger, reasons)
+    staged_kind = t.window.value
+    for init, kind in candidates:
+        if kind in ("fixed", "expanding") and kind != staged_kind:
+            raise ValueError(f"candidate {init}:{kind} needs other days than the staged {staged_kind} window: a tournament "
+                             f"trains every candidate on the same window; use sliding, recent or representative candidates, "
+                             f"or set training.window={kind}")
+    onset = drift_onset(lake, ds) if any(k == "recent" for _, k in candidates) else None
+    device = resolve_device(t.device, t.require_gpu)
+    fallback = None
+    if device.type != "cuda":
+        fallback = "training.device=cpu" if t.device == "cpu" else "no CUDA device found (training.device=auto)"
+    fit_table, valid_table = split_validation(train, t.valid_share)
+    if valid_table.num_rows:
+        check_trainable(task.labels(fit_table.column(spec.label), f"{where} less its validation days"), task,
+                        f"{where} less its validation days")
+    sources: dict[str, Any] = {}
+
+    def train_one(init: str, kind: str, table: pa.Table, valid: pa.Table | None, epochs: int | None):
+        effective = init
+        if init in ("warm", "transfer") and init not in sources:
+            sources[init] = _load_source(settings, registry, champion_ref, init)
+        source, source_name = sources.get(init, (None, None))
+        if init == "warm" and source is None:
+            log.info("init_from=warm but there is no champion yet: training from scratch")
+            effective = "scratch"
+        weights, notes, info = _candidate_weights(kind, table, settings, onset)
+        model, preprocessor = init_model(effective, table, spec, settings.model, source, t.seed)
+        run_settings = t if epochs is None else t.model_copy(update={"epochs": epochs, "early_stop_patience": 0})
+        result = fit(model, preprocessor, table, spec, run_settings, valid_table=valid, device=device, progress=progress,
+                     sample_weight=weights, freeze_epochs=t.freeze_epochs if effective == "transfer" else 0,
+                     unfreeze_lr_factor=t.unfreeze_lr_factor)
+        return dict(init=effective, kind=kind, result=result, preprocessor=preprocessor, notes=notes, info=info,
+                    source=source_name if effective != "scratch" else None)
+
+    parent = None
+    names = [f"{i}:{k}" for i, k in candidates]
+    if len(candidates) > 1:
+        parent = tracking.start_tournament(registry, ds, trigger=trigger, candidates=names, reasons=reasons, window=window)
+    scores, trained = [], []
+    try:
+        for (init, kind), name in zip(candidates, names):
+            try:
+                got = train_one(init, kind, fit_table, valid_table if valid_table.num_rows else None, None)
+            except (NonFiniteLoss, UntrainableWindow) as exc:
+                log.error("candidate %s failed on %s: %s", name, ds, exc)
+                tracking.log_failed_candidate(registry, ds, candidate=name, error=str(exc), parent_run_id=parent,
+                                              device=str(device), trigger=trigger)
+                scores.append({"candidate": name, "failed": True, "error": str(exc), "score": None,
+                               "metric": task.primary.name, "higher_is_better": task.primary.higher_is_better})
+                trained.append(None)
+                continue
+            best = got["result"].best
+            score = best.get(f"valid_{task.primary.name}")
+            scores.append({"candidate": name, "init_from": got["init"], "window": kind, "score": score,
+                           "metric": task.primary.name, "higher_is_better": task.primary.higher_is_better,
+                           "valid_loss": best.get("valid_loss"), "best_epoch": got["result"].best_epoch,
+                           "epochs_run": len(got["result"].history), "seconds": round(got["result"].seconds, 2)})
+            trained.append(got)
+        winner = pick_best(scores)
+        if winner is None:
+            errors = "; ".join(f"{s['candidate']}: {s['error']}" for s in scores if s.get("failed"))
+            raise NonFiniteLoss(f"every candidate of the retrain on {ds} failed, so nothing is registered and no alias "
+                                f"moves: {errors}") if any("loss became" in s.get("error", "") for s in scores) else \
+                UntrainableWindow(f"every candidate of the retrain on {ds} failed: {errors}")
+        chosen = trained[winner]
+        # The newest days were only validation so far: the winner learns them too, for as many
+        # epochs as served it best.
+        if valid_table.num_rows:
+            epochs = (chosen["result"].best_epoch or len(chosen["result"].history)) if t.refit_epochs == "best" else t.epochs
+            final = train_one(candidates[winner][0], chosen["kind"], train, None, epochs)
+            final["result"] = dataclasses.replace(final["result"], history=chosen["result"].history,
+                                                  best_epoch=chosen["result"].best_epoch,
+                                                  stopped_early=chosen["result"].stopped_early)
+        else:
+            final = chosen
+        result, preprocessor = final["result"], final["preprocessor"]
+        name = names[winner]
+        lineage = {"strategy": final["init"], "window": final["kind"], "candidate": name,
+                   "parent_version": final["source"], "fingerprint": window.get("fingerprint"),
+                   "onset": onset if final["kind"] == "recent" else None, "tournament": ", ".join(names)}
+        meta = {
+            "ds": ds,
+            "task": spec.task.value,
+            "init_from": final["init"],
+            "warm_from_version": champion_ref.version if final["init"] == "warm" and champion_ref else None,
+            "lineage": lineage,
+            "device": result.device,
+            "cpu_fallback": fallback,
+            "train_rows": result.rows,
+            "train_seconds": round(result.seconds, 2),
+            "window": {k: window.get(k) for k in ("first_day", "last_day", "train_rows", "holdout_rows", "holdout_days", "fingerprint")},
+            "weights": {"notes": final["notes"], **final["info"]},
+            "tournament": scores,
+            "spec": spec.model_dump(mode="json"),
+            "history": result.history,
+        }
+        extra = {"nightshift.candidate": name, "nightshift.window_kind": final["kind"]}
+        if fallback:
+            extra["nightshift.cpu_fallback"] = fallback
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle_dir = Path(tmp) / "model"
+            save_bundle(bundle_dir, result.model, preprocessor, meta, reference=_reference_sample(train, settings))
+            # Losing candidates keep their child runs (metrics, no model); the winner's run holds the bundle.
+            for i, got in enumerate(trained):
+                if got is None or i == winner:
+                    continue
+                _log_loser(registry, ds, got, names[i], trigger, reasons, settings, window, parent)
+            run_id = tracking.log_training_run(registry, ds, trigger=trigger, init_from=final["init"], reasons=reasons,
+                                               settings=settings, window=window, result=result, bundle_dir=bundle_dir,
+                                               parent_run_id=parent, extra_tags=extra,
+                                               run_name=f"{name}-{ds}" if parent else None)
+    except BaseException:
+        if parent:
+            tracking.finish_tournament(registry, parent, status="FAILED", winner=None, scores=scores,
+                                       seconds=time.perf_counter() - t0)
+        raise
+    version = registry.register(run_id, "model", tags={"ds": ds, "init_from": final["init"], "device": result.device,
+                                                       "task": spec.task.value})
+    tracking.tag_lineage(registry, run_id, version, lineage)
+    seconds = time.perf_counter() - t0
+    if parent:
+        tracking.finish_tournament(registry, parent, status="FINISHED", winner=name, scores=scores, seconds=seconds)
+    registry.move_alias(CHALLENGER, version, ds=ds, reason=f"trained on {ds} ({trigger}; {name})", decided_by="retrain")
+    log.info("challenger v%s (%s) trained on %s in %.1fs (%s)", version, name, result.device, seconds, ds)
+    return {"version": version, "run_id": run_id, "device": result.device, "init_from": final["init"],
+            "window_kind": final["kind"], "candidate": name, "tournament": _jsonable(scores), "parent_run_id": parent,
+            "cpu_fallback": fallback, "train_rows": result.rows, "train_seconds": round(seconds, 2)}
+
+
+def _log_loser(registry, ds, got, name, trigger, reasons, settings, window, parent) -> None:
+    """A losing candidate's child run: its params and per-epoch metrics, without a model."""
+    from training import tracking
+
     with tempfile.TemporaryDirectory() as tmp:
-        bundle_dir = Path(tmp) / "model"
-        save_bundle(bundle_dir, result.model, preprocessor, meta, reference=_reference_sample(train, settings))
-        run_id = tracking.log_training_run(registry, ds, trigger=trigger, init_from=init_from, reasons=reasons,
-                                           settings=settings, window=window, result=result, bundle_dir=bundle_dir)
-    version = registry.register(run_id, "model", tags={"ds": ds, "init_from": init_from, "device": result.device,
-                                                       "task": settings.dataset.task.value})
-    registry.move_alias(CHALLENGER, version, ds=ds, reason=f"trained on {ds} ({trigger})", decided_by="retrain")
-    log.info("challenger v%s trained on %s in %.1fs (%s, init_from=%s)", version, result.device, result.seconds, ds, init_from)
-    return {"version": version, "run_id": run_id, "device": result.device, "init_from": init_from,
-            "train_rows": result.rows, "train_seconds": round(result.seconds, 2)}
+        tracking.log_training_run(registry, ds, trigger=trigger, init_from=got["init"], reasons=reasons, settings=settings,
+                                  window=window, result=got["result"], bundle_dir=Path(tmp), parent_run_id=parent,
+                                  extra_tags={"nightshift.candidate": name, "nightshift.window_kind": got["kind"]},
+                                  run_name=f"{name}-{ds}")
 
 
 def evaluate_challenger(settings: "Settings", ds: str, window: dict[str, Any], version: str) -> dict[str, Any]:
@@ -262,5 +477,6 @@ def outcome(results: dict[str, Any]) -> dict[str, Any]:
     trained = results.get("train_challenger") or {}
     return {"ds": window.get("ds"), "verdict": final.get("verdict"), "reasons": final.get("reasons", []),
             "version": trained.get("version"), "champion": final.get("champion"), "device": trained.get("device"),
-            "init_from": trained.get("init_from"), "window": {k: window.get(k) for k in (
+            "init_from": trained.get("init_from"), "candidate": trained.get("candidate"),
+            "tournament": trained.get("tournament"), "train_seconds": trained.get("train_seconds"), "window": {k: window.get(k) for k in (
                 "first_day", "last_day", "train_rows", "holdout_rows", "holdout_days", "notes", "fingerprint")}}

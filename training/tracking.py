@@ -21,16 +21,23 @@ _MAX_TAG = 4000
 
 
 def log_training_run(registry: "Registry", ds: str, *, trigger: str, init_from: str, reasons: list[str] | None,
-                     settings: "Settings", window: dict[str, Any], result, bundle_dir: Path) -> str:
-    """One MLflow run per training: params, per-epoch metrics, window coverage, the bundle."""
+                     settings: "Settings", window: dict[str, Any], result, bundle_dir: Path,
+                     parent_run_id: str | None = None, extra_tags: dict[str, str] | None = None,
+                     run_name: str | None = None) -> str:
+    """One MLflow run per training: params, per-epoch metrics, window coverage, the bundle.
+
+    Under a tournament, `parent_run_id` makes it a child run of the tournament's run.
+    """
     from mlflow.entities import Metric, Param, RunTag
 
     client = registry.client
     tags = {"nightshift.ds": ds, "nightshift.trigger": trigger, "nightshift.init_from": init_from,
             "nightshift.task": settings.dataset.task.value, "nightshift.device": result.device,
             "nightshift.window_fingerprint": window.get("fingerprint", ""),
-            "nightshift.reasons": "; ".join(reasons or [])[:_MAX_TAG]}
-    run = client.create_run(registry.experiment_id(), run_name=f"retrain-{ds}", tags=tags)
+            "nightshift.reasons": "; ".join(reasons or [])[:_MAX_TAG], **(extra_tags or {})}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(registry.experiment_id(), run_name=run_name or f"retrain-{ds}", tags=tags)
     run_id = run.info.run_id
     try:
         params = {**{k: str(v)[:500] for k, v in settings.resolved().items()}, "ds": ds, "init_from_effective": init_from,
@@ -40,6 +47,9 @@ def log_training_run(registry: "Registry", ds: str, *, trigger: str, init_from: 
         metrics = [Metric(k, float(v), stamp, h["epoch"]) for h in result.history
                    for k, v in h.items() if k != "epoch" and v is not None]
         metrics.append(Metric("train_seconds", float(result.seconds), stamp, 0))
+        metrics.append(Metric("samples_per_s", float(getattr(result, "samples_per_s", 0.0)), stamp, 0))
+        if getattr(result, "best_epoch", None) is not None:
+            metrics.append(Metric("best_epoch", float(result.best_epoch), stamp, 0))
         items = [Param(k, v) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             client.log_batch(run_id, params=items[i:i + 100])
@@ -104,3 +114,50 @@ def describe_gate(verdict: str, reasons: list[str], evidence: dict[str, Any]) ->
         lines.append(f"- segment {s['segment']}: gain {s['gain']:+.4f} on {s['n']} rows")
     lines.append("Evidence: " + json.dumps({k: evidence[k] for k in ("holdout_days", "coverage") if k in evidence}, default=str))
     return "\n\n".join(lines)[:5000]
+
+
+# -- the strategy tournament: one parent run, one child run per candidate ---------------------
+
+def start_tournament(registry: "Registry", ds: str, *, trigger: str, candidates: list[str], reasons: list[str] | None,
+                     window: dict[str, Any]) -> str:
+    """The parent run of a tournament; each candidate's run is its child."""
+    client = registry.client
+    tags = {"nightshift.ds": ds, "nightshift.trigger": trigger, "nightshift.tournament": "parent",
+            "nightshift.candidates": ", ".join(candidates), "nightshift.window_fingerprint": window.get("fingerprint", ""),
+            "nightshift.reasons": "; ".join(reasons or [])[:_MAX_TAG], "mlflow.source.name": "nightshift retrain"}
+    return client.create_run(registry.experiment_id(), run_name=f"tournament-{ds}", tags=tags).info.run_id
+
+
+def log_failed_candidate(registry: "Registry", ds: str, *, candidate: str, error: str, parent_run_id: str | None,
+                         device: str, trigger: str) -> str:
+    """A training that stopped (NaN loss, untrainable window): its run ends FAILED and nothing is registered."""
+    client = registry.client
+    tags = {"nightshift.ds": ds, "nightshift.trigger": trigger, "nightshift.candidate": candidate,
+            "nightshift.device": device, "nightshift.error": error[:_MAX_TAG]}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run_id = client.create_run(registry.experiment_id(), run_name=f"{candidate}-{ds}", tags=tags).info.run_id
+    client.set_terminated(run_id, "FAILED")
+    return run_id
+
+
+def finish_tournament(registry: "Registry", run_id: str, *, status: str, winner: str | None,
+                      scores: list[dict[str, Any]], seconds: float) -> None:
+    """Close the parent run: the winner, every candidate's validation score, the wall time."""
+    client = registry.client
+    client.set_tag(run_id, "nightshift.winner", winner or "")
+    client.log_metric(run_id, "tournament_seconds", float(seconds))
+    for s in scores:
+        if isinstance(s.get("score"), (int, float)):
+            client.log_metric(run_id, f"valid_{s['metric']}.{s['candidate'].replace(':', '.')}", float(s["score"]))
+    client.log_dict(run_id, {"candidates": scores, "winner": winner}, "tournament.json")
+    client.set_terminated(run_id, status)
+
+
+def tag_lineage(registry: "Registry", run_id: str, version: str, lineage: dict[str, Any]) -> None:
+    """The challenger's lineage (strategy, window, parent version, data fingerprint) on its run and version."""
+    client = registry.client
+    for key, value in lineage.items():
+        text = "" if value is None else str(value)[:_MAX_TAG]
+        client.set_tag(run_id, f"nightshift.lineage.{key}", text)
+        client.set_model_version_tag(registry.name, str(version), f"nightshift.lineage.{key}", text)

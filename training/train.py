@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,15 @@ def resolve_device(device: str = "auto", require_gpu: bool = False) -> torch.dev
     return torch.device("cpu")
 
 
+def _with_target(preprocessor: Preprocessor, table: pa.Table, spec) -> Preprocessor:
+    """The same features, with the target's scale fitted on `table`'s labels (None for binary)."""
+    task = task_for(spec.task)
+    d = preprocessor.to_dict()
+    stats = task.target_stats(task.labels(_label_column(table, spec.label), f"label column {spec.label!r}"))
+    d["target"] = None if stats is None else {"mean": stats[0], "std": stats[1]}
+    return Preprocessor.from_dict(d)
+
+
 def init_model(
     init_from: str,
     train_table: pa.Table,
@@ -74,32 +84,46 @@ def init_model(
             tuple(model_settings.hidden),
             model_settings.dropout,
         )
-    elif init_from == "warm":
+    elif init_from in ("warm", "transfer"):
         if champion is None:
-            raise ValueError("init_from='warm' needs a champion to start from, and there is none: use init_from='scratch' for the first model")
+            raise ValueError(f"init_from={init_from!r} needs a champion (or, for transfer, training.transfer_from) "
+                             "to start from, and there is none: use init_from='scratch' for the first model")
         old = champion.preprocessor
         if old.numeric != tuple(spec.numeric) or old.categorical != tuple(spec.categorical):
             raise ValueError(
-                "init_from='warm' needs the champion's features to match the dataset spec: "
-                f"champion has numeric={list(old.numeric)} categorical={list(old.categorical)}, "
+                f"init_from={init_from!r} needs the source model's features to match the dataset spec: "
+                f"source has numeric={list(old.numeric)} categorical={list(old.categorical)}, "
                 f"spec has numeric={list(spec.numeric)} categorical={list(spec.categorical)}; use init_from='scratch'"
             )
-        # Keep the champion's scaling and indices, and append categories first seen since.
+        # Keep the source's scaling and indices, and append categories first seen since.
         preprocessor = old.extend(train_table)
         model = TabularNet.from_architecture(champion.model.architecture())
         model.load_state_dict({k: v.detach().to("cpu") for k, v in champion.model.state_dict().items()})
         model.grow_embeddings(preprocessor.cardinalities)
+        if init_from == "transfer":
+            # A new target (another label, or a regression head on a binary source): the
+            # target's scale comes from this window's labels, and the head starts afresh.
+            preprocessor = _with_target(preprocessor, train_table, spec)
+            model.new_head()
+            log.info("transfer: embeddings and backbone from the source (task %s), a new head for %s label %r",
+                     champion.meta.get("task", "?"), spec.task, spec.label)
         arch = model.architecture()
         wanted = {"embedding_dim": model_settings.embedding_dim, "hidden": list(model_settings.hidden), "dropout": model_settings.dropout}
         if any(arch[k] != v for k, v in wanted.items()):
-            log.warning("warm start keeps the champion's architecture %s; model settings %s apply to the next scratch model",
-                        {k: arch[k] for k in wanted}, wanted)
-    elif init_from == "transfer":
-        raise NotImplementedError("init_from='transfer' (champion backbone, new head) is not implemented yet: use 'warm' or 'scratch'")
+            log.warning("%s start keeps the source's architecture %s; model settings %s apply to the next scratch model",
+                        init_from, {k: arch[k] for k in wanted}, wanted)
     else:
         raise ValueError(f"init_from must be one of {', '.join(INIT_FROM)}, got {init_from!r}")
     log.info("init_from=%s: %s, cardinalities %s", init_from, _n_params(model), preprocessor.cardinalities)
     return model, preprocessor
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The training loss became NaN or infinite: the run stops, and nothing is registered."""
+
+
+class UntrainableWindow(ValueError):
+    """The rows to train on cannot train a model: too few, or a binary label with one class only."""
 
 
 @dataclass
@@ -109,6 +133,30 @@ class FitResult:
     device: str = "cpu"
     seconds: float = 0.0
     rows: int = 0
+    steps: int = 0
+    best_epoch: int | None = None  # the epoch whose weights were kept (early stopping); None without validation
+    stopped_early: bool = False
+    samples_per_s: float = 0.0  # training samples per second, epochs' wall time only (no data transfer)
+
+    @property
+    def best(self) -> dict[str, Any]:
+        """The history entry of the kept weights."""
+        if self.best_epoch is None:
+            return self.history[-1] if self.history else {}
+        return next(h for h in self.history if h["epoch"] == self.best_epoch)
+
+
+def check_trainable(y: np.ndarray, task: Task, where: str, min_rows: int = 1) -> None:
+    """Raise `UntrainableWindow` naming `where` and the counts when `y` cannot train a model."""
+    if len(y) < min_rows:
+        raise UntrainableWindow(f"{where} holds {len(y)} labelled rows, fewer than the {min_rows} needed to train "
+                                "(training.min_train_rows): land more labelled days or widen the window")
+    if task.name == "binary":
+        positives = int(np.sum(y == 1))
+        if positives in (0, len(y)):
+            raise UntrainableWindow(f"{where} holds {len(y)} labelled rows of one class only ({positives} positives, "
+                                    f"{len(y) - positives} negatives): a classifier needs both; widen the window or "
+                                    "check the label column upstream")
 
 
 def fit(
@@ -121,53 +169,130 @@ def fit(
     valid_table: pa.Table | None = None,
     device: str | torch.device | None = None,
     progress: bool = False,
+    sample_weight: np.ndarray | None = None,
+    freeze_epochs: int = 0,
+    unfreeze_lr_factor: float = 1.0,
+    on_epoch: Callable[[dict[str, Any]], bool] | None = None,
 ) -> FitResult:
-    """Train `model` with AdamW on the task's loss; one history entry per epoch."""
+    """Train `model` with AdamW on the task's loss; one history entry per epoch.
+
+    - `sample_weight`: an epoch draws n rows with replacement in proportion to the weights
+      (the `recent` and `representative` windows); without it, a plain permutation.
+    - `freeze_epochs`: epochs that train only the head (transfer); then the embeddings and
+      backbone join at `lr * unfreeze_lr_factor`, or stay frozen if that is 0.
+    - With `valid_table`, early stopping on its loss (`early_stop_patience`) keeps the best
+      epoch's weights.
+    - A NaN or infinite loss raises `NonFiniteLoss`; `max_steps` caps optimizer steps.
+    - `on_epoch(row)` sees each epoch's history entry (with `seconds` since the start); True stops.
+    """
     t0 = time.perf_counter()
     device = torch.device(device) if device is not None else resolve_device(settings.device, settings.require_gpu)
     cuda = device.type == "cuda"
 
     if train_table.num_rows == 0:
-        raise ValueError("the training table has no rows")
+        raise UntrainableWindow("the training table has no rows")
     task, target = task_for(spec.task), preprocessor.target
     # The data goes to the device once; every batch below is an index-select there.
     x_num, x_cat, y = _tensors(preprocessor, train_table, spec.label, device, task)
-    valid = _tensors(preprocessor, valid_table, spec.label, device, task) if valid_table is not None else None
+    valid = _tensors(preprocessor, valid_table, spec.label, device, task) if valid_table is not None and valid_table.num_rows else None
     n = y.shape[0]
+    weights = None
+    if sample_weight is not None:
+        sample_weight = np.asarray(sample_weight, dtype=np.float64)
+        if sample_weight.shape != (n,) or not np.all(np.isfinite(sample_weight)) or np.any(sample_weight < 0) or sample_weight.sum() <= 0:
+            raise ValueError(f"sample_weight must hold {n} finite, non-negative weights with a positive sum")
+        weights = torch.from_numpy(sample_weight).float().to(device)
 
     torch.manual_seed(settings.seed)  # dropout
     shuffle = torch.Generator(device=device).manual_seed(settings.seed)
     model.to(device)
-    # fused AdamW on CUDA: one kernel for all parameters instead of several per tensor.
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, fused=True if cuda else None)
+    body = model.body_parameters()
+    body_ids = {id(p) for p in body}
+    head = [p for p in model.parameters() if id(p) not in body_ids]
+    frozen = freeze_epochs > 0
+    for p in body:
+        p.requires_grad_(not frozen)
+    # Two groups so that transfer can freeze, then unfreeze at a lower rate. fused AdamW on
+    # CUDA: one kernel for all parameters instead of several per tensor.
+    optimizer = torch.optim.AdamW(
+        [{"params": head, "lr": settings.lr}, {"params": body, "lr": 0.0 if frozen else settings.lr}],
+        lr=settings.lr, weight_decay=settings.weight_decay, fused=True if cuda else None)
+    step_model = torch.compile(model) if (cuda and getattr(settings, "compile", False)) else model
+    patience = getattr(settings, "early_stop_patience", 0) if valid is not None else 0
+    max_steps = getattr(settings, "max_steps", None)
 
-    history = []
+    history: list[dict[str, Any]] = []
+    best_loss, best_epoch, best_state, stale, steps, stopped_early, train_s = float("inf"), None, None, 0, 0, False, 0.0
+    total_seen = 0
     with _progress(progress, settings.epochs) as advance:
         for epoch in range(1, settings.epochs + 1):
+            if frozen and epoch == freeze_epochs + 1:
+                frozen = False
+                if unfreeze_lr_factor > 0:
+                    for p in body:
+                        p.requires_grad_(True)
+                    optimizer.param_groups[1]["lr"] = settings.lr * unfreeze_lr_factor
+                    log.info("epoch %d: backbone and embeddings unfrozen at lr %.2g", epoch, settings.lr * unfreeze_lr_factor)
             model.train()
+            t_epoch = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
-            perm = torch.randperm(n, generator=shuffle, device=device)
+            if weights is None:
+                order = torch.randperm(n, generator=shuffle, device=device)
+            else:
+                order = torch.multinomial(weights, n, replacement=True, generator=shuffle)
+            seen = 0
             for start in range(0, n, settings.batch_size):
-                idx = perm[start:start + settings.batch_size]
+                idx = order[start:start + settings.batch_size]
                 with _autocast(cuda):
-                    out = model(x_num[idx], x_cat[idx])
+                    out = step_model(x_num[idx], x_cat[idx])
                 loss = task.loss(out, y[idx], target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 loss_sum += loss.detach() * idx.shape[0]  # stays on the device: no sync per batch
-
-            row = {"epoch": epoch, "train_loss": (loss_sum / n).item()}  # the one sync of the epoch
+                seen += idx.shape[0]
+                steps += 1
+                if max_steps is not None and steps >= max_steps:
+                    break
+            train_loss = (loss_sum / seen).item()  # the one sync of the epoch
+            total_seen += seen
+            train_s += time.perf_counter() - t_epoch
+            if not np.isfinite(train_loss):
+                raise NonFiniteLoss(
+                    f"the training loss became {train_loss} in epoch {epoch} (step {steps}) on {n} rows: "
+                    f"lower training.lr (now {settings.lr:g}), or look for extreme or broken feature values in the window")
+            row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
             if valid is not None:
                 row.update(_validate(model, *valid, cuda, task, target))
+                if row["valid_loss"] < best_loss - 1e-6:
+                    best_loss, best_epoch, stale = row["valid_loss"], epoch, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    stale += 1
             history.append(row)
+            if on_epoch is not None and on_epoch({**row, "seconds": time.perf_counter() - t0}):
+                break
             log.info("epoch %d/%d %s", epoch, settings.epochs, " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch"))
             advance(f"epoch {epoch}/{settings.epochs} loss {row['train_loss']:.4f}")
+            if patience and stale >= patience:
+                stopped_early = True
+                log.info("early stop after epoch %d: no better validation loss for %d epochs; keeping epoch %d",
+                         epoch, patience, best_epoch)
+                break
+            if max_steps is not None and steps >= max_steps:
+                log.info("stopped at training.max_steps=%d after epoch %d", max_steps, epoch)
+                break
 
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    for p in model.parameters():
+        p.requires_grad_(True)
     model.to("cpu").eval()
     seconds = time.perf_counter() - t0
-    log.info("trained on %d rows for %d epochs on %s in %.1fs", n, settings.epochs, device, seconds)
-    return FitResult(model=model, history=history, device=str(device), seconds=seconds, rows=n)
+    log.info("trained on %d rows for %d epochs (%d steps) on %s in %.1fs", n, len(history), steps, device, seconds)
+    return FitResult(model=model, history=history, device=str(device), seconds=seconds, rows=n, steps=steps,
+                     best_epoch=best_epoch, stopped_early=stopped_early,
+                     samples_per_s=total_seen / train_s if train_s > 0 else 0.0)
 
 
 def _tensors(preprocessor: Preprocessor, table: pa.Table, label: str, device: torch.device, task: Task):

@@ -10,6 +10,9 @@ The window is a range of prediction days (`event_ds`), sized by days and by rows
   data and says so in its notes.
 - `expanding`: from `window_start` to the day before `ds`;
 - `fixed`: `window_start` to `window_end`.
+- `representative` and `recent`: the days of `sliding`, then weighted when training
+  (`training.reweight`): importance weights that make history look like the newest nights,
+  or the days since the drift onset weighted up.
 
 The holdout is a deterministic half (by a hash of the entity id) of the labelled rows of
 the newest labelled days: at least `holdout_days` of them, and more, up to
@@ -42,6 +45,8 @@ if TYPE_CHECKING:
     from nightshift.spec import DatasetSpec
 
 HOLDOUT_SHARE = 0.5
+# Kinds that choose their days as `sliding` does; the last two differ only in sample weights.
+SLIDING_KINDS = (WindowKind.SLIDING, WindowKind.REPRESENTATIVE, WindowKind.RECENT)
 _REACH_CHUNK_DAYS = 7  # days read at a time while a sliding window reaches back for rows
 
 
@@ -111,7 +116,7 @@ def build_window(lake: Lake, spec: "DatasetSpec", ds: str, settings: "TrainingSe
 def window_days(ds: str, settings: "TrainingSettings") -> list[str]:
     """The calendar days a retrain on `ds` draws from before any reaching back (all before `ds`)."""
     last = add_days(ds, -1)
-    if settings.window == WindowKind.SLIDING:
+    if settings.window in SLIDING_KINDS:
         return ds_range(add_days(ds, -settings.window_days), last)
     if settings.window_start is None:
         raise ValueError(f"training.window={settings.window.value!r} needs training.window_start")
@@ -128,7 +133,7 @@ def _choose_days(lake: Lake, spec: "DatasetSpec", ds: str, settings: "TrainingSe
     days = [d for d in available if d in wanted]
     notes: list[str] = []
     labels = labels_table.arrived(lake, spec, ds, days) if days else None
-    if settings.window != WindowKind.SLIDING:
+    if settings.window not in SLIDING_KINDS:
         if not days or labels.num_rows == 0:
             raise EmptyWindow(f"no labelled data in the {settings.window.value} window before {ds} "
                               f"(training.window_start={settings.window_start}): land data first or move the window")
@@ -181,3 +186,22 @@ def _unit_hash(ids: pa.ChunkedArray) -> np.ndarray:
     for i, v in enumerate(ids.to_pylist()):
         out[i] = int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8).digest(), "big") / 2.0**64
     return out
+
+
+def split_validation(table: pa.Table, share: float) -> tuple[pa.Table, pa.Table]:
+    """(train, validation): the newest prediction days hold about `share` of the rows, at least one day.
+
+    Time-based, so the validation loss says how the model does on the newest data, as it
+    will in production. No split (an empty validation) when `share` is 0 or there is only one day.
+    """
+    empty = table.slice(0, 0)
+    if share <= 0 or table.num_rows == 0:
+        return table, empty
+    days, counts = np.unique(table.column(EVENT_DS).to_numpy(zero_copy_only=False).astype(str), return_counts=True)
+    if len(days) < 2:
+        return table, empty
+    newest_first = np.cumsum(counts[::-1])
+    n_days = min(int(np.searchsorted(newest_first, share * table.num_rows)) + 1, len(days) - 1)
+    valid_days = pa.array(days[-n_days:].tolist(), pa.string())
+    in_valid = pc.is_in(table.column(EVENT_DS), value_set=valid_days)
+    return table.filter(pc.invert(in_valid)), table.filter(in_valid)
