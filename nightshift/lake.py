@@ -449,7 +449,32 @@ class Lake:
         return pads.dataset(self.path(table, ds), format="parquet", filesystem=self.fs)
 
     def read(self, table: str, ds: str, columns: list[str] | None = None) -> pa.Table:
-        return self.dataset(table, ds).to_table(columns=columns)
+        """The whole partition, as one commit wrote it.
+
+        Another writer of the same day may swap the partition while this reads it: between
+        listing its files and opening them (the listed files vanish), or between the swap's two
+        renames (for a moment there is no partition, only its copy in trash). The read is then
+        retried on the partition in place, so a reader gets the old or the new, whole, and an
+        error only when the partition is really missing or unreadable.
+        """
+        return self._settled(table, ds, lambda: self.dataset(table, ds).to_table(columns=columns),
+                             lambda got: bool(got.num_columns) or columns == [])
+
+    def _settled(self, table: str, ds: str, read, whole=lambda _: True):
+        """`read()`, retried while another writer is swapping partition `ds` under it (see `read`)."""
+        attempts = 8
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            try:
+                got = read()
+                if whole(got) or last:
+                    return got
+                # no file listed: the folder was caught between the swap's renames
+            except FileNotFoundError:
+                if last or not (self.exists(table, ds) or self._trash_copies(table, ds)):
+                    raise
+            time.sleep(0.02 * (attempt + 1))
+        raise AssertionError("unreachable")  # noqa: S101 - the loop returns or raises
 
     def batches(self, table: str, ds: str, batch_rows: int, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
         """Record batches in file order, one row group decoded at a time, so memory does not grow with the partition.
@@ -495,10 +520,15 @@ class Lake:
         return pa.concat_tables(parts, promote_options="permissive")
 
     def fingerprint(self, table: str, ds: str) -> str:
-        """Content hash of a partition's files: same bytes, same fingerprint."""
+        """Content hash of a partition's files: same bytes, same fingerprint (retried like `read`)."""
+        fp = self._settled(table, ds, lambda: self._fingerprint(table, ds), lambda fp: fp is not None)
+        return fp if fp is not None else hashlib.sha256().hexdigest()[:16]  # a partition with no data file
+
+    def _fingerprint(self, table: str, ds: str) -> str | None:
         if not self.exists(table, ds):
             raise PartitionMissing(f"{table}/{DS}={ds} has not been written")
         h = hashlib.sha256()
+        files = 0
         base = self.path(table, ds)
         infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True))
         for info in sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path):
@@ -506,10 +536,11 @@ class Lake:
             if rel.startswith(("_", ".")):
                 continue
             h.update(rel.encode())
+            files += 1
             with self.fs.open_input_stream(info.path) as f:
                 while chunk := f.read(1 << 20):
                     h.update(chunk)
-        return h.hexdigest()[:16]
+        return h.hexdigest()[:16] if files else None
 
     def _is_dir(self, path: str) -> bool:
         return self.fs.get_file_info(path).type == pafs.FileType.Directory

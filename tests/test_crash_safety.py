@@ -176,6 +176,26 @@ def test_overlapping_writers_of_one_partition_never_corrupt_it(tmp_path):
     assert list((tmp_path / "_staging").rglob("*.parquet")) == [] and list((tmp_path / "_trash").rglob("*.parquet")) == []
 
 
+def test_a_reader_racing_commits_of_the_same_day_reads_a_whole_partition(tmp_path):
+    """A partition swapped between a reader listing its files and opening them: the read is retried
+    on the partition now in place, so it returns one whole commit, never an error or a mixture."""
+    lake = Lake(str(tmp_path))
+    lake.commit(PREDICTIONS, DS, table(700, "a"))
+    ctx = multiprocessing.get_context("spawn")
+    writer = ctx.Process(target=_hammer, args=(str(tmp_path), "b", 300, 60))
+    writer.start()
+    reads = 0
+    try:
+        while writer.is_alive() or reads < 50:
+            got = lake.read(PREDICTIONS, DS)
+            tags = {i[0] for i in got.column("id").to_pylist()}
+            assert len(tags) == 1 and got.num_rows == {"a": 700, "b": 300}[tags.pop()]
+            reads += 1
+    finally:
+        writer.join(120)
+    assert writer.exitcode == 0 and reads >= 50
+
+
 def test_full_disk_is_a_named_error_and_the_old_partition_survives(tmp_path):
     """A real 1 MiB tmpfs fills up mid-write (needs root to mount; skipped otherwise)."""
     mnt = tmp_path / "small"
