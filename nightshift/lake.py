@@ -481,11 +481,21 @@ class Lake:
 
         No pre-buffering and no scan threads: pre-buffering reads whole files ahead, and
         threads decode several row groups at once; both make memory scale with the partition.
+        Opening the partition and its first batch is retried like `read` while another writer
+        swaps it; once batches flow, the files they come from are open.
         """
         options = pads.ParquetFragmentScanOptions(pre_buffer=False)
-        yield from self.dataset(table, ds).to_batches(columns=columns, batch_size=batch_rows, batch_readahead=1,
-                                                      fragment_readahead=1, fragment_scan_options=options,
-                                                      use_threads=False)
+
+        def start() -> tuple[pa.RecordBatch | None, Iterator[pa.RecordBatch]]:
+            it = iter(self.dataset(table, ds).to_batches(columns=columns, batch_size=batch_rows, batch_readahead=1,
+                                                         fragment_readahead=1, fragment_scan_options=options,
+                                                         use_threads=False))
+            return next(it, None), it
+
+        first, rest = self._settled(table, ds, start)
+        if first is not None:
+            yield first
+            yield from rest
 
     def files(self, table: str, ds: str) -> list[tuple[str, int]]:
         """The data files of a committed partition, as (path relative to it, bytes), in name order."""
