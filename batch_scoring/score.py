@@ -93,11 +93,10 @@ def score_group(settings: "Settings", item: dict, model: str | None = None, *, r
     lake = lake or Lake(settings.lake_uri)
     ds, spec, task = item["ds"], settings.dataset, task_for(settings.dataset.task)
     mode = model or settings.scoring.model
-    if ref is None:
-        ref = Registry(settings, lake).resolve(ds, mode)
-    if bundle is None:
+    if ref is None or bundle is None:
         registry = Registry(settings, lake)
-        bundle = load_bundle(registry.local_path(ref.version))
+        ref = ref or registry.resolve(ds, mode)
+        bundle = bundle or load_bundle(registry.local_path(ref.version))
     files = item["files"]
     schema = predictions.schema(spec, lake.dataset(FEATURES, ds).schema.field(spec.entity_id).type)
     key = write_key(run_id, item["fingerprint"], ref.version)

@@ -484,12 +484,8 @@ class Lake:
         Opening the partition and its first batch is retried like `read` while another writer
         swaps it; once batches flow, the files they come from are open.
         """
-        options = pads.ParquetFragmentScanOptions(pre_buffer=False)
-
         def start() -> tuple[pa.RecordBatch | None, Iterator[pa.RecordBatch]]:
-            it = iter(self.dataset(table, ds).to_batches(columns=columns, batch_size=batch_rows, batch_readahead=1,
-                                                         fragment_readahead=1, fragment_scan_options=options,
-                                                         use_threads=False))
+            it = _stream(self.dataset(table, ds), batch_rows, columns)
             return next(it, None), it
 
         first, rest = self._settled(table, ds, start)
@@ -513,10 +509,8 @@ class Lake:
                    columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
         """Like `batches`, over some of a partition's files (paths relative to it), in the given order."""
         base = self.path(table, ds)
-        options = pads.ParquetFragmentScanOptions(pre_buffer=False)
-        dataset = pads.dataset([posixpath.join(base, f) for f in files], format="parquet", filesystem=self.fs)
-        yield from dataset.to_batches(columns=columns, batch_size=batch_rows, batch_readahead=1, fragment_readahead=1,
-                                      fragment_scan_options=options, use_threads=False)
+        yield from _stream(pads.dataset([posixpath.join(base, f) for f in files], format="parquet", filesystem=self.fs),
+                           batch_rows, columns)
 
     def read_days(self, table: str, days: Iterable[str], columns: list[str] | None = None) -> pa.Table | None:
         """Concatenate the given days that exist, with their `ds` as a column; None if none exist."""
@@ -558,6 +552,13 @@ class Lake:
 
 def _abs(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
+
+
+def _stream(dataset: pads.Dataset, batch_rows: int, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
+    """Record batches in file order, one row group decoded at a time (see `Lake.batches`)."""
+    options = pads.ParquetFragmentScanOptions(pre_buffer=False)
+    return iter(dataset.to_batches(columns=columns, batch_size=batch_rows, batch_readahead=1, fragment_readahead=1,
+                                   fragment_scan_options=options, use_threads=False))
 
 
 def _host() -> str:
