@@ -68,14 +68,17 @@ def commit_scores(ctx: StepContext) -> dict:
 
 
 def detect_drift(ctx: StepContext) -> dict:
+    """The night's tests (nights may run in parallel); its alarm is settled in order by `confirm_champion`."""
     from batch_scoring.drift import detect_drift as detect
 
-    return detect(ctx.settings, ctx.ds)
+    return detect(ctx.settings, ctx.ds, settle=False)
 
 
 def confirm_champion(ctx: StepContext) -> dict:
-    """Make sure night `ds` was scored (and drift-checked) by the model in force; redo it if not."""
+    """Make sure night `ds` was scored (and drift-checked) by the model in force; redo it if not.
+    Then settle the night's drift alarm from the previous night's state (this step runs in date order)."""
     from batch_scoring.drift import detect_drift as detect
+    from batch_scoring.drift import settle_alarm
     from batch_scoring.score import score_partition
 
     settings, ds = ctx.settings, ctx.ds
@@ -88,9 +91,11 @@ def confirm_champion(ctx: StepContext) -> dict:
         log.info("night %s was scored by v%s but v%s was in force: rescoring", ds, actual, expected.version)
         score_partition(settings, ds, mode, lake=lake, ref=expected)
     if rescored or drift_table.tested_against(lake, ds) != expected.version:
-        detect(settings, ds, lake=lake)
+        detect(settings, ds, lake=lake, settle=False)
+    drift = settle_alarm(settings, ds, lake=lake) or [{}]
     rows = lake.read(PREDICTIONS, ds, columns=[]).num_rows  # from the Parquet footers: no data read
-    return {"ds": ds, "model_version": expected.version, "rescored": rescored, "was": actual, "rows": rows}
+    return {"ds": ds, "model_version": expected.version, "rescored": rescored, "was": actual, "rows": rows,
+            "drift_alarm": bool(drift[0].get("day_drift")), "episode_start": drift[0].get("episode_start")}
 
 
 def flag_drift(ctx: StepContext) -> dict:
@@ -99,15 +104,28 @@ def flag_drift(ctx: StepContext) -> dict:
     lake, ds = Lake(ctx.settings.lake_uri), ctx.ds
     rows = drift_table.read(lake, ds)
     hit = sorted((r for r in rows if r["drifted"]), key=lambda r: -(r["effect_size"] or 0))
-    words = [f"{'model score' if r['feature'] == drift_table.OUTPUT_FEATURE else r['feature']} "
-             f"({r['effect_metric']} {r['effect_size']:.3f} >= {r['min_effect']}, p={r['p_value']:.2g})" for r in hit]
-    alarm = bool(rows and rows[0]["day_drift"])
+    words = [drift_words(r) for r in hit]
+    first = rows[0] if rows else {}
+    alarm = bool(first.get("day_drift"))
+    state = (f"CUSUM {first.get('cusum') or 0:.2f} (alarm at h={first.get('cusum_h') or 0:.2f}, k={first.get('cusum_k')}, "
+             f"target {first.get('alarm_target_per_100_nights')} false alarms per 100 nights); night p={first.get('night_p')}")
     if alarm:
-        log.info("drift alarm on %s: %d of %d tests drifted after FDR correction: %s", ds, len(hit), len(rows), ", ".join(words))
+        log.info("drift alarm on %s (episode since %s), %s. %d of %d tests drifted tonight: %s", ds,
+                 first.get("episode_start"), state, len(hit), len(rows), ", ".join(words) or "none")
     else:
-        log.info("no drift on %s: none of %d tests both significant after FDR correction and above its effect floor",
-                 ds, len(rows))
-    return {"ds": ds, "alarm": alarm, "drifted": [r["feature"] for r in hit]}
+        log.info("no drift alarm on %s: %s. %d of %d tests drifted tonight%s", ds, state, len(hit), len(rows),
+                 f": {', '.join(words)}" if words else "")
+    return {"ds": ds, "alarm": alarm, "drifted": [r["feature"] for r in hit], "episode_start": first.get("episode_start")}
+
+
+def drift_words(r: dict) -> str:
+    """One drifted test in words, e.g. "x00 (ks_distance 0.412 >= 0.1, p=3e-12)"."""
+    name = "model score" if r["feature"] == drift_table.OUTPUT_FEATURE else r["feature"]
+    if r.get("quality"):
+        return f"{name} (data quality: {r['quality']})"
+    if r["kind"] == "unseen":
+        return f"{name}: {r['unseen_rows']} rows in unseen categories ({r['unseen_values']}; share {r['effect_size']:.3f})"
+    return f"{name} ({r['effect_metric']} {r['effect_size']:.3f} >= {r['min_effect']:.3g}, p={r['p_value']:.2g})"
 
 
 def measure_ground_truth(ctx: StepContext) -> dict:
@@ -171,9 +189,11 @@ def night_line(r: dict) -> str:
     """A one-line account of a night, for logs and the CLI."""
     if r.get("skipped"):
         return f"{r['ds']}: skipped (not a day the calendar expects)"
-    drift = r["detect_drift"]
-    parts = [f"{r['ds']}: scored {r['commit_scores']['rows']} rows with v{r['confirm_champion']['model_version']}",
-             f"drift={'YES ' + ','.join(drift['drifted_features'][:4]) if drift['drift'] else 'no'}",
+    drift, confirmed = r["detect_drift"], r["confirm_champion"]
+    alarm = ("ALARM" + (f" since {confirmed['episode_start']}" if confirmed.get("episode_start") != r["ds"] else "")
+             if confirmed.get("drift_alarm") else "no")
+    parts = [f"{r['ds']}: scored {r['commit_scores']['rows']} rows with v{confirmed['model_version']}",
+             f"drift={alarm}" + (f" (tonight: {','.join(drift['drifted_features'][:4])})" if drift["night_drift"] else ""),
              f"decision={r['decision']['verdict']}"]
     if r.get("retrain"):
         rt = r["retrain"]

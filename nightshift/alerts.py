@@ -82,25 +82,48 @@ def drift_alert(settings: "Settings", lake: "Lake", ds: str) -> Alert | None:
     from nightshift.tables import drift
 
     tonight = drift.day_alarm(lake, ds)
-    checked = [d for d in lake.partitions("monitoring/drift") if d < ds]
+    # the latest earlier night whose alarm is known (a skipped night has none)
+    checked = [d for d in lake.partitions("monitoring/drift") if d < ds and drift.day_alarm(lake, d) is not None]
     previous = drift.day_alarm(lake, checked[-1]) if checked else None
     change = drift_transition(previous, tonight)
     if change is None:
         return None
     rows = drift.read(lake, ds)
+    first = rows[0]
     if change == START:
         hit = sorted((r for r in rows if r["drifted"]), key=lambda r: -(r["effect_size"] or 0))
-        words = ", ".join(f"{r['feature'] if r['feature'] != drift.OUTPUT_FEATURE else 'model score'} "
-                          f"{r['effect_metric']} {r['effect_size']:.3f} (floor {r['min_effect']}, {_p(r['p_value'])})"
-                          for r in hit[:6])
+        words = ", ".join(_test_words(r) for r in hit[:6])
         more = f" and {len(hit) - 6} more" if len(hit) > 6 else ""
         return Alert(DRIFT, f"drift-{START}-{ds}", ds, f"[Nightshift] drift alarm from {ds}",
-                     f"{len(hit)} of {len(rows)} tests drifted after FDR correction: {words}{more}",
+                     f"{_cusum_words(first)}{len(hit)} of {len(rows)} tests drifted tonight after FDR correction: "
+                     f"{words or 'none'}{more}",
                      page_link(settings, "drift"))
     start = _incident_start(lake, checked)
+    changed = first.get("reference_id") != drift.read(lake, checked[-1])[0].get("reference_id")
+    why = (f"the reference changed to {first['reference_id']} (a new champion)" if changed else
+           f"{first['quiet_nights']} nights in a row with no drifted test" if first.get("quiet_nights") else
+           "no test drifted tonight")
     return Alert(DRIFT, f"drift-{END}-{ds}", ds, f"[Nightshift] drift alarm over on {ds}",
-                 f"no test drifted tonight; the alarm lasted {len([d for d in checked if d >= start])} nights, "
+                 f"{why}; the alarm lasted {len([d for d in checked if d >= start])} nights, "
                  f"{start} to {checked[-1]}", page_link(settings, "drift"))
+
+
+def _cusum_words(first: dict) -> str:
+    if first.get("cusum") is None or first.get("cusum_h") is None:
+        return ""
+    return (f"CUSUM {first['cusum']:.2f} reached h={first['cusum_h']:.2f} (target "
+            f"{first['alarm_target_per_100_nights']:g} false alarms per 100 nights); ")
+
+
+def _test_words(r: dict) -> str:
+    from nightshift.tables import drift
+
+    name = r["feature"] if r["feature"] != drift.OUTPUT_FEATURE else "model score"
+    if r.get("quality"):
+        return f"{name} (data quality: {r['quality']})"
+    if r["kind"] == "unseen":
+        return f"{name} {r['unseen_rows']} rows in unseen categories ({r['unseen_values']})"
+    return f"{name} {r['effect_metric']} {r['effect_size']:.3f} (floor {r['min_effect']:.3g}, {_p(r['p_value'])})"
 
 
 def _p(p: float | None) -> str:

@@ -183,14 +183,15 @@ def _performance(rows: list[dict]) -> dict[str, Any]:
 def drift_matrix(lake: Lake, last: int | None = None) -> dict[str, Any]:
     """Features x nights: effect size, its floor, significance after FDR, verdict; plus the
     model's own score drift per night and the night's verdict."""
-    cols = ["feature", "effect_size", "min_effect", "significant", "drifted", "p_value", "day_drift", "effect_metric"]
+    cols = ["feature", "kind", "effect_size", "min_effect", "significant", "drifted", "p_value", "day_drift",
+            "effect_metric", "cusum", "cusum_h"]
     sig, rows = _partition_rows(lake, DRIFT, lambda days: _by_ds(drift.history(lake, cols, days).to_pylist()))
     full = _derive(lake, "drift", sig, lambda: _drift(rows))
     if last is None or len(full["nights"]) <= last:
         return full
     keep = full["nights"][-last:]
     return {**full, "nights": keep, "cells": {f: v[-last:] for f, v in full["cells"].items()},
-            "score": full["score"][-last:], "alarm": full["alarm"][-last:]}
+            "score": full["score"][-last:], "alarm": full["alarm"][-last:], "cusum": full["cusum"][-last:]}
 
 
 def _drift(rows: list[dict]) -> dict[str, Any]:
@@ -200,19 +201,26 @@ def _drift(rows: list[dict]) -> dict[str, Any]:
     cells: dict[str, list] = {}
     score: list = [None] * len(nights)
     alarm: list = [None] * len(nights)
+    cusum: list = [None] * len(nights)
+    h = None
     for r in rows:
         i = index[r["ds"]]
-        alarm[i] = bool(r["day_drift"])
+        alarm[i] = None if r["day_drift"] is None else bool(r["day_drift"])
+        cusum[i], h = r.get("cusum"), r.get("cusum_h") or h
         cell = {"effect": r["effect_size"], "floor": r["min_effect"], "significant": bool(r["significant"]),
                 "drifted": bool(r["drifted"]), "p": r["p_value"], "metric": r["effect_metric"]}
         if r["feature"] == drift.OUTPUT_FEATURE:
             score[i] = cell
             continue
-        if r["feature"] not in cells:
-            features.append(r["feature"])
-            cells[r["feature"]] = [None] * len(nights)
-        cells[r["feature"]][i] = cell
-    return {"nights": nights, "features": features, "cells": cells, "score": score, "alarm": alarm}
+        if r.get("kind") == "skip":
+            continue
+        name = f"{r['feature']} (unseen)" if r.get("kind") == "unseen" else r["feature"]
+        if name not in cells:
+            features.append(name)
+            cells[name] = [None] * len(nights)
+        cells[name][i] = cell
+    return {"nights": nights, "features": features, "cells": cells, "score": score, "alarm": alarm,
+            "cusum": cusum, "cusum_h": h}
 
 
 # -- nights ---------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nightshift.choices import InitFrom, ModelSelection, WindowKind
 from nightshift.spec import DatasetSpec
@@ -74,7 +74,7 @@ class TrainingSettings(BaseModel):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     require_gpu: bool = False
-    reference_size: int = Field(2000, ge=100, description="rows of the training window saved as drift reference")
+    reference_size: int = Field(10000, ge=100, description="rows of the training window saved as drift reference (large beside drift.sample_size, so nights tested against it are nearly independent)")
     min_train_rows: int = Field(500, ge=1)
     transfer_from: str | None = Field(None, description="init_from=transfer: the source model, 'VERSION' of this registered "
                                       "model or 'NAME:VERSION' of another; None: the champion")
@@ -125,10 +125,43 @@ class ScoringSettings(BaseModel):
 class DriftSettings(BaseModel):
     model_config = _FROZEN
 
-    p_val: float = Field(0.05, gt=0, lt=1, description="FDR level across features")
+    p_val: float = Field(0.05, gt=0, lt=1, description="FDR level across the night's tests")
     sample_size: int = Field(2000, ge=50, description="fixed rows drawn from each day, so power does not grow with volume")
-    min_effect_numeric: float = Field(0.1, ge=0, description="KS distance a drifted numeric feature must reach")
-    min_effect_categorical: float = Field(0.1, ge=0, description="total variation distance for a categorical feature")
+    min_effect_numeric: float = Field(0.1, ge=0, description="KS distance a drifted numeric feature must reach (the floor "
+                                      "is raised to the statistic's noise level at the night's sample sizes)")
+    min_effect_categorical: float = Field(0.1, ge=0, description="total variation distance for a categorical feature "
+                                          "(raised to its noise level, likewise)")
+    min_unseen_share: float = Field(0.01, ge=0, le=1, description="share of a day's rows in categories the reference "
+                                    "never saw that counts as drift (raised to the share expected by chance)")
+    mmd_sample_size: int = Field(500, ge=0, description="rows of the reference and of the day in the multivariate MMD "
+                                 "test (0: no MMD test)")
+    mmd_permutations: int = Field(1000, ge=10, description="permutations of the MMD test (its smallest p-value is "
+                                  "1/(B+1): enough for it to survive FDR across all the night's tests on its own)")
+    min_effect_mmd: float = Field(0.0, ge=0, description="MMD^2 a multivariate drift must reach (raised to the permutation "
+                                  "null's quantile)")
+    false_alarms_per_100_nights: float = Field(0.5, gt=0, le=50, description="target rate of false alarm episodes: sets "
+                                               "the CUSUM's decision interval h")
+    cusum_k: float = Field(0.5, gt=0, le=5, description="the CUSUM's reference value, in z units: evidence below it "
+                           "drains the sum")
+    quiet_nights_to_end: int = Field(2, ge=1, description="an alarm episode ends after this many nights in a row "
+                                     "with no drifted test")
+    reference: Literal["training_window", "baseline"] = Field("training_window", description="what a night is tested "
+                                                              "against: the champion's training window (is the model's "
+                                                              "world still the one it learned?) or a fixed baseline "
+                                                              "period (has the data moved since then?)")
+    baseline_start: str | None = Field(None, description="first day of the baseline period (reference = 'baseline')")
+    baseline_end: str | None = Field(None, description="last day of the baseline period (reference = 'baseline')")
+
+    @model_validator(mode="after")
+    def _baseline_named(self) -> "DriftSettings":
+        if self.reference == "baseline":
+            if not (self.baseline_start and self.baseline_end):
+                raise ValueError("drift.reference = 'baseline' needs drift.baseline_start and drift.baseline_end "
+                                 "(YYYY-MM-DD): the period whose data is the reference")
+            if self.baseline_start > self.baseline_end:
+                raise ValueError(f"drift.baseline_start {self.baseline_start} is after drift.baseline_end "
+                                 f"{self.baseline_end}")
+        return self
 
 
 class PolicySettings(BaseModel):

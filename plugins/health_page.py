@@ -94,7 +94,7 @@ def drift_svg(drift: dict[str, Any], width: int = 960) -> str:
     left, top, cell_h, line_h = 150, 8, 14, 70
     n = len(nights)
     cw = max((width - left - 10) / n, 1.0)
-    height = top + cell_h * len(features) + line_h + 40
+    height = top + cell_h * len(features) + 2 * line_h + 50
     out = [(f'<svg id="drift-heatmap" class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
            f'role="img" aria-label="drift per feature and night">')]
     for j, f in enumerate(features):
@@ -122,9 +122,21 @@ def drift_svg(drift: dict[str, Any], width: int = 960) -> str:
         out.append(f'<line class="floor" x1="{left}" x2="{left + n * cw:.1f}" y1="{fy:.1f}" y2="{fy:.1f}"/>')
         pts = " ".join(f"{left + (i + 0.5) * cw:.1f},{base + line_h - c['effect'] / hi * line_h:.1f}" for i, c in scores)
         out.append(f'<polyline id="score-drift" class="real" points="{pts}"/>')
+    # the alarm's evidence across nights: the CUSUM against its decision interval h
+    cb = base + line_h + 10
+    sums = [(i, v) for i, v in enumerate(drift.get("cusum") or []) if v is not None]
+    h = drift.get("cusum_h")
+    out.append(f'<text x="{left - 4}" y="{cb + line_h / 2}" class="tick" text-anchor="end">alarm CUSUM</text>')
+    if sums and h:
+        top_c = max([v for _, v in sums] + [1.5 * h])
+        hy = cb + line_h - h / top_c * line_h
+        out.append(f'<line class="floor" x1="{left}" x2="{left + n * cw:.1f}" y1="{hy:.1f}" y2="{hy:.1f}">'
+                   f'<title>h = {h:.2f}: an alarm starts when the CUSUM reaches it</title></line>')
+        pts = " ".join(f"{left + (i + 0.5) * cw:.1f},{cb + line_h - v / top_c * line_h:.1f}" for i, v in sums)
+        out.append(f'<polyline id="drift-cusum" class="real" points="{pts}"/>')
     for i, a in enumerate(drift["alarm"]):
         if a:
-            out.append(f'<rect class="alarm" x="{left + i * cw:.1f}" y="{base + line_h + 4}" width="{max(cw - 0.5, 0.5):.1f}" '
+            out.append(f'<rect class="alarm" x="{left + i * cw:.1f}" y="{cb + line_h + 4}" width="{max(cw - 0.5, 0.5):.1f}" '
                        f'height="6"><title>{nights[i]}: drift alarm</title></rect>')
     step = max(1, n // 8)
     for i in range(0, n, step):
@@ -132,7 +144,8 @@ def drift_svg(drift: dict[str, Any], width: int = 960) -> str:
     out.append("</svg>")
     legend = ('<div class="legend"><span class="k" style="background:#ffe8d8"></span>effect below its floor '
               '<span class="k" style="background:#ff2d14"></span>2× the floor · ● significant after FDR · '
-              'dark border: drifted · <span class="k alarm"></span>night\'s drift alarm</div>')
+              'dark border: drifted tonight · dashed red: floor, CUSUM decision interval h · '
+              '<span class="k alarm"></span>drift alarm (an episode: the CUSUM reached h)</div>')
     return "".join(out) + legend
 
 

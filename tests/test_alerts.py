@@ -103,7 +103,7 @@ def test_a_drift_that_persists_five_nights_is_one_alert_when_it_starts_and_one_w
     assert msg["Subject"] == "[Nightshift] drift alarm from 2026-04-03"
     assert msg["To"] == "team@example.com"
     body = _body(msg)
-    assert "2 of 3 tests drifted after FDR correction" in body and "x03 ks_distance 0.310 (floor 0.1" in body
+    assert "2 of 3 tests drifted tonight after FDR correction" in body and "x03 ks_distance 0.310 (floor 0.1" in body
     assert "channel" in body and "x07" not in body
     assert "http://airflow.example.com/plugin/model-health#drift" in body
 

@@ -77,8 +77,8 @@ def test_regression_end_to_end_in_process(fresh_home, tmp_path):
     nights = run_nights(s, add_days(START, HISTORY), add_days(START, HISTORY + NIGHTS - 1), progress=False)
 
     onset = add_days(START, HISTORY + ONSET_NIGHT)
-    assert not any(n["detect_drift"]["drift"] for n in nights if n["ds"] < onset)
-    assert all(n["detect_drift"]["drift"] for n in nights if n["ds"] >= onset)
+    assert not any(n["confirm_champion"]["drift_alarm"] for n in nights if n["ds"] < onset)
+    assert all(n["confirm_champion"]["drift_alarm"] for n in nights if n["ds"] >= onset)
     retrained = [n for n in nights if "retrain" in n]
     assert retrained and any("drift persisted" in r for r in retrained[0]["decision"]["reasons"])
     verdict = read_decision(lake, retrained[0]["ds"], "promotion")

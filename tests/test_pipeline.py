@@ -55,8 +55,8 @@ def test_first_model_bootstraps_as_champion(world):
 def test_drift_detected_retrain_judged_aliases_moved(world):
     nights = world["nights"]
     onset = add_days(world["first"], ONSET_NIGHT)
-    assert not any(n["detect_drift"]["drift"] for n in nights if n["ds"] < onset), "false alarm before the onset"
-    assert nights[ONSET_NIGHT]["detect_drift"]["drift"], "drift missed on its first day"
+    assert not any(n["confirm_champion"]["drift_alarm"] for n in nights if n["ds"] < onset), "false alarm before the onset"
+    assert nights[ONSET_NIGHT]["confirm_champion"]["drift_alarm"], "drift missed on its first day"
 
     retrained = [n for n in nights if "retrain" in n]
     assert retrained, "the policy never handed off to retrain"

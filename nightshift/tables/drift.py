@@ -1,8 +1,17 @@
-"""`monitoring/drift/ds=D/`: one row per tested feature (and one for the model's own output).
+"""`monitoring/drift/ds=D/`: one row per test of the night (see `batch_scoring.drift`).
 
-Each row holds the test, its statistic and p-value, the corrected threshold, the effect size
-and its floor, the feature's verdict, and the night's verdict (`day_drift`), plus which model's
-reference it was tested against.
+Rows: one per feature (KS or chi-squared), one per categorical feature for its unseen
+categories, one multivariate (MMD), one for the model's own output, and one per feature that
+failed a data-quality check (`quality` says why). Each holds the test, its statistic and
+p-value, the FDR threshold, the effect size and its size-dependent floor, and its verdict.
+
+Every row also carries the night: its Simes p-value and z-score (`night_p`, `night_z`),
+whether any test drifted tonight (`night_drift`), the reference it was tested against
+(`reference_kind`, `reference_id`, `model_version`), and the alarm after this night: the
+method and its parameters (`alarm_method`, `cusum_k`, `cusum_h`,
+`alarm_target_per_100_nights`) and its state (`cusum`, `episode_start`, `quiet_nights`,
+`alarm_reference_id`). `day_drift` is the alarm; null until the night is settled in date
+order, or on a night that was skipped.
 """
 
 from __future__ import annotations
@@ -22,6 +31,12 @@ SCHEMA = pa.schema([
     ("significant", pa.bool_()), ("effect_size", pa.float64()), ("effect_metric", pa.string()),
     ("min_effect", pa.float64()), ("drifted", pa.bool_()),
     ("day_drift", pa.bool_()), ("model_version", pa.string()), ("reference_rows", pa.int64()), ("sample_rows", pa.int64()),
+    ("unseen_rows", pa.int64()), ("unseen_values", pa.string()), ("quality", pa.string()),
+    ("night_p", pa.float64()), ("night_z", pa.float64()), ("night_drift", pa.bool_()),
+    ("reference_kind", pa.string()), ("reference_id", pa.string()),
+    ("alarm_method", pa.string()), ("cusum", pa.float64()), ("cusum_k", pa.float64()), ("cusum_h", pa.float64()),
+    ("alarm_target_per_100_nights", pa.float64()), ("episode_start", pa.string()), ("quiet_nights", pa.int64()),
+    ("alarm_reference_id", pa.string()),
 ])
 
 
@@ -30,16 +45,19 @@ def write(lake: Lake, ds: str, rows: list[dict[str, Any]]) -> PartitionRef:
 
 
 def read(lake: Lake, ds: str) -> list[dict[str, Any]]:
-    """The night's rows, or [] if it was not checked."""
-    return lake.read(DRIFT, ds).to_pylist() if lake.exists(DRIFT, ds) else []
+    """The night's rows, or [] if it was not checked (columns an older partition lacks read as None)."""
+    if not lake.exists(DRIFT, ds):
+        return []
+    names = SCHEMA.names
+    return [{k: r.get(k) for k in names} for r in lake.read(DRIFT, ds).to_pylist()]
 
 
 def day_alarm(lake: Lake, ds: str) -> bool | None:
-    """Whether night `ds` drifted (None: not checked)."""
+    """Whether a drift alarm was on after night `ds` (None: not checked, skipped, or not settled yet)."""
     if not lake.exists(DRIFT, ds):
         return None
     col = lake.read(DRIFT, ds, columns=["day_drift"]).column(0)
-    return bool(col[0].as_py()) if len(col) else False
+    return col[0].as_py() if len(col) else None
 
 
 def tested_against(lake: Lake, ds: str) -> str | None:
