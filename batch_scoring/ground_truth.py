@@ -2,39 +2,146 @@
 
 For every prediction day P in the last `max_delay_days` days, `monitoring/performance/ds=D/`
 holds one row (see `nightshift.tables.performance`): how many predictions, how many have a
-label by D (coverage), whether P has matured (coverage >= `min_coverage` or age >=
-`max_delay_days`), every metric of the task realized on the labels so far, and the metrics
-estimated from the predictions alone where the task has a sound method (binary: the
-expected values if the scores are calibrated; regression: not estimated). Only matured days'
-realized figures drive decisions.
+label by D (coverage), whether P has matured (`is_matured`: coverage >= `min_coverage` or age
+>= `max_delay_days`), every metric of the task realized on the labels so far with the
+primary metric's standard error, and the metrics estimated from the predictions alone where
+the task has a sound method (binary: CBPE, the expected metrics under the model's
+Platt-calibrated scores, `nightshift.calibration`; regression: not estimated, said in
+`estimate_method`). Once P has matured, `estimate_error` = estimated - realized.
 
-Labels are checked and deduplicated by `nightshift.tables.labels` (the latest arrival
-wins). Each row also counts what the labels got wrong: duplicate rows, conflicting values,
-and labels for ids that day never scored. Coverage counts each scored row once, so it can
-never exceed 1. Labels for a day whose predictions are not committed yet are held (counted
-in the summary) and join once the day is scored.
+Each row also carries a **rolling window**: the rows of the `policy.window_days` prediction
+days ending at P (scored by P's model version) pooled, every metric computed on the pooled
+rows (not a mean of daily metrics), realized (labels arrived by D) and estimated. The policy
+reads the window ending at the newest day with enough labels (`signal_ready`) for its
+realized-drop signal, and the one ending tonight for its estimated-drop signal.
+
+`performance_rows` is the pure part (arrays in, rows out): the drift lab calls it on simulated
+nights without a lake. Labels are checked and deduplicated by `nightshift.tables.labels` (the
+latest arrival wins). Each row also counts what the labels got wrong: duplicate rows,
+conflicting values, and labels for ids that day never scored. Coverage counts each scored row
+once, so it can never exceed 1. Labels for a day whose predictions are not committed yet are
+held (counted in the summary) and join once the day is scored.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from nightshift.calibration import UNCALIBRATED, ModelCard, method_words, read_model_card
 from nightshift.dates import add_days, days_between, ds_range
 from nightshift.lake import PREDICTIONS, Lake
+from nightshift.metrics import pool
 from nightshift.spec import EVENT_DS
 from nightshift.tables import labels as labels_table
 from nightshift.tables import performance
-from nightshift.task import task_for
+from nightshift.task import Task, task_for
 
 if TYPE_CHECKING:
     from nightshift.settings import Settings
 
 log = logging.getLogger("nightshift.ground_truth")
+
+
+def is_matured(coverage: float, age_days: int, min_coverage: float, max_delay_days: int) -> bool:
+    """The maturity rule: a day's realized figures are final once this share is labelled or it is this old."""
+    return coverage >= min_coverage or age_days >= max_delay_days
+
+
+def signal_ready(coverage: float, matured: bool, min_coverage: float) -> bool:
+    """Whether a day's labels so far may feed the realized-drop window (as known on the night)."""
+    return matured or coverage >= min_coverage
+
+
+@dataclass(frozen=True)
+class DayInput:
+    """One prediction day as known on night D: its predictions and the labels that had arrived."""
+
+    prediction_ds: str
+    version: str  # the model version(s) that scored it, comma-joined
+    pred: np.ndarray  # every scored row's prediction, as the model gave it
+    y: np.ndarray  # labels arrived by D, one per labelled scored row
+    y_pred: np.ndarray  # those rows' predictions
+    calibrated: np.ndarray | None = None  # every row's calibrated P(y=1); None: uncalibrated
+    method: str = ""  # how the estimate was made (`calibration.method_words`)
+    extra: dict[str, Any] | None = None  # columns passed through (label-quality counts, ...)
+
+
+def performance_rows(task: Task, days: list[DayInput], ds: str, *, min_coverage: float, max_delay_days: int,
+                     window_days: int, signal_min_coverage: float, threshold: float = 0.5) -> list[dict[str, Any]]:
+    """The performance picture as known on `ds`: one row per day (oldest first), with its rolling window."""
+    primary = task.primary.name
+    per_day = []
+    for d in days:
+        n_lab = min(len(d.y), len(d.pred))  # each scored row counts once
+        coverage = n_lab / max(len(d.pred), 1)
+        age = days_between(d.prediction_ds, ds)
+        matured = is_matured(coverage, age, min_coverage, max_delay_days)
+        stats = task.stats(d.y, d.y_pred, threshold) if len(d.y) else None
+        realized = task.evaluate(d.y, d.y_pred, threshold) if len(d.y) else {}
+        est_stats = task.estimate_stats(d.pred, threshold, d.calibrated) if len(d.pred) > 1 else None
+        raw_stats = (task.estimate_stats(d.pred, threshold) if d.calibrated is not None else est_stats) if est_stats else None
+        estimated, est_se, _ = task.from_stats(est_stats) if est_stats else ({}, None, 0)
+        uncal = task.from_stats(raw_stats)[0].get(primary) if raw_stats else None
+        realized_se = task.from_stats(stats)[1] if stats else None
+        est = estimated.get(primary)
+        error = est - realized[primary] if matured and est is not None and realized.get(primary) is not None else None
+        per_day.append((d, stats, est_stats, {
+            "prediction_ds": d.prediction_ds, "age_days": age, "rows": len(d.pred), "labelled": n_lab,
+            "coverage": round(coverage, 6), "matured": matured, "status": "matured" if matured else "provisional",
+            "signal_ready": signal_ready(coverage, matured, signal_min_coverage),
+            "metric": primary, "realized": realized.get(primary), "realized_se": realized_se,
+            "estimated": est, "estimated_se": est_se, "estimated_uncalibrated": uncal,
+            "calibrated": d.calibrated is not None and est is not None,
+            "estimate_method": d.method or task.estimate_method, "estimate_error": error,
+            "realized_metrics": realized, "estimated_metrics": {k: v for k, v in estimated.items() if v is not None},
+            "label_mean": float(np.mean(d.y)) if len(d.y) else None,
+            "mean_prediction": float(np.mean(d.pred)) if len(d.pred) else None, "model_version": d.version,
+            **(d.extra or {}),
+        }))
+    rows = []
+    for d, _, _, row in per_day:
+        first = add_days(d.prediction_ds, -(window_days - 1))
+        inside = [(s, e, r) for dd, s, e, r in per_day
+                  if first <= dd.prediction_ds <= d.prediction_ds and dd.version == d.version]
+        real, real_se, real_n = task.from_stats(pool([s for s, _, _ in inside]))
+        est, est_se, est_n = task.from_stats(pool([e for _, e, _ in inside]))
+        rows.append({**row, "rolling_first_ds": inside[0][2]["prediction_ds"], "rolling_days": len(inside),
+                     "rolling_rows": sum(r["rows"] for _, _, r in inside), "rolling_labelled": real_n,
+                     "rolling_realized": real.get(primary), "rolling_realized_se": real_se,
+                     "rolling_estimated": est.get(primary), "rolling_estimated_se": est_se,
+                     "rolling_realized_metrics": {k: v for k, v in real.items() if v is not None},
+                     "rolling_estimated_metrics": {k: v for k, v in est.items() if v is not None}})
+    return rows
+
+
+def model_cards(settings: "Settings", lake: Lake, versions: set[str]) -> dict[str, ModelCard]:
+    """Each version's calibration card from its bundle (JSON only); uncalibrated where it has none."""
+    from nightshift.registry import Registry
+
+    registry, cards = Registry(settings, lake), {}
+    for v in sorted(versions):
+        try:
+            cards[v] = read_model_card(registry.local_path(v))
+        except FileNotFoundError:
+            cards[v] = UNCALIBRATED
+    return cards
+
+
+def calibrate(pred: np.ndarray, versions: np.ndarray, cards: dict[str, ModelCard]) -> np.ndarray | None:
+    """Each row's calibrated P(y=1) by the calibrator of the version that scored it; None if none has one."""
+    if not any(cards.get(v, UNCALIBRATED).calibrator for v in set(versions.tolist())):
+        return None
+    out = np.asarray(pred, np.float64).copy()
+    for v in set(versions.tolist()):
+        mask = versions == v
+        out[mask] = cards.get(v, UNCALIBRATED).calibrate(pred[mask])
+    return out
 
 
 def measure_ground_truth(settings: "Settings", ds: str, *, lake: Lake | None = None) -> dict:
@@ -50,33 +157,27 @@ def measure_ground_truth(settings: "Settings", ds: str, *, lake: Lake | None = N
     scored = pc.is_in(labels[EVENT_DS], pa.array(days, pa.string()))
     held = labels.num_rows - (pc.sum(pc.cast(scored, pa.int64())).as_py() or 0)  # labels waiting for their predictions
 
-    rows = []
+    inputs, cards = [], {}
+    estimable = task.estimate_stats(np.array([0.25, 0.75]), threshold) is not None
     for day in days:
         preds = lake.read(PREDICTIONS, day, columns=[spec.entity_id, out, "model_version"])
         pred = preds.column(out).to_numpy()
+        versions = np.asarray(preds.column("model_version").to_pylist(), dtype=object).astype(str)
         joined = labels_table.join(preds, labels, day, spec)
-        # Each scored row counts once, whatever the labels hold, so coverage never exceeds 1.
-        n_lab = min(joined.num_rows, len(pred))
-        coverage = n_lab / max(len(pred), 1)
-        age = days_between(day, ds)
-        matured = coverage >= policy.min_coverage or age >= policy.max_delay_days
-        realized, label_mean = {}, None
-        if n_lab:
-            y = task.labels(joined.column(spec.label), f"labels for predictions/ds={day}")
-            label_mean = float(np.mean(y))
-            realized = task.evaluate(y, joined.column(out).to_numpy(), threshold)
-        estimated = task.estimate(pred, threshold) or {}
-        versions = sorted(set(preds.column("model_version").to_pylist()))
-        rows.append({
-            "prediction_ds": day, "age_days": age, "rows": len(pred), "labelled": n_lab,
-            "coverage": round(coverage, 6), "matured": matured, "status": "matured" if matured else "provisional",
-            "metric": task.primary.name, "realized": realized.get(task.primary.name),
-            "estimated": estimated.get(task.primary.name), "estimate_method": task.estimate_method,
-            "realized_metrics": realized, "estimated_metrics": estimated, "label_mean": label_mean,
-            "mean_prediction": float(pred.mean()) if len(pred) else None, "model_version": ",".join(versions),
-            "duplicate_labels": known.duplicates.get(day, 0), "conflicting_labels": known.conflicts.get(day, 0),
-            "unknown_ids": labels_table.unknown_ids(preds, labels, day, spec),
-        })
+        y = task.labels(joined.column(spec.label), f"labels for predictions/ds={day}") if joined.num_rows else np.array([])
+        calibrated, method = None, task.estimate_method
+        if estimable:
+            cards.update(model_cards(settings, lake, set(versions.tolist()) - set(cards)))
+            calibrated = calibrate(pred, versions, cards)
+            method = method_words(cards[versions[0]] if len(versions) else UNCALIBRATED, task.estimate_method)
+        inputs.append(DayInput(day, ",".join(sorted(set(versions.tolist()))), pred, y,
+                               joined.column(out).to_numpy() if joined.num_rows else np.array([]), calibrated, method,
+                               extra={"duplicate_labels": known.duplicates.get(day, 0),
+                                      "conflicting_labels": known.conflicts.get(day, 0),
+                                      "unknown_ids": labels_table.unknown_ids(preds, labels, day, spec)}))
+    rows = performance_rows(task, inputs, ds, min_coverage=policy.min_coverage, max_delay_days=policy.max_delay_days,
+                            window_days=settings.policy.window_days, signal_min_coverage=settings.policy.signal_min_coverage,
+                            threshold=threshold)
     performance.write(lake, ds, rows)
     counts = {"label_rows": known.rows, "duplicate_labels": sum(known.duplicates.values()),
               "conflicting_labels": sum(known.conflicts.values()), "unknown_ids": sum(r["unknown_ids"] for r in rows),

@@ -9,12 +9,29 @@ The primary metric and its direction come from the task: a floor is "worse than"
 direction (an AUC below 0.70, an RMSE above 12). Model age and the cooldown count days that
 had data (features partitions), not calendar days, so data that arrives in blocks does not
 age a model through its gaps.
+
+Every signal is evaluated every night and recorded with its value, its threshold and, where
+it has one, its standard error and row count (`Signal`), fired or not:
+- drift persisted (k of the last n nights);
+- the newest matured day's realized metric, and tonight's estimate, beyond the floor by more
+  than `drop_z` standard errors;
+- **realized drop**: the pooled realized metric of the rolling window ending at the newest
+  day with enough labels (`signal_min_coverage`, or matured) is worse than the champion's own
+  holdout reference (`calibration.json`) by more than `drop_margin + drop_z * SE`, SE being
+  the window's and the reference's combined (Hanley-McNeil for AUC). Provisional days feed it:
+  waiting for maturity (90% coverage, about two weeks in the simulator) would see a concept
+  change weeks late, and a day half labelled is already evidence when arrival does not depend
+  on the label;
+- **estimated drop**: the same test on tonight's rolling window of calibrated estimates
+  against the reference's estimate on the holdout;
+- model age (a backstop: 180 days with data by default), no champion, or by hand.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nightshift.choices import Trigger
 from nightshift.lake import FEATURES, Lake
@@ -22,13 +39,26 @@ from nightshift.registry import Registry
 from nightshift.tables import drift as drift_table
 from nightshift.tables import performance
 from nightshift.tables.decisions import read_decisions, write_decision
-from nightshift.task import Metric, metric_floor, task_for
+from nightshift.task import Metric, drop_margin, metric_floor, task_for
 
 if TYPE_CHECKING:
     from nightshift.settings import PolicySettings, Settings
 
 RETRAIN, COOLDOWN, NO_ACTION = "RETRAIN", "COOLDOWN", "NO_ACTION"
 DRIFT_REASON = "drift persisted"
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One retrain signal as evaluated tonight: fired or not, with what it compared."""
+
+    name: str
+    fired: bool
+    value: float | None = None
+    threshold: float | None = None
+    se: float | None = None
+    n: int | None = None
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -45,43 +75,157 @@ class RetrainEvidence:
     model_age_days: int | None = None  # days with data since the champion took effect
     days_since_last_retrain: int | None = None  # days with data since the last RETRAIN decision
     manual: bool = False
+    realized_se: float | None = None  # the newest matured day's standard error
+    estimated_se: float | None = None
+    relative: bool = False  # drops in the task's gain unit: relative to the reference (RMSE) or in points (AUC)
+    # The rolling window ending at the newest day with enough labels, pooled (the champion's rows only).
+    window_realized: float | None = None
+    window_realized_se: float | None = None
+    window_labelled: int | None = None
+    window_first: str | None = None
+    window_last: str | None = None
+    # Tonight's rolling window of estimates (calibrated scores).
+    window_estimated: float | None = None
+    window_estimated_se: float | None = None
+    window_rows: int | None = None
+    # The champion's own holdout reference at training time (None: a bundle without calibration.json).
+    reference: float | None = None
+    reference_se: float | None = None
+    reference_estimated: float | None = None
+    reference_estimated_se: float | None = None
+    reference_rows: int | None = None
 
 
 @dataclass(frozen=True)
 class RetrainDecision:
     verdict: str  # RETRAIN | COOLDOWN | NO_ACTION
     reasons: tuple[str, ...]
+    signals: tuple[Signal, ...] = ()
 
     @property
     def retrain(self) -> bool:
         return self.verdict == RETRAIN
 
 
-def should_retrain(ev: RetrainEvidence, policy: "PolicySettings") -> RetrainDecision:
-    """Retrain on persistent drift, a poor realized or estimated metric, old age, no champion, or by hand."""
-    if ev.manual:
-        return RetrainDecision(RETRAIN, ("requested by hand",))
+def _combined(*ses: float | None) -> float:
+    return math.sqrt(sum(x * x for x in ses if x is not None))
+
+
+def _drop(ev: RetrainEvidence, value: float, reference: float) -> float:
+    """How much worse `value` is than `reference`, in the task's gain unit (positive: worse)."""
+    if ev.higher_is_better:
+        return reference - value
+    return (value - reference) / reference if ev.relative and reference > 0 else value - reference
+
+
+def _floor_signal(name: str, ev: RetrainEvidence, metric: Metric, value: float | None, se: float | None, z: float,
+                  where: str) -> Signal:
+    if ev.floor is None or value is None:
+        return Signal(name, False, value, ev.floor, se)
+    slack = z * (se or 0.0)
+    bound = ev.floor - slack if metric.higher_is_better else ev.floor + slack
+    fired = metric.worse(value, bound)
+    words = f" (floor {ev.floor} less {z:g} standard errors of {se:.4f})" if se else ""
+    return Signal(name, fired, value, bound, se, None,
+                  f"{where} {ev.metric} {value:.4f} is {metric.floor_words()} {bound:.4f}{words}" if fired else "")
+
+
+def _drop_signal(name: str, ev: RetrainEvidence, value: float | None, se: float | None, reference: float | None,
+                 ref_se: float | None, n: int | None, margin: float, z: float, where: str) -> Signal:
+    if value is None or reference is None:
+        return Signal(name, False, None, None, None, n)
+    drop = _drop(ev, value, reference)
+    se_drop = _combined(se, ref_se) / (reference if ev.relative and not ev.higher_is_better and reference > 0 else 1.0)
+    threshold = margin + z * se_drop
+    fired = drop > threshold
+    reason = (f"{where} {ev.metric} {value:.4f} is {drop:.4f} worse than the champion's holdout reference "
+              f"{reference:.4f}, beyond margin {margin:g} + {z:g} x SE {se_drop:.4f} = {threshold:.4f} ({n} rows)")
+    return Signal(name, fired, drop, threshold, se_drop, n, reason if fired else "")
+
+
+def evaluate_signals(ev: RetrainEvidence, policy: "PolicySettings", margin: float) -> tuple[Signal, ...]:
+    """Every automatic signal of night D, fired or not (pure)."""
     metric = Metric(ev.metric, ev.higher_is_better)
-    triggers = []
-    if not ev.has_champion:
-        triggers.append("no champion yet")
     recent = ev.drift_flags[-policy.drift_n:]
-    if sum(recent) >= policy.drift_k:
-        triggers.append(f"{DRIFT_REASON} on {sum(recent)} of the last {len(recent)} nights (k={policy.drift_k})")
-    if ev.floor is not None and ev.realized is not None and metric.worse(ev.realized, ev.floor):
-        triggers.append(f"realized {ev.metric} {ev.realized:.4f} on matured day {ev.realized_day} is "
-                        f"{metric.floor_words()} the floor {ev.floor}")
-    if ev.floor is not None and ev.estimated is not None and metric.worse(ev.estimated, ev.floor):
-        triggers.append(f"estimated {ev.metric} {ev.estimated:.4f} is {metric.floor_words()} the floor {ev.floor}")
-    if ev.model_age_days is not None and ev.model_age_days >= policy.max_model_age_days:
-        triggers.append(f"champion is {ev.model_age_days} days with data old (max {policy.max_model_age_days})")
+    z = policy.drop_z
+    drift = Signal("drift_persisted", sum(recent) >= policy.drift_k, float(sum(recent)), float(policy.drift_k), None,
+                   len(recent), f"{DRIFT_REASON} on {sum(recent)} of the last {len(recent)} nights (k={policy.drift_k})")
+    signals = [
+        Signal("no_champion", not ev.has_champion, reason="no champion yet"),
+        drift if drift.fired else Signal(drift.name, False, drift.value, drift.threshold, None, drift.n),
+        _floor_signal("realized_below_floor", ev, metric, ev.realized, ev.realized_se, z,
+                      f"realized on matured day {ev.realized_day}:"),
+        _floor_signal("estimated_below_floor", ev, metric, ev.estimated, ev.estimated_se, z, "estimated tonight:"),
+        _drop_signal("realized_drop", ev, ev.window_realized, ev.window_realized_se, ev.reference, ev.reference_se,
+                     ev.window_labelled, margin, z,
+                     f"realized, pooled over prediction days {ev.window_first}..{ev.window_last}:"),
+        _drop_signal("estimated_drop", ev, ev.window_estimated, ev.window_estimated_se, ev.reference_estimated,
+                     ev.reference_estimated_se, ev.window_rows, margin, z, "estimated, pooled over the window ending tonight:"),
+    ]
+    old = ev.model_age_days is not None and ev.model_age_days >= policy.max_model_age_days
+    signals.append(Signal("model_age", old, ev.model_age_days, float(policy.max_model_age_days), reason=(
+        f"champion is {ev.model_age_days} days with data old (max {policy.max_model_age_days})" if old else "")))
+    return tuple(signals)
+
+
+def should_retrain(ev: RetrainEvidence, policy: "PolicySettings", margin: float | None = None) -> RetrainDecision:
+    """Retrain on persistent drift, a poor or dropped realized or estimated metric, old age, no champion, or by hand.
+
+    `margin`: the drop margin in the task's gain unit (default: `policy.drop_margin`, else 0.02).
+    """
+    margin = (policy.drop_margin if policy.drop_margin is not None else 0.02) if margin is None else margin
+    signals = evaluate_signals(ev, policy, margin)
+    if ev.manual:
+        return RetrainDecision(RETRAIN, ("requested by hand",), signals)
+    # The floor reasons keep their historical wording ("realized auc 0.6900 on matured day ... is below the floor").
+    triggers = [_floor_words(ev, s) if s.name.endswith("below_floor") else s.reason for s in signals if s.fired]
     if not triggers:
-        return RetrainDecision(NO_ACTION, ("no trigger fired",))
+        return RetrainDecision(NO_ACTION, ("no trigger fired",), signals)
     if ev.days_since_last_retrain is not None and ev.days_since_last_retrain < policy.cooldown_days:
         held = (f"cooldown: last retrain was {ev.days_since_last_retrain} days with data ago "
                 f"(cooldown {policy.cooldown_days})")
-        return RetrainDecision(COOLDOWN, (held, *triggers))
-    return RetrainDecision(RETRAIN, tuple(triggers))
+        return RetrainDecision(COOLDOWN, (held, *triggers), signals)
+    return RetrainDecision(RETRAIN, tuple(triggers), signals)
+
+
+def _floor_words(ev: RetrainEvidence, s: Signal) -> str:
+    metric = Metric(ev.metric, ev.higher_is_better)
+    se = f", beyond {s.threshold:.4f} by the standard error {s.se:.4f}" if s.se else ""
+    if s.name == "realized_below_floor":
+        return (f"realized {ev.metric} {s.value:.4f} on matured day {ev.realized_day} is "
+                f"{metric.floor_words()} the floor {ev.floor}{se}")
+    return f"estimated {ev.metric} {s.value:.4f} is {metric.floor_words()} the floor {ev.floor}{se}"
+
+
+def metric_evidence(rows: list[dict[str, Any]], version: str, ds: str, reference: Any = None) -> dict[str, Any]:
+    """The metric fields of `RetrainEvidence` from night `ds`'s performance rows (pure).
+
+    `rows`: `performance.read(lake, ds)` (or `ground_truth.performance_rows`), oldest day first;
+    only the days `version` scored count. `reference`: the version's `calibration.Reference`.
+    """
+    mine = [r for r in rows if r["model_version"] == version]
+    out: dict[str, Any] = {}
+    matured = [r for r in mine if r["matured"] and r["realized"] is not None]
+    if matured:
+        out.update(realized=matured[-1]["realized"], realized_day=matured[-1]["prediction_ds"],
+                   realized_se=matured[-1].get("realized_se"))
+    ready = [r for r in mine if (r["matured"] if r.get("signal_ready") is None else r["signal_ready"])
+             and r.get("rolling_realized") is not None]
+    if ready:
+        r = ready[-1]
+        out.update(window_realized=r["rolling_realized"], window_realized_se=r.get("rolling_realized_se"),
+                   window_labelled=r.get("rolling_labelled"), window_first=r.get("rolling_first_ds"),
+                   window_last=r["prediction_ds"])
+    tonight = [r for r in mine if r["prediction_ds"] == ds]
+    if tonight:
+        r = tonight[0]
+        out.update(estimated=r["estimated"], estimated_se=r.get("estimated_se"),
+                   window_estimated=r.get("rolling_estimated"), window_estimated_se=r.get("rolling_estimated_se"),
+                   window_rows=r.get("rolling_rows"))
+    if reference is not None:
+        out.update(reference=reference.realized, reference_se=reference.se, reference_estimated=reference.estimated,
+                   reference_estimated_se=reference.estimated_se, reference_rows=reference.rows)
+    return out
 
 
 def gather_evidence(settings: "Settings", ds: str, lake: Lake, manual: bool = False) -> RetrainEvidence:
@@ -93,15 +237,9 @@ def gather_evidence(settings: "Settings", ds: str, lake: Lake, manual: bool = Fa
     recent_days = data_days[-policy.drift_n:]
     flags = [(d, a) for d in recent_days if (a := drift_table.day_alarm(lake, d)) is not None]
 
-    realized = realized_day = estimated = None
+    metrics: dict[str, Any] = {}
     if in_force is not None:
-        mine = [r for r in performance.read(lake, ds) if r["model_version"] == in_force.version]
-        matured = [r for r in mine if r["matured"] and r["realized"] is not None]
-        if matured:
-            realized, realized_day = matured[-1]["realized"], matured[-1]["prediction_ds"]
-        tonight = [r for r in mine if r["prediction_ds"] == ds]
-        if tonight:
-            estimated = tonight[0]["estimated"]
+        metrics = metric_evidence(performance.read(lake, ds), in_force.version, ds, _reference(settings, lake, in_force.version))
 
     # Only the cooldown reads the last retrain, so only the nights it spans are read.
     earlier = [d for d in data_days if d < ds][-policy.cooldown_days:] if policy.cooldown_days else []
@@ -114,9 +252,8 @@ def gather_evidence(settings: "Settings", ds: str, lake: Lake, manual: bool = Fa
         floor=metric_floor(task, policy.metric_floor),
         drift_flags=tuple(a for _, a in flags),
         drift_days=tuple(d for d, _ in flags),
-        realized=realized,
-        realized_day=realized_day,
-        estimated=estimated,
+        relative=not task.primary.higher_is_better,
+        **metrics,
         model_age_days=sum(1 for d in data_days if d > in_force.ds) if in_force else None,
         days_since_last_retrain=sum(1 for d in data_days if d > last["ds"]) if last else None,
         manual=manual,
@@ -127,13 +264,25 @@ def decide_retrain(settings: "Settings", ds: str, *, lake: Lake | None = None, m
     """Decide night `ds` and commit the record; returns the decision and, when it retrains, the retrain's conf."""
     lake = lake or Lake(settings.lake_uri)
     evidence = gather_evidence(settings, ds, lake, manual)
-    decision = should_retrain(evidence, settings.policy)
+    task = task_for(settings.dataset.task)
+    decision = should_retrain(evidence, settings.policy, drop_margin(task, settings.policy.drop_margin))
     champion = Registry(settings, lake).version_as_of(ds)
     write_decision(lake, ds, "retrain", decision.verdict, decision.reasons,
-                   {"evidence": asdict(evidence), "policy": settings.policy.model_dump(),
+                   {"evidence": asdict(evidence), "signals": [asdict(x) for x in decision.signals],
+                    "policy": settings.policy.model_dump(),
                     "counted": "model age and cooldown count days with data (features partitions)"},
                    model_version=champion.version if champion else None)
     trigger = Trigger.MANUAL if manual else (Trigger.NIGHTLY if evidence.has_champion else Trigger.BOOTSTRAP)
     return {"ds": ds, "retrain": decision.retrain, "verdict": decision.verdict, "reasons": list(decision.reasons),
             "retrain_conf": {"ds": ds, "trigger": trigger.value, "reasons": list(decision.reasons)}}
 
+
+
+def _reference(settings: "Settings", lake: Lake, version: str):
+    """The version's holdout reference from its bundle's calibration.json (None: an older bundle, or none at hand)."""
+    from nightshift.calibration import read_model_card
+
+    try:
+        return read_model_card(Registry(settings, lake).local_path(version)).reference
+    except FileNotFoundError:
+        return None

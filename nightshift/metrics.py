@@ -85,3 +85,35 @@ def check_pair(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if not np.all(np.isfinite(p)):
         raise ValueError("predictions must be finite")
     return y, p
+
+
+# -- standard errors and pooled statistics ----------------------------------------------
+def hanley_mcneil_se(auc_value: float, n_pos: float, n_neg: float) -> float | None:
+    """Standard error of an AUC from Hanley & McNeil (1982): closed form, from the AUC and the class counts.
+
+    Used instead of a bootstrap because the policy needs it every night, on pooled windows of
+    up to millions of rows, at no cost; it is close to the bootstrap's for AUCs away from 1.
+    Counts may be fractional (expected counts under calibrated scores).
+    """
+    if auc_value is None or not np.isfinite(auc_value) or n_pos <= 0 or n_neg <= 0:
+        return None
+    a = float(auc_value)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
+    return float(np.sqrt(max(var, 0.0)))
+
+
+SCORE_BINS = 1 << 14  # pooled AUC: scores binned this finely (ties within a bin count 1/2: error < 1e-4)
+
+
+def score_bins(p: np.ndarray) -> np.ndarray:
+    """Each score's bin in [0, SCORE_BINS): additive histograms make pooled AUCs cheap."""
+    return np.minimum((np.clip(np.asarray(p, np.float64), 0.0, 1.0) * SCORE_BINS).astype(np.int64), SCORE_BINS - 1)
+
+
+def pool(parts: "list[dict[str, np.ndarray | float]]") -> "dict[str, np.ndarray | float] | None":
+    """Add sufficient statistics (dicts of the same keys) over days: the pooled rows' statistics."""
+    parts = [p for p in parts if p]
+    if not parts:
+        return None
+    return {k: sum((p[k] for p in parts[1:]), parts[0][k]) for k in parts[0]}

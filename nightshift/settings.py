@@ -172,8 +172,19 @@ class PolicySettings(BaseModel):
     metric_floor: float | None = Field(None, description="retrain when a matured day's realized primary metric (or tonight's "
                                        "estimate) is worse than this, in the metric's direction; None: the task's default "
                                        "(AUC 0.70; none for RMSE, whose scale is the target's)")
-    max_model_age_days: int = Field(60, ge=1, description="counted in days that had data, not calendar days")
+    max_model_age_days: int = Field(180, ge=1, description="counted in days that had data, not calendar days; a backstop, "
+                                    "not a schedule: the metric signals retrain a model that goes stale")
     cooldown_days: int = Field(5, ge=0, description="no automatic retrain within this many days with data of the last one")
+    window_days: int = Field(7, ge=1, description="ground truth: the rolling window, in prediction days, whose rows are "
+                             "pooled for the realized and estimated metrics (pooled rows, not a mean of daily metrics)")
+    signal_min_coverage: float = Field(0.5, gt=0, le=1, description="a prediction day feeds the realized-drop window once "
+                                       "this share of its rows is labelled (or it has matured), as known on the night")
+    drop_margin: float | None = Field(None, ge=0, description="retrain when the pooled realized (or estimated) primary "
+                                      "metric is worse than the champion's holdout reference by more than this plus "
+                                      "drop_z standard errors, in the task's gain unit; None: the task's default "
+                                      "(0.02 AUC points; 0.05, i.e. 5% of RMSE)")
+    drop_z: float = Field(3.0, ge=0, description="standard errors (window and reference combined) a drop must clear "
+                          "beyond drop_margin, and a metric beyond its floor: keeps the signals quiet at any volume")
 
 
 class GateSettings(BaseModel):

@@ -13,7 +13,7 @@ direction and what a "gain" is. Adding `multiclass` means adding one class here.
 | secondary | log loss, Brier, accuracy at the threshold | MAE, R² |
 | scoring columns | `score` (probability), `decision` (0/1) | `prediction` |
 | gate's gain | AUC(challenger) - AUC(champion) | relative RMSE reduction: 1 - RMSE(challenger)/RMSE(champion) |
-| estimate before labels | expected metrics if the scores are calibrated | not estimated |
+| estimate before labels | expected metrics under the Platt-calibrated scores (CBPE) | not estimated |
 | first model's bar | AUC >= 0.65 | R² >= 0 (beats predicting the mean) |
 | gate margin (default) | 0.005 AUC points | 0.02 (2% of RMSE) |
 
@@ -70,6 +70,7 @@ class Task:
     default_metric_floor: ClassVar[float | None]  # policy: retrain when the metric is worse than this
     default_margin: ClassVar[float]  # gate: non-inferiority margin, in the gain unit
     default_segment_margin: ClassVar[float]
+    default_drop_margin: ClassVar[float]  # policy: a drop below the model's own holdout reference, in the gain unit
     first_model_metric: ClassVar[Metric]
     default_first_model_floor: ClassVar[float]
 
@@ -138,9 +139,27 @@ class Task:
         raise NotImplementedError
 
     # -- before labels arrive -------------------------------------------------------------
-    def estimate(self, pred: np.ndarray, threshold: float = 0.5) -> dict[str, float] | None:
-        """Metrics expected from the predictions alone, or None when the task has no sound method."""
+    def estimate(self, pred: np.ndarray, threshold: float = 0.5, calibrated: np.ndarray | None = None) -> dict[str, float] | None:
+        """Metrics expected from the predictions alone (`calibrated`: the calibrator's P(y=1) per row),
+        or None when the task has no sound method."""
         return None
+
+    # -- pooled windows -------------------------------------------------------------------
+    def stats(self, y: np.ndarray, pred: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+        """Additive sufficient statistics of every metric: summed over days they give the pooled rows' metrics."""
+        raise NotImplementedError
+
+    def estimate_stats(self, pred: np.ndarray, threshold: float = 0.5, calibrated: np.ndarray | None = None) -> dict[str, Any] | None:
+        """The same statistics expected from the predictions alone (None: not estimated)."""
+        return None
+
+    def from_stats(self, stats: dict[str, Any] | None) -> tuple[dict[str, float | None], float | None, int]:
+        """(every metric, the primary metric's standard error, rows) from pooled statistics."""
+        raise NotImplementedError
+
+    def standard_error(self, y: np.ndarray, pred: np.ndarray) -> float | None:
+        """The primary metric's standard error on these rows (None: undefined)."""
+        return self.from_stats(self.stats(y, pred))[1] if len(np.asarray(y)) else None
 
 
 class BinaryTask(Task):
@@ -153,6 +172,7 @@ class BinaryTask(Task):
     default_metric_floor = 0.70
     default_margin = 0.005
     default_segment_margin = 0.03
+    default_drop_margin = 0.02
     first_model_metric = Metric("auc", True)
     default_first_model_floor = 0.65
     label_rule = "0/1 (or true/false)"
@@ -238,21 +258,57 @@ class BinaryTask(Task):
     def gain(self, champion, challenger):
         return challenger - champion
 
-    def estimate(self, pred, threshold=0.5):
-        """If P(y=1) = score, each row is a positive with weight p and a negative with weight 1-p."""
+    def estimate(self, pred, threshold=0.5, calibrated=None):
+        """CBPE: with c = P(y=1) per row (the calibrated score; the score itself when `calibrated` is None),
+        each row is a positive with weight c and a negative with weight 1-c, ranked by its own score;
+        the expected value of every metric of the raw predictions follows."""
         p = np.clip(np.asarray(pred, np.float64), 0.0, 1.0)
         if len(p) < 2:
             return None
+        c = p if calibrated is None else np.clip(np.asarray(calibrated, np.float64), 0.0, 1.0)
         q = np.clip(p, 1e-15, 1 - 1e-15)
         both = np.concatenate([p, p])
         y = np.concatenate([np.ones(len(p), np.int64), np.zeros(len(p), np.int64)])
-        w = np.concatenate([p, 1.0 - p])
+        w = np.concatenate([c, 1.0 - c])
         return {
-            "auc": float(m.auc(y, both, w)) if 0 < p.sum() < len(p) else None,
-            "log_loss": float(-np.mean(p * np.log(q) + (1 - p) * np.log(1 - q))),
-            "brier": float(np.mean(p * (1 - p))),
-            "accuracy": float(np.mean(np.where(p >= threshold, p, 1 - p))),
+            "auc": float(m.auc(y, both, w)) if 0 < c.sum() < len(c) else None,
+            "log_loss": float(-np.mean(c * np.log(q) + (1 - c) * np.log(1 - q))),
+            "brier": float(np.mean(c * (1 - p) ** 2 + (1 - c) * p ** 2)),
+            "accuracy": float(np.mean(np.where(p >= threshold, c, 1 - c))),
         }
+
+    def stats(self, y, pred, threshold=0.5):
+        y, pred = m.check_binary(y, pred)
+        q = np.clip(pred, 1e-15, 1 - 1e-15)
+        bins = m.score_bins(pred)
+        return {"n": float(len(y)), "n_pos": float(y.sum()),
+                "pos": np.bincount(bins, weights=y.astype(np.float64), minlength=m.SCORE_BINS),
+                "neg": np.bincount(bins, weights=(1 - y).astype(np.float64), minlength=m.SCORE_BINS),
+                "log_loss": float(-np.sum(y * np.log(q) + (1 - y) * np.log(1 - q))),
+                "brier": float(np.sum((pred - y) ** 2)),
+                "correct": float(np.sum((pred >= threshold) == (y == 1)))}
+
+    def estimate_stats(self, pred, threshold=0.5, calibrated=None):
+        """`estimate`'s expectations as additive statistics (AUC on the score bins)."""
+        p = np.clip(np.asarray(pred, np.float64), 0.0, 1.0)
+        c = p if calibrated is None else np.clip(np.asarray(calibrated, np.float64), 0.0, 1.0)
+        q = np.clip(p, 1e-15, 1 - 1e-15)
+        bins = m.score_bins(p)
+        return {"n": float(len(p)), "n_pos": float(c.sum()),
+                "pos": np.bincount(bins, weights=c, minlength=m.SCORE_BINS),
+                "neg": np.bincount(bins, weights=1.0 - c, minlength=m.SCORE_BINS),
+                "log_loss": float(-np.sum(c * np.log(q) + (1 - c) * np.log(1 - q))),
+                "brier": float(np.sum(c * (1 - p) ** 2 + (1 - c) * p ** 2)),
+                "correct": float(np.sum(np.where(p >= threshold, c, 1 - c)))}
+
+    def from_stats(self, stats):
+        if not stats or stats["n"] <= 0:
+            return {x.name: None for x in self.metrics}, None, 0
+        n, n_pos = stats["n"], stats["n_pos"]
+        value = m.auc_from_groups(stats["pos"], stats["neg"])
+        auc = float(value) if np.isfinite(value) else None
+        metrics = {"auc": auc, "log_loss": stats["log_loss"] / n, "brier": stats["brier"] / n, "accuracy": stats["correct"] / n}
+        return metrics, m.hanley_mcneil_se(auc, n_pos, n - n_pos) if auc is not None else None, int(round(n))
 
 
 class RegressionTask(Task):
@@ -264,6 +320,7 @@ class RegressionTask(Task):
     gain_unit = "relative RMSE reduction"
     default_margin = 0.02  # 2% of the champion's RMSE: the relative error of an RMSE is about 1/sqrt(2n)
     default_segment_margin = 0.10
+    default_drop_margin = 0.05
     default_metric_floor = None  # RMSE has no scale-free floor: set policy.metric_floor in the target's units
     first_model_metric = Metric("r2", True)
     default_first_model_floor = 0.0
@@ -335,6 +392,26 @@ class RegressionTask(Task):
         y, pred = m.check_pair(y, pred)
         return float(np.sqrt(np.mean((y.astype(np.float64) - pred) ** 2))) if len(y) else None
 
+    def stats(self, y, pred, threshold=0.5):
+        y, pred = m.check_pair(y, pred)
+        y = y.astype(np.float64)
+        e2 = (y - pred) ** 2
+        return {"n": float(len(y)), "sse": float(e2.sum()), "sae": float(np.sqrt(e2).sum()), "sy": float(y.sum()),
+                "syy": float((y * y).sum()), "se4": float((e2 * e2).sum())}
+
+    def from_stats(self, stats):
+        if not stats or stats["n"] <= 0:
+            return {x.name: None for x in self.metrics}, None, 0
+        n = stats["n"]
+        mse = stats["sse"] / n
+        rmse = float(np.sqrt(mse))
+        sst = stats["syy"] - stats["sy"] ** 2 / n
+        metrics = {"rmse": rmse, "mae": stats["sae"] / n, "r2": float(1 - stats["sse"] / sst) if n > 1 and sst > 1e-12 else None}
+        # Delta method: SE(MSE) = sd(e^2)/sqrt(n), SE(RMSE) = SE(MSE) / (2 RMSE).
+        var_e2 = max(stats["se4"] / n - mse * mse, 0.0)
+        se = float(np.sqrt(var_e2 / n) / (2 * rmse)) if rmse > 0 and n > 1 else None
+        return metrics, se, int(round(n))
+
     def resampled(self, y, pred):
         y, pred = m.check_pair(y, pred)
         return lambda idx: m.resampled_rmses(y, pred, idx)
@@ -359,6 +436,11 @@ def task_for(name: "TaskName | str") -> Task:
 def metric_floor(task: Task, configured: float | None) -> float | None:
     """The policy's floor for the primary metric: the configured one, else the task's default."""
     return task.default_metric_floor if configured is None else configured
+
+
+def drop_margin(task: Task, configured: float | None) -> float:
+    """The policy's drop margin: the configured one, else the task's default."""
+    return task.default_drop_margin if configured is None else configured
 
 
 def describe(task: Task) -> dict[str, Any]:

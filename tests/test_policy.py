@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from batch_scoring.policy import COOLDOWN, NO_ACTION, RETRAIN, RetrainEvidence, should_retrain
@@ -62,3 +63,88 @@ def test_should_retrain(name, overrides, verdict, fragment):
 def test_cooldown_keeps_the_held_triggers_as_reasons():
     d = should_retrain(RetrainEvidence(**{**OK, "drift_flags": (True,) * 5, "days_since_last_retrain": 1}), POLICY)
     assert d.verdict == COOLDOWN and any("drift persisted" in r for r in d.reasons)
+
+
+# -- the drop signals: significance-aware, quiet at any volume ------------------------------------
+DROP_POLICY = PolicySettings(drift_k=3, drift_n=5, max_model_age_days=180, cooldown_days=5, drop_z=3.0)
+REF = dict(OK, reference=0.80, reference_se=0.01, reference_estimated=0.80, reference_estimated_se=0.01,
+           window_realized=0.79, window_realized_se=0.01, window_labelled=1000, window_first="2026-01-01",
+           window_last="2026-01-07", window_estimated=0.80, window_estimated_se=0.005, window_rows=1400)
+# SE of the drop: sqrt(0.01^2 + 0.01^2) = 0.01414; threshold 0.02 + 3 * 0.01414 = 0.0624.
+DROP_CASES = [
+    ("small drop within noise", {}, NO_ACTION, "no trigger"),
+    ("large drop, small SE", {"window_realized": 0.70, "window_realized_se": 0.003, "reference_se": 0.003},
+     RETRAIN, "realized, pooled over prediction days 2026-01-01..2026-01-07"),
+    ("the same drop at 200 rows a night stays quiet", {"window_realized": 0.75, "window_realized_se": 0.03,
+                                                       "reference_se": 0.03}, NO_ACTION, "no trigger"),
+    ("just beyond margin + z SE", {"window_realized": 0.80 - 0.0625}, RETRAIN, "beyond margin 0.02"),
+    ("just within margin + z SE", {"window_realized": 0.80 - 0.0623}, NO_ACTION, "no trigger"),
+    ("no reference (old bundle): silent", {"reference": None, "window_realized": 0.5}, NO_ACTION, "no trigger"),
+    ("no window yet: silent", {"window_realized": None}, NO_ACTION, "no trigger"),
+    ("estimated drop", {"window_estimated": 0.72, "window_estimated_se": 0.002, "reference_estimated_se": 0.002},
+     RETRAIN, "estimated, pooled over the window ending tonight"),
+    ("estimated drop within noise", {"window_estimated": 0.75}, NO_ACTION, "no trigger"),
+    ("a floor beyond noise", {"realized": 0.62, "realized_se": 0.02}, RETRAIN, "by the standard error 0.0200"),
+    ("a floor within noise at 200 rows", {"realized": 0.65, "realized_se": 0.02}, NO_ACTION, "no trigger"),
+    ("age 60 is no longer a trigger", {"model_age_days": 60}, NO_ACTION, "no trigger"),
+    ("age 180 is", {"model_age_days": 180}, RETRAIN, "180 days with data old"),
+]
+
+
+@pytest.mark.parametrize("name,overrides,verdict,fragment", DROP_CASES, ids=[c[0] for c in DROP_CASES])
+def test_drop_signals(name, overrides, verdict, fragment):
+    decision = should_retrain(RetrainEvidence(**{**REF, **overrides}), DROP_POLICY, margin=0.02)
+    assert decision.verdict == verdict
+    assert any(fragment in r for r in decision.reasons), decision.reasons
+
+
+RMSE_DROP = [
+    # RMSE 10 -> 11 is a 10% relative drop; margin 5%, SE (0.1, 0.1) -> 0.01414 relative, z 3 -> 0.0924
+    ("rmse 10% worse fires", {"window_realized": 11.0}, RETRAIN, "worse than the champion's holdout reference 10.0000"),
+    ("rmse 8% worse is within noise", {"window_realized": 10.8}, NO_ACTION, "no trigger"),
+    ("rmse better never fires", {"window_realized": 8.0}, NO_ACTION, "no trigger"),
+]
+
+
+@pytest.mark.parametrize("name,overrides,verdict,fragment", RMSE_DROP, ids=[c[0] for c in RMSE_DROP])
+def test_drop_signals_relative_for_rmse(name, overrides, verdict, fragment):
+    ev = {**RMSE, "relative": True, "reference": 10.0, "reference_se": 0.1, "window_realized_se": 0.1,
+          "window_labelled": 500, **overrides}
+    decision = should_retrain(RetrainEvidence(**ev), DROP_POLICY, margin=0.05)
+    assert decision.verdict == verdict
+    assert any(fragment in r for r in decision.reasons), decision.reasons
+
+
+def test_every_signal_is_recorded_fired_or_not():
+    decision = should_retrain(RetrainEvidence(**{**REF, "window_realized": 0.70, "window_realized_se": 0.003,
+                                                 "reference_se": 0.003}), DROP_POLICY, margin=0.02)
+    by = {s.name: s for s in decision.signals}
+    assert set(by) == {"no_champion", "drift_persisted", "realized_below_floor", "estimated_below_floor",
+                       "realized_drop", "estimated_drop", "model_age"}
+    assert [n for n, s in by.items() if s.fired] == ["realized_drop"]
+    drop = by["realized_drop"]
+    assert drop.value == pytest.approx(0.10) and drop.threshold == pytest.approx(0.02 + 3 * np.sqrt(2) * 0.003)
+    assert drop.n == 1000 and drop.se == pytest.approx(np.sqrt(2) * 0.003)
+    assert by["estimated_drop"].value == pytest.approx(0.0) and not by["estimated_drop"].fired
+    assert by["model_age"].value == 10 and by["model_age"].threshold == 180
+
+
+def test_metric_evidence_reads_the_champions_newest_ready_window():
+    from batch_scoring.policy import metric_evidence
+    from nightshift.calibration import Reference
+
+    def row(p, version, matured, ready, realized):
+        return {"prediction_ds": p, "model_version": version, "matured": matured, "signal_ready": ready,
+                "realized": realized, "realized_se": 0.02, "rolling_realized": realized, "rolling_realized_se": 0.01,
+                "rolling_labelled": 900, "rolling_first_ds": "2026-01-01", "estimated": 0.8, "estimated_se": 0.02,
+                "rolling_estimated": 0.79, "rolling_estimated_se": 0.01, "rolling_rows": 1400}
+
+    rows = [row("2026-01-05", "1", True, True, 0.81), row("2026-01-06", "2", True, True, 0.7),
+            row("2026-01-07", "1", False, True, 0.78), row("2026-01-08", "1", False, False, 0.5),
+            row("2026-01-09", "1", False, False, None)]
+    ref = Reference("auc", True, 0.82, 0.01, 700, 0.81, 0.01)
+    ev = metric_evidence(rows, "1", "2026-01-09", ref)
+    assert (ev["realized"], ev["realized_day"]) == (0.81, "2026-01-05")
+    assert (ev["window_realized"], ev["window_last"], ev["window_labelled"]) == (0.78, "2026-01-07", 900)
+    assert (ev["window_estimated"], ev["window_rows"], ev["reference"], ev["reference_estimated"]) == (0.79, 1400, 0.82, 0.81)
+    assert "reference" not in metric_evidence(rows, "1", "2026-01-09")

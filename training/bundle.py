@@ -5,6 +5,8 @@
     preprocessor.json   scaling stats, vocabularies, the target's scale
     reference.parquet   a fixed-size sample of the training window: the drift reference
     bundle.json         metadata: task, spec, metrics, training window, init_from, device, versions
+    calibration.json    optional: the Platt calibrator and the holdout reference (`nightshift.calibration`);
+                        a bundle without it (made before it existed) loads, and is "uncalibrated"
 
 Loading never unpickles: weights come from safetensors (a JSON header and raw tensors), the
 rest from JSON. A damaged or foreign file (truncated weights, a pickle planted where weights
@@ -27,6 +29,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from nightshift.calibration import ModelCard, read_model_card, write_model_card
 from nightshift.task import Task, task_for
 from training.model import TabularNet, predict_logits
 from training.preprocess import Preprocessor
@@ -68,6 +71,11 @@ class Bundle:
         out = predict_logits(self.model, x_num_t, x_cat_t, CHUNK_ROWS)
         return self.task.link(out, self.preprocessor.target).cpu().numpy()
 
+    @property
+    def card(self) -> ModelCard:
+        """The calibrator and holdout reference (`UNCALIBRATED` for a bundle without calibration.json)."""
+        return read_model_card(self.path) if self.path is not None else ModelCard()
+
     def reference(self) -> pa.Table:
         """The drift reference saved with the model: a fixed-size sample of its training window."""
         import pyarrow.parquet as pq
@@ -76,8 +84,8 @@ class Bundle:
 
 
 def save_bundle(path: str | os.PathLike, model: TabularNet, preprocessor: Preprocessor, meta: dict[str, Any],
-                reference: pa.Table) -> Path:
-    """Write the five files of a bundle into `path` (created if needed)."""
+                reference: pa.Table, card: ModelCard | None = None) -> Path:
+    """Write the five files of a bundle into `path` (created if needed), and calibration.json when `card` is given."""
     import pyarrow.parquet as pq
 
     path = Path(path)
@@ -97,6 +105,8 @@ def save_bundle(path: str | os.PathLike, model: TabularNet, preprocessor: Prepro
         "weights_sha256": _sha256(path / WEIGHTS),
     }
     _write_json(path / META, meta)
+    if card is not None:
+        write_model_card(path, card)
     return path
 
 

@@ -235,6 +235,7 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
     import time
 
     from training import tracking
+    from nightshift.calibration import write_model_card
     from training.bundle import save_bundle
     from training.train import NonFiniteLoss, UntrainableWindow, check_trainable, fit, init_model, resolve_device
     from training.window import split_validation
@@ -351,6 +352,7 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
         with tempfile.TemporaryDirectory() as tmp:
             bundle_dir = Path(tmp) / "model"
             save_bundle(bundle_dir, result.model, preprocessor, meta, reference=_reference_sample(train, settings))
+            write_model_card(bundle_dir, _model_card(settings, lake, window, bundle_dir))
             # Losing candidates keep their child runs (metrics, no model); the winner's run holds the bundle.
             for i, got in enumerate(trained):
                 if got is None or i == winner:
@@ -376,6 +378,23 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
     return {"version": version, "run_id": run_id, "device": result.device, "init_from": final["init"],
             "window_kind": final["kind"], "candidate": name, "tournament": _jsonable(scores), "parent_run_id": parent,
             "cpu_fallback": fallback, "train_rows": result.rows, "train_seconds": round(seconds, 2)}
+
+
+def _model_card(settings: "Settings", lake: Lake, window: dict[str, Any], bundle_dir: Path):
+    """Calibrator and reference from the new model on the gate's holdout: newest labelled days it never trained on."""
+    from nightshift.calibration import fit_model_card
+    from training.bundle import load_bundle
+
+    task = task_for(settings.dataset.task)
+    holdout = pq.read_table(window["holdout"], filesystem=lake.fs)
+    if holdout.num_rows == 0:
+        return fit_model_card(task, np.array([]), np.array([]))
+    y = task.labels(holdout.column(settings.dataset.label), "holdout labels")
+    card = fit_model_card(task, y, load_bundle(bundle_dir).predict(holdout), settings.scoring.threshold,
+                          window.get("holdout_days") or ())
+    log.info("calibration on %d holdout rows: %s; reference %s", len(y), card.calibrator or card.note or "none",
+             card.reference and f"{card.reference.metric} {card.reference.realized}")
+    return card
 
 
 def _log_loser(registry, ds, got, name, trigger, reasons, settings, window, parent) -> None:

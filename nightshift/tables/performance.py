@@ -5,6 +5,14 @@ coverage, whether P has matured, the primary metric (`metric`) realized on the l
 and estimated from the predictions alone, and every metric of the task in
 `realized_metrics` / `estimated_metrics`; and what the labels got wrong (`duplicate_labels`,
 `conflicting_labels`, `unknown_ids`).
+
+Added with the calibrated estimate (None in nights written before them): `signal_ready`, the
+primary metric's standard errors (`realized_se`, `estimated_se`), the estimate from the raw
+scores (`estimated_uncalibrated`), whether the estimate used a calibrator (`calibrated`),
+`estimate_error` (estimated - realized, once the day has matured), and the rolling window
+ending at the day: `rolling_first_ds`, `rolling_days`, `rolling_rows`, `rolling_labelled`,
+`rolling_realized` / `_se` / `_metrics`, `rolling_estimated` / `_se` / `_metrics` (pooled
+rows of the days scored by the same model version; see `batch_scoring.ground_truth`).
 """
 
 from __future__ import annotations
@@ -27,12 +35,20 @@ SCHEMA = pa.schema([
     # What the labels got wrong (see nightshift.tables.labels): rows a later arrival superseded, ids whose
     # arrivals disagree, and labelled ids that day never scored. Absent (None) in nights before these counts.
     ("duplicate_labels", pa.int64()), ("conflicting_labels", pa.int64()), ("unknown_ids", pa.int64()),
+    ("signal_ready", pa.bool_()), ("realized_se", pa.float64()), ("estimated_se", pa.float64()),
+    ("estimated_uncalibrated", pa.float64()), ("calibrated", pa.bool_()), ("estimate_error", pa.float64()),
+    ("rolling_first_ds", pa.string()), ("rolling_days", pa.int32()), ("rolling_rows", pa.int64()),
+    ("rolling_labelled", pa.int64()), ("rolling_realized", pa.float64()), ("rolling_realized_se", pa.float64()),
+    ("rolling_estimated", pa.float64()), ("rolling_estimated_se", pa.float64()),
+    ("rolling_realized_metrics", _METRICS), ("rolling_estimated_metrics", _METRICS),
 ])
+_MAPS = ("realized_metrics", "estimated_metrics", "rolling_realized_metrics", "rolling_estimated_metrics")
+_LATER = ("duplicate_labels", "conflicting_labels", "unknown_ids", *(f.name for f in SCHEMA if f.name.startswith(
+    ("signal_ready", "realized_se", "estimated_se", "estimated_uncalibrated", "calibrated", "estimate_error", "rolling_"))))
 
 
 def write(lake: Lake, ds: str, rows: list[dict[str, Any]]) -> PartitionRef:
-    rows = [{**r, "realized_metrics": _pairs(r.get("realized_metrics")), "estimated_metrics": _pairs(r.get("estimated_metrics"))}
-            for r in rows]
+    rows = [{**r, **{k: _pairs(r.get(k)) for k in _MAPS}} for r in rows]
     return lake.commit(PERFORMANCE, ds, pa.Table.from_pylist(rows, schema=SCHEMA))
 
 
@@ -42,10 +58,10 @@ def read(lake: Lake, ds: str) -> list[dict[str, Any]]:
         return []
     rows = lake.read(PERFORMANCE, ds).to_pylist()
     for r in rows:
-        for name in ("duplicate_labels", "conflicting_labels", "unknown_ids"):
+        for name in _LATER:
             r.setdefault(name, None)
-        r["realized_metrics"] = dict(r["realized_metrics"] or [])
-        r["estimated_metrics"] = dict(r["estimated_metrics"] or [])
+        for name in _MAPS:
+            r[name] = dict(r.get(name) or [])
     return rows
 
 
