@@ -28,11 +28,14 @@ One night's tests (pure: `test_night`):
 - The model's own output (the score for binary, the prediction for regression) gets a KS
   test (`KSDrift`) against the model's output on the reference. It is reported, and does not
   raise the alarm on its own (it moves with drift that the features already show).
-- Significance alone is not a verdict: at large samples every test fires. A test drifts only
-  if its feature-level p-value survives Benjamini-Hochberg across the night's tests AND its
+- Significance alone is not a verdict: at large samples every test fires. A per-feature test
+  (drift or unseen categories) drifts only if its p-value survives Benjamini-Hochberg across
+  the night's per-feature tests AND its
   effect reaches a floor that depends on the sample sizes: the larger of the configured
   minimum effect and the statistic's own noise level at those sizes (its (1 - p_val)
-  quantile when nothing changed). A floor below the noise level would mean nothing.
+  quantile when nothing changed). A floor below the noise level would mean nothing. MMD asks
+  another question (the joint distribution) and is judged at `p_val` on its own, with its
+  floor at the permutation null's quantile.
 - A feature that is all null in the day's sample, or no longer numeric where the spec says
   numeric, is a data-quality failure reported with its name, not a crash in a detector.
 
@@ -156,9 +159,9 @@ def test_night(reference: pa.Table, sample: pa.Table, numeric: list[str], catego
     cat = [c for c in categorical if c not in quality]
     rows = _feature_tests(reference, sample, num, cat, cfg, seed) if num or cat else []
     rows += [_unseen_test(reference, sample, c, cfg) for c in cat]
-    if embed is not None and cfg.mmd_sample_size:
-        rows.append(_mmd_test(reference, sample, embed, cfg, seed))
     _fdr(rows, cfg.p_val)
+    if embed is not None and cfg.mmd_sample_size:  # its own question (the joint distribution), at its own level
+        rows.append(_mmd_test(reference, sample, embed, cfg, seed))
     rows += [quality_row(c, "numeric" if c in numeric else "categorical", why) for c, why in quality.items()]
     if ref_out is not None and day_out is not None:
         rows.append(_score_test(ref_out, day_out, cfg))
@@ -409,7 +412,10 @@ def _mmd_test(reference: pa.Table, sample: pa.Table, embed: Callable[[pa.Table],
     stat, null_q = float(out["distance"]), float(out["distance_threshold"])
     # the permutation p-value counts the observed statistic among the permutations: never below 1/(B+1)
     p = max(float(out["p_val"]), 1.0 / (cfg.mmd_permutations + 1))
-    return _row("(all features)", "multivariate", "MMD", stat, p, stat, "mmd2", max(cfg.min_effect_mmd, null_q))
+    row = _row("(all features)", "multivariate", "MMD", stat, p, stat, "mmd2", max(cfg.min_effect_mmd, null_q),
+               threshold=cfg.p_val, significant=p < cfg.p_val)
+    row["drifted"] = bool(row["significant"] and stat >= row["min_effect"])
+    return row
 
 
 def _score_test(ref_scores: np.ndarray, day_scores: np.ndarray, cfg: "DriftSettings") -> dict:

@@ -130,7 +130,7 @@ def test_mmd_sees_a_joint_change_the_marginals_hide():
     def embed(t):
         return np.column_stack([t.column(c).to_numpy() for c in ("a", "b")]).astype(np.float32)
 
-    cfg = CFG.model_copy(update={"mmd_sample_size": 400, "mmd_permutations": 500})
+    cfg = CFG.model_copy(update={"mmd_sample_size": 400, "mmd_permutations": 200})
     moved = night_tests(correlated(5000, 0.9, 1), correlated(2000, -0.9, 2), NUMERIC, CATEGORICAL, cfg, seed=0, embed=embed)
     mmd = _by(moved, "(all features)")
     assert mmd["test"] == "MMD" and mmd["drifted"] and mmd["p_value"] <= 0.02
