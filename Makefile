@@ -62,6 +62,8 @@ bench: install         ## print the benchmark figures (each script ends with a R
 	$(PY) benchmarks/airflow_night.py
 	$(PY) benchmarks/training.py
 	$(PY) benchmarks/training_quality.py
+	$(PY) benchmarks/monitoring.py
+	$(PY) benchmarks/drift_lab.py
 	$(PY) benchmarks/training_tournament.py
 
 clean: stop            ## remove generated data (the lake, MLflow store, Airflow home); keeps .venv
