@@ -130,6 +130,10 @@ def model_cards(settings: "Settings", lake: Lake, versions: set[str]) -> dict[st
             cards[v] = read_model_card(registry.local_path(v))
         except FileNotFoundError:
             cards[v] = UNCALIBRATED
+        except Exception as exc:  # noqa: BLE001 - the estimate must not fail the night: it goes on uncalibrated
+            log.warning("the calibrator of model v%s could not be read (%s: %s); its rows are estimated uncalibrated. "
+                        "Check that the version is still registered in MLflow", v, type(exc).__name__, exc)
+            cards[v] = UNCALIBRATED
     return cards
 
 

@@ -29,6 +29,8 @@ it has one, its standard error and row count (`Signal`), fired or not:
 
 from __future__ import annotations
 
+import logging
+
 import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -43,6 +45,8 @@ from nightshift.task import Metric, drop_margin, metric_floor, task_for
 
 if TYPE_CHECKING:
     from nightshift.settings import PolicySettings, Settings
+
+log = logging.getLogger("nightshift.policy")
 
 RETRAIN, COOLDOWN, NO_ACTION = "RETRAIN", "COOLDOWN", "NO_ACTION"
 DRIFT_REASON = "drift persisted"
@@ -285,4 +289,8 @@ def _reference(settings: "Settings", lake: Lake, version: str):
     try:
         return read_model_card(Registry(settings, lake).local_path(version)).reference
     except FileNotFoundError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - without its reference the two drop signals stay silent, and say so
+        log.warning("the holdout reference of model v%s could not be read (%s: %s): the realized_drop and "
+                    "estimated_drop signals are silent tonight", version, type(exc).__name__, exc)
         return None
