@@ -104,7 +104,7 @@ def flag_drift(ctx: StepContext) -> dict:
     lake, ds = Lake(ctx.settings.lake_uri), ctx.ds
     rows = drift_table.read(lake, ds)
     hit = sorted((r for r in rows if r["drifted"]), key=lambda r: -(r["effect_size"] or 0))
-    words = [drift_words(r) for r in hit]
+    words = [drift_table.words(r) for r in hit]
     first = rows[0] if rows else {}
     alarm = bool(first.get("day_drift"))
     state = (f"CUSUM {first.get('cusum') or 0:.2f} (alarm at h={first.get('cusum_h') or 0:.2f}, k={first.get('cusum_k')}, "
@@ -116,16 +116,6 @@ def flag_drift(ctx: StepContext) -> dict:
         log.info("no drift alarm on %s: %s. %d of %d tests drifted tonight%s", ds, state, len(hit), len(rows),
                  f": {', '.join(words)}" if words else "")
     return {"ds": ds, "alarm": alarm, "drifted": [r["feature"] for r in hit], "episode_start": first.get("episode_start")}
-
-
-def drift_words(r: dict) -> str:
-    """One drifted test in words, e.g. "x00 (ks_distance 0.412 >= 0.1, p=3e-12)"."""
-    name = "model score" if r["feature"] == drift_table.OUTPUT_FEATURE else r["feature"]
-    if r.get("quality"):
-        return f"{name} (data quality: {r['quality']})"
-    if r["kind"] == "unseen":
-        return f"{name}: {r['unseen_rows']} rows in unseen categories ({r['unseen_values']}; share {r['effect_size']:.3f})"
-    return f"{name} ({r['effect_metric']} {r['effect_size']:.3f} >= {r['min_effect']:.3g}, p={r['p_value']:.2g})"
 
 
 def measure_ground_truth(ctx: StepContext) -> dict:

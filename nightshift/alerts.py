@@ -92,7 +92,7 @@ def drift_alert(settings: "Settings", lake: "Lake", ds: str) -> Alert | None:
     first = rows[0]
     if change == START:
         hit = sorted((r for r in rows if r["drifted"]), key=lambda r: -(r["effect_size"] or 0))
-        words = ", ".join(_test_words(r) for r in hit[:6])
+        words = ", ".join(drift.words(r) for r in hit[:6])
         more = f" and {len(hit) - 6} more" if len(hit) > 6 else ""
         return Alert(DRIFT, f"drift-{START}-{ds}", ds, f"[Nightshift] drift alarm from {ds}",
                      f"{_cusum_words(first)}{len(hit)} of {len(rows)} tests drifted tonight after FDR correction: "
@@ -113,21 +113,6 @@ def _cusum_words(first: dict) -> str:
         return ""
     return (f"CUSUM {first['cusum']:.2f} reached h={first['cusum_h']:.2f} (target "
             f"{first['alarm_target_per_100_nights']:g} false alarms per 100 nights); ")
-
-
-def _test_words(r: dict) -> str:
-    from nightshift.tables import drift
-
-    name = r["feature"] if r["feature"] != drift.OUTPUT_FEATURE else "model score"
-    if r.get("quality"):
-        return f"{name} (data quality: {r['quality']})"
-    if r["kind"] == "unseen":
-        return f"{name} {r['unseen_rows']} rows in unseen categories ({r['unseen_values']})"
-    return f"{name} {r['effect_metric']} {r['effect_size']:.3f} (floor {r['min_effect']:.3g}, {_p(r['p_value'])})"
-
-
-def _p(p: float | None) -> str:
-    return "p=?" if p is None else (f"p={p:.2g}" if p > 0 else "p<1e-300")  # a p-value that underflowed is not 0
 
 
 def _incident_start(lake: "Lake", checked: list[str]) -> str:

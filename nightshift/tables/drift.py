@@ -71,3 +71,15 @@ def tested_against(lake: Lake, ds: str) -> str | None:
 def history(lake: Lake, columns: list[str] | None = None, days: list[str] | None = None) -> pa.Table:
     """Every checked night's rows in one scan, with `ds` (for the UI: one read, not one per night)."""
     return lake_history(lake, DRIFT, SCHEMA, columns, days)
+
+
+def words(r: dict[str, Any]) -> str:
+    """One test's row in words, for logs and alerts: "x03 ks_distance 0.310 (floor 0.1, p=1e-09)"."""
+    name = "model score" if r["feature"] == OUTPUT_FEATURE else r["feature"]
+    if r.get("quality"):
+        return f"{name} (data quality: {r['quality']})"
+    if r.get("kind") == "unseen":
+        return f"{name} {r['unseen_rows']} rows in unseen categories ({r['unseen_values']})"
+    p = r["p_value"]
+    p_words = "p=?" if p is None else (f"p={p:.2g}" if p > 0 else "p<1e-300")  # an underflowed p-value is not 0
+    return f"{name} {r['effect_metric']} {r['effect_size']:.3f} (floor {r['min_effect']:.3g}, {p_words})"
