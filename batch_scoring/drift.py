@@ -67,6 +67,7 @@ import hashlib
 import logging
 import math
 import posixpath
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -248,7 +249,7 @@ def baseline_reference(settings: "Settings", lake: Lake) -> pa.Table:
                        [*spec.features]) for d in days]
     table = pa.concat_tables(parts, promote_options="permissive")
     lake.fs.create_dir(posixpath.dirname(path), recursive=True)
-    tmp = f"{path}.tmp-{_seed(str(np.random.random()))}"
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     pq.write_table(table, tmp, filesystem=lake.fs)
     lake.fs.move(tmp, path)  # atomic: a reader sees the whole sample or none
     return table

@@ -134,6 +134,7 @@ def run_world(spec, settings, bundle, card, reference, scenario: str, volume: in
     ref_out = bundle.predict(reference)
     run = Run(scenario, volume, seed, onset if onset is not None else 0)
     state, history, last_retrain = AlarmState(), [], None
+    judged: set[str] = set()  # days whose estimate was already compared with their realized value
     margin = drop_margin(task, policy.drop_margin)
     floor = metric_floor(task, policy.metric_floor)
     for night in range(nights):
@@ -161,8 +162,8 @@ def run_world(spec, settings, bundle, card, reference, scenario: str, volume: in
                                 max_delay_days=delay_cfg.max_delay_days, window_days=policy.window_days,
                                 signal_min_coverage=policy.signal_min_coverage, threshold=settings.scoring.threshold)
         for r in perf:  # a day's estimate vs its realized value, once, on the night it matures
-            if r["matured"] and r["estimate_error"] is not None and r["prediction_ds"] not in _scored:
-                _scored.add(r["prediction_ds"])
+            if r["matured"] and r["estimate_error"] is not None and r["prediction_ds"] not in judged:
+                judged.add(r["prediction_ds"])
                 h = next(h for h in history if h[0] == r["prediction_ds"])
                 run.estimate_pairs.append((r["estimated"], float(m.auc(h[3], h[2]))))
         recent = run.alarms[-policy.drift_n:]
@@ -179,12 +180,8 @@ def run_world(spec, settings, bundle, card, reference, scenario: str, volume: in
         if scenario == "gradual-covariate":
             big = world.features(d, ds, TRUTH_ROWS)
             run.true_auc.append(_expected_auc(world.probability(big, d), bundle.predict(big)))
-    _scored.clear()
     run.seconds = time.perf_counter() - t0
     return run
-
-
-_scored: set[str] = set()
 
 
 def _expected_auc(p_true: np.ndarray, score: np.ndarray) -> float:

@@ -65,9 +65,6 @@ def main() -> None:
         prepare(Path(os.environ["NIGHTSHIFT_HOME"]), args.rows)
         return
 
-    import scoring
-
-    scoring.__file__ = __file__  # run_job starts this script for a job
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "NIGHTSHIFT_HOME": tmp, "NIGHTSHIFT_CONFIG": str(REPO / "nightshift.toml"), "PYTHONPATH": str(REPO)}
         env.pop("MLFLOW_TRACKING_URI", None)
@@ -76,12 +73,12 @@ def main() -> None:
         subprocess.run([sys.executable, __file__, "--_prepare", "--rows", *map(str, args.rows)], env=env, cwd=REPO,  # noqa: S603 - this script
                        check=True, stdout=subprocess.DEVNULL)
         for n in args.rows:
-            run_job("score", n, env)
+            run_job("score", n, env, __file__)
         print(f"prepared in {time.perf_counter() - t:.0f} s", flush=True)
         results = {}
         print(f"\n{'rows':>11} {'wall s':>8} {'cpu s':>8} {'imports s':>10} {'check s':>8} {'peak MiB':>9}")
         for n in args.rows:
-            r = run_job("monitor", n, env)
+            r = run_job("monitor", n, env, __file__)
             results[n] = r
             print(f"{n:>11,} {r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} {r['import_s']:>10.2f} {r['check_s']:>8.2f} {r['rss_mib']:>9.0f}",
                   flush=True)

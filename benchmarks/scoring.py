@@ -146,11 +146,11 @@ def job_naive(n: int) -> dict:
 JOBS = {"score": job_score, "floor": job_floor, "forward": job_forward, "naive": job_naive}
 
 
-def run_job(name: str, n: int, env: dict) -> dict:
-    """One job in a fresh process: wall, CPU and peak RSS from its own rusage."""
+def run_job(name: str, n: int, env: dict, script: str = __file__) -> dict:
+    """One job of `script` (this file by default) in a fresh process: wall, CPU and peak RSS from its own rusage."""
     out_file = Path(env["NIGHTSHIFT_HOME"]) / f"job-{name}-{n}.json"
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, "--_job", name, str(n), str(out_file)], env=env, cwd=REPO,  # noqa: S603 - this script as a job
+    proc = subprocess.Popen([sys.executable, script, "--_job", name, str(n), str(out_file)], env=env, cwd=REPO,  # noqa: S603 - this script as a job
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
