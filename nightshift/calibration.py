@@ -71,8 +71,12 @@ class Calibrator:
         return cls(a=a, b=b, rows=int(d.get("rows", 0)), positives=int(d.get("positives", 0)))
 
 
-def fit_platt(y: np.ndarray, score: np.ndarray, *, max_iter: int = 50, tol: float = 1e-10) -> Calibrator:
-    """Platt's method: a 1-feature logistic regression on logit(score), Newton steps, smoothed targets."""
+def fit_platt(y: np.ndarray, score: np.ndarray, *, max_iter: int = 100, tol: float = 1e-10) -> Calibrator:
+    """Platt's method: a 1-feature logistic regression on logit(score), smoothed targets.
+
+    Newton steps with a backtracking line search on the (convex) loss: a full Newton step from
+    the identity can overshoot when the scores are far from calibrated, and diverge.
+    """
     y = np.asarray(y, np.float64)
     x = _logit(score)
     if y.shape != x.shape or y.ndim != 1:
@@ -82,15 +86,26 @@ def fit_platt(y: np.ndarray, score: np.ndarray, *, max_iter: int = 50, tol: floa
     if n_pos < 1 or n_neg < 1:
         raise ValueError(f"a calibrator needs both classes; got {int(n_pos)} positives and {int(n_neg)} negatives")
     t = np.where(y > 0.5, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+
+    def loss(a: float, b: float) -> float:  # cross-entropy against the smoothed targets, overflow-free
+        z = a * x + b
+        return float(np.sum(np.logaddexp(0.0, z) - t * z))
+
     a, b = 1.0, 0.0
+    current = loss(a, b)
     for _ in range(max_iter):
         p = _sigmoid(a * x + b)
         w = np.maximum(p * (1 - p), 1e-12)
         g = np.array([np.sum((p - t) * x), np.sum(p - t)])
         h = np.array([[np.sum(w * x * x), np.sum(w * x)], [np.sum(w * x), np.sum(w)]]) + 1e-9 * np.eye(2)
         step = np.linalg.solve(h, g)
-        a, b = a - step[0], b - step[1]
-        if np.max(np.abs(step)) < tol:
+        scale = 1.0
+        while scale > 1e-6 and (trial := loss(a - scale * step[0], b - scale * step[1])) > current:
+            scale *= 0.5
+        if scale <= 1e-6:
+            break  # no step lowers the loss: at the optimum, to rounding
+        a, b, current = a - scale * step[0], b - scale * step[1], trial
+        if np.max(np.abs(scale * step)) < tol:
             break
     return Calibrator(a=float(a), b=float(b), rows=int(len(y)), positives=int(n_pos))
 
