@@ -26,14 +26,15 @@ held (counted in the summary) and join once the day is scored.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from nightshift.calibration import UNCALIBRATED, ModelCard, method_words, read_model_card
+from nightshift.calibration import (MIN_CLASS, UNCALIBRATED, Calibrator, ModelCard, fit_platt, method_words,
+                                    read_model_card)
 from nightshift.dates import add_days, days_between, ds_range
 from nightshift.lake import PREDICTIONS, Lake
 from nightshift.metrics import pool
@@ -72,12 +73,85 @@ class DayInput:
     extra: dict[str, Any] | None = None  # columns passed through (label-quality counts, ...)
 
 
+@dataclass(frozen=True)
+class Refit:
+    """A calibrator refitted on the labels that have arrived for the days before a prediction day."""
+
+    calibrator: Calibrator
+    first: str
+    last: str
+
+    def words(self, task_method: str) -> str:
+        c = self.calibrator
+        return (f"{task_method}; Platt recalibrated (a={c.a:.4g}, b={c.b:.4g}) on {c.rows} labelled rows of "
+                f"prediction days {self.first}..{self.last}, as known on the night")
+
+
+def recalibrations(days: list[DayInput], *, lookback_days: int, min_rows: int, target_rows: int = 5_000,
+                   max_rows: int = 50_000, seed: int = 0) -> dict[str, Refit]:
+    """Per prediction day P, a Platt calibrator fitted on labelled rows of the days just before P that the
+    same model version scored (labels arrived by tonight): the newest such day first, reaching back a
+    day at a time until `target_rows` labelled rows are in hand, never more than `lookback_days` days.
+    No refit when that holds fewer than `min_rows` rows or `MIN_CLASS` of a class. Pure.
+
+    Why: a calibrator fitted once on the holdout at training time goes stale when the data moves
+    into regions the model extrapolates to; the days just before P, labelled as far as tonight
+    knows, are the freshest evidence of how the model's scores map to outcomes now. Reaching back
+    only as far as the rows require keeps the refit in the current regime at high volume (a day or
+    two at 20,000 rows a day) and pools a week at a few hundred. P's own labels never calibrate
+    P's estimate, so a matured day's estimate error is still out of sample. Each day contributes
+    at most `max_rows / lookback_days` rows (a seeded sample), so the cost does not grow with the
+    daily volume.
+    """
+    if lookback_days <= 0:
+        return {}
+    per_day = max(1, max_rows // lookback_days)
+    rng = np.random.default_rng(seed)
+    sample: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for d in days:
+        n = min(len(d.y), len(d.y_pred))
+        idx = np.sort(rng.choice(n, per_day, replace=False)) if n > per_day else np.arange(n)
+        sample[d.prediction_ds] = (np.asarray(d.y)[idx], np.asarray(d.y_pred, np.float64)[idx])
+    out: dict[str, Refit] = {}
+    for d in days:
+        first = add_days(d.prediction_ds, -lookback_days)
+        prior, rows = [], 0
+        for p in reversed(days):  # newest first
+            if rows >= target_rows:
+                break
+            if first <= p.prediction_ds < d.prediction_ds and p.version == d.version and len(sample[p.prediction_ds][0]):
+                prior.insert(0, p)
+                rows += len(sample[p.prediction_ds][0])
+        if not prior:
+            continue
+        y = np.concatenate([sample[p.prediction_ds][0] for p in prior]).astype(np.float64)
+        score = np.concatenate([sample[p.prediction_ds][1] for p in prior])
+        positives = int(y.sum())
+        if len(y) < min_rows or min(positives, len(y) - positives) < MIN_CLASS:
+            continue
+        out[d.prediction_ds] = Refit(fit_platt(y, score), prior[0].prediction_ds, prior[-1].prediction_ds)
+    return out
+
+
 def performance_rows(task: Task, days: list[DayInput], ds: str, *, min_coverage: float, max_delay_days: int,
-                     window_days: int, signal_min_coverage: float, threshold: float = 0.5) -> list[dict[str, Any]]:
-    """The performance picture as known on `ds`: one row per day (oldest first), with its rolling window."""
+                     window_days: int, signal_min_coverage: float, threshold: float = 0.5,
+                     recalibrate_days: int = 0, recalibrate_min_rows: int = 500,
+                     recalibrate_rows: int = 5_000) -> list[dict[str, Any]]:
+    """The performance picture as known on `ds`: one row per day (oldest first), with its rolling window.
+
+    `recalibrate_days` > 0: where the task estimates, each day's estimate uses a calibrator refitted on
+    the labels arrived for the days just before it (`recalibrations`: up to `recalibrate_rows` rows,
+    at most `recalibrate_days` days back) instead of the card's, once those hold
+    `recalibrate_min_rows` rows.
+    """
     primary = task.primary.name
+    estimable = task.estimate_stats(np.array([0.25, 0.75]), threshold) is not None
+    refits = recalibrations(days, lookback_days=recalibrate_days, min_rows=recalibrate_min_rows,
+                            target_rows=recalibrate_rows) if estimable else {}
     per_day = []
     for d in days:
+        if (refit := refits.get(d.prediction_ds)) is not None:
+            d = replace(d, calibrated=refit.calibrator.apply(d.pred), method=refit.words(task.estimate_method))
         n_lab = min(len(d.y), len(d.pred))  # each scored row counts once
         coverage = n_lab / max(len(d.pred), 1)
         age = days_between(d.prediction_ds, ds)
@@ -181,7 +255,9 @@ def measure_ground_truth(settings: "Settings", ds: str, *, lake: Lake | None = N
                                       "unknown_ids": labels_table.unknown_ids(preds, labels, day, spec)}))
     rows = performance_rows(task, inputs, ds, min_coverage=policy.min_coverage, max_delay_days=policy.max_delay_days,
                             window_days=settings.policy.window_days, signal_min_coverage=settings.policy.signal_min_coverage,
-                            threshold=threshold)
+                            threshold=threshold, recalibrate_days=settings.policy.recalibrate_days,
+                            recalibrate_min_rows=settings.policy.recalibrate_min_rows,
+                            recalibrate_rows=settings.policy.recalibrate_rows)
     performance.write(lake, ds, rows)
     counts = {"label_rows": known.rows, "duplicate_labels": sum(known.duplicates.values()),
               "conflicting_labels": sum(known.conflicts.values()), "unknown_ids": sum(r["unknown_ids"] for r in rows),

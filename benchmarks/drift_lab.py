@@ -26,7 +26,9 @@ Figures per scenario and volume (worst seed where a target says "every seed"):
   its pre-drift AUC (from the world's true probabilities on a 20,000-row draw of that night, so
   it is not sampling noise);
 - the calibrated estimate's error against the realized AUC of matured days (all of the day's
-  labels), MAE and bias, on worlds without concept drift.
+  labels), MAE and bias, on worlds without concept drift: as recorded on the night the day
+  matures (`estimate_error` in the performance table) and as estimated on the day's own night
+  (what the policy saw then).
 
 The last line is `RESULT key=value ...`.
 """
@@ -67,6 +69,7 @@ class Run:
     reasons: list[tuple[str, ...]] = field(default_factory=list)
     true_auc: list[float] = field(default_factory=list)
     estimate_pairs: list[tuple[float, float]] = field(default_factory=list)  # (estimated, realized) per matured day
+    first_pairs: list[tuple[float, float]] = field(default_factory=list)  # the same, estimated on the day's own night
     seconds: float = 0.0
 
     def first(self, flags: list[bool]) -> int | None:
@@ -135,6 +138,7 @@ def run_world(spec, settings, bundle, card, reference, scenario: str, volume: in
     run = Run(scenario, volume, seed, onset if onset is not None else 0)
     state, history, last_retrain = AlarmState(), [], None
     judged: set[str] = set()  # days whose estimate was already compared with their realized value
+    first_estimate: dict[str, float] = {}
     margin = drop_margin(task, policy.drop_margin)
     floor = metric_floor(task, policy.metric_floor)
     for night in range(nights):
@@ -160,12 +164,17 @@ def run_world(spec, settings, bundle, card, reference, scenario: str, volume: in
             days.append(DayInput(pds, "1", ppred, py[arrived], ppred[arrived], pcal))
         perf = performance_rows(task, days, ds, min_coverage=delay_cfg.min_coverage,
                                 max_delay_days=delay_cfg.max_delay_days, window_days=policy.window_days,
-                                signal_min_coverage=policy.signal_min_coverage, threshold=settings.scoring.threshold)
+                                signal_min_coverage=policy.signal_min_coverage, threshold=settings.scoring.threshold,
+                                recalibrate_days=policy.recalibrate_days, recalibrate_min_rows=policy.recalibrate_min_rows,
+                                recalibrate_rows=policy.recalibrate_rows)
+        first_estimate[ds] = perf[-1]["estimated"]  # tonight's estimate of tonight, as the policy saw it
         for r in perf:  # a day's estimate vs its realized value, once, on the night it matures
             if r["matured"] and r["estimate_error"] is not None and r["prediction_ds"] not in judged:
                 judged.add(r["prediction_ds"])
                 h = next(h for h in history if h[0] == r["prediction_ds"])
-                run.estimate_pairs.append((r["estimated"], float(m.auc(h[3], h[2]))))
+                realized = float(m.auc(h[3], h[2]))
+                run.estimate_pairs.append((r["estimated"], realized))
+                run.first_pairs.append((first_estimate[r["prediction_ds"]], realized))
         recent = run.alarms[-policy.drift_n:]
         ev = RetrainEvidence(
             has_champion=True, metric=task.primary.name, higher_is_better=task.primary.higher_is_better, floor=floor,
@@ -199,6 +208,8 @@ def main() -> None:
     ap.add_argument("--none-nights", type=int, default=200)
     ap.add_argument("--scenarios", default="none,sudden-covariate,gradual-covariate,concept")
     ap.add_argument("--quick", action="store_true", help="1 seed, 100 quiet nights")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting to override, e.g. --set policy.drift_k=1 (repeatable)")
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.none_nights = 1, 100
@@ -209,7 +220,13 @@ def main() -> None:
     from nightshift.settings import load_settings
     from simulator.world import World
 
-    settings = load_settings().with_overrides({"training.epochs": 6})
+    overrides: dict = {"training.epochs": 6}
+    for kv in args.set:
+        key, _, value = kv.partition("=")
+        if not value:
+            ap.error(f"--set takes KEY=VALUE, got {kv!r}")
+        overrides[key] = _value(value)
+    settings = load_settings().with_overrides(overrides)
     spec = settings.dataset
     volumes = [int(v) for v in args.volumes.split(",")]
     scenarios = args.scenarios.split(",")
@@ -236,6 +253,24 @@ def main() -> None:
     console.print("RESULT " + " ".join(f"{k}={_fmt(v)}" for k, v in result.items()))
 
 
+def _value(text: str):
+    """A --set value as a number, a boolean, None or a string."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def _errors(pairs: list[tuple[float, float]]) -> tuple[float | None, float | None]:
+    """MAE and bias of (estimated, realized) pairs."""
+    if not pairs:
+        return None, None
+    err = np.array([e - a for e, a in pairs])
+    return float(np.abs(err).mean()), float(err.mean())
+
+
 def _per_night(runs: list[Run], volume: int) -> float | None:
     rs = [r for r in runs if r.volume == volume and r.scenario != "gradual-covariate"]
     return sum(r.seconds for r in rs) / sum(len(r.alarms) for r in rs) if rs else None
@@ -256,7 +291,8 @@ def report(console, runs: list[Run], volumes: list[int], Table) -> dict:
     out: dict = {}
     t = Table(title="drift lab: per scenario and daily volume (worst seed where it says max)")
     for c in ("scenario", "rows/night", "seeds", "alarm delay (max)", "decision delay (max)", "false alarms /100 nights",
-              "retrains /200 nights (age)", "AUC drop at decision (max)", "estimate MAE", "estimate bias"):
+              "retrains /200 nights (age)", "AUC drop at decision (max)", "estimate MAE", "estimate bias",
+              "on its own night: MAE", "bias"):
         t.add_column(c)
     by: dict[tuple[str, int], list[Run]] = {}
     for r in runs:
@@ -279,14 +315,15 @@ def report(console, runs: list[Run], volumes: list[int], Table) -> dict:
                 drops.append(base - r.true_auc[i])
             drop = max(drops)
         pairs = [p for r in rs for p in r.estimate_pairs] if sc != "concept" else []
-        err = np.array([e - a for e, a in pairs]) if pairs else None
-        mae, bias = (float(np.abs(err).mean()), float(err.mean())) if err is not None else (None, None)
+        mae, bias = _errors(pairs)
+        first_mae, first_bias = _errors([p for r in rs for p in r.first_pairs] if sc != "concept" else [])
         t.add_row(sc, str(vol), str(len(rs)), _fmt(mx(alarm_d)) if alarm_d else "-", _fmt(mx(dec_d)) if dec_d else "-",
                   f"{fa:.2f}" if fa is not None else "-", f"{rt:.2f} ({sum(age)})" if rt is not None else "-",
-                  f"{drop:.4f}" if drop is not None else "-", _fmt(mae), _fmt(bias))
+                  f"{drop:.4f}" if drop is not None else "-", _fmt(mae), _fmt(bias), _fmt(first_mae), _fmt(first_bias))
         worst.setdefault(sc, []).append({"vol": vol, "alarm": mx(alarm_d) if alarm_d else None,
                                          "decision": mx(dec_d) if dec_d else None, "fa": fa, "rt": rt, "drop": drop,
-                                         "mae": mae, "bias": bias, "n_est": len(pairs)})
+                                         "mae": mae, "bias": bias, "first_mae": first_mae, "first_bias": first_bias,
+                                         "n_est": len(pairs)})
     console.print(t)
 
     def w(sc, key, fn=max):
@@ -308,6 +345,8 @@ def report(console, runs: list[Run], volumes: list[int], Table) -> dict:
         n = sum(x["n_est"] for x in est)
         out["estimate_mae"] = sum(x["mae"] * x["n_est"] for x in est) / n
         out["estimate_bias"] = sum(x["bias"] * x["n_est"] for x in est) / n
+        out["estimate_first_night_mae"] = sum(x["first_mae"] * x["n_est"] for x in est) / n
+        out["estimate_first_night_bias"] = sum(x["first_bias"] * x["n_est"] for x in est) / n
         out["estimate_volume"] = big
     return out
 

@@ -185,6 +185,13 @@ class PolicySettings(BaseModel):
                                       "(0.02 AUC points; 0.05, i.e. 5% of RMSE)")
     drop_z: float = Field(3.0, ge=0, description="standard errors (window and reference combined) a drop must clear "
                           "beyond drop_margin, and a metric beyond its floor: keeps the signals quiet at any volume")
+    recalibrate_days: int = Field(7, ge=0, description="ground truth: each day's estimate uses a Platt calibrator refitted "
+                                  "on the labels arrived for the prediction days just before it (same model version), "
+                                  "at most this many days back, not the bundle's holdout calibrator; 0: the bundle's only")
+    recalibrate_rows: int = Field(5000, ge=50, description="the refit reaches back a day at a time, newest first, until it "
+                                  "holds this many labelled rows (or recalibrate_days)")
+    recalibrate_min_rows: int = Field(500, ge=50, description="labelled rows the refit needs (and 5 of each class); "
+                                      "fewer: the bundle's calibrator")
 
 
 class GateSettings(BaseModel):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from batch_scoring.ground_truth import DayInput, is_matured, performance_rows, signal_ready
+from batch_scoring.ground_truth import DayInput, is_matured, performance_rows, recalibrations, signal_ready
 from nightshift import metrics as m
 from nightshift.calibration import (CALIBRATION, UNCALIBRATED, Calibrator, ModelCard, fit_model_card, fit_platt,
                                     method_words, read_model_card, write_model_card)
@@ -52,6 +53,16 @@ def test_platt_keeps_the_ranking_and_survives_a_separable_holdout():
     assert np.isfinite(c.a) and np.isfinite(c.b) and c.a > 0  # smoothed targets keep it finite
     q = c.apply(p)
     assert np.all(np.diff(q) > 0) and m.auc(y, q) == m.auc(y, p)
+
+
+def test_platt_converges_from_far_off_scores():
+    # Scores twice as confident as the truth and shifted by 2.5 logits: a plain Newton step from the
+    # identity overshoots here and diverged (a ~ 1e10); the line search keeps it on the way down.
+    rng = np.random.default_rng(3)
+    z = rng.normal(-1.0, 1.5, 2000)
+    y = (rng.random(2000) < 1 / (1 + np.exp(-z))).astype(np.int64)
+    c = fit_platt(y, 1 / (1 + np.exp(-(2.0 * z + 2.5))))
+    assert c.a == pytest.approx(0.5, abs=0.1) and c.b == pytest.approx(-1.25, abs=0.3)
 
 
 def test_platt_refuses_one_class():
@@ -185,6 +196,81 @@ def test_performance_rows_pool_the_window_of_one_version_and_record_the_estimate
     assert w["rolling_realized_metrics"]["log_loss"] == pytest.approx(BINARY.evaluate(y, p)["log_loss"])
     assert w["rolling_realized_se"] == pytest.approx(m.hanley_mcneil_se(w["rolling_realized"], y.sum(), len(y) - y.sum()))
     assert by["2026-01-05"]["rolling_labelled"] == 400 and by["2026-01-05"]["rolling_estimated"] is not None
+
+
+def shifted_day(ds: str, n: int, labelled: int, seed: int, stale: Calibrator) -> DayInput:
+    """A day after the scores' meaning moved: the card's calibrator (fitted before) no longer fits."""
+    y, p = miscalibrated(n, seed)
+    p = 1 / (1 + np.exp(-(np.log(p / (1 - p)) + 1.5)))  # the same ranking, a different calibration
+    return DayInput(ds, "1", p, y[:labelled], p[:labelled], stale.apply(p))
+
+
+def test_a_refit_on_the_days_before_corrects_a_stale_calibrator_out_of_sample():
+    y0, p0 = miscalibrated(50_000, seed=1)
+    stale = fit_platt(y0, p0)  # the holdout's calibrator, before the move
+    days = [shifted_day(f"2026-03-{i:02d}", 4000, 2000, 10 + i, stale) for i in range(1, 10)]
+    days[-1] = replace(days[-1], y=days[-1].y[:0], y_pred=days[-1].y_pred[:0])  # tonight: no labels yet
+    kw = dict(min_coverage=0.9, max_delay_days=30, window_days=3, signal_min_coverage=0.5)
+    stale_rows = performance_rows(BINARY, days, "2026-03-09", **kw)
+    fresh_rows = performance_rows(BINARY, days, "2026-03-09", recalibrate_days=7, **kw)
+    truth = []
+    for d in days:  # the realized metric of the day's scores on all of its rows, labels drawn as the day's were
+        y, _ = miscalibrated(4000, int(d.prediction_ds[-2:]) + 10)
+        truth.append(BINARY.evaluate(y, d.pred)["log_loss"])
+    stale_err = [abs(r["estimated_metrics"]["log_loss"] - t) for r, t in zip(stale_rows, truth)]
+    fresh_err = [abs(r["estimated_metrics"]["log_loss"] - t) for r, t in zip(fresh_rows, truth)]
+    # The first day has no day before it: it keeps the card's calibrator and says so.
+    assert fresh_rows[0]["estimate_method"] == stale_rows[0]["estimate_method"]
+    assert "recalibrated" in fresh_rows[1]["estimate_method"] and "2026-03-01..2026-03-01" in fresh_rows[1]["estimate_method"]
+    # Tonight's estimate (no labels of its own) is refitted on the newest days before it that hold
+    # 5,000 labelled rows: three days of 2,000.
+    assert "on 6000 labelled rows of prediction days 2026-03-06..2026-03-08" in fresh_rows[-1]["estimate_method"]
+    assert np.mean(fresh_err[1:]) < 0.3 * np.mean(stale_err[1:])
+    # The ranking is the model's: AUC's estimate moves, the realized AUC does not.
+    assert fresh_rows[4]["realized"] == stale_rows[4]["realized"]
+
+
+@pytest.mark.parametrize("labelled, min_rows, versions, expect", [
+    (600, 500, "1111", ["2026-03-02", "2026-03-03", "2026-03-04"]),  # every day after the first
+    (300, 500, "1111", ["2026-03-03", "2026-03-04"]),  # one day before is too few; two are enough
+    (600, 500, "1122", ["2026-03-02", "2026-03-04"]),  # a new version starts without: its own labels only
+    (0, 500, "1111", []),  # nothing labelled
+])
+def test_which_days_are_recalibrated(labelled, min_rows, versions, expect):
+    days = []
+    for i, v in enumerate(versions):
+        y, p = miscalibrated(1000, i)
+        days.append(DayInput(f"2026-03-{i + 1:02d}", v, p, y[:labelled], p[:labelled]))
+    got = recalibrations(days, lookback_days=7, min_rows=min_rows)
+    assert sorted(got) == expect
+    if "2026-03-04" in got and versions == "1122":
+        assert (got["2026-03-04"].first, got["2026-03-04"].last) == ("2026-03-03", "2026-03-03")
+    assert recalibrations(days, lookback_days=0, min_rows=min_rows) == {}
+
+
+@pytest.mark.parametrize("target_rows, lookback, first", [
+    (500, 7, "2026-03-07"),  # one day holds it: the newest only
+    (1500, 7, "2026-03-06"),  # two days
+    (100_000, 7, "2026-03-01"),  # never enough: as far as the lookback allows
+    (100_000, 3, "2026-03-05"),
+])
+def test_the_refit_reaches_back_only_as_far_as_the_rows_require(target_rows, lookback, first):
+    days = []
+    for i in range(8):
+        y, p = miscalibrated(1000, i)
+        days.append(DayInput(f"2026-03-{i + 1:02d}", "1", p, y, p))
+    got = recalibrations(days, lookback_days=lookback, min_rows=500, target_rows=target_rows)["2026-03-08"]
+    assert (got.first, got.last) == (first, "2026-03-07")
+
+
+def test_the_refit_samples_big_days_and_is_deterministic():
+    days = []
+    for i in range(3):
+        y, p = miscalibrated(200_000, i)
+        days.append(DayInput(f"2026-03-{i + 1:02d}", "1", p, y, p))
+    a = recalibrations(days, lookback_days=7, min_rows=500, max_rows=10_000)
+    b = recalibrations(days, lookback_days=7, min_rows=500, max_rows=10_000)
+    assert a == b and a["2026-03-03"].calibrator.rows == 2 * (10_000 // 7)
 
 
 def test_regression_says_not_estimated():
