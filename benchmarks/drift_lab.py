@@ -71,6 +71,7 @@ class Run:
     estimate_pairs: list[tuple[float, float]] = field(default_factory=list)  # (estimated, realized) per matured day
     first_pairs: list[tuple[float, float]] = field(default_factory=list)  # the same, estimated on the day's own night
     seconds: float = 0.0
+    signals: list = field(default_factory=list)  # each night's policy signals
 
     def first(self, flags: list[bool]) -> int | None:
         return next((i - self.onset for i, f in enumerate(flags) if i >= self.onset and f), None)
@@ -183,6 +184,7 @@ def run_world(spec, settings, bundle, card, reference, scenario: str, volume: in
             **metric_evidence(perf, "1", ds, card.reference))
         decision = should_retrain(ev, policy, margin)
         run.decisions.append(decision.verdict)
+        run.signals.append(decision.signals)
         run.reasons.append(decision.reasons)
         if decision.verdict == "RETRAIN":
             last_retrain = night
