@@ -225,9 +225,11 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
     """Train the tournament's candidates on the staged window, log each to MLflow, register the best as `challenger`.
 
     One candidate (the default outside drift) is one MLflow run. Several are child runs of one
-    parent run. Every candidate trains on the window less its newest days (the time-based
-    validation), stops early on their loss, and is scored there; the winner is then refitted
-    on the whole window (`training.refit_epochs`), so the newest days are not lost to it.
+    parent run. Every candidate trains on the window less its validation (a hash half of the
+    rows of its newest days, `training.window.split_validation`; only days since the drift
+    onset when a tournament knows one and they hold `training.valid_onset_min_rows`), stops
+    early on their loss, and is scored there; the winner is then refitted on the whole window
+    (`training.refit_epochs`), so the validation rows are not lost to it.
     A candidate whose loss goes NaN ends FAILED in MLflow; if none is left, nothing is
     registered, no alias moves and the step fails.
     """
@@ -256,15 +258,23 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
             raise ValueError(f"candidate {init}:{kind} needs other days than the staged {staged_kind} window: a tournament "
                              f"trains every candidate on the same window; use sliding, recent or representative candidates, "
                              f"or set training.window={kind}")
-    onset = drift_onset(lake, ds) if any(k == "recent" for _, k in candidates) else None
+    # The onset weighs `recent` rows up, and a tournament validates on the days since it.
+    onset = drift_onset(lake, ds) if len(candidates) > 1 or any(k == "recent" for _, k in candidates) else None
     device = resolve_device(t.device, t.require_gpu)
     fallback = None
     if device.type != "cuda":
         fallback = "training.device=cpu" if t.device == "cpu" else "no CUDA device found (training.device=auto)"
-    fit_table, valid_table = split_validation(train, t.valid_share)
+    fit_table, valid_table, valid_since = *split_validation(train, t.valid_share, spec.entity_id), None
+    if onset is not None and valid_table.num_rows:
+        since = split_validation(train, t.valid_share, spec.entity_id, since=onset)
+        if not task.too_few(task.labels(since[1].column(spec.label), "validation labels"), t.valid_onset_min_rows):
+            (fit_table, valid_table), valid_since = since, onset
+        else:
+            log.info("the validation rows since the drift onset %s are too few (training.valid_onset_min_rows=%d): "
+                     "validating on the newest days", onset, t.valid_onset_min_rows)
     if valid_table.num_rows:
-        check_trainable(task.labels(fit_table.column(spec.label), f"{where} less its validation days"), task,
-                        f"{where} less its validation days")
+        check_trainable(task.labels(fit_table.column(spec.label), f"{where} less its validation rows"), task,
+                        f"{where} less its validation rows")
     sources: dict[str, Any] = {}
 
     def train_one(init: str, kind: str, table: pa.Table, valid: pa.Table | None, epochs: int | None):
@@ -315,7 +325,7 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
                                 f"moves: {errors}") if any("loss became" in s.get("error", "") for s in scores) else \
                 UntrainableWindow(f"every candidate of the retrain on {ds} failed: {errors}")
         chosen = trained[winner]
-        # The newest days were only validation so far: the winner learns them too, for as many
+        # The validation rows were only validation so far: the winner learns them too, for as many
         # epochs as served it best.
         if valid_table.num_rows:
             epochs = (chosen["result"].best_epoch or len(chosen["result"].history)) if t.refit_epochs == "best" else t.epochs
@@ -343,6 +353,7 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
             "window": {k: window.get(k) for k in ("first_day", "last_day", "train_rows", "holdout_rows", "holdout_days", "fingerprint")},
             "weights": {"notes": final["notes"], **final["info"]},
             "tournament": scores,
+            "validation": {"rows": valid_table.num_rows, "since_onset": valid_since},
             "spec": spec.model_dump(mode="json"),
             "history": result.history,
         }
