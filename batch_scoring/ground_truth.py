@@ -115,13 +115,15 @@ def recalibrations(days: list[DayInput], *, lookback_days: int, min_rows: int, t
     out: dict[str, Refit] = {}
     for d in days:
         first = add_days(d.prediction_ds, -lookback_days)
+        usable = [p for p in days if first <= p.prediction_ds < d.prediction_ds and p.version == d.version
+                  and len(sample[p.prediction_ds][0])]
         prior, rows = [], 0
-        for p in reversed(days):  # newest first
+        for p in reversed(usable):  # newest first, until the rows are in hand
             if rows >= target_rows:
                 break
-            if first <= p.prediction_ds < d.prediction_ds and p.version == d.version and len(sample[p.prediction_ds][0]):
-                prior.insert(0, p)
-                rows += len(sample[p.prediction_ds][0])
+            prior.append(p)
+            rows += len(sample[p.prediction_ds][0])
+        prior.reverse()
         if not prior:
             continue
         y = np.concatenate([sample[p.prediction_ds][0] for p in prior]).astype(np.float64)
@@ -145,9 +147,8 @@ def performance_rows(task: Task, days: list[DayInput], ds: str, *, min_coverage:
     `recalibrate_min_rows` rows.
     """
     primary = task.primary.name
-    estimable = task.estimate_stats(np.array([0.25, 0.75]), threshold) is not None
     refits = recalibrations(days, lookback_days=recalibrate_days, min_rows=recalibrate_min_rows,
-                            target_rows=recalibrate_rows) if estimable else {}
+                            target_rows=recalibrate_rows) if task.estimates else {}
     per_day = []
     for d in days:
         if (refit := refits.get(d.prediction_ds)) is not None:
@@ -236,7 +237,6 @@ def measure_ground_truth(settings: "Settings", ds: str, *, lake: Lake | None = N
     held = labels.num_rows - (pc.sum(pc.cast(scored, pa.int64())).as_py() or 0)  # labels waiting for their predictions
 
     inputs, cards = [], {}
-    estimable = task.estimate_stats(np.array([0.25, 0.75]), threshold) is not None
     for day in days:
         preds = lake.read(PREDICTIONS, day, columns=[spec.entity_id, out, "model_version"])
         pred = preds.column(out).to_numpy()
@@ -244,7 +244,7 @@ def measure_ground_truth(settings: "Settings", ds: str, *, lake: Lake | None = N
         joined = labels_table.join(preds, labels, day, spec)
         y = task.labels(joined.column(spec.label), f"labels for predictions/ds={day}") if joined.num_rows else np.array([])
         calibrated, method = None, task.estimate_method
-        if estimable:
+        if task.estimates:
             cards.update(model_cards(settings, lake, set(versions.tolist()) - set(cards)))
             calibrated = calibrate(pred, versions, cards)
             method = method_words(cards[versions[0]] if len(versions) else UNCALIBRATED, task.estimate_method)

@@ -71,7 +71,6 @@ class Run:
     estimate_pairs: list[tuple[float, float]] = field(default_factory=list)  # (estimated, realized) per matured day
     first_pairs: list[tuple[float, float]] = field(default_factory=list)  # the same, estimated on the day's own night
     seconds: float = 0.0
-    signals: list = field(default_factory=list)  # each night's policy signals
 
     def first(self, flags: list[bool]) -> int | None:
         return next((i - self.onset for i, f in enumerate(flags) if i >= self.onset and f), None)
@@ -184,7 +183,6 @@ def run_world(spec, settings, bundle, card, reference, scenario: str, volume: in
             **metric_evidence(perf, "1", ds, card.reference))
         decision = should_retrain(ev, policy, margin)
         run.decisions.append(decision.verdict)
-        run.signals.append(decision.signals)
         run.reasons.append(decision.reasons)
         if decision.verdict == "RETRAIN":
             last_retrain = night
@@ -219,7 +217,7 @@ def main() -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from nightshift.settings import load_settings
+    from nightshift.settings import load_settings, parse_value
     from simulator.world import World
 
     overrides: dict = {"training.epochs": 6}
@@ -227,7 +225,7 @@ def main() -> None:
         key, _, value = kv.partition("=")
         if not value:
             ap.error(f"--set takes KEY=VALUE, got {kv!r}")
-        overrides[key] = _value(value)
+        overrides[key] = parse_value(value)
     settings = load_settings().with_overrides(overrides)
     spec = settings.dataset
     volumes = [int(v) for v in args.volumes.split(",")]
@@ -253,16 +251,6 @@ def main() -> None:
     result = report(console, runs, volumes, Table)
     result.update(monitor_s_per_night_200=_per_night(runs, 200), monitor_s_per_night_20000=_per_night(runs, 20000))
     console.print("RESULT " + " ".join(f"{k}={_fmt(v)}" for k, v in result.items()))
-
-
-def _value(text: str):
-    """A --set value as a number, a boolean, None or a string."""
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
 
 
 def _errors(pairs: list[tuple[float, float]]) -> tuple[float | None, float | None]:

@@ -24,7 +24,6 @@ Ends with one RESULT line.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import sys
@@ -40,7 +39,7 @@ import pyarrow as pa  # noqa: E402
 from nightshift.dates import add_days  # noqa: E402
 from nightshift.lake import Lake  # noqa: E402
 from nightshift.registry import Registry  # noqa: E402
-from nightshift.settings import load_settings  # noqa: E402
+from nightshift.settings import load_settings, parse_value  # noqa: E402
 from nightshift.tables.decisions import write_decision  # noqa: E402
 from simulator.land import simulate  # noqa: E402
 from simulator.world import World  # noqa: E402
@@ -175,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     for item in args.set:
         key, _, value = item.partition("=")
-        OVERRIDES[key] = json.loads(value) if value[:1] in "[{0123456789-tf" else value
+        OVERRIDES[key] = parse_value(value)
     logging.basicConfig(level=logging.WARNING)
     only = set(args.only.split(","))
     t0 = time.perf_counter()

@@ -207,7 +207,7 @@ def fit_model_card(task: Any, y: np.ndarray, pred: np.ndarray, threshold: float 
     calibrator, note = None, ""
     if len(y) == 0:
         return ModelCard(note="the holdout was empty: no calibrator and no reference")
-    if task.estimate_stats(pred[:2], threshold) is not None:
+    if task.estimates:
         n_pos = int(np.sum(y))
         if len(y) >= MIN_CALIBRATION_ROWS and min(n_pos, len(y) - n_pos) >= MIN_CLASS:
             calibrator = fit_platt(y, pred)

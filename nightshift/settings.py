@@ -335,7 +335,7 @@ def load_settings(config: str | os.PathLike | None = None, env: dict[str, str] |
     for var, value in env.items():
         if var.startswith("NIGHTSHIFT__"):
             key = ".".join(var[len("NIGHTSHIFT__"):].lower().split("__"))
-            parsed = _parse_env(value)
+            parsed = parse_value(value)
             _merge(data, _nest({key: parsed}))
             for leaf in _flatten(_nest({key: parsed})):
                 provenance[leaf] = f"environment variable {var}={value!r}"
@@ -385,7 +385,8 @@ def _source_of(key: str, provenance: dict[str, str], default: str) -> str:
     return " and ".join(below) if below else default
 
 
-def _parse_env(value: str) -> Any:
+def parse_value(value: str) -> Any:
+    """A setting given as text (an environment variable, a benchmark's --set): JSON where it parses, else the string."""
     try:
         return json.loads(value)
     except json.JSONDecodeError:

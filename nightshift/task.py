@@ -78,6 +78,11 @@ class Task:
     def metrics(self) -> tuple[Metric, ...]:
         return (self.primary, *self.secondary)
 
+    @property
+    def estimates(self) -> bool:
+        """Whether the task has a label-free estimate of its metrics (`estimate_stats` is not None)."""
+        return self.estimate_stats(np.array([0.25, 0.75])) is not None
+
     def metric(self, name: str) -> Metric:
         return next(x for x in self.metrics if x.name == name)
 
