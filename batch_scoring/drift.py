@@ -385,13 +385,8 @@ def _unseen_test(reference: pa.Table, sample: pa.Table, feature: str, cfg: "Drif
 
 def embed(bundle, table: pa.Table) -> np.ndarray:
     """Rows in the model's input space: standardised numerics, missing flags, category embeddings."""
-    import torch
-
     x_num, x_cat = bundle.preprocessor.transform(table)
-    with torch.inference_mode():
-        cats = [emb(torch.from_numpy(x_cat[:, i]).to(bundle.device)).float().cpu().numpy()
-                for i, emb in enumerate(bundle.model.embeddings)]
-    return np.concatenate([x_num, *cats], axis=1).astype(np.float32)
+    return bundle.net.input_space(x_num, x_cat)
 
 
 def _mmd_test(reference: pa.Table, sample: pa.Table, embed: Callable[[pa.Table], np.ndarray],

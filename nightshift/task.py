@@ -115,6 +115,10 @@ class Task:
         """The network's raw output -> the prediction (float64)."""
         raise NotImplementedError
 
+    def prediction(self, out: np.ndarray, target: tuple[float, float] | None) -> np.ndarray:
+        """`link` in numpy, for scoring without torch: raw outputs -> float64 predictions."""
+        raise NotImplementedError
+
     # -- scoring ------------------------------------------------------------------------
     def output_fields(self) -> list[tuple[str, "pa.DataType"]]:
         raise NotImplementedError
@@ -218,6 +222,12 @@ class BinaryTask(Task):
 
         # Sigmoid in float64: scores near 0 or 1 keep their ranking instead of rounding to 1.0.
         return torch.sigmoid(out.double())
+
+    def prediction(self, out, target):
+        # The same sigmoid in float64, without overflow for large |x|.
+        x = np.asarray(out, dtype=np.float64)
+        e = np.exp(-np.abs(x))
+        return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
     def output_fields(self):
         import pyarrow as pa
@@ -369,6 +379,10 @@ class RegressionTask(Task):
     def link(self, out, target):
         mean, std = target
         return out.double() * std + mean
+
+    def prediction(self, out, target):
+        mean, std = target
+        return np.asarray(out, dtype=np.float64) * std + mean
 
     def output_fields(self):
         import pyarrow as pa

@@ -89,7 +89,14 @@ CORRUPTIONS = [
         {**json.loads((b / "architecture.json").read_text()), "hidden": [4, 4]})), WEIGHTS, "do not fit"),
     ("preprocessor not JSON", lambda b: (b / "preprocessor.json").write_bytes(b"\xff\xfe"), "preprocessor.json", "not valid JSON"),
     ("metadata not an object", lambda b: (b / META).write_text("[]"), META, "not a JSON object"),
+    ("preprocessor of another vocabulary", lambda b: (b / "preprocessor.json").write_text(json.dumps(
+        _drop_a_category(json.loads((b / "preprocessor.json").read_text())))), "preprocessor.json", "does not fit architecture.json"),
 ]
+
+
+def _drop_a_category(pre: dict) -> dict:
+    pre["categorical"][0]["vocabulary"] = pre["categorical"][0]["vocabulary"][:-1]
+    return pre
 
 
 @pytest.mark.parametrize("name,damage,file,detail", CORRUPTIONS, ids=[c[0] for c in CORRUPTIONS])

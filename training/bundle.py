@@ -9,7 +9,9 @@
                         a bundle without it (made before it existed) loads, and is "uncalibrated"
 
 Loading never unpickles: weights come from safetensors (a JSON header and raw tensors), the
-rest from JSON. A damaged or foreign file (truncated weights, a pickle planted where weights
+rest from JSON. Loading and predicting need no torch: `predict` runs the numpy forward pass
+of `training.inference`, and the torch network (`Bundle.model`, for warm starts and
+transfer) is built from the same weights only when something asks for it. A damaged or foreign file (truncated weights, a pickle planted where weights
 belong, invalid JSON, tensors that do not fit the architecture) raises `BundleCorrupt`,
 which names the file and what to do.
 """
@@ -19,26 +21,30 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pyarrow as pa
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from nightshift.calibration import ModelCard, read_model_card, write_model_card
 from nightshift.task import Task, task_for
-from training.model import TabularNet, predict_logits
+from training.inference import FoldedNet, expected_shapes, misfit
 from training.preprocess import Preprocessor
 
+if TYPE_CHECKING:
+    import torch
+
+    from training.model import TabularNet
+
 FORMAT = "nightshift.bundle/2"
+ARCHITECTURE_FORMAT = "nightshift.tabularnet/1"  # training.model.FORMAT, without importing torch
 WEIGHTS, ARCHITECTURE, PREPROCESSOR, REFERENCE, META = (
     "model.safetensors", "architecture.json", "preprocessor.json", "reference.parquet", "bundle.json")
 FILES = (WEIGHTS, ARCHITECTURE, PREPROCESSOR, REFERENCE, META)
-CHUNK_ROWS = 65_536
 
 
 class BundleCorrupt(ValueError):
@@ -51,25 +57,64 @@ class BundleCorrupt(ValueError):
                          f"otherwise roll back to another version or retrain")
 
 
-@dataclass
 class Bundle:
-    model: TabularNet
-    preprocessor: Preprocessor
-    meta: dict[str, Any] = field(default_factory=dict)
-    device: torch.device = torch.device("cpu")
-    path: Path | None = None
+    """A loaded model: preprocessor, metadata and weights; predictions in numpy, the torch network on demand.
+
+    Built by `load_bundle` from a bundle's files (`weights` and `architecture`), or around a
+    trained `TabularNet` (`model`), as the benchmarks and tests do.
+    """
+
+    def __init__(self, model: "TabularNet | None" = None, preprocessor: Preprocessor | None = None,
+                 meta: dict[str, Any] | None = None, device: "str | torch.device" = "cpu", path: Path | None = None, *,
+                 weights: dict[str, np.ndarray] | None = None, architecture: dict[str, Any] | None = None):
+        if model is None and (weights is None or architecture is None):
+            raise ValueError("a Bundle needs a model, or its weights and architecture")
+        if preprocessor is None:
+            raise ValueError("a Bundle needs its preprocessor")
+        self._model = model
+        self._weights = weights
+        self.architecture = architecture if architecture is not None else model.architecture()
+        self.preprocessor = preprocessor
+        self.meta = dict(meta or {})
+        self.device = device
+        self.path = path
+        self._net: FoldedNet | None = None
 
     @property
     def task(self) -> Task:
         return task_for(self.meta.get("task", "binary"))
 
+    @property
+    def model(self) -> "TabularNet":
+        """The torch network, in eval mode on the bundle's device (built from the weights on first use)."""
+        if self._model is None:
+            import torch
+
+            from training.model import TabularNet
+
+            model = TabularNet.from_architecture(self.architecture)
+            model.load_state_dict({k: torch.from_numpy(v) for k, v in self._weights.items()}, strict=True)
+            self._model = model.to(torch.device(self.device)).eval()
+        return self._model
+
+    @property
+    def weights(self) -> dict[str, np.ndarray]:
+        """The network's tensors as float numpy arrays, by state-dict name."""
+        if self._weights is None:
+            return {k: v.detach().float().cpu().numpy() for k, v in self._model.state_dict().items()}
+        return self._weights
+
+    @property
+    def net(self) -> FoldedNet:
+        """The numpy forward pass that `predict` runs (built once; a bundle's weights do not change)."""
+        if self._net is None:
+            self._net = FoldedNet(self.architecture, self.weights)
+        return self._net
+
     def predict(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
         """The task's prediction per row, float64: P(y=1) for binary, the value for regression."""
         x_num, x_cat = self.preprocessor.transform(batch)
-        x_num_t = torch.from_numpy(x_num).to(self.device)
-        x_cat_t = torch.from_numpy(x_cat).to(self.device)
-        out = predict_logits(self.model, x_num_t, x_cat_t, CHUNK_ROWS)
-        return self.task.link(out, self.preprocessor.target).cpu().numpy()
+        return self.task.prediction(self.net.logits(x_num, x_cat), self.preprocessor.target)
 
     @property
     def card(self) -> ModelCard:
@@ -87,6 +132,8 @@ def save_bundle(path: str | os.PathLike, model: TabularNet, preprocessor: Prepro
                 reference: pa.Table, card: ModelCard | None = None) -> Path:
     """Write the five files of a bundle into `path` (created if needed), and calibration.json when `card` is given."""
     import pyarrow.parquet as pq
+    import torch
+    from safetensors.torch import save_file
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -110,8 +157,10 @@ def save_bundle(path: str | os.PathLike, model: TabularNet, preprocessor: Prepro
     return path
 
 
-def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> Bundle:
-    """Rebuild a bundle from its JSON and safetensors files; the model comes back in eval mode."""
+def load_bundle(path: str | os.PathLike, device: "str | torch.device" = "cpu") -> Bundle:
+    """Rebuild a bundle from its JSON and safetensors files, without torch; `Bundle.model` comes in eval mode."""
+    from safetensors.numpy import load_file
+
     path = Path(path)
     missing = [f for f in FILES if not (path / f).is_file()]
     if missing:
@@ -121,28 +170,33 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         raise BundleCorrupt(path / META, "it is not a JSON object")
     if meta.get("weights_sha256") not in (None, _sha256(path / WEIGHTS)):
         raise BundleCorrupt(path / WEIGHTS, f"it does not match the checksum in {META} (the bundle is damaged or mixed up)")
-    device = torch.device(device)
     architecture = _read_json(path / ARCHITECTURE)
     try:
-        model = TabularNet.from_architecture(architecture)
+        if architecture.get("format") != ARCHITECTURE_FORMAT:
+            raise ValueError(f"not an architecture of format {ARCHITECTURE_FORMAT!r}: got format {architecture.get('format')!r}")
+        expected_shapes(architecture)  # every field there, of the right type
+        if not architecture["hidden"]:
+            raise ValueError("hidden lists no layer")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BundleCorrupt(path / ARCHITECTURE, f"it does not describe a network ({exc})") from None
     try:
         # safetensors parses a JSON header and copies raw bytes: a pickle here is rejected, never run.
-        tensors = load_file(str(path / WEIGHTS), device=str(device))
-    except SafetensorError as exc:
+        weights = load_file(str(path / WEIGHTS))
+    except (SafetensorError, TypeError, ValueError) as exc:
         raise BundleCorrupt(path / WEIGHTS, f"it is not a safetensors file ({exc})") from None
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        raise BundleCorrupt(path / WEIGHTS, f"its tensors do not fit {ARCHITECTURE} ({str(exc).splitlines()[0]})") from None
-    model.to(device).eval()
+    problem = misfit(architecture, weights)
+    if problem:
+        raise BundleCorrupt(path / WEIGHTS, f"its tensors do not fit {ARCHITECTURE} ({problem})")
     pre = _read_json(path / PREPROCESSOR)
     try:
         preprocessor = Preprocessor.from_dict(pre)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BundleCorrupt(path / PREPROCESSOR, f"a field is missing or of the wrong type ({exc})") from None
-    return Bundle(model=model, preprocessor=preprocessor, meta=meta, device=device, path=path)
+    fits = (preprocessor.n_numeric_inputs, preprocessor.cardinalities)
+    if fits != (int(architecture["n_numeric_inputs"]), [int(c) for c in architecture["cardinalities"]]):
+        raise BundleCorrupt(path / PREPROCESSOR, f"it does not fit {ARCHITECTURE}: {fits[0]} numeric inputs and cardinalities "
+                            f"{fits[1]}, where the network has {architecture['n_numeric_inputs']} and {architecture['cardinalities']}")
+    return Bundle(preprocessor=preprocessor, meta=meta, device=device, path=path, weights=weights, architecture=architecture)
 
 
 def _read_json(file: Path) -> Any:
@@ -162,7 +216,7 @@ def _write_json(file: Path, obj: Any) -> None:
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, (np.generic, np.ndarray)):
         return obj.tolist()
-    if isinstance(obj, (Path, torch.device)):
+    if isinstance(obj, Path) or type(obj).__module__ == "torch":  # a torch.device
         return str(obj)
     if isinstance(obj, (set, frozenset, tuple)):
         return list(obj)
