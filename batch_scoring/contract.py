@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import threading
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -38,9 +40,9 @@ _MULTIPLIERS = np.random.default_rng(20261123).integers(1, 2**63, size=256, dtyp
 def id_keys(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """One uint64 per id, equal for equal ids: the id itself for integers, a hash for text.
 
-    8 bytes an id whatever its length, so checking a day's ids for duplicates costs 80 MB per
-    10 million rows instead of holding every id. Two different texts may share a hash; a
-    shared key is only a suspect, which `ContractCheck` settles against the ids themselves.
+    8 bytes an id whatever its length, computed batch by batch; `SeenIds` keeps 1 to 2 bytes
+    of them. Two different texts may share a hash; a shared key is only a suspect, which
+    `ContractCheck` settles against the ids themselves.
     """
     if isinstance(col, pa.ChunkedArray):
         parts = [id_keys(c) for c in col.chunks]
@@ -57,15 +59,96 @@ def id_keys(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     data = np.frombuffer(col.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]] if offsets[-1] > offsets[0] else np.empty(0, np.uint8)
     lengths = np.diff(offsets)
     starts = offsets[:-1] - offsets[0]
-    # position of each byte within its string, and a random odd multiplier per position (mod 256)
-    pos = np.arange(len(data), dtype=np.int64) - np.repeat(starts, lengths)
+    # key = sum over bytes of (byte + 1) * M[position mod 256], mod 2**64, mixed with the length
     with np.errstate(over="ignore"):
-        terms = (data.astype(np.uint64) + np.uint64(1)) * _MULTIPLIERS[pos & 255]
-        sums = np.zeros(n, np.uint64)
-        nonempty = lengths > 0
-        if nonempty.any():
-            sums[nonempty] = np.add.reduceat(terms, starts[nonempty])
+        counts = np.bincount(lengths)
+        if np.count_nonzero(counts) <= _FEW_LENGTHS and len(counts) <= 256:
+            sums = _sums_by_length(data, starts, lengths, counts)
+        else:
+            pos = np.arange(len(data), dtype=np.int64) - np.repeat(starts, lengths)  # each byte's place in its string
+            terms = (data.astype(np.uint64) + np.uint64(1)) * _MULTIPLIERS[pos & 255]
+            sums = np.zeros(n, np.uint64)
+            nonempty = lengths > 0
+            if nonempty.any():
+                sums[nonempty] = np.add.reduceat(terms, starts[nonempty])
         return sums ^ (lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+
+
+_FEW_LENGTHS = 16
+
+
+def _sums_by_length(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The same sums, one matrix product per distinct length: ids of a few lengths (the usual case) hash ~40x faster.
+
+    The ids of length L are an [n_L, L] matrix of bytes, and their sums are that matrix times
+    M[:L] plus sum(M[:L]), exactly, in wrapping uint64 arithmetic.
+    """
+    sums = np.zeros(len(lengths), np.uint64)
+    for length in np.flatnonzero(counts):
+        if length == 0:
+            continue
+        m = _MULTIPLIERS[:length]
+        if counts[length] == len(lengths):  # one length for all: the bytes are already the matrix
+            return data.reshape(-1, length).astype(np.uint64) @ m + m.sum()
+        rows = np.flatnonzero(lengths == length)
+        block = data[starts[rows][:, None] + np.arange(length)]
+        sums[rows] = block.astype(np.uint64) @ m + m.sum()
+    return sums
+
+
+SLOTS_PER_ROW = 8  # at least 8 and under 16 bitmap slots per expected row: 1 to 2 bytes an id
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads sequential integer ids over the slots
+
+
+class SeenIds:
+    """Which of a day's ids may repeat, in 1 to 2 bytes an id, whatever the ids' length.
+
+    Each id's key (`id_keys`) is hashed to a slot of a bitmap, and sets that slot's bit. An id
+    whose bit is already set is a suspect: a true duplicate, or another id that shares the
+    slot (a few percent of rows, by the time the bitmap fills). Only the suspects' slots are
+    kept. A true duplicate always lands in a suspect slot, so counting the repeats among the
+    ids in those slots, read again at the end, is exact. Safe to `add` from several threads.
+    """
+
+    def __init__(self, expected_rows: int):
+        bits = max(16, int(np.ceil(np.log2(max(expected_rows, 1) * SLOTS_PER_ROW))))
+        self._shift = np.uint64(64 - bits)
+        self._bitmap = np.zeros(1 << (bits - 3), np.uint8)
+        self._suspects: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def slots(self, keys: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            return (keys * _GOLDEN) >> self._shift
+
+    def add(self, keys: np.ndarray) -> None:
+        slots = self.slots(keys)
+        byte = (slots >> np.uint64(3)).astype(np.intp)
+        mask = np.left_shift(np.uint8(1), (slots & np.uint64(7)).astype(np.uint8))
+        ordered = np.sort(slots)
+        twice = ordered[1:][ordered[1:] == ordered[:-1]]  # slots repeated within this batch
+        with self._lock:  # the test and the set of a bit must not interleave with another batch's
+            hit = (self._bitmap[byte] & mask) != 0
+            np.bitwise_or.at(self._bitmap, byte, mask)
+            if hit.any() or len(twice):
+                self._suspects.append(np.concatenate([slots[hit], twice]))
+
+    def suspect_slots(self) -> np.ndarray:
+        """Sorted, distinct: every slot that two ids (or one id twice) landed in."""
+        return np.unique(np.concatenate(self._suspects)) if self._suspects else np.empty(0, np.uint64)
+
+
+def _among(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """`np.isin` for a sorted set, by binary search: no sort of `values`."""
+    pos = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[pos] == values
+
+
+def _footer_rows(dataset) -> int:
+    try:
+        return int(dataset.count_rows())  # from the Parquet footers, no data read
+    except (OSError, pa.ArrowException):
+        return 0
 
 
 class ContractCheck:
@@ -78,7 +161,9 @@ class ContractCheck:
 
     def __init__(self, partition: str, spec: "DatasetSpec", dataset):
         self.partition, self.spec, self.dataset = partition, spec, dataset
-        self.rows, self.null_counts, self._ids = 0, {c: 0 for c in spec.numeric}, []
+        self.rows, self.null_counts = 0, {c: 0 for c in spec.numeric}
+        self._seen = SeenIds(_footer_rows(dataset))
+        self._lock = threading.Lock()  # `batch` may run on several scoring threads at once
 
     @classmethod
     def open(cls, lake: Lake, spec: "DatasetSpec", ds: str) -> "ContractCheck":
@@ -96,37 +181,41 @@ class ContractCheck:
         return [self.spec.entity_id, *self.spec.numeric]
 
     def batch(self, batch: pa.RecordBatch) -> None:
+        """Check one record batch; safe to call from several threads at once."""
         spec, partition = self.spec, self.partition
-        self.rows += batch.num_rows
         id_col = batch.column(spec.entity_id)
         if id_col.null_count:
             raise ContractViolation(partition, spec.entity_id, "entity id is never null",
                                     f"{id_col.null_count} null ids in a batch of {batch.num_rows}",
                                     "Fix the upstream extract; every row needs an id so its prediction can be traced.")
-        self._ids.append(id_keys(id_col))
+        keys = id_keys(id_col)
+        nulls = {}
         for name in spec.numeric:
             col = batch.column(name)
-            values = pc.fill_null(pc.cast(col, pa.float64()), np.nan).to_numpy(zero_copy_only=False)
-            bad = np.isinf(values)
-            if bad.any():
+            if pa.types.is_integer(col.type):  # no infinities, no NaN: only nulls can be missing
+                nulls[name] = col.null_count
+                continue
+            if not pa.types.is_floating(col.type):
+                col = pc.cast(col, pa.float64())
+            infinite = pc.sum(pc.is_inf(col)).as_py() or 0
+            if infinite:
                 raise ContractViolation(partition, name, "numeric values are finite or missing",
-                                        f"{int(bad.sum())} infinite values",
+                                        f"{infinite} infinite values",
                                         "Replace infinities upstream with a missing value (NaN/null) or a real number.")
-            self.null_counts[name] += int(np.isnan(values).sum())
+            nulls[name] = col.null_count + (pc.sum(pc.is_nan(col)).as_py() or 0)
+        self._seen.add(keys)
+        with self._lock:
+            self.rows += batch.num_rows
+            for name, k in nulls.items():
+                self.null_counts[name] += k
 
     def _duplicate_ids(self) -> int:
-        """How many rows repeat an earlier id (exact: a shared hash is checked against the ids)."""
-        keys = np.sort(np.concatenate(self._ids)) if self._ids else np.empty(0, np.uint64)
-        self._ids = []
-        repeated = keys[1:] == keys[:-1]
-        if not repeated.any():
+        """How many rows repeat an earlier id: exact, from the ids in the slots `SeenIds` suspects."""
+        suspects = self._seen.suspect_slots()
+        if not len(suspects):
             return 0
-        id_col = self.spec.entity_id
-        if pa.types.is_integer(self.dataset.schema.field(id_col).type):
-            return int(repeated.sum())  # the key is the id itself
-        suspects = np.unique(keys[1:][repeated])
-        ids = [batch.column(0).filter(pa.array(np.isin(id_keys(batch.column(0)), suspects)))
-               for batch in self.dataset.to_batches(columns=[id_col])]
+        ids = [batch.column(0).filter(pa.array(_among(self._seen.slots(id_keys(batch.column(0))), suspects)))
+               for batch in self.dataset.to_batches(columns=[self.spec.entity_id])]
         ids = pa.chunked_array(ids, type=ids[0].type) if ids else pa.chunked_array([], pa.string())
         return len(ids) - pc.count_distinct(ids).as_py()
 

@@ -70,7 +70,7 @@ def test_booleans_follow_the_one_type_rule(lake, spec):
     assert validate_partition(lake, spec, "2026-01-01")["rows"] == 50
 
 
-# -- duplicate ids are found exactly, in 8 bytes an id ---------------------------------------------
+# -- duplicate ids are found exactly, in 1 to 2 bytes an id -----------------------------------------
 def test_id_keys_equal_for_equal_ids_and_rarely_otherwise():
     from batch_scoring.contract import id_keys
 
@@ -81,6 +81,78 @@ def test_id_keys_equal_for_equal_ids_and_rarely_otherwise():
     assert (id_keys(pa.chunked_array([ids.slice(0, 7), ids.slice(7, 3)])) == keys[:10]).all()
     assert id_keys(pa.array(["x1"]))[0] == id_keys(pa.array(["x1"], pa.large_string()))[0]
     assert id_keys(pa.array([3, -1], pa.int32())).tolist() == [3, 2**64 - 1]  # integers are their own key
+
+
+ID_SETS = [
+    ("one length", [f"2026-01-01-{i:07d}" for i in range(5000)]),
+    ("a few lengths", [f"c{i}" for i in range(5000)]),
+    ("empty and unicode", ["", "a", "ü", "日本", "", "ab"]),
+    ("many lengths", [("x" * (i % 40)) + str(i) for i in range(3000)]),
+    ("longer than 256 bytes", ["a" * 300, "b" * 299, "a" * 300]),
+]
+
+
+@pytest.mark.parametrize("name,ids", ID_SETS, ids=[n for n, _ in ID_SETS])
+def test_the_fast_hash_of_ids_of_a_few_lengths_is_the_byte_by_byte_hash(name, ids, monkeypatch):
+    """Ids of a few lengths hash as matrix products; the keys must be the very ones the general path
+    computes, or a duplicate split across two batches of different shapes would be missed."""
+    import batch_scoring.contract as contract
+
+    arr = pa.array(ids)
+    fast = contract.id_keys(arr)
+    monkeypatch.setattr(contract, "_FEW_LENGTHS", -1)  # force the byte-by-byte path
+    np.testing.assert_array_equal(fast, contract.id_keys(arr))
+    assert len(np.unique(fast)) == len(set(ids))
+    mixed = pa.chunked_array([arr.slice(0, 3), pa.array(["zz" * 7, *ids[3:]])])  # another batch, another shape
+    monkeypatch.setattr(contract, "_FEW_LENGTHS", 16)
+    assert contract.id_keys(mixed)[4:].tolist() == fast[3:].tolist()
+
+
+def test_batches_checked_on_several_threads_add_up_and_find_duplicates_across_them(lake, spec):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from batch_scoring.contract import ContractCheck
+
+    data = good(spec, n=4000)
+    data[spec.entity_id][3999] = data[spec.entity_id][10]  # the same id in the first and the last batch
+    data[spec.numeric[0]] = [None if i % 9 == 0 else 1.0 for i in range(4000)]
+    lake.commit(FEATURES, "2026-01-09", pa.table(data))
+    check = ContractCheck.open(lake, spec, "2026-01-09")
+    batches = list(check.dataset.to_batches(columns=check.columns, batch_size=100))
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(check.batch, batches))
+    assert check.rows == 4000 and check.null_counts[spec.numeric[0]] == len(range(0, 4000, 9))
+    with pytest.raises(ContractViolation, match="1 duplicate ids among 4000 rows"):
+        check.finish()
+
+
+SEEN = [
+    # (ids in batches, expected rows the bitmap is sized for, duplicates)
+    ("none", [[f"a{i}" for i in range(3000)]], 3000, 0),
+    ("none, bitmap far too small: every slot shared", [[f"a{i}" for i in range(3000)]], 1, 0),
+    ("one within a batch", [["a", "b", "a"]], 3, 1),
+    ("one across batches", [["a", "b"], ["c", "a"]], 4, 1),
+    ("three of one id, a pair of another", [["x", "y", "x"], ["x", "y", "z"]], 6, 3),
+    ("sequential integers", [list(range(0, 5000)), list(range(5000, 10000))], 10000, 0),
+    ("integers, one repeated, tiny bitmap", [list(range(0, 5000)), [17, 5000]], 1, 1),
+]
+
+
+@pytest.mark.parametrize("name,batches,expected,dups", SEEN, ids=[s[0] for s in SEEN])
+def test_seen_ids_suspects_every_duplicate_and_the_count_is_exact(name, batches, expected, dups):
+    from batch_scoring.contract import SeenIds, id_keys
+
+    seen = SeenIds(expected)
+    for ids in batches:
+        seen.add(id_keys(pa.array(ids)))
+    suspects = seen.suspect_slots()
+    flat = [i for ids in batches for i in ids]
+    among = [i for i, slot in zip(flat, seen.slots(id_keys(pa.array(flat)))) if slot in set(suspects.tolist())]
+    assert len(among) - len(set(among)) == dups  # what ContractCheck counts from the suspects
+    if dups:
+        assert len(suspects) > 0
+    if expected >= len(flat) and not dups:
+        assert len(suspects) <= 0.15 * len(flat)  # false suspects are few when the bitmap is sized right
 
 
 def test_a_hash_collision_is_never_reported_as_a_duplicate(lake, spec, monkeypatch):
