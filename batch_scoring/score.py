@@ -88,6 +88,8 @@ def score_group(settings: "Settings", item: dict, model: str | None = None, *, r
 
     `check` (a `ContractCheck`) sees every batch when given: the whole-day rules then run at commit.
     """
+    from threadpoolctl import threadpool_limits
+
     from training.bundle import load_bundle
 
     lake = lake or Lake(settings.lake_uri)
@@ -103,35 +105,47 @@ def score_group(settings: "Settings", item: dict, model: str | None = None, *, r
     total = 0.0
     threshold = settings.scoring.threshold
 
-    def compute(batch):
-        nonlocal total
+    def compute(batch):  # on several threads at once: the check locks its own state, the bundle keeps none
         if check is not None:
             check.batch(batch)
         pred = bundle.predict(batch)
-        total += float(pred.sum())
-        return batch.column(spec.entity_id), task.output_arrays(pred, threshold)
+        return batch.column(spec.entity_id), task.output_arrays(pred, threshold), float(pred.sum())
 
-    with lake.write_part(table, ds, key, part_name(item["index"]), schema) as w:
+    def sink(result):  # one batch at a time, in order
+        nonlocal total
+        ids, arrays, batch_sum = result
+        total += batch_sum
+        out.write(ids, arrays)
+
+    _ = bundle.net  # the numpy network, built once before the compute threads share it
+    with lake.write_part(table, ds, key, part_name(item["index"]), schema, dictionary=predictions.repeating(schema)) as w:
         out = predictions.PredictionWriter(w, schema, _lineage(ref, mode, item["fingerprint"]))
         source = lake.batches_of(FEATURES, ds, files, settings.scoring.batch_rows, columns=[spec.entity_id, *spec.features])
-        overlapped(source, compute, lambda result: out.write(*result))
+        workers = compute_threads()
+        # One BLAS thread per compute thread: OpenBLAS's own threads would spin against ours and the I/O.
+        with threadpool_limits(1, user_api="blas"):
+            overlapped(source, compute, sink, workers=workers)
     return {"ds": ds, "index": item["index"], "part": part_name(item["index"]), "rows": out.rows, "sum": total,
             "model_version": ref.version, "model_selection": str(mode), "fingerprint": item["fingerprint"], "key": key}
 
 
-def overlapped(source, compute, sink, depth: int = 2) -> None:
+def overlapped(source, compute, sink, depth: int = 1, workers: int = 1) -> None:
     """`sink(compute(x))` for each x of `source`, in order, with reading and writing on their own threads.
 
-    Parquet decoding and encoding release the GIL, so the next batch is read and the last one
-    written while the model works on this one. At most `depth` batches wait on each side, so
-    memory stays bounded. An error anywhere stops all three and is raised here.
+    Parquet decoding and encoding and numpy's arithmetic release the GIL, so the next batch is
+    read and the last one written while the model works on this one, and with `workers` > 1
+    that many batches are computed at once (`compute` must then be safe to call concurrently;
+    `sink` still sees the results one at a time, in the source's order). At most `depth`
+    batches wait on each side, so memory stays bounded. An error anywhere stops all of it and
+    is raised here.
     """
     import queue
     import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     done = object()
     inbox: queue.Queue = queue.Queue(depth)
-    outbox: queue.Queue = queue.Queue(depth)
+    outbox: queue.Queue = queue.Queue(depth + workers - 1)
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -142,6 +156,12 @@ def overlapped(source, compute, sink, depth: int = 2) -> None:
                 return True
             except queue.Full:
                 continue
+        return False
+
+    def acquire(slots: threading.Semaphore) -> bool:
+        while not stop.is_set():
+            if slots.acquire(timeout=0.1):
+                return True
         return False
 
     def read() -> None:
@@ -165,13 +185,15 @@ def overlapped(source, compute, sink, depth: int = 2) -> None:
                     continue
                 if x is done or stop.is_set():
                     return
-                sink(x)
+                sink(x.result())
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             errors.append(exc)
             stop.set()
 
     reader = threading.Thread(target=read, name="score-read", daemon=True)
     writer = threading.Thread(target=write, name="score-write", daemon=True)
+    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="score-compute")
+    slots = threading.Semaphore(max(1, workers))
     reader.start()
     writer.start()
     try:
@@ -183,16 +205,30 @@ def overlapped(source, compute, sink, depth: int = 2) -> None:
             if x is done:
                 put(outbox, done)  # the writer drains what is queued, then stops
                 break
-            put(outbox, compute(x))
+            # No more batches in the pool than it computes at once: each one holds its whole row
+            # group's buffers until its result is ready.
+            if not acquire(slots):
+                break
+            future = pool.submit(compute, x)
+            future.add_done_callback(lambda _: slots.release())
+            put(outbox, future)  # blocks while `depth` results wait for the writer
     except BaseException as exc:
         errors.append(exc)
         stop.set()
     finally:
         writer.join()
         stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
         reader.join()
     if errors:
         raise errors[0]
+
+
+def compute_threads() -> int:
+    """Batches scored at once: one per core, at most 4 (numpy's arithmetic releases the GIL)."""
+    import os
+
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
 def commit_scores(settings: "Settings", ds: str, groups: list[dict], *, lake: Lake | None = None,

@@ -214,17 +214,24 @@ class Lake:
             return posixpath.join(self._side(_STAGING, table), f"{DS}={ds}.{_host()}.{os.getpid()}.parts-{safe}")
         return posixpath.join(self._side(_STAGING, table), f"{DS}={ds}-parts-{safe}")
 
-    def write_part(self, table: str, ds: str, key: str, part: str, schema: pa.Schema) -> contextlib.AbstractContextManager[pq.ParquetWriter]:
-        """Stream one named part of a multi-worker write; the part appears (by rename) only when complete."""
-        return self._part_writer(self.staged_dir(table, ds, key), part, schema, f"{table}/{DS}={ds} ({part})")
+    def write_part(self, table: str, ds: str, key: str, part: str, schema: pa.Schema,
+                   dictionary: list[str] | None = None) -> contextlib.AbstractContextManager[pq.ParquetWriter]:
+        """Stream one named part of a multi-worker write; the part appears (by rename) only when complete.
+
+        `dictionary`: the only columns to dictionary-encode (default: every column). Naming the
+        columns whose values repeat spares the writer hashing every value of those that never do.
+        """
+        return self._part_writer(self.staged_dir(table, ds, key), part, schema, f"{table}/{DS}={ds} ({part})", dictionary)
 
     @contextlib.contextmanager
-    def _part_writer(self, directory: str, part: str, schema: pa.Schema, what: str) -> Iterator[pq.ParquetWriter]:
+    def _part_writer(self, directory: str, part: str, schema: pa.Schema, what: str,
+                     dictionary: list[str] | None = None) -> Iterator[pq.ParquetWriter]:
         tmp = posixpath.join(directory, f".{part}-{uuid.uuid4().hex}.tmp")
         try:
             with _named(what, self.uri):
                 self.fs.create_dir(directory, recursive=True)
-                pw = pq.ParquetWriter(tmp, schema, filesystem=self.fs, compression="zstd")
+                pw = pq.ParquetWriter(tmp, schema, filesystem=self.fs, compression="zstd",
+                                      use_dictionary=True if dictionary is None else dictionary)
             with _Guarded(pw, what, self.uri) as w:
                 yield w
             with _named(what, self.uri):

@@ -119,6 +119,22 @@ def test_mapped_groups_commit_the_bytes_the_in_process_path_writes(world):
     assert _debris(lake, ds) == []
 
 
+def test_predictions_dictionary_encode_only_the_columns_that_repeat(world):
+    """The ids and scores are nearly all distinct: encoding them as dictionaries costs the writer a hash
+    per value for nothing. The lineage and the decision repeat, and stay dictionary-encoded."""
+    import pyarrow.parquet as pq
+
+    from batch_scoring.score import score_partition
+
+    s, lake, ds = world["settings"], world["lake"], add_days(START, DAYS - 2)
+    score_partition(s, ds)
+    for file, _ in lake.files(PREDICTIONS, ds):
+        meta = pq.ParquetFile(f"{lake.path(PREDICTIONS, ds)}/{file}").metadata
+        for rg in range(meta.num_row_groups):
+            dictionary = {meta.schema.names[c]: meta.row_group(rg).column(c).has_dictionary_page for c in range(meta.num_columns)}
+            assert dictionary == {name: name not in (s.dataset.entity_id, "score") for name in meta.schema.names}
+
+
 def test_groups_scored_by_different_models_are_not_mixed(world):
     from batch_scoring import nightly
     from batch_scoring.score import commit_scores, score_group
@@ -211,8 +227,41 @@ def test_overlapped_keeps_order_and_bounds_what_waits():
     assert [t.name for t in threading.enumerate() if t.name.startswith("score-")] == []
 
 
+def test_overlapped_on_several_compute_threads_keeps_order_and_bounds_what_is_in_flight():
+    import random
+    import threading
+    import time
+
+    from batch_scoring.score import overlapped
+
+    produced, written, ahead, running, most = [], [], [], [0], [0]
+    lock = threading.Lock()
+
+    def source():
+        for i in range(300):
+            produced.append(i)
+            ahead.append(len(produced) - len(written))
+            yield i
+
+    def compute(x):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(random.random() / 2000)  # noqa: S311 - jitter, not security: results finish out of order
+        with lock:
+            running[0] -= 1
+        return x * 2
+
+    overlapped(source(), compute, written.append, depth=1, workers=3)
+    assert written == [2 * i for i in range(300)]
+    assert 1 < most[0] <= 3  # batches really were computed at once, never more than the workers
+    assert max(ahead) <= 1 + 3 + 3 + 3  # inbox + computing + outbox + one in each thread's hands
+    assert [t.name for t in threading.enumerate() if t.name.startswith("score-")] == []
+
+
+@pytest.mark.parametrize("workers", [1, 3])
 @pytest.mark.parametrize("where", ["source", "compute", "sink"])
-def test_overlapped_raises_the_first_error_and_stops_every_thread(where):
+def test_overlapped_raises_the_first_error_and_stops_every_thread(where, workers):
     import threading
 
     from batch_scoring.score import overlapped
@@ -236,6 +285,6 @@ def test_overlapped_raises_the_first_error_and_stops_every_thread(where):
         written.append(x)
 
     with pytest.raises((OSError, ValueError), match="disk read|bad batch|No space"):
-        overlapped(source(), compute, sink)
+        overlapped(source(), compute, sink, workers=workers)
     assert len(written) <= 50 and written == list(range(len(written)))
     assert [t.name for t in threading.enumerate() if t.name.startswith("score-")] == []

@@ -30,6 +30,12 @@ def schema(spec: "DatasetSpec", id_type: pa.DataType) -> pa.Schema:
                      + [(name, pa.string()) for name in LINEAGE])
 
 
+def repeating(schema: pa.Schema) -> list[str]:
+    """The columns whose values repeat down a partition, worth dictionary-encoding: the lineage
+    and any integer output (a decision); never the ids or the scores, which are mostly distinct."""
+    return [f.name for f in schema if f.name in LINEAGE or (pa.types.is_integer(f.type) and f.name != schema.names[0])]
+
+
 class PredictionWriter:
     """Appends scored batches with constant lineage columns (filled in C++, not per row in Python)."""
 
