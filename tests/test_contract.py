@@ -147,7 +147,9 @@ def test_seen_ids_suspects_every_duplicate_and_the_count_is_exact(name, batches,
         seen.add(id_keys(pa.array(ids)))
     suspects = seen.suspect_slots()
     flat = [i for ids in batches for i in ids]
-    among = [i for i, slot in zip(flat, seen.slots(id_keys(pa.array(flat)))) if slot in set(suspects.tolist())]
+    flagged = seen.suspected(id_keys(pa.array(flat)))
+    assert flagged.tolist() == [slot in set(suspects.tolist()) for slot in seen.slots(id_keys(pa.array(flat)))]
+    among = [i for i, f in zip(flat, flagged) if f]
     assert len(among) - len(set(among)) == dups  # what ContractCheck counts from the suspects
     if dups:
         assert len(suspects) > 0
