@@ -109,6 +109,29 @@ def test_fingerprint_tracks_content(tmp_path):
     assert lake.fingerprint(FEATURES, "2026-01-01") != a
 
 
+def test_fingerprint_of_a_file_of_many_blocks_sees_every_byte(tmp_path, monkeypatch):
+    """Blocks are hashed on several threads: a change in any block, or one moved between files, changes it."""
+    import glob
+
+    import nightshift.lake as lake_module
+
+    monkeypatch.setattr(lake_module, "FINGERPRINT_BLOCK", 64)  # many blocks per file, a last one that is short
+    lake = Lake(str(tmp_path))
+    lake.commit(FEATURES, "2026-01-01", table(50))
+    (file,) = glob.glob(f"{lake.path(FEATURES, '2026-01-01')}/*.parquet")
+    data = bytearray(open(file, "rb").read())
+    a = lake.fingerprint(FEATURES, "2026-01-01")
+    assert lake.fingerprint(FEATURES, "2026-01-01") == a and len(data) > 10 * 64
+    seen = {a}
+    for at in (0, 63, 64, len(data) // 2, len(data) - 1):  # first byte, block edges, middle, last byte
+        changed = bytearray(data)
+        changed[at] ^= 0xFF
+        open(file, "wb").write(changed)
+        seen.add(lake.fingerprint(FEATURES, "2026-01-01"))
+    open(file, "wb").write(data)
+    assert len(seen) == 6 and lake.fingerprint(FEATURES, "2026-01-01") == a
+
+
 def test_missing_partition_error_names_it(tmp_path):
     with pytest.raises(PartitionMissing, match=r"features/ds=2026-01-09"):
         Lake(str(tmp_path)).read(FEATURES, "2026-01-09")
