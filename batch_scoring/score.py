@@ -121,7 +121,7 @@ def score_group(settings: "Settings", item: dict, model: str | None = None, *, r
     with lake.write_part(table, ds, key, part_name(item["index"]), schema, dictionary=predictions.repeating(schema)) as w:
         out = predictions.PredictionWriter(w, schema, _lineage(ref, mode, item["fingerprint"]))
         source = lake.batches_of(FEATURES, ds, files, settings.scoring.batch_rows, columns=[spec.entity_id, *spec.features])
-        workers = compute_threads()
+        workers = compute_threads(settings.scoring.threads)
         # One BLAS thread per compute thread: OpenBLAS's own threads would spin against ours and the I/O.
         with threadpool_limits(1, user_api="blas"):
             overlapped(source, compute, sink, workers=workers)
@@ -224,10 +224,15 @@ def overlapped(source, compute, sink, depth: int = 1, workers: int = 1) -> None:
         raise errors[0]
 
 
-def compute_threads() -> int:
-    """Batches scored at once: one per core, at most 4 (numpy's arithmetic releases the GIL)."""
+def compute_threads(configured: int = 0) -> int:
+    """Batches scored at once (`scoring.threads`; 0: one per core this process may use, at most 4).
+
+    numpy's arithmetic releases the GIL, so the threads really run at once.
+    """
     import os
 
+    if configured:
+        return configured
     return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 

@@ -120,6 +120,8 @@ class ScoringSettings(BaseModel):
     group_mb: float = Field(256, gt=0, description="a day's files are scored in groups of about this many MiB: "
                                                  "one mapped Airflow task per group")
     max_groups: int = Field(32, ge=1, le=1024, description="at most this many scoring groups a day")
+    threads: int = Field(0, ge=0, le=64, description="record batches a scoring process computes at once "
+                         "(0: one per core it may use, at most 4)")
 
 
 class DriftSettings(BaseModel):
