@@ -27,12 +27,14 @@ ARCHITECTURES = [
 ]
 
 
-def _random_net(arch, seed=1) -> TabularNet:
+def _random_net(arch, seed=1, positive_gains=False) -> TabularNet:
     torch.manual_seed(seed)
     model = TabularNet(*arch).eval()
     with torch.no_grad():
-        for p in model.parameters():
+        for name, p in model.named_parameters():
             p.normal_(0, 0.5)  # not the initialisation: LayerNorm gains and biases away from 1 and 0 too
+            if positive_gains and name.startswith("backbone.") and name.endswith(".weight") and p.dim() == 1:
+                p.abs_().add_(0.05)  # every gain > 0: the gains fold into the next layer
     return model
 
 
@@ -45,9 +47,11 @@ def _inputs(arch, n, seed=2):
 
 @pytest.mark.parametrize("arch", ARCHITECTURES, ids=[f"{a[0]}num-{len(a[1])}cat-{'x'.join(map(str, a[3]))}" for a in ARCHITECTURES])
 @pytest.mark.parametrize("n", [0, 1, 4097, 10_000])  # empty, one row, a block boundary, several blocks
-def test_numpy_logits_match_torch(arch, n):
-    model = _random_net(arch)
+@pytest.mark.parametrize("gains", ["mixed", "positive"])
+def test_numpy_logits_match_torch(arch, n, gains):
+    model = _random_net(arch, positive_gains=gains == "positive")
     net = FoldedNet(model.architecture(), {k: v.numpy() for k, v in model.state_dict().items()})
+    assert all(net.scaled) == (gains == "positive")
     x_num, x_cat = _inputs(arch, n)
     want = predict_logits(model, torch.from_numpy(x_num), torch.from_numpy(x_cat)).numpy()
     got = net.logits(x_num, x_cat)
