@@ -67,10 +67,6 @@ def airflow_env(home: Path, port: int | None = None, extra: dict[str, str] | Non
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
         "AIRFLOW__API__WORKERS": "1",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-        # An idle scheduler loop sleeps this long before it looks again, and a task that just finished
-        # waits out that sleep before the next one is queued: Airflow's 1 s, paid at every step of a
-        # night, was most of a quiet night's cost. 0.1 s costs an idle scheduler a few % of a core.
-        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": env.get("AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME", "0.1"),
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(not replay),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
