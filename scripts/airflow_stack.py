@@ -58,7 +58,7 @@ def airflow_env(home: Path, port: int | None = None, extra: dict[str, str] | Non
         # LocalExecutor whose workers import torch, pyarrow, mlflow and alibi-detect once, so each task
         # (forked from a worker) does not import them again: see nightshift/executor.py
         "AIRFLOW__CORE__EXECUTOR": "nightshift.executor.PreloadingLocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "2",
+        "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM", "2"),
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
