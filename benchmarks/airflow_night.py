@@ -8,7 +8,7 @@ work), for each executor named in `--executors`:
 - `preload`: `nightshift.executor.PreloadingLocalExecutor` (workers import the heavy
   libraries once; tasks are forked from them). The embedded stack's default.
 
-Airflow runs are a real scheduler backfill (parallelism 2, SQLite, `--max-active-runs 3`).
+Airflow runs are a real scheduler backfill (the embedded stack's parallelism, 3 unless `AIRFLOW__CORE__PARALLELISM` says otherwise; SQLite, `--max-active-runs 3`).
 Per night = (first task starts -> last night closes) / nights: the steady state a long
 backfill or a scheduler that runs for months sees. The warm-up before the first task (the
 scheduler picking up the backfill; with `preload`, its workers importing) is shown apart. The breakdown comes

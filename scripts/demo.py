@@ -3,7 +3,7 @@
 1. A simulated world lands 44 days of features and late labels, with a sudden covariate
    drift two thirds of the way through the 30 nights that will be scored.
 2. A local Airflow 3 starts (scheduler, dag-processor, triggerer, api-server; LocalExecutor,
-   parallelism 2, SQLite), with the lake, MLflow (SQLite) and Airflow all under
+   parallelism 3, SQLite), with the lake, MLflow (SQLite) and Airflow all under
    `.nightshift/demo/`.
 3. The `retrain` DAG trains the first model on the first 14 days; it becomes champion.
 4. A real Airflow backfill runs `nightly_scoring` over the 30 nights. Drift is detected, the
@@ -64,7 +64,7 @@ def main() -> int:
     simulate(Lake(settings.lake_uri), settings.dataset, start=START, days=HISTORY_DAYS + NIGHTS, rows_per_day=ROWS,
              scenario=SCENARIO, onset=ONSET, seed=SEED, progress=True)
 
-    console.print("[bold]2. Starting Airflow[/] (scheduler, dag-processor, triggerer, api-server; parallelism 2)")
+    console.print("[bold]2. Starting Airflow[/] (scheduler, dag-processor, triggerer, api-server; parallelism 3)")
     port = stack.start(home)
     stack.wait_for_dags(home, ["nightly_scoring", "retrain"])
     console.print(f"   up at http://127.0.0.1:{port}  ({time.perf_counter() - t0:.0f}s so far)")
