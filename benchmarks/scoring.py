@@ -15,7 +15,8 @@ writing and the arithmetic of the model.
 
     .venv/bin/python benchmarks/scoring.py [--rows 1000000 10000000] [--naive-max 1000000] [--repeat 3]
 
-Each job runs `--repeat` times; the figures come from the run of median wall time.
+Each job runs `--repeat` times, in rounds of all four (a slow spell of shared cores hits every
+job alike); the figures come from each job's run of median wall time.
 """
 
 from __future__ import annotations
@@ -214,16 +215,15 @@ def main() -> None:
         print(f"prepared in {time.perf_counter() - t:.0f} s", flush=True)
         results = []
         for n in args.rows:
-            for name in ("score", "floor", "forward", "naive"):
-                if name == "naive" and n > args.naive_max:
-                    continue
-                runs = []
-                for _ in range(args.repeat):  # interleaving the jobs would be fairer still; repeats tame the shared cores' noise
+            jobs = [name for name in ("score", "floor", "forward", "naive") if name != "naive" or n <= args.naive_max]
+            runs: dict[str, list[dict]] = {name: [] for name in jobs}
+            for _ in range(args.repeat):  # rounds of every job, so a slow spell of the shared cores hits them all alike
+                for name in jobs:
                     r = run_job(name, n, env)
-                    runs.append(r)
+                    runs[name].append(r)
                     print(f"  {name:<8} {n:>11,} rows  {r['wall_s']:7.2f} s wall  {r['cpu_s']:7.2f} s cpu  {r['rss_mib']:6.0f} MiB"
                           + (f"  (forward compute {r['compute_s']:.2f} s)" if "compute_s" in r else ""), flush=True)
-                results.append(_median_run(runs))
+            results.extend(_median_run(runs[name]) for name in jobs)
     report(results, args.rows)
 
 
