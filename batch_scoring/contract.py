@@ -9,9 +9,8 @@ stops the night before any output is written.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import threading
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -124,8 +123,7 @@ class SeenIds:
 
     def add(self, keys: np.ndarray) -> None:
         slots = self.slots(keys)
-        byte = (slots >> np.uint64(3)).astype(np.intp)
-        mask = np.left_shift(np.uint8(1), (slots & np.uint64(7)).astype(np.uint8))
+        byte, mask = _bit(slots)
         ordered = np.sort(slots)
         twice = ordered[1:][ordered[1:] == ordered[:-1]]  # slots repeated within this batch
         with self._lock:  # the test and the set of a bit must not interleave with another batch's
@@ -134,6 +132,10 @@ class SeenIds:
             if hit.any() or len(twice):
                 self._suspects.append(np.concatenate([slots[hit], twice]))
 
+    @property
+    def any_suspect(self) -> bool:
+        return bool(self._suspects)
+
     def suspect_slots(self) -> np.ndarray:
         """Sorted, distinct: every slot that two ids (or one id twice) landed in."""
         return np.unique(np.concatenate(self._suspects)) if self._suspects else np.empty(0, np.uint64)
@@ -141,13 +143,15 @@ class SeenIds:
     def suspected(self, keys: np.ndarray) -> np.ndarray:
         """Whether each key lands in a suspect slot (a bitmap lookup, as fast as `add`)."""
         if self._suspect_bitmap is None:
-            slots = self.suspect_slots()
             self._suspect_bitmap = np.zeros_like(self._bitmap)
-            np.bitwise_or.at(self._suspect_bitmap, (slots >> np.uint64(3)).astype(np.intp),
-                             np.left_shift(np.uint8(1), (slots & np.uint64(7)).astype(np.uint8)))
-        slots = self.slots(keys)
-        mask = np.left_shift(np.uint8(1), (slots & np.uint64(7)).astype(np.uint8))
-        return (self._suspect_bitmap[(slots >> np.uint64(3)).astype(np.intp)] & mask) != 0
+            np.bitwise_or.at(self._suspect_bitmap, *_bit(self.suspect_slots()))
+        byte, mask = _bit(self.slots(keys))
+        return (self._suspect_bitmap[byte] & mask) != 0
+
+
+def _bit(slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each slot's byte in a bitmap and its bit within that byte."""
+    return (slots >> np.uint64(3)).astype(np.intp), np.left_shift(np.uint8(1), (slots & np.uint64(7)).astype(np.uint8))
 
 
 def _footer_rows(dataset) -> int:
@@ -217,7 +221,7 @@ class ContractCheck:
 
     def _duplicate_ids(self) -> int:
         """How many rows repeat an earlier id: exact, from the ids in the slots `SeenIds` suspects."""
-        if not len(self._seen.suspect_slots()):
+        if not self._seen.any_suspect:
             return 0
         ids = [batch.column(0).filter(pa.array(self._seen.suspected(id_keys(batch.column(0)))))
                for batch in self.dataset.to_batches(columns=[self.spec.entity_id])]

@@ -205,8 +205,8 @@ def overlapped(source, compute, sink, depth: int = 1, workers: int = 1) -> None:
             if x is done:
                 put(outbox, done)  # the writer drains what is queued, then stops
                 break
-            # No more batches in the pool than it computes at once: each one holds its whole row
-            # group's buffers until its result is ready.
+            # No more batches in the pool than it computes at once, so the inputs held in memory
+            # stay bounded whatever the day's length.
             if not acquire(slots):
                 break
             future = pool.submit(compute, x)

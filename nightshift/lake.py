@@ -558,8 +558,7 @@ class Lake:
         files = [f for f in files if not f[0].startswith(("_", "."))]
         if not files:
             return None
-        blocks = [(path, start, min(FINGERPRINT_BLOCK, size - start))
-                  for _, path, size in files for start in range(0, max(size, 1), FINGERPRINT_BLOCK)]
+        blocks = [(path, start, min(FINGERPRINT_BLOCK, size - start)) for _, path, size in files for start in _block_starts(size)]
 
         def digest(block: tuple[str, int, int]) -> bytes:
             path, start, length = block
@@ -578,7 +577,7 @@ class Lake:
         for rel, _, size in files:
             h.update(rel.encode())
             h.update(int(size).to_bytes(8, "little"))
-            for _ in range(0, max(size, 1), FINGERPRINT_BLOCK):
+            for _ in _block_starts(size):
                 h.update(next(digests))
         return h.hexdigest()[:16]
 
@@ -595,6 +594,11 @@ def _stream(dataset: pads.Dataset, batch_rows: int, columns: list[str] | None) -
     options = pads.ParquetFragmentScanOptions(pre_buffer=False)
     return iter(dataset.to_batches(columns=columns, batch_size=batch_rows, batch_readahead=1, fragment_readahead=1,
                                    fragment_scan_options=options, use_threads=False))
+
+
+def _block_starts(size: int) -> range:
+    """Where a file's fingerprint blocks start (an empty file is one empty block)."""
+    return range(0, max(size, 1), FINGERPRINT_BLOCK)
 
 
 def _host() -> str:

@@ -11,8 +11,8 @@
 Loading never unpickles: weights come from safetensors (a JSON header and raw tensors), the
 rest from JSON. Loading and predicting need no torch: `predict` runs the numpy forward pass
 of `training.inference`, and the torch network (`Bundle.model`, for warm starts and
-transfer) is built from the same weights only when something asks for it. A damaged or foreign file (truncated weights, a pickle planted where weights
-belong, invalid JSON, tensors that do not fit the architecture) raises `BundleCorrupt`,
+transfer) is built from the same weights only when something asks for it. A damaged or
+foreign file (truncated weights, a pickle planted where weights belong, invalid JSON, tensors that do not fit the architecture) raises `BundleCorrupt`,
 which names the file and what to do.
 """
 
@@ -22,9 +22,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -41,7 +39,6 @@ if TYPE_CHECKING:
     from training.model import TabularNet
 
 FORMAT = "nightshift.bundle/2"
-ARCHITECTURE_FORMAT = "nightshift.tabularnet/1"  # training.model.FORMAT, without importing torch
 WEIGHTS, ARCHITECTURE, PREPROCESSOR, REFERENCE, META = (
     "model.safetensors", "architecture.json", "preprocessor.json", "reference.parquet", "bundle.json")
 FILES = (WEIGHTS, ARCHITECTURE, PREPROCESSOR, REFERENCE, META)
@@ -172,11 +169,7 @@ def load_bundle(path: str | os.PathLike, device: "str | torch.device" = "cpu") -
         raise BundleCorrupt(path / WEIGHTS, f"it does not match the checksum in {META} (the bundle is damaged or mixed up)")
     architecture = _read_json(path / ARCHITECTURE)
     try:
-        if architecture.get("format") != ARCHITECTURE_FORMAT:
-            raise ValueError(f"not an architecture of format {ARCHITECTURE_FORMAT!r}: got format {architecture.get('format')!r}")
-        expected_shapes(architecture)  # every field there, of the right type
-        if not architecture["hidden"]:
-            raise ValueError("hidden lists no layer")
+        expected_shapes(architecture)  # its format, and every field there, of the right type
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BundleCorrupt(path / ARCHITECTURE, f"it does not describe a network ({exc})") from None
     try:

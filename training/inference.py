@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+FORMAT = "nightshift.tabularnet/1"  # architecture.json's format (TabularNet writes it; this module reads it)
 BLOCK_ROWS = 4096
 JOINT_ROWS = 1024  # largest table of merged categorical features (512 KB at width 128: stays in cache)
 LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default, which TabularNet uses
@@ -39,7 +40,14 @@ LAYER_STRIDE = 4  # Linear, LayerNorm, ReLU, Dropout: the modules of one hidden 
 
 
 def expected_shapes(architecture: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """Every tensor a `TabularNet` of this architecture has, by state-dict name, with its shape."""
+    """Every tensor a `TabularNet` of this architecture has, by state-dict name, with its shape.
+
+    Raises ValueError (or KeyError, TypeError) for anything that does not describe a network.
+    """
+    if architecture.get("format") != FORMAT:
+        raise ValueError(f"not an architecture of format {FORMAT!r}: got format {architecture.get('format')!r}")
+    if not architecture["hidden"]:
+        raise ValueError("hidden must list at least one layer width")
     cards, dim = [int(c) for c in architecture["cardinalities"]], int(architecture["embedding_dim"])
     shapes: dict[str, tuple[int, ...]] = {f"embeddings.{i}.weight": (c, dim) for i, c in enumerate(cards)}
     width = int(architecture["n_numeric_inputs"]) + len(cards) * dim

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-FORMAT = "nightshift.tabularnet/1"
+from training.inference import FORMAT
 
 
 class TabularNet(nn.Module):
