@@ -4,7 +4,7 @@ Import-light: DAG files read it at parse time (the step functions are imported o
 step runs).
 """
 
-from nightshift.flow import BRANCH, GATE, HANDOFF, JOIN, Flow, Step
+from nightshift.flow import BRANCH, GATE, HANDOFF, Flow, Step
 
 NIGHTLY = Flow("nightly_scoring", (
     Step("validate", "batch_scoring.nightly:validate", kind=GATE,
@@ -22,13 +22,11 @@ NIGHTLY = Flow("nightly_scoring", (
     Step("measure_ground_truth", "batch_scoring.nightly:measure_ground_truth", after=("confirm_champion",), ordered=True,
          doc="monitoring/performance/ds=D, as known on D"),
     Step("decide_retrain", "batch_scoring.nightly:decide_retrain", after=("measure_ground_truth",), ordered=True,
-         doc="the retrain policy's record"),
-    Step("request_retrain", "batch_scoring.nightly:request_retrain", after=("decide_retrain",), kind=BRANCH,
-         choices=("trigger_retrain", "no_retrain")),
-    Step("trigger_retrain", "batch_scoring.nightly:retrain_conf", after=("request_retrain",), kind=HANDOFF,
-         flow="training.flows:RETRAIN", doc="start the retrain with the decision's reasons, and wait for its verdict"),
-    Step("no_retrain", after=("request_retrain",), kind=JOIN),
-    Step("close_night", after=("trigger_retrain", "no_retrain", "confirm_champion"), kind=JOIN,
-         trigger_rule="none_failed_min_one_success",
-         doc="the next night's ordered steps wait for this one (and any retrain it started) to close"),
+         kind=BRANCH, choose="batch_scoring.nightly:wants_retrain", choices=("trigger_retrain",),
+         doc="the retrain policy's record; it goes on to trigger_retrain only when the policy asks for a retrain"),
+    Step("trigger_retrain", "batch_scoring.nightly:retrain_conf", after=("decide_retrain", "confirm_champion"), kind=HANDOFF,
+         flow="training.flows:RETRAIN",
+         doc="start the retrain with the decision's reasons, and wait for its verdict. It is downstream of "
+             "confirm_champion too, so the next night's ordered steps wait for it: the night is closed when it has "
+             "run or been skipped"),
 ))

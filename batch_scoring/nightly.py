@@ -130,9 +130,9 @@ def decide_retrain(ctx: StepContext) -> dict:
     return decide(ctx.settings, ctx.ds)
 
 
-def request_retrain(ctx: StepContext) -> bool:
-    """Hand off to the retrain flow when the decision says so (and the caller allows it)."""
-    return bool(ctx.results["decide_retrain"]["retrain"]) and ctx.params.get("retrain", True)
+def wants_retrain(ctx: StepContext, decision: dict) -> bool:
+    """decide_retrain's branch: hand off to the retrain flow when the decision says so (and the caller allows it)."""
+    return bool(decision["retrain"]) and ctx.params.get("retrain", True)
 
 
 def retrain_conf(ctx: StepContext) -> dict:

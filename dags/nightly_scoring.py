@@ -18,15 +18,16 @@ arrived on or before D, so a backfill reproduces history without leakage. A day 
 dataset's calendar does not expect is skipped with a record (`validate` is a short-circuit).
 
 **Order.** `validate`, `score` and `detect_drift` may run for several nights at once.
-Everything from `confirm_champion` on runs in date order: it waits until the previous
-night is closed (its decision taken and any retrain it started finished), then makes sure
+Everything from `confirm_champion` on runs in date order, and first when tasks queue for a
+slot: it waits until the previous night is closed (its decision taken and any retrain it
+started finished, i.e. `trigger_retrain` done or skipped), then makes sure
 tonight was scored by the champion really in force on D, rescoring if a promotion landed
 in the meantime.
 
 **In the grid.** `flag_drift` is green only on a night with a drift alarm (its log names the
 drifted features) and skipped otherwise; `trigger_retrain` runs only when the policy asked
-for a retrain (`no_retrain` otherwise). The "Model health" page (Browse menu) shows the
-evidence behind both.
+for a retrain, and is skipped otherwise (`decide_retrain` logs the decision and its reasons).
+The "Model health" page (Browse menu) shows the evidence behind both.
 
 **Assets.** `confirm_champion` emits the `predictions` Asset (the lake's real location) once
 the night's partition is final, with `{"ds", "rows", "model_version", "rescored"}` in the
@@ -46,13 +47,13 @@ import json
 import logging
 from datetime import datetime, timedelta, timezone
 
-from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Asset, Param, dag, task
 
 from batch_scoring.flows import NIGHTLY  # step definitions only: nothing heavy
 from nightshift.alerts import NightshiftNotifier
 from nightshift.choices import ModelSelection, values
+from nightshift.flow import StepContext, run_step
 from nightshift.links import ModelHealthLink
 from nightshift.settings import (  # pydantic only: Airflow has it loaded already
     lake_table_uri,
@@ -65,12 +66,15 @@ STEP = NIGHTLY.step
 
 # Where the lake really is (from the settings file; no data is read at parse time).
 PREDICTIONS = Asset(name="predictions", uri=lake_table_uri("predictions"))
+# The nights' date-ordered steps go first when tasks queue for the executor's slots: later nights' speculative
+# scoring can wait, the path every night waits for cannot. (Absolute weights: by default, Airflow ranks a task by
+# the number of tasks downstream of it, which puts every night's `validate` ahead of the previous night's decision.)
+ORDERED, SPECULATIVE = 10, 1
+DECISION = "decision"  # decide_retrain's XCom key for the policy's record (its return value is the branch)
 
 
 def _run(step: str, ds: str, params: dict, *, item=None, run_id: str = "", **results) -> dict:
     """Run one step of the nightly flow, as `nightshift nightly` does."""
-    from nightshift.flow import StepContext, run_step
-
     ctx = StepContext(lambda: run_settings(params), ds, dict(params), results, item=item, run_id=run_id or "")
     return run_step(NIGHTLY, step, ctx)
 
@@ -83,7 +87,8 @@ def _run(step: str, ds: str, params: dict, *, item=None, run_id: str = "", **res
     max_active_runs=4,
     doc_md=__doc__,
     tags=["nightshift"],
-    default_args={"owner": "nightshift", "retries": 0, "on_failure_callback": NightshiftNotifier("failure")},
+    default_args={"owner": "nightshift", "retries": 0, "on_failure_callback": NightshiftNotifier("failure"),
+                  "weight_rule": "absolute", "priority_weight": SPECULATIVE},
     params={
         "model": Param(ModelSelection.AS_OF.value, enum=values(ModelSelection), description="which champion scores the night"),
         "settings": Param({}, type="object", description="settings overrides, 'section.key': value"),
@@ -95,7 +100,9 @@ def nightly_scoring():
         log.info("resolved settings: %s", json.dumps(run_settings(params).resolved(), default=str))
         return _run("validate", ds, params)  # None: a day off the calendar, skipped with a record
 
-    @task(map_index_template="{{ scoring_group }}", retries=1, retry_delay=timedelta(seconds=10))
+    # multiple_outputs=False: a task returns one XCom, not one more API call per key of its dict
+    @task(multiple_outputs=False, map_index_template="{{ scoring_group }}", retries=1,
+          retry_delay=timedelta(seconds=10))
     def score(group: dict, ds: str | None = None, params: dict | None = None, run_id: str | None = None) -> dict:
         from airflow.sdk import get_current_context
 
@@ -104,24 +111,26 @@ def nightly_scoring():
                                                   + (f" +{len(files) - 1} files" if len(files) > 1 else ""))
         return _run("score", ds, params, item=group, run_id=run_id)
 
-    @task
+    @task(multiple_outputs=False)
     def commit_scores(groups: list[dict], ds: str | None = None, params: dict | None = None) -> dict:
         return _run("commit_scores", ds, params, score=list(groups))
 
-    @task
+    @task(multiple_outputs=False)
     def detect_drift(ds: str | None = None, params: dict | None = None) -> dict:
         return _run("detect_drift", ds, params)
 
     # The night's predictions are final here (rescored if a promotion landed meanwhile), so the
     # Asset event is emitted here, once, and not by the speculative `score`.
-    @task(depends_on_past=STEP("confirm_champion").ordered, wait_for_downstream=True, outlets=[PREDICTIONS],
+    @task(multiple_outputs=False, depends_on_past=STEP("confirm_champion").ordered, wait_for_downstream=True,
+          outlets=[PREDICTIONS], priority_weight=ORDERED,
           on_success_callback=NightshiftNotifier("drift"))
     def confirm_champion(ds: str | None = None, params: dict | None = None, outlet_events=None) -> dict:
         result = _run("confirm_champion", ds, params)
         outlet_events[PREDICTIONS].extra = {k: result[k] for k in ("ds", "rows", "model_version", "rescored")}
         return result
 
-    @task(show_return_value_in_logs=False)  # the drifted features are logged in words
+    # the drifted features are logged in words
+    @task(multiple_outputs=False, show_return_value_in_logs=False, priority_weight=ORDERED)
     def flag_drift(ds: str | None = None, params: dict | None = None) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
@@ -130,36 +139,34 @@ def nightly_scoring():
             raise AirflowSkipException(f"no drift alarm on {ds}")
         return result
 
-    @task(depends_on_past=STEP("measure_ground_truth").ordered)
+    @task(multiple_outputs=False, depends_on_past=STEP("measure_ground_truth").ordered, priority_weight=ORDERED)
     def measure_ground_truth(ds: str | None = None, params: dict | None = None) -> dict:
         return _run("measure_ground_truth", ds, params)
 
-    @task(depends_on_past=STEP("decide_retrain").ordered, on_success_callback=NightshiftNotifier("retrain"),
-          show_return_value_in_logs=False)  # the decision is logged in words
-    def decide_retrain(ds: str | None = None, params: dict | None = None) -> dict:
+    # The decision and its branch are one task: a task less on the path each night waits for.
+    @task.branch(depends_on_past=STEP("decide_retrain").ordered, priority_weight=ORDERED,
+                 on_success_callback=NightshiftNotifier("retrain"))
+    def decide_retrain(ds: str | None = None, params: dict | None = None, ti=None) -> list[str]:
+        step = STEP("decide_retrain")
         result = _run("decide_retrain", ds, params)
         log.info("retrain decision for %s: %s, because %s", ds, result["verdict"], "; ".join(result["reasons"]))
-        return result
-
-    @task.branch
-    def request_retrain(decision: dict, ds: str | None = None, params: dict | None = None) -> str:
-        yes, no = STEP("request_retrain").choices
-        return yes if _run("request_retrain", ds, params, decide_retrain=decision) else no
+        ti.xcom_push(key=DECISION, value=result)  # the record, for trigger_retrain's conf
+        taken = step.taken(StepContext(None, ds, dict(params or {})), result)
+        return [t for t in step.follow(taken)[:1] if t]  # nothing chosen: trigger_retrain is skipped
 
     trigger_retrain = TriggerDagRunOperator(
         task_id="trigger_retrain",
         trigger_dag_id=RETRAIN.id,
         trigger_run_id="nightly__{{ ds }}",
         # The decision's day, trigger and reasons, passed on as they were recorded (never re-derived).
-        conf="{{ ti.xcom_pull(task_ids='decide_retrain')['retrain_conf'] | tojson }}",
+        conf="{{ ti.xcom_pull(task_ids='decide_retrain', key='%s')['retrain_conf'] | tojson }}" % DECISION,
         logical_date=None,  # the retrain's day is its `ds` Param; its run has no logical date of its own
         reset_dag_run=True,  # rerunning a night reruns the retrain it started
         wait_for_completion=True,  # the next night's decisions must see this verdict
         poke_interval=5,
         deferrable=True,  # wait in the triggerer, not in a worker slot
+        priority_weight=ORDERED,
     )
-    no_retrain = EmptyOperator(task_id="no_retrain")
-    close_night = EmptyOperator(task_id="close_night", trigger_rule=STEP("close_night").trigger_rule)
 
     # main flow
     confirmed = confirm_champion()
@@ -167,13 +174,13 @@ def nightly_scoring():
     committed = commit_scores(score.expand(group=validated))  # one mapped task per file group
     committed >> detect_drift() >> confirmed
     decision = decide_retrain()
-    confirmed >> measure_ground_truth() >> decision
+    confirmed >> measure_ground_truth() >> decision >> trigger_retrain
+    # confirm_champion waits for its previous night's direct downstream (wait_for_downstream): with this edge,
+    # that includes trigger_retrain, so the next night starts after this night's retrain (or its skip).
+    confirmed >> trigger_retrain
     flagged = flag_drift()
     confirmed >> flagged
     for evidence in (flagged, decision):  # a button to the page that shows the evidence
         evidence.operator.operator_extra_links = [ModelHealthLink()]
-    request_retrain(decision) >> [trigger_retrain, no_retrain] >> close_night
-    confirmed >> close_night  # so the next night's confirm_champion waits for this night to close
-
 
 nightly_scoring()

@@ -87,7 +87,8 @@ def _run(step: str, ds: str | None, params: dict, **results):
     },
 )
 def retrain():
-    @task
+    # multiple_outputs=False: a task returns one XCom, not one more API call per key of its dict
+    @task(multiple_outputs=False)
     def prepare_window(params: dict | None = None, ds: str | None = None) -> dict:
         log.info("resolved settings: %s", json.dumps(run_settings(params).resolved(), default=str))
         return _run("prepare_window", ds, params)
@@ -97,15 +98,16 @@ def retrain():
         yes, no = STEP("ready_to_train").choices
         return yes if _run("ready_to_train", ds, params, prepare_window=window) else no
 
-    @task(queue=STEP("train_challenger").queue, pool=STEP("train_challenger").pool)
+    @task(multiple_outputs=False, queue=STEP("train_challenger").queue, pool=STEP("train_challenger").pool)
     def train_challenger(window: dict, params: dict | None = None, ds: str | None = None) -> dict:
         return _run("train_challenger", ds, params, prepare_window=window)
 
-    @task(on_success_callback=VERDICT)
+    @task(multiple_outputs=False, on_success_callback=VERDICT)
     def defer(window: dict, params: dict | None = None, ds: str | None = None) -> dict:
         return _run("defer", ds, params, prepare_window=window)
 
-    @task(show_return_value_in_logs=False)  # the evidence is logged in words, not as a dict
+    # the evidence is logged in words, not as a dict
+    @task(multiple_outputs=False, show_return_value_in_logs=False)
     def evaluate_challenger(window: dict, trained: dict, params: dict | None = None, ds: str | None = None) -> dict:
         from nightshift.words import gate_words, segment_words
 
@@ -124,11 +126,11 @@ def retrain():
                  "; ".join(evaluation["reasons"]))
         return chosen
 
-    @task(on_success_callback=VERDICT)
+    @task(multiple_outputs=False, on_success_callback=VERDICT)
     def promote(evaluation: dict, params: dict | None = None, ds: str | None = None) -> dict:
         return _run("promote", ds, params, evaluate_challenger=evaluation)
 
-    @task(on_success_callback=VERDICT)
+    @task(multiple_outputs=False, on_success_callback=VERDICT)
     def reject(evaluation: dict, params: dict | None = None, ds: str | None = None) -> dict:
         return _run("reject", ds, params, evaluate_challenger=evaluation)
 

@@ -8,8 +8,10 @@ time without importing anything heavy). Every step function has the same signatu
 Kinds of step:
 - `task`: runs its function;
 - `gate`: its function returns a bool; False skips everything after it (Airflow: short-circuit);
-- `branch`: its function returns a bool and the flow continues at `choices[0]` (True) or
-  `choices[1]` (False) (Airflow: `@task.branch`);
+- `branch`: the flow continues at `choices[0]` when the branch is taken and at `choices[1]`
+  (if there is one) when it is not (Airflow: `@task.branch`). Taken is the function's result as
+  a bool, or, where the step names a `choose` function, `choose(ctx, result)`: then the step's
+  own result is a record like any task's, and a decision and its branch cost one task, not two;
 - `handoff`: starts another flow with the conf its function returns, and waits for it
   (Airflow: `TriggerDagRunOperator(wait_for_completion=True)`);
 - `join`: does nothing; it only orders (Airflow: `EmptyOperator`).
@@ -46,7 +48,8 @@ class Step:
     needs: tuple[str, ...] = ()  # earlier steps whose results it reads (Airflow: XCom arguments, so also edges)
     kind: str = TASK
     ordered: bool = False
-    choices: tuple[str, ...] = ()  # branch: (when True, when False)
+    choices: tuple[str, ...] = ()  # branch: (when taken, when not); one choice: that step, or nothing
+    choose: str | None = None  # branch: "module:function", (ctx, result) -> taken; default bool(result)
     flow: str | None = None  # handoff: the flow it starts, as "module:attribute"
     queue: str | None = None
     pool: str | None = None
@@ -55,8 +58,21 @@ class Step:
     doc: str = ""
 
     def function(self) -> Callable[["StepContext"], Any]:
-        module, _, name = (self.call or "").partition(":")
-        return getattr(importlib.import_module(module), name)
+        return _resolve(self.call or "")
+
+    def taken(self, ctx: "StepContext", result: Any) -> bool:
+        """A branch's choice: `choices[0]` when True."""
+        return bool(_resolve(self.choose)(ctx, result) if self.choose else result)
+
+    def follow(self, taken: bool) -> tuple[str | None, str | None]:
+        """A branch's (chosen, other) step ids for a choice; None where a one-choice branch goes nowhere."""
+        yes, no = self.choices[0], (self.choices[1] if len(self.choices) > 1 else None)
+        return (yes, no) if taken else (no, yes)
+
+
+def _resolve(ref: str) -> Any:
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True)
@@ -106,8 +122,7 @@ def run_step(flow: Flow, step_id: str, ctx: StepContext) -> Any:
 
 def load_flow(ref: str) -> Flow:
     """The flow a `"module:attribute"` reference names."""
-    module, _, name = ref.partition(":")
-    return getattr(importlib.import_module(module), name)
+    return _resolve(ref)
 
 
 def run_flow(flow: Flow, settings: "Settings", ds: str, params: dict[str, Any] | None = None, *,
@@ -149,8 +164,9 @@ def run_flow(flow: Flow, settings: "Settings", ds: str, params: dict[str, Any] |
         if step.kind == GATE and not result:
             skipped.update(s.id for s in flow.steps if s.id not in done)
         elif step.kind == BRANCH:
-            chosen, other = (step.choices[0], step.choices[1]) if result else (step.choices[1], step.choices[0])
-            skipped.update(_only_under(flow, other, chosen))
+            chosen, other = step.follow(step.taken(ctx, result))
+            if other:
+                skipped.update(_only_under(flow, other, chosen))
     return ctx.results
 
 
@@ -170,8 +186,8 @@ def _topological(flow: Flow) -> list[Step]:
     return order
 
 
-def _only_under(flow: Flow, root: str, keep: str) -> set[str]:
-    """`root` and every step reachable only through it (not through `keep`)."""
+def _only_under(flow: Flow, root: str, keep: str | None) -> set[str]:
+    """`root` and every step reachable only through it (not through `keep`, if given)."""
     down: dict[str, list[str]] = {}
     for s in flow.steps:
         for u in s.after:
@@ -186,4 +202,4 @@ def _only_under(flow: Flow, root: str, keep: str) -> set[str]:
                 todo.extend(down.get(x, []))
         return out
 
-    return reach(root) - reach(keep)
+    return reach(root) - (reach(keep) if keep else set())

@@ -81,7 +81,7 @@ def test_dag_test_runs_retrain_then_a_night(tmp_path):
     assert out["retrain"]["defer"] == "skipped" and out["retrain"]["train_challenger"] == "success", out
     nightly = out["nightly"]
     for task in ("validate", "score", "detect_drift", "confirm_champion", "measure_ground_truth",
-                 "decide_retrain", "no_retrain", "close_night"):
+                 "decide_retrain"):
         assert nightly[task] == "success", (task, nightly)
     assert nightly["trigger_retrain"] == "skipped"
     assert nightly["flag_drift"] == "skipped"  # a quiet night: nothing to flag in the grid

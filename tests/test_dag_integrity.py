@@ -72,6 +72,7 @@ def test_dag_shape(tmp_path):
         " 'dop': [k for k, v in t.items() if v.depends_on_past],"
         " 'confirm_down': sorted(t['confirm_champion'].downstream_task_ids),"
         " 'score_dop': t['score'].depends_on_past,"
+        " 'weights': {k: v.priority_weight for k, v in t.items()}, 'rules': sorted({str(getattr(v.weight_rule, 'value', v.weight_rule)) for v in t.values()}),"
         " 'train_queue': r.task_dict['train_challenger'].queue, 'train_pool': r.task_dict['train_challenger'].pool,"
         " 'retrain_mar': r.max_active_runs, 'nightly_doc': bool(n.doc_md), 'params': sorted(n.params.keys())}))"
     )
@@ -80,7 +81,9 @@ def test_dag_shape(tmp_path):
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["confirm_wfd"] is True and r["score_dop"] is False
     assert {"confirm_champion", "measure_ground_truth", "decide_retrain"} <= set(r["dop"])
-    assert "close_night" in r["confirm_down"]  # the next night waits for this one to close
+    # the next night waits for this one to close: its decision's hand-off run or skipped
+    assert "trigger_retrain" in r["confirm_down"]
+    assert r["rules"] == ["absolute"] and r["weights"]["decide_retrain"] > r["weights"]["validate"] and r["weights"]["confirm_champion"] > r["weights"]["score"]
     assert (r["train_queue"], r["train_pool"], r["retrain_mar"]) == ("gpu", "gpu", 1)
     assert r["nightly_doc"] and r["params"] == ["model", "settings"]
 
@@ -133,6 +136,31 @@ def test_the_in_process_runner_follows_gates_and_branches():
     assert set(ran) == {"gate", "a", "pick", "no", "end"} and ran["no"] == {"ran": "2026-01-01"}
     assert set(run_flow(flow, None, "2026-01-01", {"open": True, "pick": True})) == {"gate", "a", "pick", "yes", "end"}
     assert set(run_flow(flow, None, "2026-01-01", {"open": False})) == {"gate"}  # nothing after a closed gate
+
+
+def test_a_decision_and_its_branch_are_one_step():
+    """A branch with `choose` keeps its own record; with one choice, not taken skips that choice only."""
+    from nightshift.flow import BRANCH, Flow, Step, run_flow
+
+    flow = Flow("f", (
+        Step("decide", "tests.test_dag_integrity:_decide", kind=BRANCH, choose="tests.test_dag_integrity:_wants",
+             choices=("act",)),
+        Step("other", "tests.test_dag_integrity:_record"),
+        Step("act", "tests.test_dag_integrity:_record", after=("decide", "other")),
+    ))
+    ran = run_flow(flow, None, "2026-01-01", {"act": True})
+    assert set(ran) == {"decide", "other", "act"} and ran["decide"] == {"act": True, "why": "asked"}
+    ran = run_flow(flow, None, "2026-01-01", {"act": False})
+    assert set(ran) == {"decide", "other"} and ran["decide"] == {"act": False, "why": "asked"}
+    assert flow.step("decide").follow(True) == ("act", None) and flow.step("decide").follow(False) == (None, "act")
+
+
+def _decide(ctx):
+    return {"act": ctx.params["act"], "why": "asked"}
+
+
+def _wants(ctx, record):
+    return record["act"]
 
 
 def _gate(ctx):
