@@ -94,6 +94,10 @@ def through_airflow(home: Path, executor: str, first: str, last: str, nights: in
             raise RuntimeError(f"{executor}: nightly runs did not succeed: {failed}")
         rows = stack.query(home, "SELECT task_id, queued_dttm, start_date, end_date FROM task_instance "
                                  "WHERE dag_id='nightly_scoring' AND state='success'")
+        if os.environ.get("BENCH_TIMELINE"):
+            Path(os.environ["BENCH_TIMELINE"]).write_text(json.dumps(stack.query(
+                home, "SELECT run_id, task_id, state, queued_dttm, start_date, end_date FROM task_instance "
+                      "WHERE dag_id='nightly_scoring' ORDER BY start_date"), default=str))
         span = stack.query(home, "SELECT min(t.start_date), max(r.end_date) FROM task_instance t JOIN dag_run r "
                                  "ON t.dag_id = r.dag_id AND t.run_id = r.run_id WHERE t.dag_id='nightly_scoring'")[0]
     finally:
@@ -121,6 +125,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=4000)
     p.add_argument("--executors", nargs="+", default=["inprocess", "local", "preload"],
                    choices=["inprocess", *EXECUTORS])
+    p.add_argument("--keep", metavar="DIR", help="keep each run's home (lake, Airflow logs, metadata DB) under DIR")
     args = p.parse_args()
     from nightshift.dates import add_days
 
@@ -128,8 +133,8 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.executors:
-            home = Path(tmp) / name
-            home.mkdir()
+            home = Path(args.keep or tmp) / name
+            home.mkdir(parents=True)
             print(f"{name}: landing {HISTORY + args.nights} days x {args.rows} rows and bootstrapping ...", flush=True)
             world(home, args.nights, args.rows)
             print(f"{name}: {args.nights} nights ...", flush=True)
