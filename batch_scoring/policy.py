@@ -22,7 +22,9 @@ it has one, its standard error and row count (`Signal`), fired or not:
   waiting for maturity (90% coverage, about two weeks in the simulator) would see a concept
   change weeks late, and a day half labelled is already evidence when arrival does not depend
   on the label;
-- **realized change**: the same question asked where the onset is unknown. For each of the
+- **estimated drop**: the realized-drop test on tonight's rolling window of calibrated estimates
+  against the reference's estimate on the holdout;
+- **realized change**: the realized drop, asked where the onset is unknown. For each of the
   last `change_days` prediction days with enough labels as a candidate onset s, the days
   s..newest (the champion's, pooled, each weighted by its labelled rows) against the holdout
   reference pooled with the champion's own earlier production days before s (what the
@@ -33,16 +35,14 @@ it has one, its standard error and row count (`Signal`), fired or not:
   reference carries most of its error at a few hundred rows a night; the champion's own
   days shrink the reference's error, and the window that starts at the change is not
   diluted (a window-limited GLR change-point test, Lai 1995);
-- **estimated drop**: the same test on tonight's rolling window of calibrated estimates
-  against the reference's estimate on the holdout;
 - **alarm with an estimated drop**: the drift alarm is on tonight and tonight's own estimate
-  is worse than the reference's estimate by more than `max(alarm_drop_margin, alarm_drop_z * SE)`
-  (the margin is half the drop margin by default: on a moving input distribution a loss that
-  is still small tonight is the start of a larger one).
+  is worse than the reference's estimate by more than `max(alarm_drop_margin, alarm_drop_z * SE)`.
   Two pieces of evidence that are nearly independent under no change (the alarm is
-  calibrated to its own false-alarm target), so each can be held to a lower bar than alone:
-  the data moved and the model is estimated to suffer for it. It decides on the alarm's
-  first night instead of waiting for k of n, before a gradual shift has cost much;
+  calibrated to its own false-alarm target), so each is held to a lower bar than alone: the
+  data moved, and the model is estimated to suffer for it. The margin is half the drop
+  margin by default: on inputs that are still moving, a loss that is small tonight is the
+  start of a larger one. It decides on the alarm's first night instead of waiting for k of
+  n, before a gradual shift has cost much, and so before any post-drift label exists;
 - model age (a backstop: 180 days with data by default), no champion, or by hand.
 """
 
