@@ -22,8 +22,27 @@ it has one, its standard error and row count (`Signal`), fired or not:
   waiting for maturity (90% coverage, about two weeks in the simulator) would see a concept
   change weeks late, and a day half labelled is already evidence when arrival does not depend
   on the label;
-- **estimated drop**: the same test on tonight's rolling window of calibrated estimates
+- **estimated drop**: the realized-drop test on tonight's rolling window of calibrated estimates
   against the reference's estimate on the holdout;
+- **realized change**: the realized drop, asked where the onset is unknown. For each of the
+  last `change_days` prediction days with enough labels as a candidate onset s, the days
+  s..newest (the champion's, pooled, each weighted by its labelled rows) against the holdout
+  reference pooled with the champion's own earlier production days before s (what the
+  performance table still holds). It fires when, for some s, the drop is beyond
+  `max(drop_margin, change_z * SE)`: significant at a level `change_z` calibrated for the
+  looks (several onsets a night, every night) and no smaller than the margin. Why: the
+  realized-drop window mixes pre-change days into its mean and its 600-row holdout
+  reference carries most of its error at a few hundred rows a night; the champion's own
+  days shrink the reference's error, and the window that starts at the change is not
+  diluted (a window-limited GLR change-point test, Lai 1995);
+- **alarm with an estimated drop**: the drift alarm is on tonight and tonight's own estimate
+  is worse than the reference's estimate by more than `max(alarm_drop_margin, alarm_drop_z * SE)`.
+  Two pieces of evidence that are nearly independent under no change (the alarm is
+  calibrated to its own false-alarm target), so each is held to a lower bar than alone: the
+  data moved, and the model is estimated to suffer for it. The margin is half the drop
+  margin by default: on inputs that are still moving, a loss that is small tonight is the
+  start of a larger one. It decides on the alarm's first night instead of waiting for k of
+  n, before a gradual shift has cost much, and so before any post-drift label exists;
 - model age (a backstop: 180 days with data by default), no champion, or by hand.
 """
 
@@ -66,6 +85,16 @@ class Signal:
 
 
 @dataclass(frozen=True)
+class DayFigure:
+    """One prediction day's realized primary metric on the labels arrived so far, as known on the night."""
+
+    day: str
+    value: float
+    se: float
+    n: int  # labelled rows
+
+
+@dataclass(frozen=True)
 class RetrainEvidence:
     has_champion: bool
     metric: str = "auc"
@@ -98,6 +127,8 @@ class RetrainEvidence:
     reference_estimated: float | None = None
     reference_estimated_se: float | None = None
     reference_rows: int | None = None
+    # The champion's prediction days with enough labels (signal_ready), oldest first: the realized-change test.
+    ready_days: tuple[DayFigure, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -147,6 +178,64 @@ def _drop_signal(name: str, ev: RetrainEvidence, value: float | None, se: float 
     return Signal(name, fired, drop, threshold, se_drop, n, reason if fired else "")
 
 
+def _pooled(parts: list[tuple[float, float, int]]) -> tuple[float, float, int]:
+    """(value, SE, rows) of parts weighted by their rows: sum(n x) / sum(n), SE sqrt(sum (n se)^2) / sum(n)."""
+    n = sum(p[2] for p in parts)
+    return (sum(v * k for v, _, k in parts) / n, math.sqrt(sum((se * k) ** 2 for _, se, k in parts)) / n, n)
+
+
+def change_signal(ev: RetrainEvidence, change_days: int, change_z: float, margin: float) -> Signal:
+    """The realized-change test (pure): the strongest candidate onset among the last `change_days` ready days.
+
+    For onset s: after = the ready days from s on, before = the holdout reference (when it has
+    an SE and rows) and the ready days before s, each pooled by labelled rows. It fires where
+    drop(before -> after) > max(margin, change_z x SE(drop)); the record holds the onset whose
+    drop is largest against its threshold.
+    """
+    days = ev.ready_days
+    holdout = ([(ev.reference, ev.reference_se, ev.reference_rows)]
+               if ev.reference is not None and ev.reference_se is not None and ev.reference_rows else [])
+    best: tuple[float, Signal] | None = None
+    for i in range(max(len(days) - change_days, 0), len(days)):
+        before = holdout + [(d.value, d.se, d.n) for d in days[:i]]
+        after = [(d.value, d.se, d.n) for d in days[i:]]
+        if not before or not after:
+            continue
+        b, b_se, b_n = _pooled(before)
+        a, a_se, a_n = _pooled(after)
+        drop = _drop(ev, a, b)
+        scale = b if ev.relative and not ev.higher_is_better and b > 0 else 1.0
+        se = _combined(a_se, b_se) / scale
+        threshold = max(margin, change_z * se)
+        fired = drop > threshold
+        parts = ([f"the holdout reference {ev.reference:.4f} ({ev.reference_rows} rows)"] if holdout else []) + (
+            [f"{i} earlier days {days[0].day}..{days[i - 1].day}"] if i else [])
+        reason = (f"realized {ev.metric} since {days[i].day} ({len(after)} days to {days[-1].day}, {a_n} labelled rows) "
+                  f"{a:.4f} is {drop:.4f} worse than {b:.4f}, {' and '.join(parts)} pooled ({b_n} rows), beyond "
+                  f"max(margin {margin:g}, {change_z:g} x SE {se:.4f}) = {threshold:.4f}")
+        signal = Signal("realized_change", fired, drop, threshold, se, a_n, reason if fired else "")
+        score = drop / threshold if threshold > 0 else (math.inf if drop > 0 else 0.0)
+        if best is None or score > best[0]:
+            best = (score, signal)
+    return best[1] if best else Signal("realized_change", False, None, None, None, None)
+
+
+def alarm_drop_signal(ev: RetrainEvidence, z: float, margin: float) -> Signal:
+    """The drift alarm tonight, corroborated by tonight's estimate being worse than the reference's estimate (pure)."""
+    alarm = bool(ev.drift_flags) and ev.drift_flags[-1]
+    if ev.estimated is None or ev.reference_estimated is None:
+        return Signal("alarm_estimated_drop", False, None, None, None, None)
+    drop = _drop(ev, ev.estimated, ev.reference_estimated)
+    scale = ev.reference_estimated if ev.relative and not ev.higher_is_better and ev.reference_estimated > 0 else 1.0
+    se = _combined(ev.estimated_se, ev.reference_estimated_se) / scale
+    threshold = max(margin, z * se)
+    fired = alarm and drop > threshold
+    reason = (f"drift alarm on tonight, and tonight's estimated {ev.metric} {ev.estimated:.4f} is {drop:.4f} worse "
+              f"than the holdout reference's estimate {ev.reference_estimated:.4f}, beyond max(margin {margin:g}, "
+              f"{z:g} x SE {se:.4f}) = {threshold:.4f}")
+    return Signal("alarm_estimated_drop", fired, drop, threshold, se, None, reason if fired else "")
+
+
 def evaluate_signals(ev: RetrainEvidence, policy: "PolicySettings", margin: float) -> tuple[Signal, ...]:
     """Every automatic signal of night D, fired or not (pure)."""
     metric = Metric(ev.metric, ev.higher_is_better)
@@ -163,6 +252,9 @@ def evaluate_signals(ev: RetrainEvidence, policy: "PolicySettings", margin: floa
         _drop_signal("realized_drop", ev, ev.window_realized, ev.window_realized_se, ev.reference, ev.reference_se,
                      ev.window_labelled, margin, z,
                      f"realized, pooled over prediction days {ev.window_first}..{ev.window_last}:"),
+        change_signal(ev, policy.change_days, policy.change_z, margin),
+        alarm_drop_signal(ev, policy.alarm_drop_z,
+                          margin / 2 if policy.alarm_drop_margin is None else policy.alarm_drop_margin),
         _drop_signal("estimated_drop", ev, ev.window_estimated, ev.window_estimated_se, ev.reference_estimated,
                      ev.reference_estimated_se, ev.window_rows, margin, z, "estimated, pooled over the window ending tonight:"),
     ]
@@ -215,6 +307,10 @@ def metric_evidence(rows: list[dict[str, Any]], version: str, ds: str, reference
                    realized_se=matured[-1].get("realized_se"))
     ready = [r for r in mine if (r["matured"] if r.get("signal_ready") is None else r["signal_ready"])
              and r.get("rolling_realized") is not None]
+    figures = tuple(DayFigure(r["prediction_ds"], r["realized"], r["realized_se"], int(r["labelled"])) for r in ready
+                    if r.get("realized") is not None and r.get("realized_se") is not None and r.get("labelled"))
+    if figures:
+        out["ready_days"] = figures
     if ready:
         r = ready[-1]
         out.update(window_realized=r["rolling_realized"], window_realized_se=r.get("rolling_realized_se"),

@@ -70,6 +70,7 @@ class Run:
     true_auc: list[float] = field(default_factory=list)
     estimate_pairs: list[tuple[float, float]] = field(default_factory=list)  # (estimated, realized) per matured day
     first_pairs: list[tuple[float, float]] = field(default_factory=list)  # the same, estimated on the day's own night
+    trace: list[str] = field(default_factory=list)  # one line per night (--trace): the alarm and the signals that decided
     seconds: float = 0.0
 
     def first(self, flags: list[bool]) -> int | None:
@@ -189,8 +190,17 @@ def run_world(spec, settings, bundle, card, reference, scenario: str, volume: in
         if scenario == "gradual-covariate":
             big = world.features(d, ds, TRUTH_ROWS)
             run.true_auc.append(_expected_auc(world.probability(big, d), bundle.predict(big)))
+        run.trace.append(_trace_line(night - run.onset, state, decision, run.true_auc[-1] if run.true_auc else None))
     run.seconds = time.perf_counter() - t0
     return run
+
+
+def _trace_line(k: int, state, decision, true_auc: float | None) -> str:
+    """A night in one line: the CUSUM, the decision, and each metric signal's value against its threshold."""
+    sig = " ".join(f"{s.name}{'*' if s.fired else ''}={s.value:.3f}/{s.threshold:.3f}" for s in decision.signals
+                   if s.value is not None and s.threshold is not None and s.name not in ("model_age", "realized_below_floor"))
+    truth = f" true_auc={true_auc:.4f}" if true_auc is not None else ""
+    return f"{k:+3d} cusum={state.cusum:5.2f}{'A' if state.alarm else ' '} {decision.verdict:9s}{truth} {sig}"
 
 
 def _expected_auc(p_true: np.ndarray, score: np.ndarray) -> float:
@@ -208,6 +218,7 @@ def main() -> None:
     ap.add_argument("--none-nights", type=int, default=200)
     ap.add_argument("--scenarios", default="none,sudden-covariate,gradual-covariate,concept")
     ap.add_argument("--quick", action="store_true", help="1 seed, 100 quiet nights")
+    ap.add_argument("--trace", action="store_true", help="print every run's nights: CUSUM, decision, signals vs thresholds")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a setting to override, e.g. --set policy.drift_k=1 (repeatable)")
     args = ap.parse_args()
@@ -248,6 +259,11 @@ def main() -> None:
                 runs.append(run_world(spec, settings, bundle, card, reference, sc, volume, seed, nights))
                 bar.advance(task, nights)
 
+    if args.trace:
+        for r in runs:
+            console.print(f"[bold]{r.scenario}, seed {r.seed}, {r.volume} rows/night[/bold] (nights from onset)")
+            for line in r.trace:
+                console.print(line, markup=False, highlight=False)
     result = report(console, runs, volumes, Table)
     result.update(monitor_s_per_night_200=_per_night(runs, 200), monitor_s_per_night_20000=_per_night(runs, 20000))
     console.print("RESULT " + " ".join(f"{k}={_fmt(v)}" for k, v in result.items()))

@@ -187,6 +187,19 @@ class PolicySettings(BaseModel):
                                       "(0.02 AUC points; 0.05, i.e. 5% of RMSE)")
     drop_z: float = Field(3.0, ge=0, description="standard errors (window and reference combined) a drop must clear "
                           "beyond drop_margin, and a metric beyond its floor: keeps the signals quiet at any volume")
+    change_days: int = Field(7, ge=0, description="realized change: the last this many prediction days with enough labels "
+                             "are each tried as the onset of a drop, against the holdout reference pooled with the "
+                             "champion's own earlier days; 0: off")
+    change_z: float = Field(3.0, gt=0, description="realized change: standard errors the drop must clear (and drop_margin "
+                            "itself); calibrated for the looks (change_days onsets a night, every night) to the quiet "
+                            "target of 1 retrain per 200 nights")
+    alarm_drop_z: float = Field(2.0, gt=0, description="alarm with an estimated drop: on a night the drift alarm is on, "
+                                "retrain when tonight's estimate is worse than the holdout reference's estimate by more "
+                                "than alarm_drop_margin and this many standard errors (the alarm is the other half of "
+                                "the evidence, so the bar is lower than drop_z)")
+    alarm_drop_margin: float | None = Field(None, ge=0, description="alarm with an estimated drop: the smallest estimated "
+                                            "loss that counts, in the task's gain unit; None: half the drop margin "
+                                            "(0.01 AUC points; 2.5% of RMSE, though regression is not estimated)")
     recalibrate_days: int = Field(7, ge=0, description="ground truth: each day's estimate uses a Platt calibrator refitted "
                                   "on the labels arrived for the prediction days just before it (same model version), "
                                   "at most this many days back, not the bundle's holdout calibrator; 0: the bundle's only")

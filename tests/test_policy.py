@@ -120,7 +120,7 @@ def test_every_signal_is_recorded_fired_or_not():
                                                  "reference_se": 0.003}), DROP_POLICY, margin=0.02)
     by = {s.name: s for s in decision.signals}
     assert set(by) == {"no_champion", "drift_persisted", "realized_below_floor", "estimated_below_floor",
-                       "realized_drop", "estimated_drop", "model_age"}
+                       "realized_drop", "realized_change", "alarm_estimated_drop", "estimated_drop", "model_age"}
     assert [n for n, s in by.items() if s.fired] == ["realized_drop"]
     drop = by["realized_drop"]
     assert drop.value == pytest.approx(0.10) and drop.threshold == pytest.approx(0.02 + 3 * np.sqrt(2) * 0.003)
@@ -148,3 +148,148 @@ def test_metric_evidence_reads_the_champions_newest_ready_window():
     assert (ev["window_realized"], ev["window_last"], ev["window_labelled"]) == (0.78, "2026-01-07", 900)
     assert (ev["window_estimated"], ev["window_rows"], ev["reference"], ev["reference_estimated"]) == (0.79, 1400, 0.82, 0.81)
     assert "reference" not in metric_evidence(rows, "1", "2026-01-09")
+    # the realized change reads the champion's ready days with their labelled rows, oldest first
+    labelled = [{**r, "labelled": 150} for r in rows]
+    figures = metric_evidence(labelled, "1", "2026-01-09", ref)["ready_days"]
+    assert [(f.day, f.value, f.n) for f in figures] == [("2026-01-05", 0.81, 150), ("2026-01-07", 0.78, 150)]
+
+
+# -- the realized change: a drop with an unknown onset, against the holdout and the champion's own days ----------
+def _days(values, se=0.04, n=150, first=1):
+    from batch_scoring.policy import DayFigure
+
+    return tuple(DayFigure(f"2026-01-{first + i:02d}", v, se, n) for i, v in enumerate(values))
+
+
+CHANGE = dict(OK, reference=0.80, reference_se=0.02, reference_rows=600, ready_days=_days([0.80] * 10))
+# 8 days at 0.80 then 2 at 0.70: before = 600 holdout + 1200 production rows at 0.80, SE sqrt(600^2 0.02^2 +
+# 8 (150 x 0.04)^2) / 1800 = 0.01155; after = 300 rows, SE sqrt(2) 6 / 300 = 0.0283; the drop's SE 0.0306,
+# threshold max(0.02, 3 x 0.0306) = 0.0917 < 0.10.
+CHANGE_CASES = [
+    ("quiet", {}, NO_ACTION, "no trigger"),
+    ("a drop from the 9th day, against the holdout and 8 earlier days", {"ready_days": _days([0.80] * 8 + [0.70] * 2)},
+     RETRAIN, "realized auc since 2026-01-09 (2 days to 2026-01-10, 300 labelled rows) 0.7000 is 0.1000 worse than 0.8000, "
+              "the holdout reference 0.8000 (600 rows) and 8 earlier days 2026-01-01..2026-01-08 pooled (1800 rows)"),
+    ("the same drop against the 600-row holdout alone is within noise", {"ready_days": _days([0.70] * 2)},
+     NO_ACTION, "no trigger"),
+    ("the onset is found: 5 quiet days do not dilute it", {"ready_days": _days([0.80] * 8 + [0.72] * 3)},
+     RETRAIN, "since 2026-01-09 (3 days"),
+    ("a drop within noise", {"ready_days": _days([0.80] * 8 + [0.75] * 2)}, NO_ACTION, "no trigger"),
+    ("a better champion never fires", {"ready_days": _days([0.80] * 8 + [0.95] * 2)}, NO_ACTION, "no trigger"),
+    ("at volume the margin decides: 0.015 is below it",
+     {"reference_se": 0.001, "ready_days": _days([0.80] * 8 + [0.785] * 2, se=0.002, n=20_000)}, NO_ACTION, "no trigger"),
+    ("at volume the margin decides: 0.025 is beyond it",
+     {"reference_se": 0.001, "ready_days": _days([0.80] * 8 + [0.775] * 2, se=0.002, n=20_000)}, RETRAIN,
+     "beyond max(margin 0.02, 3 x SE"),
+    ("without the holdout reference, the champion's own days still compare",
+     {"reference": None, "reference_se": None, "reference_rows": None, "ready_days": _days([0.80] * 12 + [0.70] * 3)},
+     RETRAIN, "than 0.8000, 12 earlier days 2026-01-01..2026-01-12 pooled (1800 rows)"),
+    ("a drop older than change_days onsets is still found inside them",
+     {"ready_days": _days([0.80] * 8 + [0.70] * 9)}, RETRAIN, "since 2026-01-11 (7 days"),
+    ("no ready day yet: silent", {"ready_days": ()}, NO_ACTION, "no trigger"),
+]
+
+
+@pytest.mark.parametrize("name,overrides,verdict,fragment", CHANGE_CASES, ids=[c[0] for c in CHANGE_CASES])
+def test_realized_change(name, overrides, verdict, fragment):
+    decision = should_retrain(RetrainEvidence(**{**CHANGE, **overrides}), PolicySettings(change_days=7, change_z=3.0),
+                              margin=0.02)
+    assert decision.verdict == verdict
+    assert any(fragment in r for r in decision.reasons), decision.reasons
+
+
+def test_realized_change_records_its_strongest_onset_and_can_be_turned_off():
+    ev = RetrainEvidence(**{**CHANGE, "ready_days": _days([0.80] * 8 + [0.70] * 2)})
+    by = {s.name: s for s in should_retrain(ev, PolicySettings(), margin=0.02).signals}
+    change = by["realized_change"]
+    assert change.fired and change.value == pytest.approx(0.10) and change.n == 300
+    assert change.se == pytest.approx(np.hypot(np.sqrt(600**2 * 0.02**2 + 8 * 6.0**2) / 1800, np.sqrt(2) * 6 / 300))
+    assert change.threshold == pytest.approx(3 * change.se)
+    off = {s.name: s for s in should_retrain(ev, PolicySettings(change_days=0), margin=0.02).signals}
+    assert not off["realized_change"].fired and off["realized_change"].value is None
+
+
+def test_realized_change_is_relative_for_rmse():
+    # RMSE 10 -> 11 on the last 2 days is 10% worse; margin 5%
+    days = _days([10.0] * 8 + [11.0] * 2, se=0.2)
+    ev = RetrainEvidence(**{**RMSE, "relative": True, "reference": 10.0, "reference_se": 0.1, "reference_rows": 600,
+                            "ready_days": days})
+    change = {s.name: s for s in should_retrain(ev, PolicySettings(), margin=0.05).signals}["realized_change"]
+    assert change.fired and change.value == pytest.approx(0.10)
+    better = RetrainEvidence(**{**RMSE, "relative": True, "reference": 10.0, "reference_se": 0.1, "reference_rows": 600,
+                                "ready_days": _days([10.0] * 8 + [9.0] * 2, se=0.2)})
+    assert not {s.name: s for s in should_retrain(better, PolicySettings(), margin=0.05).signals}["realized_change"].fired
+
+
+def _quiet_change_retrains(z: float, reps: int, volume: int = 200, nights: int = 200, seed: int = 0) -> float:
+    """Retrain decisions per 200 nights from the realized change alone on a quiet world (cooldown 5).
+
+    Labels arrive with the simulator's delays; a day's realized AUC on its first n labels is the true AUC plus
+    a random walk's mean (so a day's figure firms up night by night, as in production); its SE is Hanley-McNeil's.
+    The holdout has 3 days' rows, as in the drift lab.
+    """
+    from batch_scoring.policy import DayFigure, change_signal
+    from nightshift.metrics import hanley_mcneil_se
+    from simulator.world import LabelDelay
+
+    rng, auc, prev, hold = np.random.default_rng(seed), 0.80, 0.3, 3 * volume
+    se = lambda a, n: float(hanley_mcneil_se(a, n * prev, n * (1 - prev)))  # noqa: E731
+    sigma = se(auc, volume) * np.sqrt(volume)  # per-label noise: a day's SE on n labels is sigma / sqrt(n)
+    fires = 0
+    for _ in range(reps):
+        ref = auc + rng.normal() * se(auc, hold)
+        days, last = [], -99
+        for night in range(nights):
+            days.append((np.sort(LabelDelay().draw(rng, volume)), np.cumsum(rng.normal(size=volume)) * sigma))
+            figures = []
+            for j in range(max(0, night - 30), night + 1):
+                delays, walk = days[j]
+                n = int(np.searchsorted(delays, night - j, side="right"))
+                if n and (n >= volume / 2 or night - j >= 30):
+                    v = auc + walk[n - 1] / n
+                    figures.append(DayFigure(str(j), v, se(v, n), n))
+            ev = RetrainEvidence(True, reference=ref, reference_se=se(ref, hold), reference_rows=hold,
+                                 ready_days=tuple(figures))
+            if change_signal(ev, 7, z, 0.02).fired and night - last >= 5:
+                fires, last = fires + 1, night
+    return 200 * fires / (reps * nights)
+
+
+def test_realized_change_is_quiet_on_a_quiet_world_at_200_rows():
+    # The target: at most 1 retrain per 200 quiet nights. The default z = 3 gives about 0.35 in a longer run
+    # (100 champions); z = 2 shows the simulation can fail.
+    assert _quiet_change_retrains(PolicySettings().change_z, reps=25) <= 1.0
+    assert _quiet_change_retrains(2.0, reps=5) > 1.0
+
+
+# -- the drift alarm corroborated by tonight's estimate ----------------------------------------------------------
+ALARM = dict(REF, drift_flags=(False, False, False, False, True), estimated=0.78, estimated_se=0.003,
+             reference_estimated=0.80, reference_estimated_se=0.002)
+# SE sqrt(0.003^2 + 0.002^2) = 0.0036; threshold max(0.01 (half the drop margin), 2 x 0.0036) = 0.01
+ALARM_CASES = [
+    ("alarm and an estimated drop beyond the margin", {"estimated": 0.785}, RETRAIN,
+     "drift alarm on tonight, and tonight's estimated auc 0.7850 is 0.0150 worse than the holdout reference's estimate"),
+    ("alarm, estimated drop within the margin", {"estimated": 0.792}, NO_ACTION, "no trigger"),
+    ("estimated drop without an alarm tonight", {"estimated": 0.70, "drift_flags": (False, False, False, True, False)},
+     NO_ACTION, "no trigger"),
+    ("alarm, estimated drop within noise at 200 rows", {"estimated": 0.74, "estimated_se": 0.03,
+                                                         "reference_estimated_se": 0.028}, NO_ACTION, "no trigger"),
+    ("alarm, a large estimated drop at 200 rows", {"estimated": 0.68, "estimated_se": 0.03,
+                                                    "reference_estimated_se": 0.028}, RETRAIN, "2 x SE 0.0410"),
+    ("alarm, estimate better", {"estimated": 0.85}, NO_ACTION, "no trigger"),
+    ("alarm, no estimate (regression): silent", {"estimated": None}, NO_ACTION, "no trigger"),
+]
+
+
+@pytest.mark.parametrize("name,overrides,verdict,fragment", ALARM_CASES, ids=[c[0] for c in ALARM_CASES])
+def test_alarm_with_an_estimated_drop(name, overrides, verdict, fragment):
+    decision = should_retrain(RetrainEvidence(**{**ALARM, **overrides}), PolicySettings(alarm_drop_z=2.0), margin=0.02)
+    assert decision.verdict == verdict
+    assert any(fragment in r for r in decision.reasons), decision.reasons
+
+
+def test_alarm_drop_margin_is_a_setting():
+    ev = RetrainEvidence(**{**ALARM, "estimated": 0.785})
+    by = {s.name: s for s in should_retrain(ev, PolicySettings(alarm_drop_margin=0.02), margin=0.02).signals}
+    assert not by["alarm_estimated_drop"].fired and by["alarm_estimated_drop"].threshold == pytest.approx(0.02)
+    assert by["alarm_estimated_drop"].value == pytest.approx(0.015)
