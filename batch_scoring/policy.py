@@ -220,14 +220,18 @@ def change_signal(ev: RetrainEvidence, change_days: int, change_z: float, margin
     return best[1] if best else Signal("realized_change", False, None, None, None, None)
 
 
-def alarm_drop_signal(ev: RetrainEvidence, z: float, margin: float) -> Signal:
-    """The drift alarm tonight, corroborated by tonight's estimate being worse than the reference's estimate (pure)."""
+def alarm_drop_signal(ev: RetrainEvidence, z: float | None, margin: float) -> Signal:
+    """The drift alarm tonight, corroborated by tonight's estimate being worse than the reference's estimate (pure).
+
+    `z` None: the signal is off (recorded with its value, no threshold, never fired)."""
     alarm = bool(ev.drift_flags) and ev.drift_flags[-1]
     if ev.estimated is None or ev.reference_estimated is None:
         return Signal("alarm_estimated_drop", False, None, None, None, None)
     drop = _drop(ev, ev.estimated, ev.reference_estimated)
     scale = ev.reference_estimated if ev.relative and not ev.higher_is_better and ev.reference_estimated > 0 else 1.0
     se = _combined(ev.estimated_se, ev.reference_estimated_se) / scale
+    if z is None:
+        return Signal("alarm_estimated_drop", False, drop, None, se, None)
     threshold = max(margin, z * se)
     fired = alarm and drop > threshold
     reason = (f"drift alarm on tonight, and tonight's estimated {ev.metric} {ev.estimated:.4f} is {drop:.4f} worse "

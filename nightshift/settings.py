@@ -193,10 +193,13 @@ class PolicySettings(BaseModel):
     change_z: float = Field(3.0, gt=0, description="realized change: standard errors the drop must clear (and drop_margin "
                             "itself); calibrated for the looks (change_days onsets a night, every night) to the quiet "
                             "target of 1 retrain per 200 nights")
-    alarm_drop_z: float = Field(2.0, gt=0, description="alarm with an estimated drop: on a night the drift alarm is on, "
-                                "retrain when tonight's estimate is worse than the holdout reference's estimate by more "
-                                "than alarm_drop_margin and this many standard errors (the alarm is the other half of "
-                                "the evidence, so the bar is lower than drop_z)")
+    alarm_drop_z: float | None = Field(None, gt=0, description="alarm with an estimated drop: on a night the drift alarm "
+                                       "is on, retrain when tonight's estimate is worse than the holdout reference's "
+                                       "estimate by more than alarm_drop_margin and this many standard errors (the alarm "
+                                       "is the other half of the evidence, so 2 is enough). None: off, the default: it "
+                                       "decides before any post-drift label exists, and on the demo's world the gate "
+                                       "rejected the challenger that decision trained (old-world labels only), after "
+                                       "which the cooldown held back the retrain that would have worked")
     alarm_drop_margin: float | None = Field(None, ge=0, description="alarm with an estimated drop: the smallest estimated "
                                             "loss that counts, in the task's gain unit; None: half the drop margin "
                                             "(0.01 AUC points; 2.5% of RMSE, though regression is not estimated)")

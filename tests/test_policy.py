@@ -288,8 +288,19 @@ def test_alarm_with_an_estimated_drop(name, overrides, verdict, fragment):
     assert any(fragment in r for r in decision.reasons), decision.reasons
 
 
+def test_alarm_with_an_estimated_drop_is_off_by_default():
+    """Off unless asked for: recorded with its value, never fired, no threshold (it would retrain before any label)."""
+    ev = RetrainEvidence(**{**ALARM, "estimated": 0.70})
+    decision = should_retrain(ev, PolicySettings(), margin=0.02)
+    by = {s.name: s for s in decision.signals}
+    assert not by["alarm_estimated_drop"].fired and by["alarm_estimated_drop"].threshold is None
+    assert by["alarm_estimated_drop"].value > 0.05
+    assert not any(r.startswith("drift alarm on tonight") for r in decision.reasons)
+
+
 def test_alarm_drop_margin_is_a_setting():
     ev = RetrainEvidence(**{**ALARM, "estimated": 0.785})
-    by = {s.name: s for s in should_retrain(ev, PolicySettings(alarm_drop_margin=0.02), margin=0.02).signals}
+    policy = PolicySettings(alarm_drop_z=2.0, alarm_drop_margin=0.02)
+    by = {s.name: s for s in should_retrain(ev, policy, margin=0.02).signals}
     assert not by["alarm_estimated_drop"].fired and by["alarm_estimated_drop"].threshold == pytest.approx(0.02)
     assert by["alarm_estimated_drop"].value == pytest.approx(0.015)
