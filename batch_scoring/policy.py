@@ -35,7 +35,7 @@ it has one, its standard error and row count (`Signal`), fired or not:
   reference carries most of its error at a few hundred rows a night; the champion's own
   days shrink the reference's error, and the window that starts at the change is not
   diluted (a window-limited GLR change-point test, Lai 1995);
-- **alarm with an estimated drop**: the drift alarm is on tonight and tonight's own estimate
+- **alarm with an estimated drop** (off unless `alarm_drop_z` is set): the drift alarm is on tonight and tonight's own estimate
   is worse than the reference's estimate by more than `max(alarm_drop_margin, alarm_drop_z * SE)`.
   Two pieces of evidence that are nearly independent under no change (the alarm is
   calibrated to its own false-alarm target), so each is held to a lower bar than alone: the
@@ -153,6 +153,11 @@ def _drop(ev: RetrainEvidence, value: float, reference: float) -> float:
     return (value - reference) / reference if ev.relative and reference > 0 else value - reference
 
 
+def _drop_se(ev: RetrainEvidence, reference: float, *ses: float | None) -> float:
+    """The standard error of `_drop(ev, value, reference)`, from the SEs of value and reference."""
+    return _combined(*ses) / (reference if ev.relative and not ev.higher_is_better and reference > 0 else 1.0)
+
+
 def _floor_signal(name: str, ev: RetrainEvidence, metric: Metric, value: float | None, se: float | None, z: float,
                   where: str) -> Signal:
     if ev.floor is None or value is None:
@@ -170,7 +175,7 @@ def _drop_signal(name: str, ev: RetrainEvidence, value: float | None, se: float 
     if value is None or reference is None:
         return Signal(name, False, None, None, None, n)
     drop = _drop(ev, value, reference)
-    se_drop = _combined(se, ref_se) / (reference if ev.relative and not ev.higher_is_better and reference > 0 else 1.0)
+    se_drop = _drop_se(ev, reference, se, ref_se)
     threshold = margin + z * se_drop
     fired = drop > threshold
     reason = (f"{where} {ev.metric} {value:.4f} is {drop:.4f} worse than the champion's holdout reference "
@@ -204,8 +209,7 @@ def change_signal(ev: RetrainEvidence, change_days: int, change_z: float, margin
         b, b_se, b_n = _pooled(before)
         a, a_se, a_n = _pooled(after)
         drop = _drop(ev, a, b)
-        scale = b if ev.relative and not ev.higher_is_better and b > 0 else 1.0
-        se = _combined(a_se, b_se) / scale
+        se = _drop_se(ev, b, a_se, b_se)
         threshold = max(margin, change_z * se)
         fired = drop > threshold
         parts = ([f"the holdout reference {ev.reference:.4f} ({ev.reference_rows} rows)"] if holdout else []) + (
@@ -228,8 +232,7 @@ def alarm_drop_signal(ev: RetrainEvidence, z: float | None, margin: float) -> Si
     if ev.estimated is None or ev.reference_estimated is None:
         return Signal("alarm_estimated_drop", False, None, None, None, None)
     drop = _drop(ev, ev.estimated, ev.reference_estimated)
-    scale = ev.reference_estimated if ev.relative and not ev.higher_is_better and ev.reference_estimated > 0 else 1.0
-    se = _combined(ev.estimated_se, ev.reference_estimated_se) / scale
+    se = _drop_se(ev, ev.reference_estimated, ev.estimated_se, ev.reference_estimated_se)
     if z is None:
         return Signal("alarm_estimated_drop", False, drop, None, se, None)
     threshold = max(margin, z * se)

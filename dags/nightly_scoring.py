@@ -73,10 +73,13 @@ ORDERED, SPECULATIVE = 10, 1
 DECISION = "decision"  # decide_retrain's XCom key for the policy's record (its return value is the branch)
 
 
-def _run(step: str, ds: str, params: dict, *, item=None, run_id: str = "", **results) -> dict:
+def _context(ds: str, params: dict, *, item=None, run_id: str = "", **results) -> StepContext:
+    return StepContext(lambda: run_settings(params), ds, dict(params), results, item=item, run_id=run_id or "")
+
+
+def _run(step: str, ds: str, params: dict, **kwargs) -> dict:
     """Run one step of the nightly flow, as `nightshift nightly` does."""
-    ctx = StepContext(lambda: run_settings(params), ds, dict(params), results, item=item, run_id=run_id or "")
-    return run_step(NIGHTLY, step, ctx)
+    return run_step(NIGHTLY, step, _context(ds, params, **kwargs))
 
 
 @dag(
@@ -147,12 +150,12 @@ def nightly_scoring():
     @task.branch(depends_on_past=STEP("decide_retrain").ordered, priority_weight=ORDERED,
                  on_success_callback=NightshiftNotifier("retrain"))
     def decide_retrain(ds: str | None = None, params: dict | None = None, ti=None) -> list[str]:
-        step = STEP("decide_retrain")
-        result = _run("decide_retrain", ds, params)
+        ctx = _context(ds, params)
+        result = run_step(NIGHTLY, "decide_retrain", ctx)
         log.info("retrain decision for %s: %s, because %s", ds, result["verdict"], "; ".join(result["reasons"]))
         ti.xcom_push(key=DECISION, value=result)  # the record, for trigger_retrain's conf
-        taken = step.taken(StepContext(None, ds, dict(params or {})), result)
-        return [t for t in step.follow(taken)[:1] if t]  # nothing chosen: trigger_retrain is skipped
+        chosen, _ = STEP("decide_retrain").follow(STEP("decide_retrain").taken(ctx, result))
+        return [chosen] if chosen else []  # nothing chosen: trigger_retrain is skipped
 
     trigger_retrain = TriggerDagRunOperator(
         task_id="trigger_retrain",

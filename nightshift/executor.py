@@ -86,8 +86,8 @@ def patch_supervisor_exit_wait(poll_s: float = EXIT_POLL_S) -> bool:
     original = getattr(WatchedSubprocess, "_service_subprocess", None)
     if original is None or getattr(original, "_nightshift_exit_poll", False):
         return original is not None
-    if not any(a.name in ("_open_sockets", "_exit_code") for a in getattr(WatchedSubprocess, "__attrs_attrs__", ())):
-        log.warning("the task supervisor has no _open_sockets: its exit wait is left as Airflow wrote it")
+    if not {"_open_sockets", "_exit_code"} <= {a.name for a in getattr(WatchedSubprocess, "__attrs_attrs__", ())}:
+        log.warning("the task supervisor has no _open_sockets or _exit_code: its exit wait is left as Airflow wrote it")
         return False
 
     def _service_subprocess(self, max_wait_time, *args, **kwargs):

@@ -197,9 +197,9 @@ class PolicySettings(BaseModel):
                                        "is on, retrain when tonight's estimate is worse than the holdout reference's "
                                        "estimate by more than alarm_drop_margin and this many standard errors (the alarm "
                                        "is the other half of the evidence, so 2 is enough). None: off, the default: it "
-                                       "decides before any post-drift label exists, and on the demo's world the gate "
-                                       "rejected the challenger that decision trained (old-world labels only), after "
-                                       "which the cooldown held back the retrain that would have worked")
+                                       "decides before any post-drift label exists: on a sudden drift (the Airflow "
+                                       "integration test's) the gate rejected the challenger it trained on old-world "
+                                       "labels, and the cooldown then held back the retrain that would have worked")
     alarm_drop_margin: float | None = Field(None, ge=0, description="alarm with an estimated drop: the smallest estimated "
                                             "loss that counts, in the task's gain unit; None: half the drop margin "
                                             "(0.01 AUC points; 2.5% of RMSE, though regression is not estimated)")
