@@ -494,7 +494,7 @@ class Lake:
         swaps it; once batches flow, the files they come from are open.
         """
         def start() -> tuple[pa.RecordBatch | None, Iterator[pa.RecordBatch]]:
-            it = _stream(self.dataset(table, ds), batch_rows, columns)
+            it = stream_batches(self.dataset(table, ds), batch_rows, columns)
             return next(it, None), it
 
         first, rest = self._settled(table, ds, start)
@@ -518,7 +518,7 @@ class Lake:
                    columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
         """Like `batches`, over some of a partition's files (paths relative to it), in the given order."""
         base = self.path(table, ds)
-        yield from _stream(pads.dataset([posixpath.join(base, f) for f in files], format="parquet", filesystem=self.fs),
+        yield from stream_batches(pads.dataset([posixpath.join(base, f) for f in files], format="parquet", filesystem=self.fs),
                            batch_rows, columns)
 
     def read_days(self, table: str, days: Iterable[str], columns: list[str] | None = None) -> pa.Table | None:
@@ -589,8 +589,12 @@ def _abs(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
-def _stream(dataset: pads.Dataset, batch_rows: int, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
-    """Record batches in file order, one row group decoded at a time (see `Lake.batches`)."""
+def stream_batches(dataset: pads.Dataset, batch_rows: int, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
+    """Record batches in file order, one row group decoded at a time (see `Lake.batches`).
+
+    Every pass over a day's rows goes through here: the scanner's defaults (pre-buffering,
+    16 batches of read-ahead, scan threads) hold more of a long day in memory the longer it is.
+    """
     options = pads.ParquetFragmentScanOptions(pre_buffer=False)
     return iter(dataset.to_batches(columns=columns, batch_size=batch_rows, batch_readahead=1, fragment_readahead=1,
                                    fragment_scan_options=options, use_threads=False))
