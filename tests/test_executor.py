@@ -45,6 +45,24 @@ def test_the_embedded_stack_uses_it(tmp_path):
     assert env["AIRFLOW__CORE__EXECUTOR"] == "nightshift.executor.PreloadingLocalExecutor"
 
 
+CELERY_CONFIG = "nightshift.celery_config.CELERY_CONFIG"
+
+
+def test_the_celery_workers_load_the_fix(tmp_path):
+    """docker-compose.yaml and the native topology both point the Celery workers at it."""
+    from pathlib import Path
+
+    import yaml
+
+    sys.path.insert(0, "scripts")
+    import celery_stack
+
+    compose = yaml.safe_load((Path(__file__).resolve().parents[1] / "docker-compose.yaml").read_text())
+    assert compose["x-airflow-env"]["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] == CELERY_CONFIG
+    env = celery_stack.Topology(tmp_path / "home").env()
+    assert env["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] == CELERY_CONFIG
+
+
 SUPERVISE = """
 import os, sys, time, uuid
 import structlog
@@ -52,6 +70,9 @@ from airflow.sdk.execution_time.supervisor import WatchedSubprocess
 if sys.argv[1] == "patched":
     from nightshift.executor import patch_supervisor_exit_wait
     assert patch_supervisor_exit_wait() and patch_supervisor_exit_wait()  # idempotent
+elif sys.argv[1] == "celery":  # as a Celery worker loads its configuration, from [celery] celery_config_options
+    from airflow.configuration import conf
+    assert conf.getimport("celery", "celery_config_options")["task_default_queue"]
 
 class Quiet(WatchedSubprocess):
     def _handle_request(self, msg, log, req_id):
@@ -69,15 +90,21 @@ print(f"{time.monotonic() - t:.3f} {p._exit_code}")
 """
 
 
-@pytest.mark.parametrize("mode", ["plain", "patched"])
+@pytest.mark.parametrize("mode", ["plain", "patched", "celery"])
 def test_a_supervisor_notices_its_task_exit_once_the_sockets_close(mode):
-    """Airflow's own supervisor, a real forked task: unpatched it sleeps out the interval; patched it does not."""
+    """Airflow's own supervisor, a real forked task: unpatched it sleeps out the interval; patched it does not.
+
+    `celery`: the patch arrives as a Celery worker gets it, by loading the configuration that
+    docker-compose.yaml and the native topology name.
+    """
+    import os
     import subprocess
 
-    out = subprocess.run([sys.executable, "-c", SUPERVISE, mode], capture_output=True, text=True, timeout=60,
+    env = {**os.environ, "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": CELERY_CONFIG}
+    out = subprocess.run([sys.executable, "-c", SUPERVISE, mode], capture_output=True, text=True, timeout=60, env=env,
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     assert out.returncode == 0, out.stderr[-2000:]
-    seconds, code = out.stdout.split()
+    seconds, code = out.stdout.splitlines()[-1].split()  # the last line: Airflow may log above it
     assert code == "0"
     if mode == "plain":  # the race this works around, as Airflow 3.3 has it (if this fails, Airflow fixed it)
         assert float(seconds) >= 4.5
