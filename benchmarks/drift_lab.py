@@ -28,7 +28,11 @@ Figures per scenario and volume (worst seed where a target says "every seed"):
 - the calibrated estimate's error against the realized AUC of matured days (all of the day's
   labels), MAE and bias, on worlds without concept drift: as recorded on the night the day
   matures (`estimate_error` in the performance table) and as estimated on the day's own night
-  (what the policy saw then).
+  (what the policy saw then);
+- beside it, the floor of that error: the model's AUC in expectation over the day's labels,
+  computed from the world's true probabilities, against the same realized AUC. No estimate made
+  without the labels can do better on average; at 200 rows a day the floor is the realized
+  AUC's own sampling noise.
 
 The last line is `RESULT key=value ...`.
 """
@@ -70,6 +74,10 @@ class Run:
     true_auc: list[float] = field(default_factory=list)
     estimate_pairs: list[tuple[float, float]] = field(default_factory=list)  # (estimated, realized) per matured day
     first_pairs: list[tuple[float, float]] = field(default_factory=list)  # the same, estimated on the day's own night
+    # (expected, realized) per matured day: the model's AUC in expectation over the day's labels, from the world's
+    # true probabilities. No estimator without the labels can beat it, so its error against the realized AUC is the
+    # floor of the estimate's: at a few hundred rows a day that floor is the realized AUC's own sampling noise.
+    oracle_pairs: list[tuple[float, float]] = field(default_factory=list)
     trace: list[str] = field(default_factory=list)  # one line per night (--trace): the alarm and the signals that decided
     seconds: float = 0.0
 
@@ -148,7 +156,8 @@ def run_world(spec, settings, bundle, card, reference, scenario: str, volume: in
         feats = world.features(d, ds, volume)
         pred = bundle.predict(feats)
         y, delay = world.draw_labels(feats, d)
-        history.append((ds, night, pred, y, delay, card.calibrate(pred) if card.calibrator else None))
+        history.append((ds, night, pred, y, delay, card.calibrate(pred) if card.calibrator else None,
+                        _expected_auc(world.probability(feats, d), pred)))
         n = min(cfg.sample_size, volume)  # rows are drawn independently: the first n are a random sample
         rows = test_night(reference, feats.slice(0, n), spec.numeric, spec.categorical, cfg, seed=d,
                           ref_out=ref_out, day_out=pred[:n], embed=lambda t: embed(bundle, t))
@@ -160,7 +169,7 @@ def run_world(spec, settings, bundle, card, reference, scenario: str, volume: in
 
         # ground truth as known on D: the labels with delay <= age
         days = []
-        for pds, pnight, ppred, py, pdelay, pcal in history[-(delay_cfg.max_delay_days + 1):]:
+        for pds, pnight, ppred, py, pdelay, pcal, _ in history[-(delay_cfg.max_delay_days + 1):]:
             arrived = pdelay <= night - pnight
             days.append(DayInput(pds, "1", ppred, py[arrived], ppred[arrived], pcal))
         perf = performance_rows(task, days, ds, min_coverage=delay_cfg.min_coverage,
@@ -176,6 +185,7 @@ def run_world(spec, settings, bundle, card, reference, scenario: str, volume: in
                 realized = float(m.auc(h[3], h[2]))
                 run.estimate_pairs.append((r["estimated"], realized))
                 run.first_pairs.append((first_estimate[r["prediction_ds"]], realized))
+                run.oracle_pairs.append((h[6], realized))
         recent = run.alarms[-policy.drift_n:]
         ev = RetrainEvidence(
             has_champion=True, metric=task.primary.name, higher_is_better=task.primary.higher_is_better, floor=floor,
@@ -298,7 +308,7 @@ def report(console, runs: list[Run], volumes: list[int], Table) -> dict:
     t = Table(title="drift lab: per scenario and daily volume (worst seed where it says max)")
     for c in ("scenario", "rows/night", "seeds", "alarm delay (max)", "decision delay (max)", "false alarms /100 nights",
               "retrains /200 nights (age)", "AUC drop at decision (max)", "estimate MAE", "estimate bias",
-              "on its own night: MAE", "bias"):
+              "on its own night: MAE", "bias", "floor: expected AUC's MAE"):
         t.add_column(c)
     by: dict[tuple[str, int], list[Run]] = {}
     for r in runs:
@@ -323,13 +333,15 @@ def report(console, runs: list[Run], volumes: list[int], Table) -> dict:
         pairs = [p for r in rs for p in r.estimate_pairs] if sc != "concept" else []
         mae, bias = _errors(pairs)
         first_mae, first_bias = _errors([p for r in rs for p in r.first_pairs] if sc != "concept" else [])
+        floor_mae, _ = _errors([p for r in rs for p in r.oracle_pairs] if sc != "concept" else [])
         t.add_row(sc, str(vol), str(len(rs)), _fmt(mx(alarm_d)) if alarm_d else "-", _fmt(mx(dec_d)) if dec_d else "-",
                   f"{fa:.2f}" if fa is not None else "-", f"{rt:.2f} ({sum(age)})" if rt is not None else "-",
-                  f"{drop:.4f}" if drop is not None else "-", _fmt(mae), _fmt(bias), _fmt(first_mae), _fmt(first_bias))
+                  f"{drop:.4f}" if drop is not None else "-", _fmt(mae), _fmt(bias), _fmt(first_mae), _fmt(first_bias),
+                  _fmt(floor_mae))
         worst.setdefault(sc, []).append({"vol": vol, "alarm": mx(alarm_d) if alarm_d else None,
                                          "decision": mx(dec_d) if dec_d else None, "fa": fa, "rt": rt, "drop": drop,
                                          "mae": mae, "bias": bias, "first_mae": first_mae, "first_bias": first_bias,
-                                         "n_est": len(pairs)})
+                                         "floor_mae": floor_mae, "n_est": len(pairs)})
     console.print(t)
 
     def w(sc, key, fn=max):
@@ -354,6 +366,14 @@ def report(console, runs: list[Run], volumes: list[int], Table) -> dict:
         out["estimate_first_night_mae"] = sum(x["first_mae"] * x["n_est"] for x in est) / n
         out["estimate_first_night_bias"] = sum(x["first_bias"] * x["n_est"] for x in est) / n
         out["estimate_volume"] = big
+        out["estimate_mae_floor"] = sum(x["floor_mae"] * x["n_est"] for x in est) / n
+    for vol in volumes:  # every volume's estimate beside its floor: at 200 rows the realized AUC itself is noisy
+        est = [x for sc in ("none", "sudden-covariate", "gradual-covariate") for x in worst.get(sc, []) if x["vol"] == vol
+               and x["mae"] is not None]
+        if est and vol != big:
+            n = sum(x["n_est"] for x in est)
+            out[f"estimate_mae_{vol}"] = sum(x["mae"] * x["n_est"] for x in est) / n
+            out[f"estimate_mae_floor_{vol}"] = sum(x["floor_mae"] * x["n_est"] for x in est) / n
     return out
 
 
