@@ -229,6 +229,12 @@ class GateSettings(BaseModel):
     power_check: bool = Field(True, description="before training, defer a retrain whose holdout cannot resolve the margin")
     assumed_correlation: float = Field(0.9, ge=0, lt=1, description="power check: assumed correlation of champion and "
                                        "challenger metric estimates across resamples (pairing shrinks the delta's error)")
+    onset_aware: bool = Field(True, description="a retrain that knows the drift onset judges the challenger, and fits its "
+                              "calibrator and reference, on the holdout's rows from the onset on, when they hold gate.min_rows "
+                              "(binary: and 20 of each class); otherwise on the whole holdout, and the verdict says so")
+    onset_needs_power: bool = Field(False, description="onset_aware: judge on the rows since the onset only when they can also "
+                                    "resolve the margin (gate.power_check); off: judge on them anyway and do not defer for "
+                                    "power, since a whole holdout of mostly older days would judge a world production has left")
     seed: int = 0
 
 

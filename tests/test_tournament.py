@@ -13,7 +13,7 @@ from nightshift.settings import TrainingSettings
 from nightshift.spec import EVENT_DS
 from training.retrain import pick_best, tournament_candidates
 from training.reweight import recent_weights, representative_weights
-from training.window import split_validation
+from training.window import since_onset, split_validation
 
 START = "2026-05-01"
 FAST = {"training.epochs": 3, "gate.n_boot": 200, "gate.power_check": False}
@@ -82,6 +82,12 @@ def test_validation_is_the_newest_days(counts, share, valid_days):
     assert train.num_rows + valid.num_rows == table.num_rows
     if valid_days:
         assert max(train.column(EVENT_DS).to_pylist()) < min(valid_days)
+
+
+def test_the_holdout_since_an_onset_is_its_rows_from_that_day_on():
+    table = _days_table({"2026-01-01": 5, "2026-01-02": 3, "2026-01-03": 2})
+    assert since_onset(table, "2026-01-02").column(EVENT_DS).to_pylist() == ["2026-01-02"] * 3 + ["2026-01-03"] * 2
+    assert since_onset(table, "2026-01-01").equals(table) and since_onset(table, "2026-01-04").num_rows == 0
 
 
 def test_recent_weights_weigh_up_the_days_since_the_onset():

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from nightshift.dates import add_days
 from nightshift.lake import Lake
 from nightshift.registry import CHALLENGER, CHAMPION, Registry
+from nightshift.spec import EVENT_DS
 from nightshift.tables.decisions import latest_decision
 from nightshift.task import task_for
 from training.promotion import DEFERRED, PROMOTE, UNCHANGED
@@ -54,7 +55,8 @@ def champion_at_end_of(registry: Registry, ds: str):
 def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", reasons: list[str] | None = None) -> dict[str, Any]:
     """Build and stage the training window for `ds`, and decide whether to train on it."""
     from training.bundle import load_bundle
-    from training.evaluate import detectable_gain, effective_gate, judge_power
+    from training.evaluate import choose_holdout, detectable_gain, effective_gate, judge_power
+    from training.window import since_onset
 
     lake = Lake(settings.lake_uri)
     registry = Registry(settings, lake)
@@ -84,8 +86,29 @@ def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", re
     for note in window.notes:
         log.info("window for %s: %s", ds, note)
 
+    # After a drift the gate judges on the holdout's rows since the onset, and the power check
+    # looks at the same rows (`training.evaluate.choose_holdout`).
+    onset = drift_onset(lake, ds)
+    judged, onset_power = window.holdout, None
+    if onset is not None:
+        since = since_onset(window.holdout, onset)
+        since_too_few = task.too_few(task.labels(since.column(spec.label), "holdout labels"), gate.min_rows)
+        if gate.onset_aware and gate.power_check and not since_too_few and 0 < since.num_rows < window.holdout.num_rows:
+            onset_power = power_of(since)
+        choice = choose_holdout(onset, summary["holdout_days"], since.num_rows, since_too_few, onset_power, gate)
+        if choice.since_onset:
+            judged = since
+    else:
+        choice = choose_holdout(None, summary["holdout_days"], 0, (), None, gate)
+    summary["gate_holdout"] = {"onset": onset, "since_onset": choice.since_onset, "rows": judged.num_rows,
+                               "days": sorted(set(judged.column(EVENT_DS).to_pylist())),
+                               "whole_rows": window.holdout.num_rows, "whole_days": len(summary["holdout_days"]),
+                               "power_short": choice.power_short, "reasons": list(choice.reasons)}
+    for reason in choice.reasons:
+        log.info("gate holdout for %s: %s", ds, reason)
+
     action, verdict, why = TRAIN, None, []
-    y_holdout = task.labels(window.holdout.column(spec.label), "holdout labels")
+    y_holdout = task.labels(judged.column(spec.label), "holdout labels")
     too_few = task.too_few(y_holdout, gate.min_rows)
     if window.train.num_rows < settings.training.min_train_rows:
         action, verdict = DEFER, DEFERRED
@@ -98,11 +121,12 @@ def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", re
         why = [*too_few, f"even after growing over {settings.training.holdout_max_days} days (training.holdout_max_days); "
                          "a challenger could only end INSUFFICIENT_EVIDENCE"]
     elif champion is not None and gate.power_check:
-        power = power_of(window.holdout)
+        power = onset_power if choice.since_onset else power_of(judged)
         summary["power"] = power
-        judged = judge_power(power, gate)
-        if not judged.enough:
-            action, verdict, why = DEFER, DEFERRED, list(judged.reasons)
+        powered = judge_power(power, gate)
+        # Rows since an onset that cannot resolve the margin still judge (choose_holdout says why and what gain it takes).
+        if not powered.enough and not choice.power_short:
+            action, verdict, why = DEFER, DEFERRED, list(powered.reasons)
     if action == TRAIN and champion_ref is not None and trigger != "manual":
         last = latest_decision(lake, "promotion", before=add_days(ds, 1),
                                where=lambda d: d["evidence"].get("fingerprint") is not None and d["ds"] != ds)
@@ -386,15 +410,31 @@ def _model_card(settings: "Settings", lake: Lake, window: dict[str, Any], bundle
     from training.bundle import load_bundle
 
     task = task_for(settings.dataset.task)
-    holdout = pq.read_table(window["holdout"], filesystem=lake.fs)
+    holdout, days = _judged_holdout(lake, window)
     if holdout.num_rows == 0:
         return fit_model_card(task, np.array([]), np.array([]))
     y = task.labels(holdout.column(settings.dataset.label), "holdout labels")
-    card = fit_model_card(task, y, load_bundle(bundle_dir).predict(holdout), settings.scoring.threshold,
-                          window.get("holdout_days") or ())
+    card = fit_model_card(task, y, load_bundle(bundle_dir).predict(holdout), settings.scoring.threshold, days)
     log.info("calibration on %d holdout rows: %s; reference %s", len(y), card.calibrator or card.note or "none",
              card.reference and f"{card.reference.metric} {card.reference.realized}")
     return card
+
+
+def _judged_holdout(lake: Lake, window: dict[str, Any]) -> tuple[pa.Table, list[str]]:
+    """The holdout rows the gate judges on, and their days: the rows since the drift onset when
+    `prepare_window` chose them (`gate.onset_aware`), else the whole holdout.
+
+    The calibrator and the reference are fitted on the same rows: the reference is what the
+    nightly policy holds production's realized metric to, and the calibrator is what turns
+    tonight's scores into an estimate, so both should describe the world production is in.
+    """
+    from training.window import since_onset
+
+    holdout = pq.read_table(window["holdout"], filesystem=lake.fs)
+    chosen = window.get("gate_holdout") or {}
+    if chosen.get("since_onset"):
+        return since_onset(holdout, chosen["onset"]), list(chosen["days"])
+    return holdout, list(window.get("holdout_days") or [])
 
 
 def _log_loser(registry, ds, got, name, trigger, reasons, settings, window, parent) -> None:
@@ -417,13 +457,14 @@ def evaluate_challenger(settings: "Settings", ds: str, window: dict[str, Any], v
     registry = Registry(settings, lake)
     spec, task = settings.dataset, task_for(settings.dataset.task)
     gate = effective_gate(settings.gate, task)
-    holdout = pq.read_table(window["holdout"], filesystem=lake.fs)
+    holdout, holdout_days = _judged_holdout(lake, window)
+    chosen = window.get("gate_holdout") or {}
     y = task.labels(holdout.column(spec.label), "holdout labels")
     p_challenger = load_bundle(registry.local_path(version)).predict(holdout)
     champion_ref = champion_at_end_of(registry, ds)
     too_few = task.too_few(y, gate.min_rows)
 
-    evidence: dict[str, Any] = {"ds": ds, "holdout_rows": int(len(y)), "holdout_days": window.get("holdout_days", []),
+    evidence: dict[str, Any] = {"ds": ds, "holdout_rows": int(len(y)), "holdout_days": holdout_days, "gate_holdout": chosen,
                                 "coverage": window.get("coverage", {}), "challenger_version": version,
                                 "fingerprint": window.get("fingerprint"), "trigger": window.get("trigger"),
                                 "retrain_reasons": window.get("reasons", []), "notes": window.get("notes", []),
@@ -446,10 +487,10 @@ def evaluate_challenger(settings: "Settings", ds: str, window: dict[str, Any], v
             segments = segment_deltas(y, p_champion, p_challenger, seg, gate.min_segment_rows, task=task)
         verdict = judge_challenger({**boot, "too_few": too_few}, segments, gate)
         evidence.update({"first_model": False, **boot, "segments": segments, "power": window.get("power")})
-    evidence.update({"verdict": verdict.verdict, "reasons": list(verdict.reasons), "gate": gate.model_dump()})
-    log.info("challenger v%s on %s: %s (%s)", version, ds, verdict.verdict, "; ".join(verdict.reasons))
-    return {"ds": ds, "version": version, "verdict": verdict.verdict, "reasons": list(verdict.reasons),
-            "evidence": _jsonable(evidence)}
+    reasons = [*verdict.reasons, *chosen.get("reasons", [])]  # which rows judged, when there was a choice
+    evidence.update({"verdict": verdict.verdict, "reasons": reasons, "gate": gate.model_dump()})
+    log.info("challenger v%s on %s: %s (%s)", version, ds, verdict.verdict, "; ".join(reasons))
+    return {"ds": ds, "version": version, "verdict": verdict.verdict, "reasons": reasons, "evidence": _jsonable(evidence)}
 
 
 def judge(evaluation: dict[str, Any]) -> bool:

@@ -20,7 +20,8 @@ the newest labelled days: at least `holdout_days` of them, and more, up to
 rest trains. Champion and challenger are both judged on it, and neither has seen it. It uses
 every label that has arrived rather than waiting for days to mature: a gate that waited for
 90% label coverage would be blind to the newest regime for weeks. The per-day label
-coverage goes into the evidence.
+coverage goes into the evidence. When a retrain knows the drift onset, the gate may judge on
+the holdout's rows since it alone (`since_onset`, `training.evaluate.choose_holdout`).
 """
 
 from __future__ import annotations
@@ -111,6 +112,11 @@ def build_window(lake: Lake, spec: "DatasetSpec", ds: str, settings: "TrainingSe
     if n_days > settings.holdout_days:
         notes.append(f"holdout grew to the newest {n_days} labelled days ({holdout.num_rows} rows) to hold what the gate needs")
     return Window(ds=ds, days=days, train=table.filter(pa.array(~in_holdout)), holdout=holdout, coverage=coverage, notes=notes)
+
+
+def since_onset(holdout: pa.Table, onset: str) -> pa.Table:
+    """The holdout's rows from prediction days on or after a drift onset: the world production is in now."""
+    return holdout.filter(pc.greater_equal(holdout.column(EVENT_DS), pa.scalar(onset, pa.string())))
 
 
 def window_days(ds: str, settings: "TrainingSettings") -> list[str]:
