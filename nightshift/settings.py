@@ -81,8 +81,8 @@ class TrainingSettings(BaseModel):
     freeze_epochs: int = Field(3, ge=0, description="init_from=transfer: epochs that train the new head on a frozen backbone")
     unfreeze_lr_factor: float = Field(0.1, ge=0, description="init_from=transfer: after the frozen epochs, the backbone and "
                                       "embeddings train at lr times this; 0 keeps them frozen")
-    valid_share: float = Field(0.15, ge=0, lt=0.5, description="share of the training rows, newest prediction days first, "
-                               "held out for early stopping and the tournament (time-based); 0: none")
+    valid_share: float = Field(0.15, ge=0, lt=0.5, description="share of the training rows held out for early stopping and the "
+                               "tournament: a hash half of the newest prediction days' rows (time-based); 0: none")
     refit_epochs: Literal["best", "all"] = Field("all", description="the tournament's winner is refitted on the whole window "
                                                  "for its best epoch count on validation ('best') or for training.epochs ('all')")
     early_stop_patience: int = Field(2, ge=0, description="stop after this many epochs without a better validation loss, "

@@ -249,9 +249,10 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
     """Train the tournament's candidates on the staged window, log each to MLflow, register the best as `challenger`.
 
     One candidate (the default outside drift) is one MLflow run. Several are child runs of one
-    parent run. Every candidate trains on the window less its newest days (the time-based
-    validation), stops early on their loss, and is scored there; the winner is then refitted
-    on the whole window (`training.refit_epochs`), so the newest days are not lost to it.
+    parent run. Every candidate trains on the window less its validation (a hash half of the
+    rows of its newest days, `training.window.split_validation`), stops early on their loss,
+    and is scored there; the winner is then refitted on the whole window
+    (`training.refit_epochs`), so the validation rows are not lost to it.
     A candidate whose loss goes NaN ends FAILED in MLflow; if none is left, nothing is
     registered, no alias moves and the step fails.
     """
@@ -285,10 +286,10 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
     fallback = None
     if device.type != "cuda":
         fallback = "training.device=cpu" if t.device == "cpu" else "no CUDA device found (training.device=auto)"
-    fit_table, valid_table = split_validation(train, t.valid_share)
+    fit_table, valid_table = split_validation(train, t.valid_share, spec.entity_id)
     if valid_table.num_rows:
-        check_trainable(task.labels(fit_table.column(spec.label), f"{where} less its validation days"), task,
-                        f"{where} less its validation days")
+        check_trainable(task.labels(fit_table.column(spec.label), f"{where} less its validation rows"), task,
+                        f"{where} less its validation rows")
     sources: dict[str, Any] = {}
 
     def train_one(init: str, kind: str, table: pa.Table, valid: pa.Table | None, epochs: int | None):
@@ -339,7 +340,7 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
                                 f"moves: {errors}") if any("loss became" in s.get("error", "") for s in scores) else \
                 UntrainableWindow(f"every candidate of the retrain on {ds} failed: {errors}")
         chosen = trained[winner]
-        # The newest days were only validation so far: the winner learns them too, for as many
+        # The validation rows were only validation so far: the winner learns them too, for as many
         # epochs as served it best.
         if valid_table.num_rows:
             epochs = (chosen["result"].best_epoch or len(chosen["result"].history)) if t.refit_epochs == "best" else t.epochs

@@ -22,6 +22,14 @@ every label that has arrived rather than waiting for days to mature: a gate that
 90% label coverage would be blind to the newest regime for weeks. The per-day label
 coverage goes into the evidence. When a retrain knows the drift onset, the gate may judge on
 the holdout's rows since it alone (`since_onset`, `training.evaluate.choose_holdout`).
+
+Validation (`split_validation`, early stopping and the tournament's choice) is time-based too:
+a hash half of the rows of the newest days that remain after the holdout, over as many days
+as hold about `training.valid_share` of them; the other half of those days trains. Its hash
+is salted apart from the holdout's, which already took its own half of those days. After a
+drift the newest days are often the only rows from the new regime: were they all
+validation, the candidates that weigh those rows up (`recent`, `representative`) would train
+on none of them.
 """
 
 from __future__ import annotations
@@ -46,6 +54,8 @@ if TYPE_CHECKING:
     from nightshift.spec import DatasetSpec
 
 HOLDOUT_SHARE = 0.5
+VALID_HALF = 0.5  # of the rows of the validation days; the rest of them trains
+_VALID_SALT = b"nightshift-valid"  # blake2b's salt (16 bytes at most): a hash independent of the holdout's
 # Kinds that choose their days as `sliding` does; the last two differ only in sample weights.
 SLIDING_KINDS = (WindowKind.SLIDING, WindowKind.REPRESENTATIVE, WindowKind.RECENT)
 _REACH_CHUNK_DAYS = 7  # days read at a time while a sliding window reaches back for rows
@@ -186,28 +196,36 @@ def fingerprint(window: Window, spec: "DatasetSpec") -> str:
     return h.hexdigest()[:16]
 
 
-def _unit_hash(ids: pa.ChunkedArray) -> np.ndarray:
-    """A stable value in [0, 1) per id, the same on every machine and Python version."""
+def _unit_hash(ids: pa.ChunkedArray | pa.Array, salt: bytes = b"") -> np.ndarray:
+    """A stable value in [0, 1) per id, the same on every machine and Python version; another `salt`, another draw."""
     out = np.empty(len(ids), dtype=np.float64)
     for i, v in enumerate(ids.to_pylist()):
-        out[i] = int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8).digest(), "big") / 2.0**64
+        out[i] = int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8, salt=salt).digest(), "big") / 2.0**64
     return out
 
 
-def split_validation(table: pa.Table, share: float) -> tuple[pa.Table, pa.Table]:
-    """(train, validation): the newest prediction days hold about `share` of the rows, at least one day.
+def split_validation(table: pa.Table, share: float, entity_id: str) -> tuple[pa.Table, pa.Table]:
+    """(train, validation): a hash half of the rows of the newest prediction days, over as many days as hold about `share` of the rows.
 
     Time-based, so the validation loss says how the model does on the newest data, as it
-    will in production. No split (an empty validation) when `share` is 0 or there is only one day.
+    will in production; the other half of those days trains, so that every candidate learns
+    from the newest regime. The half is drawn by a hash of `entity_id` salted apart from the
+    holdout's, so it is the same on every call and an entity is on one side only. It never
+    reaches the oldest day, and there is no split (an empty validation) when `share` is 0 or
+    there is only one day.
     """
     empty = table.slice(0, 0)
     if share <= 0 or table.num_rows == 0:
         return table, empty
-    days, counts = np.unique(table.column(EVENT_DS).to_numpy(zero_copy_only=False).astype(str), return_counts=True)
+    event = table.column(EVENT_DS).to_numpy(zero_copy_only=False).astype(str)
+    days, counts = np.unique(event, return_counts=True)
     if len(days) < 2:
         return table, empty
+    # Only half of the chosen days' rows validate, so the days must hold share / VALID_HALF of them.
     newest_first = np.cumsum(counts[::-1])
-    n_days = min(int(np.searchsorted(newest_first, share * table.num_rows)) + 1, len(days) - 1)
-    valid_days = pa.array(days[-n_days:].tolist(), pa.string())
-    in_valid = pc.is_in(table.column(EVENT_DS), value_set=valid_days)
-    return table.filter(pc.invert(in_valid)), table.filter(in_valid)
+    n_days = min(int(np.searchsorted(newest_first, share * table.num_rows / VALID_HALF)) + 1, len(days) - 1)
+    in_valid = np.zeros(table.num_rows, dtype=bool)
+    rows = np.flatnonzero(np.isin(event, days[-n_days:]))
+    in_valid[rows] = _unit_hash(table.column(entity_id).take(pa.array(rows)), _VALID_SALT) < VALID_HALF
+    mask = pa.array(in_valid)
+    return table.filter(pc.invert(mask)), table.filter(mask)
