@@ -83,6 +83,8 @@ class TrainingSettings(BaseModel):
                                       "embeddings train at lr times this; 0 keeps them frozen")
     valid_share: float = Field(0.15, ge=0, lt=0.5, description="share of the training rows held out for early stopping and the "
                                "tournament: a hash half of the newest prediction days' rows (time-based); 0: none")
+    valid_onset_min_rows: int = Field(500, ge=1, description="a retrain that knows the drift onset validates only on days "
+                                      "since it, when their validation holds this many rows (binary: and 20 of each class)")
     refit_epochs: Literal["best", "all"] = Field("all", description="the tournament's winner is refitted on the whole window "
                                                  "for its best epoch count on validation ('best') or for training.epochs ('all')")
     early_stop_patience: int = Field(2, ge=0, description="stop after this many epochs without a better validation loss, "

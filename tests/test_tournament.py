@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from nightshift.dates import add_days
@@ -100,6 +101,22 @@ def test_validation_is_a_hash_half_of_the_newest_days(counts, share, valid_days)
     assert again_valid.equals(valid) and again_train.equals(train)
 
 
+@pytest.mark.parametrize("share, since, valid_days", [
+    (0.30, D3, [D3]),  # a drift onset on the newest day: validation stays on its side
+    (0.10, D2, [D3]),  # the onset further back than the share needs: as without it
+    (0.30, D1, [D2, D3]),  # never the oldest day
+    (0.30, "2026-01-04", []),  # no day since the onset: no split
+])
+def test_validation_never_reaches_before_the_onset(share, since, valid_days):
+    table = _days_table({D1: 500, D2: 300, D3: 200})
+    train, valid = split_validation(table, share, "id", since=since)
+    assert sorted(_per_day(valid)) == valid_days and train.num_rows + valid.num_rows == table.num_rows
+    if valid_days:  # the same rows as without an onset, on the days they share
+        _, unbounded = split_validation(table, share, "id")
+        on_days = pc.is_in(unbounded.column(EVENT_DS), value_set=pa.array(valid_days))
+        assert unbounded.filter(on_days).equals(valid)
+
+
 @pytest.mark.parametrize("share", [0.05, 0.10, 0.15, 0.23, 0.3, 0.45])
 def test_validation_holds_about_the_share(share):
     table = _days_table({add_days("2026-01-01", i): 1000 for i in range(30)})
@@ -179,7 +196,8 @@ def test_a_drift_triggered_retrain_runs_a_tournament_of_child_runs(settings, lak
     _bootstrap(s, lake)
     ds = add_days(START, 27)
     _record_drift(lake, ds, {add_days(START, 24), add_days(START, 25), add_days(START, 26)})
-    out = retrain(s, ds, trigger="nightly", reasons=["drift persisted: 3 of the last 5 nights"])
+    out = retrain(s.with_overrides({"training.valid_onset_min_rows": 50}), ds, trigger="nightly",
+                  reasons=["drift persisted: 3 of the last 5 nights"])
     assert out["version"] == "2"  # only the winner is registered
     assert [c["candidate"] for c in out["tournament"]] == ["warm:sliding", "warm:recent", "scratch:recent"]
     assert out["candidate"] in {c["candidate"] for c in out["tournament"]}
@@ -203,6 +221,10 @@ def test_a_drift_triggered_retrain_runs_a_tournament_of_child_runs(settings, lak
     if window == "recent":
         assert mv.tags["nightshift.lineage.onset"] == add_days(START, 24)  # the first drifted night on record
     assert client.get_run(mv.run_id).data.tags["nightshift.cpu_fallback"].startswith("no CUDA device")
+    from training.bundle import load_bundle
+
+    validation = load_bundle(registry.local_path("2")).meta["validation"]
+    assert validation["since_onset"] == add_days(START, 24) and validation["rows"] >= 50  # judged on the new world only
 
 
 @pytest.mark.integration

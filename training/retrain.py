@@ -250,8 +250,9 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
 
     One candidate (the default outside drift) is one MLflow run. Several are child runs of one
     parent run. Every candidate trains on the window less its validation (a hash half of the
-    rows of its newest days, `training.window.split_validation`), stops early on their loss,
-    and is scored there; the winner is then refitted on the whole window
+    rows of its newest days, `training.window.split_validation`; only days since the drift
+    onset when a tournament knows one and they hold `training.valid_onset_min_rows`), stops
+    early on their loss, and is scored there; the winner is then refitted on the whole window
     (`training.refit_epochs`), so the validation rows are not lost to it.
     A candidate whose loss goes NaN ends FAILED in MLflow; if none is left, nothing is
     registered, no alias moves and the step fails.
@@ -281,12 +282,20 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
             raise ValueError(f"candidate {init}:{kind} needs other days than the staged {staged_kind} window: a tournament "
                              f"trains every candidate on the same window; use sliding, recent or representative candidates, "
                              f"or set training.window={kind}")
-    onset = drift_onset(lake, ds) if any(k == "recent" for _, k in candidates) else None
+    # The onset weighs `recent` rows up, and a tournament validates on the days since it.
+    onset = drift_onset(lake, ds) if len(candidates) > 1 or any(k == "recent" for _, k in candidates) else None
     device = resolve_device(t.device, t.require_gpu)
     fallback = None
     if device.type != "cuda":
         fallback = "training.device=cpu" if t.device == "cpu" else "no CUDA device found (training.device=auto)"
-    fit_table, valid_table = split_validation(train, t.valid_share, spec.entity_id)
+    fit_table, valid_table, valid_since = *split_validation(train, t.valid_share, spec.entity_id), None
+    if onset is not None and valid_table.num_rows:
+        since = split_validation(train, t.valid_share, spec.entity_id, since=onset)
+        if not task.too_few(task.labels(since[1].column(spec.label), "validation labels"), t.valid_onset_min_rows):
+            (fit_table, valid_table), valid_since = since, onset
+        else:
+            log.info("the validation rows since the drift onset %s are too few (training.valid_onset_min_rows=%d): "
+                     "validating on the newest days", onset, t.valid_onset_min_rows)
     if valid_table.num_rows:
         check_trainable(task.labels(fit_table.column(spec.label), f"{where} less its validation rows"), task,
                         f"{where} less its validation rows")
@@ -368,6 +377,7 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
             "window": {k: window.get(k) for k in ("first_day", "last_day", "train_rows", "holdout_rows", "holdout_days", "fingerprint")},
             "weights": {"notes": final["notes"], **final["info"]},
             "tournament": scores,
+            "validation": {"rows": valid_table.num_rows, "since_onset": valid_since},
             "spec": spec.model_dump(mode="json"),
             "history": result.history,
         }

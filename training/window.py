@@ -29,7 +29,9 @@ as hold about `training.valid_share` of them; the other half of those days train
 is salted apart from the holdout's, which already took its own half of those days. After a
 drift the newest days are often the only rows from the new regime: were they all
 validation, the candidates that weigh those rows up (`recent`, `representative`) would train
-on none of them.
+on none of them. For the same reason a retrain that knows the drift onset validates on the
+days since (when they hold enough rows): older days would judge the candidates on a world
+that production has left.
 """
 
 from __future__ import annotations
@@ -204,15 +206,17 @@ def _unit_hash(ids: pa.ChunkedArray | pa.Array, salt: bytes = b"") -> np.ndarray
     return out
 
 
-def split_validation(table: pa.Table, share: float, entity_id: str) -> tuple[pa.Table, pa.Table]:
+def split_validation(table: pa.Table, share: float, entity_id: str,
+                     since: str | None = None) -> tuple[pa.Table, pa.Table]:
     """(train, validation): a hash half of the rows of the newest prediction days, over as many days as hold about `share` of the rows.
 
     Time-based, so the validation loss says how the model does on the newest data, as it
     will in production; the other half of those days trains, so that every candidate learns
     from the newest regime. The half is drawn by a hash of `entity_id` salted apart from the
     holdout's, so it is the same on every call and an entity is on one side only. It never
-    reaches the oldest day, and there is no split (an empty validation) when `share` is 0 or
-    there is only one day.
+    reaches the oldest day, nor a day before `since` (a drift onset: production looks like
+    the days since); no split (an empty validation) when `share` is 0, there is only one day
+    or no day from `since` on.
     """
     empty = table.slice(0, 0)
     if share <= 0 or table.num_rows == 0:
@@ -224,6 +228,10 @@ def split_validation(table: pa.Table, share: float, entity_id: str) -> tuple[pa.
     # Only half of the chosen days' rows validate, so the days must hold share / VALID_HALF of them.
     newest_first = np.cumsum(counts[::-1])
     n_days = min(int(np.searchsorted(newest_first, share * table.num_rows / VALID_HALF)) + 1, len(days) - 1)
+    if since is not None:
+        n_days = min(n_days, int(np.sum(days >= since)))
+        if n_days == 0:
+            return table, empty
     in_valid = np.zeros(table.num_rows, dtype=bool)
     rows = np.flatnonzero(np.isin(event, days[-n_days:]))
     in_valid[rows] = _unit_hash(table.column(entity_id).take(pa.array(rows)), _VALID_SALT) < VALID_HALF
