@@ -72,7 +72,28 @@ def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", re
         return detectable_gain(y, champion.predict(holdout), confidence=gate.confidence,
                                correlation=gate.assumed_correlation, task=task, seed=gate.seed)
 
+    # After a drift the gate judges on the holdout's rows since the onset, and the power check
+    # looks at the same rows (`training.evaluate.choose_holdout`).
+    onset = drift_onset(lake, ds)
+
+    def judged_by(holdout: pa.Table) -> tuple[Any, pa.Table, dict[str, Any] | None]:
+        """Which of the holdout's rows the gate would judge on: the choice, those rows, and their power when checked."""
+        days = sorted(set(holdout.column(EVENT_DS).to_pylist()))
+        if onset is None:
+            return choose_holdout(None, days, 0, (), None, gate), holdout, None
+        since = since_onset(holdout, onset)
+        since_too_few = task.too_few(task.labels(since.column(spec.label), "holdout labels"), gate.min_rows)
+        power = None
+        if gate.onset_aware and gate.power_check and not since_too_few and 0 < since.num_rows < holdout.num_rows:
+            power = power_of(since)
+        choice = choose_holdout(onset, days, since.num_rows, since_too_few, power, gate)
+        return choice, since if choice.since_onset else holdout, power
+
     def enough(holdout: pa.Table) -> bool:
+        # Sized as the whole holdout needs, as without an onset: the rows since it are what they are,
+        # and the whole holdout is the fallback. (Stopping the growth once they could judge, so the
+        # older days trained, also lowers the share of new-world rows in the `recent` candidates'
+        # draws; in test_pipeline's world that challenger ended INSUFFICIENT_EVIDENCE.)
         y = task.labels(holdout.column(spec.label), "holdout labels")
         if task.too_few(y, gate.min_rows):
             return False
@@ -86,20 +107,7 @@ def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", re
     for note in window.notes:
         log.info("window for %s: %s", ds, note)
 
-    # After a drift the gate judges on the holdout's rows since the onset, and the power check
-    # looks at the same rows (`training.evaluate.choose_holdout`).
-    onset = drift_onset(lake, ds)
-    judged, onset_power = window.holdout, None
-    if onset is not None:
-        since = since_onset(window.holdout, onset)
-        since_too_few = task.too_few(task.labels(since.column(spec.label), "holdout labels"), gate.min_rows)
-        if gate.onset_aware and gate.power_check and not since_too_few and 0 < since.num_rows < window.holdout.num_rows:
-            onset_power = power_of(since)
-        choice = choose_holdout(onset, summary["holdout_days"], since.num_rows, since_too_few, onset_power, gate)
-        if choice.since_onset:
-            judged = since
-    else:
-        choice = choose_holdout(None, summary["holdout_days"], 0, (), None, gate)
+    choice, judged, onset_power = judged_by(window.holdout)
     summary["gate_holdout"] = {"onset": onset, "since_onset": choice.since_onset, "rows": judged.num_rows,
                                "days": sorted(set(judged.column(EVENT_DS).to_pylist())),
                                "whole_rows": window.holdout.num_rows, "whole_days": len(summary["holdout_days"]),
