@@ -160,6 +160,8 @@ def bench_recovery(seeds: list[int], per_day: int) -> tuple[float, float, float]
         winner = f"{out_after.get('candidate')} {out_after['verdict'][:3]}"
         print(f"{seed:>4}{champion_auc:>10.4f}{before:>14.4f} {out_before['verdict'][:7]:<7}{after:>19.4f}{winner:>16}"
               f"{oracle:>8.4f}{gaps[-1]:>+8.4f}")
+        print("     validation AUC: " + ", ".join(f"{c['candidate']} {c['score']:.4f}" for c in out_after.get("tournament") or []
+                                         if c.get("score") is not None))
     return statistics.mean(gaps), statistics.mean(befores), statistics.mean(afters)
 
 

@@ -12,6 +12,7 @@ from training.evaluate import (
     Verdict,
     _resample_indices,
     auc,
+    choose_holdout,
     detectable_gain,
     judge_challenger,
     judge_first_model,
@@ -165,6 +166,49 @@ def test_segment_deltas():
 GATE = GateSettings(margin=0.005, min_gain=0.001, min_rows=500, segment_margin=0.03)
 OK_SEGMENTS = [{"segment": "north", "n": 800, "champion": 0.80, "challenger": 0.79, "gain": -0.01}]
 BAD_SEGMENT = [{"segment": "south", "n": 600, "champion": 0.80, "challenger": 0.76, "gain": -0.04}]
+
+
+# -- choose_holdout (decisions, table-driven) ------------------------------------------
+DAYS = ["2026-02-01", "2026-02-02", "2026-02-03", "2026-02-04", "2026-02-05"]
+ONSET = "2026-02-04"  # the holdout's newest two days are since it
+
+
+def power(mde, n=900):
+    return {"n": n, "mde": mde, "se_gain": mde / 1.96, "confidence": 0.95, "correlation": 0.9, "metric": "auc"}
+
+
+@pytest.mark.parametrize(
+    "onset, too_few, pow_, settings, since_onset, short, says",
+    [
+        pytest.param(None, (), None, {}, False, False, "", id="no-onset-on-record"),
+        pytest.param(ONSET, (), power(0.004), {}, True, False, "900 rows of the 2 of 5 holdout days since the drift onset",
+                     id="powered-rows-since-the-onset"),
+        pytest.param(ONSET, (), power(0.011), {}, True, True, "promoted more often than not only with a gain above about +0.0060",
+                     id="underpowered-still-judges-and-says-what-gain-it-takes"),
+        pytest.param(ONSET, (), None, {"power_check": False}, True, False, "since the drift onset 2026-02-04",
+                     id="no-power-check"),
+        pytest.param(ONSET, (), power(0.011), {"onset_needs_power": True}, False, False,
+                     "whole holdout: the 900 rows of the 2 of 5 holdout days since the drift onset 2026-02-04 cannot resolve",
+                     id="needs-power-falls-back"),
+        pytest.param(ONSET, (), power(0.004), {"onset_needs_power": True}, True, False, "since the drift onset",
+                     id="needs-power-and-has-it"),
+        pytest.param(ONSET, ("holdout has 300 rows, the gate needs 500",), None, {}, False, False,
+                     "whole holdout: the 900 rows of the 2 of 5 holdout days since the drift onset 2026-02-04 are too few "
+                     "(holdout has 300 rows", id="too-few-falls-back"),
+        pytest.param(ONSET, (), power(0.004), {"onset_aware": False}, False, False, "gate.onset_aware is off", id="turned-off"),
+        pytest.param("2026-02-06", (), None, {}, False, False, "none of its days is on or after the drift onset 2026-02-06",
+                     id="onset-after-the-holdout"),
+        pytest.param("2026-01-20", (), power(0.011), {}, False, False, "", id="onset-before-the-holdout-is-the-whole"),
+        pytest.param("2026-02-01", (), power(0.011), {}, False, False, "", id="onset-on-the-first-holdout-day"),
+    ],
+)
+def test_choose_holdout(onset, too_few, pow_, settings, since_onset, short, says):
+    gate = GateSettings(margin=0.005, **settings)
+    c = choose_holdout(onset, DAYS, 900, too_few, pow_, gate)
+    assert (c.since_onset, c.power_short) == (since_onset, short)
+    assert says in " ".join(c.reasons)
+    if onset is None or not says:
+        assert c.reasons == ()
 
 
 def labels_with(n, n_pos):

@@ -83,3 +83,42 @@ def test_the_cli_bootstrap_exits_non_zero_without_a_champion(home, settings, lak
     assert code == 3
     err = capsys.readouterr().err
     assert "no champion" in err and "gate.min_rows" in err
+
+
+def _drift_on_record(lake, ds: str, flagged: set[str]) -> None:
+    from nightshift.tables.decisions import write_decision
+
+    days = [add_days(ds, -i) for i in range(4, -1, -1)]
+    write_decision(lake, ds, "retrain", "RETRAIN", ["drift persisted: 3 of the last 5 nights"],
+                   {"evidence": {"drift_days": days, "drift_flags": [d in flagged for d in days]}})
+
+
+def test_after_a_drift_the_gate_judges_on_the_holdout_rows_since_the_onset(settings, lake):
+    from nightshift.calibration import read_model_card
+
+    s = settings.with_overrides({**FAST, "gate.power_check": False, "gate.min_rows": 200, "training.holdout_days": 5,
+                                 "training.drift_candidates": []})
+    simulate(lake, s.dataset, start=START, days=30, rows_per_day=400, scenario="sudden-covariate", onset=22, seed=3,
+             progress=False)
+    assert retrain(s, add_days(START, 20), trigger="bootstrap")["verdict"] == "PROMOTE"
+    ds, onset = add_days(START, 27), add_days(START, 24)
+    _drift_on_record(lake, ds, {onset, add_days(START, 25), add_days(START, 26)})  # the onset: the first drifted night
+
+    out = retrain(s, ds, trigger="nightly", reasons=["drift persisted: 3 of the last 5 nights"])
+    ev = read_decision(lake, ds, "promotion")["evidence"]
+    chosen = ev["gate_holdout"]
+    assert chosen["onset"] == onset and chosen["since_onset"] and chosen["whole_days"] == 5
+    assert ev["holdout_days"] == chosen["days"] == [onset, add_days(START, 25), add_days(START, 26)]
+    assert ev["n"] == ev["holdout_rows"] == chosen["rows"] < chosen["whole_rows"]
+    assert any(f"since the drift onset {onset}" in r for r in out["reasons"])  # the verdict says which rows judged
+    registry = Registry(s, lake)
+    assert registry.client.get_model_version(registry.name, "2").tags["nightshift.promotion.holdout"] == \
+        f"since {onset}: {chosen['rows']} rows"
+    # the calibrator and the reference describe the same rows: the world production is in
+    reference = read_model_card(registry.local_path("2")).reference
+    assert reference.rows == chosen["rows"] and list(reference.days) == chosen["days"]
+
+    off = retrain(s.with_overrides({"gate.onset_aware": False}), ds, trigger="manual")
+    ev = read_decision(lake, ds, "promotion")["evidence"]
+    assert off["version"] == "3" and not ev["gate_holdout"]["since_onset"] and len(ev["holdout_days"]) == 5
+    assert ev["holdout_rows"] == chosen["whole_rows"] and any("gate.onset_aware is off" in r for r in off["reasons"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from nightshift.dates import add_days
@@ -13,7 +14,7 @@ from nightshift.settings import TrainingSettings
 from nightshift.spec import EVENT_DS
 from training.retrain import pick_best, tournament_candidates
 from training.reweight import recent_weights, representative_weights
-from training.window import split_validation
+from training.window import HOLDOUT_SHARE, _unit_hash, since_onset, split_validation
 
 START = "2026-05-01"
 FAST = {"training.epochs": 3, "gate.n_boot": 200, "gate.power_check": False}
@@ -63,25 +64,85 @@ def test_the_best_candidate_on_validation_wins(scores, best):
     assert pick_best(scores) == best
 
 
-def _days_table(counts: dict[str, int]) -> pa.Table:
+def _days_table(counts: dict[str, int], ids: np.ndarray | None = None) -> pa.Table:
     days = [d for d, c in counts.items() for _ in range(c)]
-    return pa.table({"id": np.arange(len(days)), EVENT_DS: pa.array(days, pa.string())})
+    return pa.table({"id": np.arange(len(days)) if ids is None else ids, EVENT_DS: pa.array(days, pa.string())})
+
+
+def _per_day(table: pa.Table) -> dict[str, int]:
+    days, counts = np.unique(table.column(EVENT_DS).to_numpy(zero_copy_only=False).astype(str), return_counts=True)
+    return dict(zip(days.tolist(), counts.tolist()))
+
+
+D1, D2, D3 = "2026-01-01", "2026-01-02", "2026-01-03"
 
 
 @pytest.mark.parametrize("counts, share, valid_days", [
-    ({"2026-01-01": 50, "2026-01-02": 30, "2026-01-03": 20}, 0.15, ["2026-01-03"]),
-    ({"2026-01-01": 50, "2026-01-02": 30, "2026-01-03": 20}, 0.30, ["2026-01-02", "2026-01-03"]),
-    ({"2026-01-01": 50, "2026-01-02": 30, "2026-01-03": 20}, 0.0, []),
-    ({"2026-01-01": 100}, 0.2, []),  # one day: nothing to split in time
-    ({"2026-01-01": 10, "2026-01-02": 90}, 0.45, ["2026-01-02"]),  # never all days
+    ({D1: 500, D2: 300, D3: 200}, 0.10, [D3]),  # half of the newest day holds the share
+    ({D1: 500, D2: 300, D3: 200}, 0.15, [D2, D3]),  # it reaches over as many days as it needs
+    ({D1: 500, D2: 300, D3: 200}, 0.30, [D2, D3]),  # never the oldest day
+    ({D1: 500, D2: 300, D3: 200}, 0.0, []),
+    ({D1: 1000}, 0.2, []),  # one day: nothing to split in time
+    ({D1: 100, D2: 900}, 0.45, [D2]),
 ])
-def test_validation_is_the_newest_days(counts, share, valid_days):
+def test_validation_is_a_hash_half_of_the_newest_days(counts, share, valid_days):
     table = _days_table(counts)
-    train, valid = split_validation(table, share)
-    assert sorted(set(valid.column(EVENT_DS).to_pylist())) == valid_days
-    assert train.num_rows + valid.num_rows == table.num_rows
-    if valid_days:
-        assert max(train.column(EVENT_DS).to_pylist()) < min(valid_days)
+    train, valid = split_validation(table, share, "id")
+    in_train, in_valid = _per_day(train), _per_day(valid)
+    assert sorted(in_valid) == valid_days
+    for day, n in counts.items():
+        if day in valid_days:  # both sides, about half each
+            assert in_train[day] + in_valid[day] == n and abs(in_valid[day] - n / 2) <= 3 * np.sqrt(n / 4)
+        else:  # older days train whole
+            assert in_train[day] == n
+    ids_train, ids_valid = set(train.column("id").to_pylist()), set(valid.column("id").to_pylist())
+    assert not ids_train & ids_valid and len(ids_train | ids_valid) == table.num_rows
+    again_train, again_valid = split_validation(table, share, "id")
+    assert again_valid.equals(valid) and again_train.equals(train)
+
+
+@pytest.mark.parametrize("share, since, valid_days", [
+    (0.30, D3, [D3]),  # a drift onset on the newest day: validation stays on its side
+    (0.10, D2, [D3]),  # the onset further back than the share needs: as without it
+    (0.30, D1, [D2, D3]),  # never the oldest day
+    (0.30, "2026-01-04", []),  # no day since the onset: no split
+])
+def test_validation_never_reaches_before_the_onset(share, since, valid_days):
+    table = _days_table({D1: 500, D2: 300, D3: 200})
+    train, valid = split_validation(table, share, "id", since=since)
+    assert sorted(_per_day(valid)) == valid_days and train.num_rows + valid.num_rows == table.num_rows
+    if valid_days:  # the same rows as without an onset, on the days they share
+        _, unbounded = split_validation(table, share, "id")
+        on_days = pc.is_in(unbounded.column(EVENT_DS), value_set=pa.array(valid_days))
+        assert unbounded.filter(on_days).equals(valid)
+
+
+@pytest.mark.parametrize("share", [0.05, 0.10, 0.15, 0.23, 0.3, 0.45])
+def test_validation_holds_about_the_share(share):
+    table = _days_table({add_days("2026-01-01", i): 1000 for i in range(30)})
+    _, valid = split_validation(table, share, "id")
+    # Whole days are chosen: up to half a day (500 of 30,000 rows) over the share, plus the hash's noise.
+    assert share - 0.01 <= valid.num_rows / table.num_rows <= share + 500 / 30_000 + 0.01
+
+
+def test_validation_draws_apart_from_the_gate_holdout():
+    """The window's training rows of the newest days are the half the holdout's hash left; validation still
+    halves them (a hash with the same salt would take all of them or none), and keeps an entity on one side."""
+    ids = np.arange(20_000)
+    kept = ids[_unit_hash(pa.chunked_array([ids])) >= HOLDOUT_SHARE]  # what the holdout left to train
+    table = _days_table({D1: 3000, D2: 3000}, ids=kept[:6000])
+    _, valid = split_validation(table, 0.25, "id")
+    assert _per_day(valid) == pytest.approx({D2: 1500}, abs=120)
+    same_entities = np.concatenate([kept[3000:6000], kept[:3000], kept[:3000]])  # D2 and D3: the same entities
+    train, valid = split_validation(_days_table({D1: 3000, D2: 3000, D3: 3000}, ids=same_entities), 0.3, "id")
+    assert set(_per_day(valid)) == {D2, D3}
+    assert not set(train.column("id").to_pylist()) & set(valid.column("id").to_pylist())
+
+
+def test_the_holdout_since_an_onset_is_its_rows_from_that_day_on():
+    table = _days_table({"2026-01-01": 5, "2026-01-02": 3, "2026-01-03": 2})
+    assert since_onset(table, "2026-01-02").column(EVENT_DS).to_pylist() == ["2026-01-02"] * 3 + ["2026-01-03"] * 2
+    assert since_onset(table, "2026-01-01").equals(table) and since_onset(table, "2026-01-04").num_rows == 0
 
 
 def test_recent_weights_weigh_up_the_days_since_the_onset():
@@ -135,7 +196,8 @@ def test_a_drift_triggered_retrain_runs_a_tournament_of_child_runs(settings, lak
     _bootstrap(s, lake)
     ds = add_days(START, 27)
     _record_drift(lake, ds, {add_days(START, 24), add_days(START, 25), add_days(START, 26)})
-    out = retrain(s, ds, trigger="nightly", reasons=["drift persisted: 3 of the last 5 nights"])
+    out = retrain(s.with_overrides({"training.valid_onset_min_rows": 50}), ds, trigger="nightly",
+                  reasons=["drift persisted: 3 of the last 5 nights"])
     assert out["version"] == "2"  # only the winner is registered
     assert [c["candidate"] for c in out["tournament"]] == ["warm:sliding", "warm:recent", "scratch:recent"]
     assert out["candidate"] in {c["candidate"] for c in out["tournament"]}
@@ -159,6 +221,10 @@ def test_a_drift_triggered_retrain_runs_a_tournament_of_child_runs(settings, lak
     if window == "recent":
         assert mv.tags["nightshift.lineage.onset"] == add_days(START, 24)  # the first drifted night on record
     assert client.get_run(mv.run_id).data.tags["nightshift.cpu_fallback"].startswith("no CUDA device")
+    from training.bundle import load_bundle
+
+    validation = load_bundle(registry.local_path("2")).meta["validation"]
+    assert validation["since_onset"] == add_days(START, 24) and validation["rows"] >= 50  # judged on the new world only
 
 
 @pytest.mark.integration

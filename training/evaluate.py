@@ -144,6 +144,51 @@ def judge_power(power: dict[str, Any], gate: "GateSettings") -> PowerVerdict:
         f"It would take {need} (more days of labels, or raise training.holdout_max_days), or a wider gate.margin",), required)
 
 
+# -- which holdout judges ----------------------------------------------------------------
+@dataclass(frozen=True)
+class HoldoutChoice:
+    since_onset: bool  # judge on the holdout's rows from the onset on; else on the whole holdout
+    reasons: tuple[str, ...]  # what the verdict and the record say about the choice (empty: nothing to say)
+    power_short: bool = False  # judged since the onset although those rows cannot resolve the margin
+
+
+def choose_holdout(onset: str | None, holdout_days: list[str], onset_rows: int, too_few: tuple[str, ...],
+                   power: dict[str, Any] | None, gate: "GateSettings") -> HoldoutChoice:
+    """Judge on the holdout's rows since the drift onset, or on the whole holdout?
+
+    After a drift, production is in the world since the onset, and a holdout of mostly older
+    days judges the challenger on a world production has left: a bias that no number of rows
+    removes. The rows since the onset answer the right question. They are fewer, which only
+    widens the interval: a wide interval ends INSUFFICIENT_EVIDENCE more often, it never lets a
+    worse challenger through (the lower bound must still clear -margin). So they judge whenever
+    they hold the minimum evidence (`too_few`: the task's reasons they do not, computed on
+    them), and, with `gate.onset_needs_power`, when they can also resolve the margin
+    (`power`: `detectable_gain` on the same rows, None when not checked).
+    """
+    if onset is None or not gate.onset_aware:
+        return HoldoutChoice(False, () if onset is None else (f"judged on the whole holdout: gate.onset_aware is off "
+                                                              f"(drift onset {onset})",))
+    since = [d for d in holdout_days if d >= onset]
+    if not since:
+        return HoldoutChoice(False, (f"judged on the whole holdout: none of its days is on or after the drift onset {onset}",))
+    if len(since) == len(holdout_days):
+        return HoldoutChoice(False, ())  # every day is since the onset: the whole holdout is the new world
+    span = f"{onset_rows} rows of the {len(since)} of {len(holdout_days)} holdout days since the drift onset {onset}"
+    if too_few:
+        return HoldoutChoice(False, (f"judged on the whole holdout: the {span} are too few ({'; '.join(too_few)})",))
+    judged = judge_power(power, gate) if power is not None and gate.power_check else None
+    short = judged is not None and not judged.enough
+    if short and gate.onset_needs_power:
+        return HoldoutChoice(False, (f"judged on the whole holdout: the {span} cannot resolve the margin "
+                                     f"(minimum detectable gain {power['mde']:.4f} > {gate.margin:.4f}; gate.onset_needs_power)",))
+    reasons = [f"judged on the {span}: production is in the world since the onset"]
+    if short:
+        reasons.append(f"those rows resolve a gain of {power['mde']:.4f}, wider than the margin {gate.margin:.4f}: a challenger "
+                       f"equal to the champion would end INSUFFICIENT_EVIDENCE; one is promoted more often than not only with "
+                       f"a gain above about {power['mde'] - gate.margin:+.4f}")
+    return HoldoutChoice(True, tuple(reasons), short)
+
+
 # -- verdicts -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Verdict:

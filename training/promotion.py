@@ -53,7 +53,8 @@ def record_deferral(settings: "Settings", ds: str, window: dict[str, Any]) -> di
     registry = Registry(settings)
     verdict, reasons = window["action_verdict"], window["action_reasons"]
     evidence = {k: window.get(k) for k in ("first_day", "last_day", "train_rows", "holdout_rows", "holdout_days",
-                                           "coverage", "notes", "fingerprint", "power", "champion_version", "trigger")}
+                                           "coverage", "notes", "fingerprint", "power", "gate_holdout", "champion_version",
+                                           "trigger")}
     from nightshift.task import task_for
     from training.evaluate import effective_gate
 

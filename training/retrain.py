@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from nightshift.dates import add_days
 from nightshift.lake import Lake
 from nightshift.registry import CHALLENGER, CHAMPION, Registry
+from nightshift.spec import EVENT_DS
 from nightshift.tables.decisions import latest_decision
 from nightshift.task import task_for
 from training.promotion import DEFERRED, PROMOTE, UNCHANGED
@@ -54,7 +55,8 @@ def champion_at_end_of(registry: Registry, ds: str):
 def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", reasons: list[str] | None = None) -> dict[str, Any]:
     """Build and stage the training window for `ds`, and decide whether to train on it."""
     from training.bundle import load_bundle
-    from training.evaluate import detectable_gain, effective_gate, judge_power
+    from training.evaluate import choose_holdout, detectable_gain, effective_gate, judge_power
+    from training.window import since_onset
 
     lake = Lake(settings.lake_uri)
     registry = Registry(settings, lake)
@@ -70,7 +72,28 @@ def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", re
         return detectable_gain(y, champion.predict(holdout), confidence=gate.confidence,
                                correlation=gate.assumed_correlation, task=task, seed=gate.seed)
 
+    # After a drift the gate judges on the holdout's rows since the onset, and the power check
+    # looks at the same rows (`training.evaluate.choose_holdout`).
+    onset = drift_onset(lake, ds)
+
+    def judged_by(holdout: pa.Table) -> tuple[Any, pa.Table, dict[str, Any] | None]:
+        """Which of the holdout's rows the gate would judge on: the choice, those rows, and their power when checked."""
+        days = sorted(set(holdout.column(EVENT_DS).to_pylist()))
+        if onset is None:
+            return choose_holdout(None, days, 0, (), None, gate), holdout, None
+        since = since_onset(holdout, onset)
+        since_too_few = task.too_few(task.labels(since.column(spec.label), "holdout labels"), gate.min_rows)
+        power = None
+        if gate.onset_aware and gate.power_check and not since_too_few and 0 < since.num_rows < holdout.num_rows:
+            power = power_of(since)
+        choice = choose_holdout(onset, days, since.num_rows, since_too_few, power, gate)
+        return choice, since if choice.since_onset else holdout, power
+
     def enough(holdout: pa.Table) -> bool:
+        # Sized as the whole holdout needs, as without an onset: the rows since it are what they are,
+        # and the whole holdout is the fallback. (Stopping the growth once they could judge, so the
+        # older days trained, also lowers the share of new-world rows in the `recent` candidates'
+        # draws; in test_pipeline's world that challenger ended INSUFFICIENT_EVIDENCE.)
         y = task.labels(holdout.column(spec.label), "holdout labels")
         if task.too_few(y, gate.min_rows):
             return False
@@ -84,8 +107,16 @@ def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", re
     for note in window.notes:
         log.info("window for %s: %s", ds, note)
 
+    choice, judged, onset_power = judged_by(window.holdout)
+    summary["gate_holdout"] = {"onset": onset, "since_onset": choice.since_onset, "rows": judged.num_rows,
+                               "days": sorted(set(judged.column(EVENT_DS).to_pylist())),
+                               "whole_rows": window.holdout.num_rows, "whole_days": len(summary["holdout_days"]),
+                               "power_short": choice.power_short, "reasons": list(choice.reasons)}
+    for reason in choice.reasons:
+        log.info("gate holdout for %s: %s", ds, reason)
+
     action, verdict, why = TRAIN, None, []
-    y_holdout = task.labels(window.holdout.column(spec.label), "holdout labels")
+    y_holdout = task.labels(judged.column(spec.label), "holdout labels")
     too_few = task.too_few(y_holdout, gate.min_rows)
     if window.train.num_rows < settings.training.min_train_rows:
         action, verdict = DEFER, DEFERRED
@@ -98,11 +129,12 @@ def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", re
         why = [*too_few, f"even after growing over {settings.training.holdout_max_days} days (training.holdout_max_days); "
                          "a challenger could only end INSUFFICIENT_EVIDENCE"]
     elif champion is not None and gate.power_check:
-        power = power_of(window.holdout)
+        power = onset_power if choice.since_onset else power_of(judged)
         summary["power"] = power
-        judged = judge_power(power, gate)
-        if not judged.enough:
-            action, verdict, why = DEFER, DEFERRED, list(judged.reasons)
+        powered = judge_power(power, gate)
+        # Rows since an onset that cannot resolve the margin still judge (choose_holdout says why and what gain it takes).
+        if not powered.enough and not choice.power_short:
+            action, verdict, why = DEFER, DEFERRED, list(powered.reasons)
     if action == TRAIN and champion_ref is not None and trigger != "manual":
         last = latest_decision(lake, "promotion", before=add_days(ds, 1),
                                where=lambda d: d["evidence"].get("fingerprint") is not None and d["ds"] != ds)
@@ -225,9 +257,11 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
     """Train the tournament's candidates on the staged window, log each to MLflow, register the best as `challenger`.
 
     One candidate (the default outside drift) is one MLflow run. Several are child runs of one
-    parent run. Every candidate trains on the window less its newest days (the time-based
-    validation), stops early on their loss, and is scored there; the winner is then refitted
-    on the whole window (`training.refit_epochs`), so the newest days are not lost to it.
+    parent run. Every candidate trains on the window less its validation (a hash half of the
+    rows of its newest days, `training.window.split_validation`; only days since the drift
+    onset when a tournament knows one and they hold `training.valid_onset_min_rows`), stops
+    early on their loss, and is scored there; the winner is then refitted on the whole window
+    (`training.refit_epochs`), so the validation rows are not lost to it.
     A candidate whose loss goes NaN ends FAILED in MLflow; if none is left, nothing is
     registered, no alias moves and the step fails.
     """
@@ -256,15 +290,23 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
             raise ValueError(f"candidate {init}:{kind} needs other days than the staged {staged_kind} window: a tournament "
                              f"trains every candidate on the same window; use sliding, recent or representative candidates, "
                              f"or set training.window={kind}")
-    onset = drift_onset(lake, ds) if any(k == "recent" for _, k in candidates) else None
+    # The onset weighs `recent` rows up, and a tournament validates on the days since it.
+    onset = drift_onset(lake, ds) if len(candidates) > 1 or any(k == "recent" for _, k in candidates) else None
     device = resolve_device(t.device, t.require_gpu)
     fallback = None
     if device.type != "cuda":
         fallback = "training.device=cpu" if t.device == "cpu" else "no CUDA device found (training.device=auto)"
-    fit_table, valid_table = split_validation(train, t.valid_share)
+    fit_table, valid_table, valid_since = *split_validation(train, t.valid_share, spec.entity_id), None
+    if onset is not None and valid_table.num_rows:
+        since = split_validation(train, t.valid_share, spec.entity_id, since=onset)
+        if not task.too_few(task.labels(since[1].column(spec.label), "validation labels"), t.valid_onset_min_rows):
+            (fit_table, valid_table), valid_since = since, onset
+        else:
+            log.info("the validation rows since the drift onset %s are too few (training.valid_onset_min_rows=%d): "
+                     "validating on the newest days", onset, t.valid_onset_min_rows)
     if valid_table.num_rows:
-        check_trainable(task.labels(fit_table.column(spec.label), f"{where} less its validation days"), task,
-                        f"{where} less its validation days")
+        check_trainable(task.labels(fit_table.column(spec.label), f"{where} less its validation rows"), task,
+                        f"{where} less its validation rows")
     sources: dict[str, Any] = {}
 
     def train_one(init: str, kind: str, table: pa.Table, valid: pa.Table | None, epochs: int | None):
@@ -315,7 +357,7 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
                                 f"moves: {errors}") if any("loss became" in s.get("error", "") for s in scores) else \
                 UntrainableWindow(f"every candidate of the retrain on {ds} failed: {errors}")
         chosen = trained[winner]
-        # The newest days were only validation so far: the winner learns them too, for as many
+        # The validation rows were only validation so far: the winner learns them too, for as many
         # epochs as served it best.
         if valid_table.num_rows:
             epochs = (chosen["result"].best_epoch or len(chosen["result"].history)) if t.refit_epochs == "best" else t.epochs
@@ -343,6 +385,7 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
             "window": {k: window.get(k) for k in ("first_day", "last_day", "train_rows", "holdout_rows", "holdout_days", "fingerprint")},
             "weights": {"notes": final["notes"], **final["info"]},
             "tournament": scores,
+            "validation": {"rows": valid_table.num_rows, "since_onset": valid_since},
             "spec": spec.model_dump(mode="json"),
             "history": result.history,
         }
@@ -386,15 +429,31 @@ def _model_card(settings: "Settings", lake: Lake, window: dict[str, Any], bundle
     from training.bundle import load_bundle
 
     task = task_for(settings.dataset.task)
-    holdout = pq.read_table(window["holdout"], filesystem=lake.fs)
+    holdout, days = _judged_holdout(lake, window)
     if holdout.num_rows == 0:
         return fit_model_card(task, np.array([]), np.array([]))
     y = task.labels(holdout.column(settings.dataset.label), "holdout labels")
-    card = fit_model_card(task, y, load_bundle(bundle_dir).predict(holdout), settings.scoring.threshold,
-                          window.get("holdout_days") or ())
+    card = fit_model_card(task, y, load_bundle(bundle_dir).predict(holdout), settings.scoring.threshold, days)
     log.info("calibration on %d holdout rows: %s; reference %s", len(y), card.calibrator or card.note or "none",
              card.reference and f"{card.reference.metric} {card.reference.realized}")
     return card
+
+
+def _judged_holdout(lake: Lake, window: dict[str, Any]) -> tuple[pa.Table, list[str]]:
+    """The holdout rows the gate judges on, and their days: the rows since the drift onset when
+    `prepare_window` chose them (`gate.onset_aware`), else the whole holdout.
+
+    The calibrator and the reference are fitted on the same rows: the reference is what the
+    nightly policy holds production's realized metric to, and the calibrator is what turns
+    tonight's scores into an estimate, so both should describe the world production is in.
+    """
+    from training.window import since_onset
+
+    holdout = pq.read_table(window["holdout"], filesystem=lake.fs)
+    chosen = window.get("gate_holdout") or {}
+    if chosen.get("since_onset"):
+        return since_onset(holdout, chosen["onset"]), list(chosen["days"])
+    return holdout, list(window.get("holdout_days") or [])
 
 
 def _log_loser(registry, ds, got, name, trigger, reasons, settings, window, parent) -> None:
@@ -417,13 +476,14 @@ def evaluate_challenger(settings: "Settings", ds: str, window: dict[str, Any], v
     registry = Registry(settings, lake)
     spec, task = settings.dataset, task_for(settings.dataset.task)
     gate = effective_gate(settings.gate, task)
-    holdout = pq.read_table(window["holdout"], filesystem=lake.fs)
+    holdout, holdout_days = _judged_holdout(lake, window)
+    chosen = window.get("gate_holdout") or {}
     y = task.labels(holdout.column(spec.label), "holdout labels")
     p_challenger = load_bundle(registry.local_path(version)).predict(holdout)
     champion_ref = champion_at_end_of(registry, ds)
     too_few = task.too_few(y, gate.min_rows)
 
-    evidence: dict[str, Any] = {"ds": ds, "holdout_rows": int(len(y)), "holdout_days": window.get("holdout_days", []),
+    evidence: dict[str, Any] = {"ds": ds, "holdout_rows": int(len(y)), "holdout_days": holdout_days, "gate_holdout": chosen,
                                 "coverage": window.get("coverage", {}), "challenger_version": version,
                                 "fingerprint": window.get("fingerprint"), "trigger": window.get("trigger"),
                                 "retrain_reasons": window.get("reasons", []), "notes": window.get("notes", []),
@@ -446,10 +506,10 @@ def evaluate_challenger(settings: "Settings", ds: str, window: dict[str, Any], v
             segments = segment_deltas(y, p_champion, p_challenger, seg, gate.min_segment_rows, task=task)
         verdict = judge_challenger({**boot, "too_few": too_few}, segments, gate)
         evidence.update({"first_model": False, **boot, "segments": segments, "power": window.get("power")})
-    evidence.update({"verdict": verdict.verdict, "reasons": list(verdict.reasons), "gate": gate.model_dump()})
-    log.info("challenger v%s on %s: %s (%s)", version, ds, verdict.verdict, "; ".join(verdict.reasons))
-    return {"ds": ds, "version": version, "verdict": verdict.verdict, "reasons": list(verdict.reasons),
-            "evidence": _jsonable(evidence)}
+    reasons = [*verdict.reasons, *chosen.get("reasons", [])]  # which rows judged, when there was a choice
+    evidence.update({"verdict": verdict.verdict, "reasons": reasons, "gate": gate.model_dump()})
+    log.info("challenger v%s on %s: %s (%s)", version, ds, verdict.verdict, "; ".join(reasons))
+    return {"ds": ds, "version": version, "verdict": verdict.verdict, "reasons": reasons, "evidence": _jsonable(evidence)}
 
 
 def judge(evaluation: dict[str, Any]) -> bool:

@@ -91,6 +91,11 @@ def tag_decision(registry: "Registry", version: str, kind: str, verdict: str, ds
         client.set_model_version_tag(registry.name, str(version), key, value)
         if mv.run_id:
             client.set_tag(mv.run_id, key, value)
+    if evidence and (chosen := evidence.get("gate_holdout")) and chosen.get("onset"):
+        # which rows the gate judged on after a drift: the days since the onset, or the whole holdout
+        where = f"since {chosen['onset']}" if chosen.get("since_onset") else "whole"
+        client.set_model_version_tag(registry.name, str(version), f"nightshift.{kind}.holdout",
+                                     f"{where}: {chosen.get('rows')} rows")
     if evidence and mv.run_id:
         for key in ("champion", "challenger", "gain", "ci_low", "ci_high"):
             if isinstance(evidence.get(key), (int, float)):
@@ -112,7 +117,8 @@ def describe_gate(verdict: str, reasons: list[str], evidence: dict[str, Any]) ->
                      f"on {evidence.get('n')} paired holdout rows.")
     for s in evidence.get("segments", []):
         lines.append(f"- segment {s['segment']}: gain {s['gain']:+.4f} on {s['n']} rows")
-    lines.append("Evidence: " + json.dumps({k: evidence[k] for k in ("holdout_days", "coverage") if k in evidence}, default=str))
+    lines.append("Evidence: " + json.dumps({k: evidence[k] for k in ("holdout_days", "coverage", "gate_holdout") if k in evidence},
+                                           default=str))
     return "\n\n".join(lines)[:5000]
 
 

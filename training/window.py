@@ -20,7 +20,18 @@ the newest labelled days: at least `holdout_days` of them, and more, up to
 rest trains. Champion and challenger are both judged on it, and neither has seen it. It uses
 every label that has arrived rather than waiting for days to mature: a gate that waited for
 90% label coverage would be blind to the newest regime for weeks. The per-day label
-coverage goes into the evidence.
+coverage goes into the evidence. When a retrain knows the drift onset, the gate may judge on
+the holdout's rows since it alone (`since_onset`, `training.evaluate.choose_holdout`).
+
+Validation (`split_validation`, early stopping and the tournament's choice) is time-based too:
+a hash half of the rows of the newest days that remain after the holdout, over as many days
+as hold about `training.valid_share` of them; the other half of those days trains. Its hash
+is salted apart from the holdout's, which already took its own half of those days. After a
+drift the newest days are often the only rows from the new regime: were they all
+validation, the candidates that weigh those rows up (`recent`, `representative`) would train
+on none of them. For the same reason a retrain that knows the drift onset validates on the
+days since (when they hold enough rows): older days would judge the candidates on a world
+that production has left.
 """
 
 from __future__ import annotations
@@ -45,6 +56,8 @@ if TYPE_CHECKING:
     from nightshift.spec import DatasetSpec
 
 HOLDOUT_SHARE = 0.5
+VALID_HALF = 0.5  # of the rows of the validation days; the rest of them trains
+_VALID_SALT = b"nightshift-valid"  # blake2b's salt (16 bytes at most): a hash independent of the holdout's
 # Kinds that choose their days as `sliding` does; the last two differ only in sample weights.
 SLIDING_KINDS = (WindowKind.SLIDING, WindowKind.REPRESENTATIVE, WindowKind.RECENT)
 _REACH_CHUNK_DAYS = 7  # days read at a time while a sliding window reaches back for rows
@@ -111,6 +124,11 @@ def build_window(lake: Lake, spec: "DatasetSpec", ds: str, settings: "TrainingSe
     if n_days > settings.holdout_days:
         notes.append(f"holdout grew to the newest {n_days} labelled days ({holdout.num_rows} rows) to hold what the gate needs")
     return Window(ds=ds, days=days, train=table.filter(pa.array(~in_holdout)), holdout=holdout, coverage=coverage, notes=notes)
+
+
+def since_onset(holdout: pa.Table, onset: str) -> pa.Table:
+    """The holdout's rows from prediction days on or after a drift onset: the world production is in now."""
+    return holdout.filter(pc.greater_equal(holdout.column(EVENT_DS), pa.scalar(onset, pa.string())))
 
 
 def window_days(ds: str, settings: "TrainingSettings") -> list[str]:
@@ -180,28 +198,42 @@ def fingerprint(window: Window, spec: "DatasetSpec") -> str:
     return h.hexdigest()[:16]
 
 
-def _unit_hash(ids: pa.ChunkedArray) -> np.ndarray:
-    """A stable value in [0, 1) per id, the same on every machine and Python version."""
+def _unit_hash(ids: pa.ChunkedArray | pa.Array, salt: bytes = b"") -> np.ndarray:
+    """A stable value in [0, 1) per id, the same on every machine and Python version; another `salt`, another draw."""
     out = np.empty(len(ids), dtype=np.float64)
     for i, v in enumerate(ids.to_pylist()):
-        out[i] = int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8).digest(), "big") / 2.0**64
+        out[i] = int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8, salt=salt).digest(), "big") / 2.0**64
     return out
 
 
-def split_validation(table: pa.Table, share: float) -> tuple[pa.Table, pa.Table]:
-    """(train, validation): the newest prediction days hold about `share` of the rows, at least one day.
+def split_validation(table: pa.Table, share: float, entity_id: str,
+                     since: str | None = None) -> tuple[pa.Table, pa.Table]:
+    """(train, validation): a hash half of the rows of the newest prediction days, over as many days as hold about `share` of the rows.
 
     Time-based, so the validation loss says how the model does on the newest data, as it
-    will in production. No split (an empty validation) when `share` is 0 or there is only one day.
+    will in production; the other half of those days trains, so that every candidate learns
+    from the newest regime. The half is drawn by a hash of `entity_id` salted apart from the
+    holdout's, so it is the same on every call and an entity is on one side only. It never
+    reaches the oldest day, nor a day before `since` (a drift onset: production looks like
+    the days since); no split (an empty validation) when `share` is 0, there is only one day
+    or no day from `since` on.
     """
     empty = table.slice(0, 0)
     if share <= 0 or table.num_rows == 0:
         return table, empty
-    days, counts = np.unique(table.column(EVENT_DS).to_numpy(zero_copy_only=False).astype(str), return_counts=True)
+    event = table.column(EVENT_DS).to_numpy(zero_copy_only=False).astype(str)
+    days, counts = np.unique(event, return_counts=True)
     if len(days) < 2:
         return table, empty
+    # Only half of the chosen days' rows validate, so the days must hold share / VALID_HALF of them.
     newest_first = np.cumsum(counts[::-1])
-    n_days = min(int(np.searchsorted(newest_first, share * table.num_rows)) + 1, len(days) - 1)
-    valid_days = pa.array(days[-n_days:].tolist(), pa.string())
-    in_valid = pc.is_in(table.column(EVENT_DS), value_set=valid_days)
-    return table.filter(pc.invert(in_valid)), table.filter(in_valid)
+    n_days = min(int(np.searchsorted(newest_first, share * table.num_rows / VALID_HALF)) + 1, len(days) - 1)
+    if since is not None:
+        n_days = min(n_days, int(np.sum(days >= since)))
+        if n_days == 0:
+            return table, empty
+    in_valid = np.zeros(table.num_rows, dtype=bool)
+    rows = np.flatnonzero(np.isin(event, days[-n_days:]))
+    in_valid[rows] = _unit_hash(table.column(entity_id).take(pa.array(rows)), _VALID_SALT) < VALID_HALF
+    mask = pa.array(in_valid)
+    return table.filter(pc.invert(mask)), table.filter(mask)
