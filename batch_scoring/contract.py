@@ -25,14 +25,14 @@ if TYPE_CHECKING:
     from nightshift.spec import DatasetSpec
 
 
-def validate_partition(lake: Lake, spec: "DatasetSpec", ds: str, batch_rows: int = 131_072) -> dict:
+def validate_partition(lake: Lake, spec: "DatasetSpec", ds: str) -> dict:
     """Check one features partition against the contract; returns counts and its fingerprint.
 
     One row group at a time (`stream_batches`): the scanner's defaults read a 10M-row day in
     3.2 GiB and 6.6-13.7 s, streaming in 470 MiB and 4.2-4.6 s (measured on 2 cores).
     """
     check = ContractCheck.open(lake, spec, ds)
-    for batch in stream_batches(check.dataset, batch_rows, check.columns):
+    for batch in stream_batches(check.dataset, PASS_BATCH_ROWS, check.columns):
         check.batch(batch)
     return {**check.finish(), "fingerprint": lake.fingerprint(FEATURES, ds)}
 
@@ -100,7 +100,7 @@ def _sums_by_length(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray, c
 
 
 SLOTS_PER_ROW = 8  # at least 8 and under 16 bitmap slots per expected row: 1 to 2 bytes an id
-ID_BATCH_ROWS = 131_072  # rows of ids per batch when the duplicate check reads them again
+PASS_BATCH_ROWS = 131_072  # rows per batch when the contract reads a day on its own (validation, the ids again)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads sequential integer ids over the slots
 
 
@@ -229,7 +229,7 @@ class ContractCheck:
         if not self._seen.any_suspect:
             return 0
         ids = [batch.column(0).filter(pa.array(self._seen.suspected(id_keys(batch.column(0)))))
-               for batch in stream_batches(self.dataset, ID_BATCH_ROWS, [self.spec.entity_id])]
+               for batch in stream_batches(self.dataset, PASS_BATCH_ROWS, [self.spec.entity_id])]
         ids = pa.chunked_array(ids, type=ids[0].type) if ids else pa.chunked_array([], pa.string())
         return len(ids) - pc.count_distinct(ids).as_py()
 

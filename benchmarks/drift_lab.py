@@ -355,25 +355,22 @@ def report(console, runs: list[Run], volumes: list[int], Table) -> dict:
     out["concept_max_delay_nights"] = w("concept", "decision")
     out["concept_max_alarm_delay_nights"] = w("concept", "alarm")
     out["gradual_auc_drop_at_decision"] = w("gradual-covariate", "drop")
-    # the estimate is judged where a day's realized AUC is precise enough to judge it: the largest volume
-    big = max(volumes)
-    est = [x for sc in ("none", "sudden-covariate", "gradual-covariate") for x in worst.get(sc, []) if x["vol"] == big
-           and x["mae"] is not None]
-    if est:
-        n = sum(x["n_est"] for x in est)
-        out["estimate_mae"] = sum(x["mae"] * x["n_est"] for x in est) / n
-        out["estimate_bias"] = sum(x["bias"] * x["n_est"] for x in est) / n
-        out["estimate_first_night_mae"] = sum(x["first_mae"] * x["n_est"] for x in est) / n
-        out["estimate_first_night_bias"] = sum(x["first_bias"] * x["n_est"] for x in est) / n
-        out["estimate_volume"] = big
-        out["estimate_mae_floor"] = sum(x["floor_mae"] * x["n_est"] for x in est) / n
-    for vol in volumes:  # every volume's estimate beside its floor: at 200 rows the realized AUC itself is noisy
+    def pooled(vol: int) -> dict[str, float] | None:
+        """The estimate's figures at one volume over the worlds without concept drift, weighted by judged days."""
         est = [x for sc in ("none", "sudden-covariate", "gradual-covariate") for x in worst.get(sc, []) if x["vol"] == vol
                and x["mae"] is not None]
-        if est and vol != big:
-            n = sum(x["n_est"] for x in est)
-            out[f"estimate_mae_{vol}"] = sum(x["mae"] * x["n_est"] for x in est) / n
-            out[f"estimate_mae_floor_{vol}"] = sum(x["floor_mae"] * x["n_est"] for x in est) / n
+        n = sum(x["n_est"] for x in est)
+        return {k: sum(x[k] * x["n_est"] for x in est) / n
+                for k in ("mae", "bias", "first_mae", "first_bias", "floor_mae")} if est else None
+
+    # the estimate is judged where a day's realized AUC is precise enough to judge it: the largest volume
+    big = max(volumes)
+    if (p := pooled(big)) is not None:
+        out.update({"estimate_mae": p["mae"], "estimate_bias": p["bias"], "estimate_first_night_mae": p["first_mae"],
+                    "estimate_first_night_bias": p["first_bias"], "estimate_volume": big, "estimate_mae_floor": p["floor_mae"]})
+    for vol in volumes:  # every other volume's estimate beside its floor: at 200 rows the realized AUC itself is noisy
+        if vol != big and (p := pooled(vol)) is not None:
+            out.update({f"estimate_mae_{vol}": p["mae"], f"estimate_mae_floor_{vol}": p["floor_mae"]})
     return out
 
 

@@ -118,7 +118,7 @@ class ScoringSettings(BaseModel):
     model_config = _FROZEN
 
     batch_rows: int = Field(32_768, ge=1, description="rows per streamed record batch: fewer rows in flight keep "
-                            "peak memory flat from 1M to 10M rows a day (65,536 grew 24-27%, 32,768 grew 15-18%)")
+                            "peak memory flat from 1M to 10M rows a day (measured: 65,536 grew 24-34%, 32,768 12-18%)")
     threshold: float = Field(0.5, gt=0, lt=1, description="score at or above which the decision is 1")
     model: ModelSelection = ModelSelection.AS_OF
     group_mb: float = Field(256, gt=0, description="a day's files are scored in groups of about this many MiB: "

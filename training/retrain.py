@@ -296,12 +296,17 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
     fallback = None
     if device.type != "cuda":
         fallback = "training.device=cpu" if t.device == "cpu" else "no CUDA device found (training.device=auto)"
-    fit_table, valid_table, valid_since = *split_validation(train, t.valid_share, spec.entity_id), None
-    if onset is not None and valid_table.num_rows:
-        since = split_validation(train, t.valid_share, spec.entity_id, since=onset)
-        if not task.too_few(task.labels(since[1].column(spec.label), "validation labels"), t.valid_onset_min_rows):
-            (fit_table, valid_table), valid_since = since, onset
-        else:
+    # Validation on the days since the onset when they hold enough rows, else on the newest days
+    # (each split hashes its validation days' ids, so the second is drawn only when needed).
+    valid_since = None
+    if onset is not None:
+        fit_table, valid_table = split_validation(train, t.valid_share, spec.entity_id, since=onset)
+        if valid_table.num_rows and not task.too_few(task.labels(valid_table.column(spec.label), "validation labels"),
+                                                     t.valid_onset_min_rows):
+            valid_since = onset
+    if valid_since is None:
+        fit_table, valid_table = split_validation(train, t.valid_share, spec.entity_id)
+        if onset is not None and valid_table.num_rows:
             log.info("the validation rows since the drift onset %s are too few (training.valid_onset_min_rows=%d): "
                      "validating on the newest days", onset, t.valid_onset_min_rows)
     if valid_table.num_rows:
