@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nightshift.policy")
 
-RETRAIN, COOLDOWN, NO_ACTION = "RETRAIN", "COOLDOWN", "NO_ACTION"
+RETRAIN, COOLDOWN, NO_ACTION, WAIT = "RETRAIN", "COOLDOWN", "NO_ACTION", "WAIT"
 DRIFT_REASON = "drift persisted"
 
 
@@ -129,11 +129,19 @@ class RetrainEvidence:
     reference_rows: int | None = None
     # The champion's prediction days with enough labels (signal_ready), oldest first: the realized-change test.
     ready_days: tuple[DayFigure, ...] = ()
+    # The drift onset as known tonight (a waiting retrain's, else the first drifted night of drift_days), and the
+    # labelled rows of the prediction days since it (every version's: training does not care who scored them).
+    onset: str | None = None
+    onset_labelled: int | None = None
+    # A retrain decided earlier and waiting for labels (WAIT): its first night, the days with data since, its reasons.
+    pending_since: str | None = None
+    pending_days: int | None = None
+    pending_reasons: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class RetrainDecision:
-    verdict: str  # RETRAIN | COOLDOWN | NO_ACTION
+    verdict: str  # RETRAIN | WAIT | COOLDOWN | NO_ACTION
     reasons: tuple[str, ...]
     signals: tuple[Signal, ...] = ()
 
@@ -282,13 +290,41 @@ def should_retrain(ev: RetrainEvidence, policy: "PolicySettings", margin: float 
         return RetrainDecision(RETRAIN, ("requested by hand",), signals)
     # The floor reasons keep their historical wording ("realized auc 0.6900 on matured day ... is below the floor").
     triggers = [_floor_words(ev, s) if s.name.endswith("below_floor") else s.reason for s in signals if s.fired]
+    if not triggers and ev.pending_since is not None:
+        triggers = [f"the retrain decided on {ev.pending_since} is still due", *ev.pending_reasons]
     if not triggers:
         return RetrainDecision(NO_ACTION, ("no trigger fired",), signals)
     if ev.days_since_last_retrain is not None and ev.days_since_last_retrain < policy.cooldown_days:
         held = (f"cooldown: last retrain was {ev.days_since_last_retrain} days with data ago "
                 f"(cooldown {policy.cooldown_days})")
         return RetrainDecision(COOLDOWN, (held, *triggers), signals)
-    return RetrainDecision(RETRAIN, tuple(triggers), signals)
+    verdict, why = wait_for_labels(ev, policy)
+    return RetrainDecision(verdict, ((why,) if why else ()) + tuple(triggers), signals)
+
+
+def wait_for_labels(ev: RetrainEvidence, policy: "PolicySettings") -> tuple[str, str]:
+    """WAIT or RETRAIN for a retrain that is due and not in cooldown (pure), and why it waits or waited ("": no wait).
+
+    A retrain decided after a drift onset, before the new regime has labels, would learn the old
+    world, and the gate could not judge it on the new one; the cooldown it started would then
+    hold back the retrain that answers the drift. So it waits, without starting the cooldown,
+    until the prediction days since the onset hold `onset_min_labels` labelled rows, or for
+    `max_wait_days` days with data at most. No onset (a concept change seen in the labels), no
+    champion, or `onset_min_labels` 0: no wait.
+    """
+    if not ev.has_champion or ev.onset is None or not policy.onset_min_labels:
+        return RETRAIN, ""
+    have, want, waited = ev.onset_labelled or 0, policy.onset_min_labels, ev.pending_days or 0
+    if have >= want:
+        return RETRAIN, (f"waited {waited} days with data since {ev.pending_since} for labels since the drift onset "
+                         f"{ev.onset}: {have} labelled rows, onset_min_labels {want}") if ev.pending_since else ""
+    if waited >= policy.max_wait_days:
+        return RETRAIN, (f"waited {waited} days with data since {ev.pending_since} (max_wait_days "
+                         f"{policy.max_wait_days}); it trains on the {have} labelled rows since the drift onset "
+                         f"{ev.onset} (onset_min_labels {want})")
+    return WAIT, (f"waiting for the new regime's labels: {have} labelled rows since the drift onset {ev.onset}; the "
+                  f"retrain starts at {want} (onset_min_labels) or in {policy.max_wait_days - waited} more days with "
+                  f"data (max_wait_days)")
 
 
 def _floor_words(ev: RetrainEvidence, s: Signal) -> str:
@@ -345,13 +381,19 @@ def gather_evidence(settings: "Settings", ds: str, lake: Lake, manual: bool = Fa
     flags = [(d, a) for d in recent_days if (a := drift_table.day_alarm(lake, d)) is not None]
 
     metrics: dict[str, Any] = {}
+    perf = performance.read(lake, ds) if in_force is not None else []
     if in_force is not None:
-        metrics = metric_evidence(performance.read(lake, ds), in_force.version, ds, _reference(settings, lake, in_force.version))
+        metrics = metric_evidence(perf, in_force.version, ds, _reference(settings, lake, in_force.version))
 
-    # Only the cooldown reads the last retrain, so only the nights it spans are read.
-    earlier = [d for d in data_days if d < ds][-policy.cooldown_days:] if policy.cooldown_days else []
-    retrains = [d for d in read_decisions(lake, earlier, "retrain") if d["verdict"] == RETRAIN]
+    # Only the cooldown and a waiting retrain read earlier decisions, so only the nights they span are read.
+    earlier = [d for d in data_days if d < ds]
+    records = read_decisions(lake, earlier[-max(policy.cooldown_days, policy.max_wait_days + 1):], "retrain")
+    cooling = set(earlier[-policy.cooldown_days:]) if policy.cooldown_days else set()
+    retrains = [d for d in records if d["verdict"] == RETRAIN and d["ds"] in cooling]
     last = retrains[-1] if retrains else None
+    pending = pending_wait(records)
+    onset = (pending["evidence"].get("evidence", {}).get("onset") if pending else None) or next(
+        (d for d, flagged in flags if flagged), None)
     return RetrainEvidence(
         has_champion=in_force is not None,
         metric=task.primary.name,
@@ -364,7 +406,29 @@ def gather_evidence(settings: "Settings", ds: str, lake: Lake, manual: bool = Fa
         model_age_days=sum(1 for d in data_days if d > in_force.ds) if in_force else None,
         days_since_last_retrain=sum(1 for d in data_days if d > last["ds"]) if last else None,
         manual=manual,
+        onset=onset,
+        onset_labelled=labelled_since(perf, onset) if onset else None,
+        pending_since=pending["ds"] if pending else None,
+        pending_days=sum(1 for d in data_days if pending["ds"] < d <= ds) if pending else None,
+        pending_reasons=tuple(pending["reasons"][1:]) if pending else (),
     )
+
+
+def pending_wait(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The first WAIT of the run of WAITs that ends the earlier nights' retrain records (pure; None: no retrain waits).
+
+    A RETRAIN, a cooldown or a night without a trigger ends a wait; `records` are oldest first."""
+    first = None
+    for r in reversed(records):
+        if r["verdict"] != WAIT:
+            break
+        first = r
+    return first
+
+
+def labelled_since(rows: list[dict[str, Any]], onset: str) -> int:
+    """Labelled rows of the prediction days from `onset` on, whoever scored them (pure; `performance.read` rows)."""
+    return sum(int(r.get("labelled") or 0) for r in rows if r["prediction_ds"] >= onset)
 
 
 def decide_retrain(settings: "Settings", ds: str, *, lake: Lake | None = None, manual: bool = False) -> dict:

@@ -19,7 +19,8 @@ The champion is never replaced (the lab measures detection, not recovery): a RET
 recorded and the cooldown counts from it, as in production.
 
 Figures per scenario and volume (worst seed where a target says "every seed"):
-- alarm delay and retrain-decision delay in nights from onset (0: on the onset night);
+- alarm delay, retrain-decision delay (RETRAIN, or WAIT: decided, and waiting for the new
+  regime's labels) and retrain-start delay (RETRAIN) in nights from onset (0: the onset night);
 - false alarm episodes per 100 nights and RETRAIN decisions per 200 nights on `none` (the
   model-age trigger is counted, and shown apart);
 - on gradual-covariate, how far the champion's true AUC on the decision night had fallen below
@@ -90,6 +91,12 @@ class Run:
 
     @property
     def decision_delay(self) -> int | None:
+        """The first night a retrain was decided: at once (RETRAIN) or once labels arrive (WAIT)."""
+        return self.first([d in ("RETRAIN", "WAIT") and not _age_only(r) for d, r in zip(self.decisions, self.reasons)])
+
+    @property
+    def retrain_delay(self) -> int | None:
+        """The first night a retrain started (RETRAIN): after a WAIT, when the new regime had labels."""
         return self.first([d == "RETRAIN" and not _age_only(r) for d, r in zip(self.decisions, self.reasons)])
 
 
@@ -146,6 +153,7 @@ def run_world(spec, settings, bundle, card, reference, scenario: str, volume: in
     ref_out = bundle.predict(reference)
     run = Run(scenario, volume, seed, onset if onset is not None else 0)
     state, history, last_retrain = AlarmState(), [], None
+    pending: tuple[int, tuple[str, ...], int] | None = None  # a WAITing retrain: (its night, its reasons, the onset night)
     judged: set[str] = set()  # days whose estimate was already compared with their realized value
     first_estimate: dict[str, float] = {}
     margin = drop_margin(task, policy.drop_margin)
@@ -187,16 +195,28 @@ def run_world(spec, settings, bundle, card, reference, scenario: str, volume: in
                 run.first_pairs.append((first_estimate[r["prediction_ds"]], realized))
                 run.oracle_pairs.append((h[6], realized))
         recent = run.alarms[-policy.drift_n:]
+        # the onset as gather_evidence finds it: a waiting retrain's, else the first flagged night of the recent ones
+        onset_night = pending[2] if pending else next((night - len(recent) + 1 + i for i, a in enumerate(recent) if a), None)
         ev = RetrainEvidence(
             has_champion=True, metric=task.primary.name, higher_is_better=task.primary.higher_is_better, floor=floor,
             drift_flags=tuple(recent), model_age_days=night + 1,
             days_since_last_retrain=None if last_retrain is None else night - last_retrain,
+            onset=None if onset_night is None else add_days(START, FIRST_NIGHT + onset_night),
+            onset_labelled=None if onset_night is None else int(sum(
+                (h[4] <= night - h[1]).sum() for h in history if h[1] >= onset_night)),
+            pending_since=None if pending is None else add_days(START, FIRST_NIGHT + pending[0]),
+            pending_days=None if pending is None else night - pending[0],
+            pending_reasons=() if pending is None else pending[1],
             **metric_evidence(perf, "1", ds, card.reference))
         decision = should_retrain(ev, policy, margin)
         run.decisions.append(decision.verdict)
         run.reasons.append(decision.reasons)
         if decision.verdict == "RETRAIN":
             last_retrain = night
+        if decision.verdict != "WAIT":
+            pending = None
+        elif pending is None:
+            pending = (night, decision.reasons[1:], onset_night)
         if scenario == "gradual-covariate":
             big = world.features(d, ds, TRUTH_ROWS)
             run.true_auc.append(_expected_auc(world.probability(big, d), bundle.predict(big)))
@@ -306,7 +326,8 @@ def mx(xs: list) -> int | float | None:
 def report(console, runs: list[Run], volumes: list[int], Table) -> dict:
     out: dict = {}
     t = Table(title="drift lab: per scenario and daily volume (worst seed where it says max)")
-    for c in ("scenario", "rows/night", "seeds", "alarm delay (max)", "decision delay (max)", "false alarms /100 nights",
+    for c in ("scenario", "rows/night", "seeds", "alarm delay (max)", "decision delay (max)", "retrain start (max)",
+              "false alarms /100 nights",
               "retrains /200 nights (age)", "AUC drop at decision (max)", "estimate MAE", "estimate bias",
               "on its own night: MAE", "bias", "floor: expected AUC's MAE"):
         t.add_column(c)
@@ -318,6 +339,7 @@ def report(console, runs: list[Run], volumes: list[int], Table) -> dict:
         nights = sum(len(r.alarms) for r in rs)
         alarm_d = [r.alarm_delay for r in rs] if sc != "none" else []
         dec_d = [r.decision_delay for r in rs] if sc != "none" else []
+        start_d = [r.retrain_delay for r in rs] if sc != "none" else []
         fa = 100 * sum(len(r.episode_starts) for r in rs) / nights if sc == "none" else None
         retr = [sum(d == "RETRAIN" for d in r.decisions) for r in rs]
         age = [sum(d == "RETRAIN" and _age_only(x) for d, x in zip(r.decisions, r.reasons)) for r in rs]
@@ -335,11 +357,13 @@ def report(console, runs: list[Run], volumes: list[int], Table) -> dict:
         first_mae, first_bias = _errors([p for r in rs for p in r.first_pairs] if sc != "concept" else [])
         floor_mae, _ = _errors([p for r in rs for p in r.oracle_pairs] if sc != "concept" else [])
         t.add_row(sc, str(vol), str(len(rs)), _fmt(mx(alarm_d)) if alarm_d else "-", _fmt(mx(dec_d)) if dec_d else "-",
+                  _fmt(mx(start_d)) if start_d else "-",
                   f"{fa:.2f}" if fa is not None else "-", f"{rt:.2f} ({sum(age)})" if rt is not None else "-",
                   f"{drop:.4f}" if drop is not None else "-", _fmt(mae), _fmt(bias), _fmt(first_mae), _fmt(first_bias),
                   _fmt(floor_mae))
         worst.setdefault(sc, []).append({"vol": vol, "alarm": mx(alarm_d) if alarm_d else None,
-                                         "decision": mx(dec_d) if dec_d else None, "fa": fa, "rt": rt, "drop": drop,
+                                         "decision": mx(dec_d) if dec_d else None, "start": mx(start_d) if start_d else None,
+                                         "fa": fa, "rt": rt, "drop": drop,
                                          "mae": mae, "bias": bias, "first_mae": first_mae, "first_bias": first_bias,
                                          "floor_mae": floor_mae, "n_est": len(pairs)})
     console.print(t)
@@ -352,6 +376,8 @@ def report(console, runs: list[Run], volumes: list[int], Table) -> dict:
     out["none_retrains_per_200_nights"] = w("none", "rt")
     out["sudden_max_delay_nights"] = w("sudden-covariate", "alarm")
     out["sudden_max_decision_delay_nights"] = w("sudden-covariate", "decision")
+    out["sudden_max_retrain_start_nights"] = w("sudden-covariate", "start")
+    out["gradual_max_retrain_start_nights"] = w("gradual-covariate", "start")
     out["concept_max_delay_nights"] = w("concept", "decision")
     out["concept_max_alarm_delay_nights"] = w("concept", "alarm")
     out["gradual_auc_drop_at_decision"] = w("gradual-covariate", "drop")

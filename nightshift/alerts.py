@@ -127,12 +127,18 @@ def _incident_start(lake: "Lake", checked: list[str]) -> str:
 
 
 def retrain_alert(settings: "Settings", lake: "Lake", ds: str) -> Alert | None:
-    """The nightly policy decided to retrain (None for no action or a cooldown)."""
+    """The nightly policy decided to retrain, or to retrain once labels arrive (None for no action or a cooldown)."""
     from nightshift.tables.decisions import read_decision
 
     d = read_decision(lake, ds, "retrain")
-    if d is None or d["verdict"] != "RETRAIN":
+    if d is None or d["verdict"] not in ("RETRAIN", "WAIT"):
         return None
+    if d["verdict"] == "WAIT":  # once, on the night the retrain was decided; its start is the RETRAIN alert
+        if d["evidence"].get("evidence", {}).get("pending_since"):
+            return None
+        return Alert(RETRAIN, f"retrain-{ds}", ds, f"[Nightshift] retrain decided on {ds}; it waits for the new regime's labels",
+                     "; ".join(d["reasons"]) + (f" (champion v{d['model_version']})" if d["model_version"] else ""),
+                     page_link(settings, "retrains"))
     return Alert(RETRAIN, f"retrain-{ds}", ds, f"[Nightshift] retrain decided on {ds}",
                  "; ".join(d["reasons"]) + f" (champion v{d['model_version']})" if d["model_version"] else "; ".join(d["reasons"]),
                  page_link(settings, "retrains"))

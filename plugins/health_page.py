@@ -158,7 +158,7 @@ h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:24px 0 8px;border-bot
 table{border-collapse:collapse;font-size:13px;width:100%} td,th{border-bottom:1px solid #edf2f7;padding:4px 6px;text-align:left;vertical-align:top}
 th{background:#f7fafc} .num{text-align:right;font-variant-numeric:tabular-nums}
 .badge{display:inline-block;padding:1px 6px;border-radius:8px;font-size:12px;background:#edf2f7}
-.PROMOTE,.RETRAIN,.ROLLBACK{background:#c6f6d5} .REJECT{background:#fed7d7} .INSUFFICIENT_EVIDENCE,.DEFERRED,.COOLDOWN,.UNCHANGED{background:#feebc8}
+.PROMOTE,.RETRAIN,.ROLLBACK{background:#c6f6d5} .REJECT{background:#fed7d7} .INSUFFICIENT_EVIDENCE,.DEFERRED,.COOLDOWN,.WAIT,.UNCHANGED{background:#feebc8}
 .chart{max-width:100%;height:auto} .grid{stroke:#edf2f7} .tick{font-size:10px;fill:#4a5568}
 .real{fill:none;stroke:#2b6cb0;stroke-width:1.5} .est{fill:none;stroke:#805ad5;stroke-width:1.5;stroke-dasharray:4 3}
 .matured{fill:#2b6cb0} .provisional{fill:#fff;stroke:#2b6cb0;stroke-width:1.5} .cov{fill:#a0aec0;opacity:.6}

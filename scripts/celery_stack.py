@@ -43,7 +43,8 @@ PG = os.environ.get("NIGHTSHIFT_TOPOLOGY_PG", "postgresql://postgres@127.0.0.1:5
 REDIS = os.environ.get("NIGHTSHIFT_TOPOLOGY_REDIS", "redis://127.0.0.1:6379/0")
 # worker name -> (queue, concurrency): the compose file's airflow-worker and airflow-worker-gpu
 WORKERS = {"worker-default": ("default", 2), "worker-gpu": ("gpu", 1)}
-FAST = {"NIGHTSHIFT__TRAINING__EPOCHS": "4", "NIGHTSHIFT__GATE__N_BOOT": "300"}
+# A short world: a drift retrain waits for 1,000 labelled rows since the onset, not the default 15,000.
+FAST = {"NIGHTSHIFT__TRAINING__EPOCHS": "4", "NIGHTSHIFT__GATE__N_BOOT": "300", "NIGHTSHIFT__POLICY__ONSET_MIN_LABELS": "1000"}
 
 
 class Unreachable(RuntimeError):

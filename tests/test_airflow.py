@@ -23,7 +23,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 import airflow_stack as stack  # noqa: E402
 
 pytestmark = pytest.mark.integration
-FAST = {"NIGHTSHIFT__TRAINING__EPOCHS": "4", "NIGHTSHIFT__GATE__N_BOOT": "300"}
+# A short world: a drift retrain waits for 1,000 labelled rows since the onset, not the default 15,000.
+FAST = {"NIGHTSHIFT__TRAINING__EPOCHS": "4", "NIGHTSHIFT__GATE__N_BOOT": "300", "NIGHTSHIFT__POLICY__ONSET_MIN_LABELS": "1000"}
 
 
 def _simulate(home: Path, start: str, days: int, onset: int, scenario: str) -> None:

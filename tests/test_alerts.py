@@ -233,6 +233,12 @@ def test_a_webhook_gets_the_verdict_as_json(settings, lake):
      "[Nightshift] retrain decided on 2026-04-05: drift persisted on 3 of the last 5 nights (k=3) (champion v2)"),
     ("retrain", "NO_ACTION", ["no trigger fired"], {}, "2", None),
     ("retrain", "COOLDOWN", ["cooldown: last retrain was 2 days with data ago (cooldown 5)"], {}, "2", None),
+    ("retrain", "WAIT", ["waiting for the new regime's labels: 0 labelled rows since the drift onset 2026-04-05",
+                         "drift alarm on tonight"], {"evidence": {"pending_since": None}}, "2",
+     "[Nightshift] retrain decided on 2026-04-05; it waits for the new regime's labels: waiting for the new regime's "
+     "labels: 0 labelled rows since the drift onset 2026-04-05; drift alarm on tonight (champion v2)"),
+    ("retrain", "WAIT", ["waiting for the new regime's labels: 900 labelled rows"],  # still waiting: said once, not nightly
+     {"evidence": {"pending_since": "2026-04-04"}}, "2", None),
     ("promotion", "REJECT", ["a segment lost more than the margin"], {}, "5",
      "[Nightshift] gate verdict REJECT on 2026-04-05 for v5: a segment lost more than the margin"),
     ("promotion", "DEFERRED", ["the holdout cannot resolve the margin"], {}, None,

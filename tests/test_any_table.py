@@ -68,7 +68,7 @@ def test_regression_end_to_end_in_process(fresh_home, tmp_path):
 
     _import(fresh_home, _regression_csv(tmp_path), "--timestamp-col", "timestamp", "--label-col", "label",
             "--id-col", "entity_id", "--label-time-col", "label_time")
-    s = load_settings().with_overrides({"training.epochs": 4, "gate.n_boot": 300})
+    s = load_settings().with_overrides({"training.epochs": 4, "gate.n_boot": 300, "policy.onset_min_labels": 1000})
     assert s.dataset.task == "regression" and (fresh_home / "nightshift.toml").is_file()
     lake = Lake(s.lake_uri)
 
@@ -103,7 +103,8 @@ def test_regression_end_to_end_through_the_dags(fresh_home, tmp_path):
     _import(fresh_home, _regression_csv(tmp_path), "--timestamp-col", "timestamp", "--label-col", "label",
             "--id-col", "entity_id", "--label-time-col", "label_time")
     env = stack.airflow_env(fresh_home, port=stack.free_port(),
-                            extra={"NIGHTSHIFT__TRAINING__EPOCHS": "4", "NIGHTSHIFT__GATE__N_BOOT": "300"})
+                            extra={"NIGHTSHIFT__TRAINING__EPOCHS": "4", "NIGHTSHIFT__GATE__N_BOOT": "300",
+                                   "NIGHTSHIFT__POLICY__ONSET_MIN_LABELS": "1000"})
     env.pop("NIGHTSHIFT_CONFIG", None)  # the home's nightshift.toml, as import wrote it
     subprocess.run([str(stack.VENV_BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
     first = HISTORY + ONSET_NIGHT

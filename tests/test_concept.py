@@ -8,7 +8,7 @@ import pytest
 from nightshift.dates import add_days
 
 START, HISTORY, NIGHTS, ROWS, ONSET_NIGHT = "2026-03-01", 12, 10, 1500, 2
-FAST = {"training.epochs": 4, "gate.n_boot": 300}
+FAST = {"training.epochs": 4, "gate.n_boot": 300, "policy.onset_min_labels": 1000}
 
 
 @pytest.fixture(scope="module")

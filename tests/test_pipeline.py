@@ -16,7 +16,8 @@ from nightshift.lake import DECISIONS, DRIFT, FEATURES, LABELS, PERFORMANCE, PRE
 from nightshift.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, Registry
 
 START, HISTORY, NIGHTS, ROWS, ONSET_NIGHT = "2026-03-01", 12, 8, 1500, 2
-FAST = {"training.epochs": 4, "gate.n_boot": 300}
+# A short world: a drift retrain waits for 1,000 labelled rows since the onset, not the default 15,000.
+FAST = {"training.epochs": 4, "gate.n_boot": 300, "policy.onset_min_labels": 1000}
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +63,15 @@ def test_drift_detected_retrain_judged_aliases_moved(world):
     assert retrained, "the policy never handed off to retrain"
     night = retrained[0]
     assert any("drift persisted" in r for r in night["decision"]["reasons"])
+    # The alarm and the estimate's drop decided before the drift had persisted; the retrain waited, without a
+    # cooldown, until the days since the onset held policy.onset_min_labels labelled rows, and says so.
+    records = [read_decision(world["lake"], n["ds"], "retrain") for n in nights if onset <= n["ds"] <= night["ds"]]
+    waits = [r for r in records if r["verdict"] == "WAIT"]
+    assert waits and [r["verdict"] for r in records[-len(waits) - 1:]] == ["WAIT"] * len(waits) + ["RETRAIN"], records
+    assert "drift alarm on tonight, and tonight's estimated auc" in " ".join(waits[0]["reasons"])
+    assert "waiting for the new regime's labels" in waits[0]["reasons"][0]
+    assert waits[0]["evidence"]["evidence"]["onset"] == onset
+    assert f"waited {len(waits)} days with data since {waits[0]['ds']}" in records[-1]["reasons"][0], records[-1]
     verdict = read_decision(world["lake"], night["ds"], "promotion")
     assert verdict["verdict"] == "PROMOTE", verdict["reasons"]
     ev = verdict["evidence"]

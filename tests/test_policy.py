@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from batch_scoring.policy import COOLDOWN, NO_ACTION, RETRAIN, RetrainEvidence, should_retrain
+from batch_scoring.policy import (
+    COOLDOWN,
+    NO_ACTION,
+    RETRAIN,
+    WAIT,
+    RetrainEvidence,
+    labelled_since,
+    pending_wait,
+    should_retrain,
+)
 from nightshift.settings import PolicySettings
 
 POLICY = PolicySettings(drift_k=3, drift_n=5, max_model_age_days=60, cooldown_days=5)
@@ -288,10 +297,11 @@ def test_alarm_with_an_estimated_drop(name, overrides, verdict, fragment):
     assert any(fragment in r for r in decision.reasons), decision.reasons
 
 
-def test_alarm_with_an_estimated_drop_is_off_by_default():
-    """Off unless asked for: recorded with its value, never fired, no threshold (it would retrain before any label)."""
+def test_alarm_with_an_estimated_drop_is_on_by_default_and_can_be_turned_off():
+    """On by default (z = 2); with alarm_drop_z None it is recorded with its value, never fired, no threshold."""
     ev = RetrainEvidence(**{**ALARM, "estimated": 0.70})
-    decision = should_retrain(ev, PolicySettings(), margin=0.02)
+    assert should_retrain(ev, PolicySettings(), margin=0.02).verdict == RETRAIN
+    decision = should_retrain(ev, PolicySettings(alarm_drop_z=None), margin=0.02)
     by = {s.name: s for s in decision.signals}
     assert not by["alarm_estimated_drop"].fired and by["alarm_estimated_drop"].threshold is None
     assert by["alarm_estimated_drop"].value > 0.05
@@ -304,3 +314,73 @@ def test_alarm_drop_margin_is_a_setting():
     by = {s.name: s for s in should_retrain(ev, policy, margin=0.02).signals}
     assert not by["alarm_estimated_drop"].fired and by["alarm_estimated_drop"].threshold == pytest.approx(0.02)
     assert by["alarm_estimated_drop"].value == pytest.approx(0.015)
+
+
+# -- a retrain decided after a drift onset waits for the new regime's labels ---------------------------------------
+DRIFTED = dict(OK, drift_flags=(False, False, True, True, True), onset="2026-03-03", onset_labelled=0)
+WAIT_POLICY = PolicySettings(drift_k=3, drift_n=5, cooldown_days=5, onset_min_labels=2000, max_wait_days=5)
+WAIT_CASES = [
+    # name, evidence overrides, verdict, reason fragment
+    ("no labels since the onset: wait", {}, WAIT,
+     "waiting for the new regime's labels: 0 labelled rows since the drift onset 2026-03-03; the retrain starts at 2000"),
+    ("the trigger is still recorded", {}, WAIT, "drift persisted on 3 of the last 5 nights"),
+    ("some labels, fewer than wanted", {"onset_labelled": 1999}, WAIT, "1999 labelled rows"),
+    ("enough labels at once: no wait", {"onset_labelled": 2000}, RETRAIN, "drift persisted"),
+    ("enough labels after waiting: says how long", {"onset_labelled": 4000, "pending_since": "2026-03-03",
+                                                     "pending_days": 2}, RETRAIN,
+     "waited 2 days with data since 2026-03-03 for labels since the drift onset 2026-03-03: 4000 labelled rows"),
+    ("waited max_wait_days: trains on what there is", {"onset_labelled": 700, "pending_since": "2026-03-03",
+                                                       "pending_days": 5}, RETRAIN,
+     "it trains on the 700 labelled rows since the drift onset"),
+    ("one day short of max_wait_days", {"onset_labelled": 700, "pending_since": "2026-03-03", "pending_days": 4},
+     WAIT, "in 1 more days with data"),
+    ("no onset known (a concept change in the labels): no wait", {"onset": None, "onset_labelled": None}, RETRAIN,
+     "drift persisted"),
+    ("no champion: no wait", {"has_champion": False}, RETRAIN, "no champion"),
+    ("by hand: no wait", {"manual": True}, RETRAIN, "by hand"),
+    ("cooldown still holds first", {"days_since_last_retrain": 2}, COOLDOWN, "cooldown"),
+    ("no trigger, no wait", {"drift_flags": (False, False, False, False, True)}, NO_ACTION, "no trigger"),
+    ("a pending retrain is a trigger of its own", {"drift_flags": (False,) * 5, "pending_since": "2026-03-03",
+                                                   "pending_days": 1, "pending_reasons": ("drift persisted on 3 of 5",)},
+     WAIT, "the retrain decided on 2026-03-03 is still due"),
+    ("a pending retrain starts once labels arrive", {"drift_flags": (False,) * 5, "pending_since": "2026-03-03",
+                                                     "pending_days": 2, "onset_labelled": 2500,
+                                                     "pending_reasons": ("drift persisted on 3 of 5",)},
+     RETRAIN, "drift persisted on 3 of 5"),
+]
+
+
+@pytest.mark.parametrize("name,overrides,verdict,fragment", WAIT_CASES, ids=[c[0] for c in WAIT_CASES])
+def test_a_retrain_waits_for_the_new_regimes_labels(name, overrides, verdict, fragment):
+    decision = should_retrain(RetrainEvidence(**{**DRIFTED, **overrides}), WAIT_POLICY)
+    assert decision.verdict == verdict
+    assert any(fragment in r for r in decision.reasons), decision.reasons
+    assert decision.retrain == (verdict == RETRAIN)
+
+
+def test_waiting_can_be_turned_off():
+    assert should_retrain(RetrainEvidence(**DRIFTED), WAIT_POLICY.model_copy(update={"onset_min_labels": 0})).retrain
+
+
+@pytest.mark.parametrize("verdicts,first", [
+    ([], None),
+    (["NO_ACTION", "RETRAIN"], None),
+    (["NO_ACTION", "WAIT"], 1),
+    (["WAIT", "WAIT", "WAIT"], 0),
+    (["WAIT", "RETRAIN", "NO_ACTION", "WAIT", "WAIT"], 3),
+    (["WAIT", "RETRAIN"], None),
+    (["WAIT", "NO_ACTION"], None),
+])
+def test_pending_wait_is_the_first_of_the_last_run_of_waits(verdicts, first):
+    records = [{"ds": f"2026-03-0{i + 1}", "verdict": v, "reasons": []} for i, v in enumerate(verdicts)]
+    found = pending_wait(records)
+    assert (found["ds"] if found else None) == (f"2026-03-0{first + 1}" if first is not None else None)
+
+
+def test_labelled_since_counts_every_versions_rows_from_the_onset():
+    rows = [{"prediction_ds": "2026-03-01", "labelled": 900, "model_version": "1"},
+            {"prediction_ds": "2026-03-02", "labelled": 800, "model_version": "1"},
+            {"prediction_ds": "2026-03-03", "labelled": 300, "model_version": "2"},
+            {"prediction_ds": "2026-03-04", "labelled": None, "model_version": "2"}]
+    assert labelled_since(rows, "2026-03-02") == 1100
+    assert labelled_since(rows, "2026-03-05") == 0

@@ -49,7 +49,7 @@ def server(tmp_path_factory):
     os.environ.update({"NIGHTSHIFT_HOME": str(home), "NIGHTSHIFT_CONFIG": str(REPO / "nightshift.toml")})
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     try:
-        s = load_settings().with_overrides({"training.epochs": 4, "gate.n_boot": 300})
+        s = load_settings().with_overrides({"training.epochs": 4, "gate.n_boot": 300, "policy.onset_min_labels": 1000})
         lake = Lake(s.lake_uri)
         simulate(lake, s.dataset, start=START, days=HISTORY + NIGHTS, rows_per_day=ROWS, scenario="sudden-covariate",
                  onset=HISTORY + 2, seed=3, progress=False)

@@ -175,8 +175,8 @@ def ready_to_train(window: dict[str, Any]) -> bool:
 
 
 def drift_onset(lake: Lake, ds: str) -> str | None:
-    """The drift onset as the nightly decision records tell it: the first drifted night in the newest
-    retrain decision up to `ds` whose evidence flags drift; None when no record flags any."""
+    """The drift onset as the nightly decision records tell it: in the newest retrain decision up to `ds`
+    whose evidence flags drift, its recorded onset, else its first drifted night; None when no record flags any."""
     def flagged(d: dict[str, Any]) -> bool:
         return any(d["evidence"].get("evidence", {}).get("drift_flags") or [])
 
@@ -184,7 +184,8 @@ def drift_onset(lake: Lake, ds: str) -> str | None:
     if record is None:
         return None
     ev = record["evidence"]["evidence"]
-    return next(day for day, flag in zip(ev["drift_days"], ev["drift_flags"]) if flag)
+    # A retrain that waited for labels records the onset it waited from (older than its own 5 nights of flags).
+    return ev.get("onset") or next(day for day, flag in zip(ev["drift_days"], ev["drift_flags"]) if flag)
 
 
 def tournament_candidates(training, trigger: str | None, reasons: list[str] | None) -> list[tuple[str, str]]:
