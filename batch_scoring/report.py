@@ -79,11 +79,12 @@ def _periods(nights: list[dict], retrains: list[dict], promotions: list[dict], d
     """Split nights at the drift onset behind the first drift-triggered retrain, and at the promotion that answered it."""
     by_drift = [r for r in retrains if any(drift_reason in reason for reason in r["reasons"])]
     if not by_drift:
-        return {"all nights": nights}, {"onset": None, "decision": None, "promotion": None, "promoted_version": None}
+        return {"all nights": nights}, {"onset": None, "decision": None, "started": None, "promotion": None,
+                                        "promoted_version": None}
     decision = by_drift[0]
     ev = decision["evidence"].get("evidence", {})
     flagged = [d for d, f in zip(ev.get("drift_days", []), ev.get("drift_flags", [])) if f]
-    onset = flagged[0] if flagged else decision["ds"]
+    onset = ev.get("onset") or (flagged[0] if flagged else decision["ds"])  # a retrain that waited recorded its onset
     answered = [p for p in promotions if p["ds"] >= decision["ds"]]
     promoted = answered[0]["ds"] if answered else None
     periods = {
@@ -91,7 +92,8 @@ def _periods(nights: list[dict], retrains: list[dict], promotions: list[dict], d
         "after drift": [n for n in nights if n["ds"] >= onset and (promoted is None or n["ds"] <= promoted)],
         "after promotion": [n for n in nights if promoted and n["ds"] > promoted],
     }
-    return periods, {"onset": onset, "decision": decision["ds"], "promotion": promoted,
+    return periods, {"onset": onset, "decision": ev.get("pending_since") or decision["ds"], "started": decision["ds"],
+                     "promotion": promoted,
                      "promoted_version": answered[0]["model_version"] if answered else None}
 
 
@@ -112,7 +114,10 @@ def render(summary: dict[str, Any]) -> str:
     ]
     if cause["decision"]:
         answer = f"answered by v{cause['promoted_version']} promoted on {cause['promotion']}" if cause["promotion"] else "not answered yet"
-        lines.append(f"Drift:         onset {cause['onset']}, first drift-triggered retrain decision {cause['decision']}, {answer}")
+        waited = (f" (it waited for the new regime's labels until {cause['started']})"
+                  if cause.get("started") and cause["started"] != cause["decision"] else "")
+        lines.append(f"Drift:         onset {cause['onset']}, first drift-triggered retrain decided on {cause['decision']}"
+                     f"{waited}, {answer}")
     lines += ["", f"{'Realized ' + metric.upper():<18}{'nights':<26}{metric.upper():>8}{'labelled':>10}{'coverage':>10}"]
     for name, p in summary["periods"].items():
         cov = "-" if p["coverage"] is None else f"{p['coverage']:.0%}"
