@@ -35,7 +35,7 @@ it has one, its standard error and row count (`Signal`), fired or not:
   reference carries most of its error at a few hundred rows a night; the champion's own
   days shrink the reference's error, and the window that starts at the change is not
   diluted (a window-limited GLR change-point test, Lai 1995);
-- **alarm with an estimated drop** (off unless `alarm_drop_z` is set): the drift alarm is on tonight and tonight's own estimate
+- **alarm with an estimated drop** (`alarm_drop_z`, 2 by default; None turns it off): the drift alarm is on tonight and tonight's own estimate
   is worse than the reference's estimate by more than `max(alarm_drop_margin, alarm_drop_z * SE)`.
   Two pieces of evidence that are nearly independent under no change (the alarm is
   calibrated to its own false-alarm target), so each is held to a lower bar than alone: the
@@ -44,6 +44,11 @@ it has one, its standard error and row count (`Signal`), fired or not:
   start of a larger one. It decides on the alarm's first night instead of waiting for k of
   n, before a gradual shift has cost much, and so before any post-drift label exists;
 - model age (a backstop: 180 days with data by default), no champion, or by hand.
+
+A retrain that is due while a drift onset is known WAITs (`wait_for_labels`) until the
+prediction days since the onset hold `onset_min_labels` labelled rows, or `max_wait_days`
+days with data: a WAIT does not start the cooldown, and a pending WAIT is a trigger of its own
+on the nights after, so the retrain starts even if tonight's signals have gone quiet.
 """
 
 from __future__ import annotations
