@@ -396,9 +396,7 @@ def gather_evidence(settings: "Settings", ds: str, lake: Lake, manual: bool = Fa
     cooling = set(earlier[-policy.cooldown_days:]) if policy.cooldown_days else set()
     retrains = [d for d in records if d["verdict"] == RETRAIN and d["ds"] in cooling]
     last = retrains[-1] if retrains else None
-    pending = pending_wait(records)
-    onset = (pending["evidence"].get("evidence", {}).get("onset") if pending else None) or next(
-        (d for d, flagged in flags if flagged), None)
+    waiting = wait_evidence(records, flags, data_days, ds)
     return RetrainEvidence(
         has_champion=in_force is not None,
         metric=task.primary.name,
@@ -411,12 +409,26 @@ def gather_evidence(settings: "Settings", ds: str, lake: Lake, manual: bool = Fa
         model_age_days=sum(1 for d in data_days if d > in_force.ds) if in_force else None,
         days_since_last_retrain=sum(1 for d in data_days if d > last["ds"]) if last else None,
         manual=manual,
-        onset=onset,
-        onset_labelled=labelled_since(perf, onset) if onset else None,
-        pending_since=pending["ds"] if pending else None,
-        pending_days=sum(1 for d in data_days if pending["ds"] < d <= ds) if pending else None,
-        pending_reasons=tuple(pending["reasons"][1:]) if pending else (),
+        onset_labelled=labelled_since(perf, waiting["onset"]) if waiting["onset"] else None,
+        **waiting,
     )
+
+
+def wait_evidence(records: list[dict[str, Any]], flags: list[tuple[str, bool]], data_days: list[str],
+                  ds: str) -> dict[str, Any]:
+    """The onset and the pending WAIT of night `ds`, as `RetrainEvidence` fields (pure).
+
+    `records`: the earlier nights' retrain records, oldest first; `flags`: (night, alarm) of the
+    recent nights; `data_days`: the days with data up to `ds`. The onset is a waiting retrain's
+    (it may be older than the recent nights), else the first flagged night.
+    """
+    pending = pending_wait(records)
+    onset = (pending["evidence"].get("evidence", {}).get("onset") if pending else None) or next(
+        (d for d, flagged in flags if flagged), None)
+    return {"onset": onset,
+            "pending_since": pending["ds"] if pending else None,
+            "pending_days": sum(1 for d in data_days if pending["ds"] < d <= ds) if pending else None,
+            "pending_reasons": tuple(pending["reasons"][1:]) if pending else ()}
 
 
 def pending_wait(records: list[dict[str, Any]]) -> dict[str, Any] | None:

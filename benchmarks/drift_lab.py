@@ -138,7 +138,7 @@ def champion(spec, settings, world, volume: int, seed: int):
 def run_world(spec, settings, bundle, card, reference, scenario: str, volume: int, seed: int, nights: int) -> Run:
     from batch_scoring.drift import AlarmRule, AlarmState, advance, embed, test_night
     from batch_scoring.ground_truth import DayInput, performance_rows
-    from batch_scoring.policy import RetrainEvidence, metric_evidence, should_retrain
+    from batch_scoring.policy import RetrainEvidence, labelled_since, metric_evidence, should_retrain, wait_evidence
     from nightshift import metrics as m
     from nightshift.dates import add_days
     from nightshift.task import drop_margin, metric_floor, task_for
@@ -153,7 +153,7 @@ def run_world(spec, settings, bundle, card, reference, scenario: str, volume: in
     ref_out = bundle.predict(reference)
     run = Run(scenario, volume, seed, onset if onset is not None else 0)
     state, history, last_retrain = AlarmState(), [], None
-    pending: tuple[int, tuple[str, ...], int] | None = None  # a WAITing retrain: (its night, its reasons, the onset night)
+    records: list[dict] = []  # the nights' retrain records, as the lake would hold them (for the WAIT rule)
     judged: set[str] = set()  # days whose estimate was already compared with their realized value
     first_estimate: dict[str, float] = {}
     margin = drop_margin(task, policy.drop_margin)
@@ -195,28 +195,21 @@ def run_world(spec, settings, bundle, card, reference, scenario: str, volume: in
                 run.first_pairs.append((first_estimate[r["prediction_ds"]], realized))
                 run.oracle_pairs.append((h[6], realized))
         recent = run.alarms[-policy.drift_n:]
-        # the onset as gather_evidence finds it: a waiting retrain's, else the first flagged night of the recent ones
-        onset_night = pending[2] if pending else next((night - len(recent) + 1 + i for i, a in enumerate(recent) if a), None)
+        nights_so_far = [h[0] for h in history]
+        waiting = wait_evidence(records, list(zip(nights_so_far[-len(recent):], recent)), nights_so_far, ds)
         ev = RetrainEvidence(
             has_champion=True, metric=task.primary.name, higher_is_better=task.primary.higher_is_better, floor=floor,
             drift_flags=tuple(recent), model_age_days=night + 1,
             days_since_last_retrain=None if last_retrain is None else night - last_retrain,
-            onset=None if onset_night is None else add_days(START, FIRST_NIGHT + onset_night),
-            onset_labelled=None if onset_night is None else int(sum(
-                (h[4] <= night - h[1]).sum() for h in history if h[1] >= onset_night)),
-            pending_since=None if pending is None else add_days(START, FIRST_NIGHT + pending[0]),
-            pending_days=None if pending is None else night - pending[0],
-            pending_reasons=() if pending is None else pending[1],
+            onset_labelled=labelled_since(perf, waiting["onset"]) if waiting["onset"] else None, **waiting,
             **metric_evidence(perf, "1", ds, card.reference))
         decision = should_retrain(ev, policy, margin)
         run.decisions.append(decision.verdict)
         run.reasons.append(decision.reasons)
+        records.append({"ds": ds, "verdict": decision.verdict, "reasons": list(decision.reasons),
+                        "evidence": {"evidence": {"onset": ev.onset}}})
         if decision.verdict == "RETRAIN":
             last_retrain = night
-        if decision.verdict != "WAIT":
-            pending = None
-        elif pending is None:
-            pending = (night, decision.reasons[1:], onset_night)
         if scenario == "gradual-covariate":
             big = world.features(d, ds, TRUTH_ROWS)
             run.true_auc.append(_expected_auc(world.probability(big, d), bundle.predict(big)))

@@ -133,14 +133,12 @@ def retrain_alert(settings: "Settings", lake: "Lake", ds: str) -> Alert | None:
     d = read_decision(lake, ds, "retrain")
     if d is None or d["verdict"] not in ("RETRAIN", "WAIT"):
         return None
-    if d["verdict"] == "WAIT":  # once, on the night the retrain was decided; its start is the RETRAIN alert
-        if d["evidence"].get("evidence", {}).get("pending_since"):
-            return None
-        return Alert(RETRAIN, f"retrain-{ds}", ds, f"[Nightshift] retrain decided on {ds}; it waits for the new regime's labels",
-                     "; ".join(d["reasons"]) + (f" (champion v{d['model_version']})" if d["model_version"] else ""),
-                     page_link(settings, "retrains"))
-    return Alert(RETRAIN, f"retrain-{ds}", ds, f"[Nightshift] retrain decided on {ds}",
-                 "; ".join(d["reasons"]) + f" (champion v{d['model_version']})" if d["model_version"] else "; ".join(d["reasons"]),
+    waiting = d["verdict"] == "WAIT"
+    if waiting and d["evidence"].get("evidence", {}).get("pending_since"):
+        return None  # a wait is told once, on the night the retrain was decided; its start is the RETRAIN alert
+    subject = f"[Nightshift] retrain decided on {ds}" + ("; it waits for the new regime's labels" if waiting else "")
+    return Alert(RETRAIN, f"retrain-{ds}", ds, subject,
+                 "; ".join(d["reasons"]) + (f" (champion v{d['model_version']})" if d["model_version"] else ""),
                  page_link(settings, "retrains"))
 
 
