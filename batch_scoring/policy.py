@@ -322,13 +322,14 @@ def wait_for_labels(ev: RetrainEvidence, policy: "PolicySettings") -> tuple[str,
     have, want, waited = ev.onset_labelled or 0, policy.onset_min_labels, ev.pending_days or 0
     if have >= want:
         return RETRAIN, (f"waited {waited} days with data since {ev.pending_since} for labels since the drift onset "
-                         f"{ev.onset}: {have} labelled rows, onset_min_labels {want}") if ev.pending_since else ""
+                         f"{ev.onset}: {have:,} labelled rows, onset_min_labels {want:,}") if ev.pending_since else ""
     if waited >= policy.max_wait_days:
         return RETRAIN, (f"waited {waited} days with data since {ev.pending_since} (max_wait_days "
-                         f"{policy.max_wait_days}); it trains on the {have} labelled rows since the drift onset "
-                         f"{ev.onset} (onset_min_labels {want})")
-    return WAIT, (f"waiting for the new regime's labels: {have} labelled rows since the drift onset {ev.onset}; the "
-                  f"retrain starts at {want} (onset_min_labels) or in {policy.max_wait_days - waited} more days with "
+                         f"{policy.max_wait_days}); it trains on the {have:,} labelled rows since the drift onset "
+                         f"{ev.onset} (onset_min_labels {want:,})")
+    left = policy.max_wait_days - waited
+    return WAIT, (f"waiting for the new regime's labels: {have:,} labelled rows since the drift onset {ev.onset}; the "
+                  f"retrain starts at {want:,} (onset_min_labels) or in {left} more {'day' if left == 1 else 'days'} with "
                   f"data (max_wait_days)")
 
 
