@@ -21,7 +21,10 @@ Role inference (the rule, printed with every import; `--numeric`/`--categorical`
 - booleans -> categorical;
 - strings and dictionaries -> categorical, except a string column that looks like an
   identifier or free text (in the sample: more than 50% distinct and more than 100 distinct
-  values) -> ignored, with a note (keep it with `--categorical`);
+  values) -> ignored, with a note (keep it with `--categorical`); and a string column whose
+  sampled values are at least 95% numbers stops the import, naming the ones that are not: a
+  numeric column with typos, which would otherwise be left out unseen (`--categorical` keeps
+  it as text);
 - integers with at most 12 distinct values in the sample -> categorical;
 - other integers, floats and decimals -> numeric;
 - anything else (dates, lists, ...) -> ignored, with a note.
@@ -97,6 +100,7 @@ MAX_ROW_GROUPS_PER_SPILL_FILE = 256  # bounds a spill writer's footer metadata
 CSV_BLOCK_BYTES = 4 << 20
 PARQUET_BATCH_ROWS = 65_536
 EXAMPLES = 5
+MOSTLY_NUMBERS = 0.95  # a text column whose sampled values are at least this share numbers is a numeric column with typos
 DERIVED_ID = "row_id"
 COMMIT_THREADS = min(2, os.cpu_count() or 1)
 
@@ -499,6 +503,8 @@ class _Source:
         else:
             self.format = "csv"
         self.delimiter = "\t" if name.endswith(".tsv") else ","
+        self.names: list[str] = []  # the CSV header, once the sample has read it
+        self.sample_rows = SAMPLE_ROWS
         if self.format == "csv":
             self.delimiter = self._sniff_delimiter()
 
@@ -538,6 +544,8 @@ class _Source:
                                     parse_options=pacsv.ParseOptions(delimiter=self.delimiter), convert_options=convert)
         except pa.ArrowInvalid as exc:
             raw.close()
+            if "conversion error" in str(exc):  # the first block already holds a value the sampled type refuses
+                raise ImportFailed(_csv_error(exc, column_types or {}, self.sample_rows, self.names)) from None
             raise ImportFailed(f"cannot read {self.uri} as CSV: {exc}") from None
         return raw, reader
 
@@ -564,7 +572,7 @@ def _batches(source: _Source, options: ImportOptions, column_types: dict | None,
                 except StopIteration:
                     return
                 except pa.ArrowInvalid as exc:
-                    raise ImportFailed(_csv_error(exc, column_types or {}, options.sample_rows)) from None
+                    raise ImportFailed(_csv_error(exc, column_types or {}, options.sample_rows, source.names)) from None
                 finally:
                     throttle.got()
                 if progress:
@@ -656,12 +664,26 @@ class _Throttle:
             self.cond.wait_for(lambda: self.in_read == 0, timeout=5)
 
 
-def _csv_error(exc: Exception, column_types: dict, sample_rows: int) -> str:
+def _csv_error(exc: Exception, column_types: dict, sample_rows: int, names: list[str] | None = None) -> str:
+    """A value the CSV reader could not convert: the column by name, the line, the value, the type and what to do."""
     msg = str(exc).splitlines()[0]
     m = re.search(r"CSV column #(\d+)", msg)
-    return (f"a value does not fit the type inferred from the first {sample_rows:,} rows: {msg}. "
-            "Fix the value, or name the column with --numeric/--categorical/--ignore; "
-            f"types in use: { {k: str(v) for k, v in column_types.items()} }" if m else f"cannot parse the CSV: {msg}")
+    if not m:
+        return f"cannot parse the CSV: {msg}"
+    k = int(m.group(1))
+    name = names[k] if names and k < len(names) else None
+    line = re.search(r"Row #(\d+)", msg)
+    value = re.search(r"invalid value (.*)$", msg)
+    if name is None or value is None:
+        return (f"a value does not fit the type inferred from the first {sample_rows:,} rows: {msg}. "
+                "Fix the value, or name the column with --numeric/--categorical/--ignore; "
+                f"types in use: { {k: str(v) for k, v in column_types.items()} }")
+    where = f" on line {int(line.group(1)):,} of the file" if line else ""
+    typ = column_types.get(name)
+    return (f"column {name!r} holds {value.group(1)}{where}, but its type was inferred as {typ} from the first "
+            f"{sample_rows:,} rows (a value does not fit the type inferred from the sample). Fix the value upstream "
+            f"(leave a missing value empty or write NA), keep the column as text with --categorical {name}, or drop it "
+            f"with --ignore {name}.")
 
 
 # -- the plan: types, roles and task from the sample -----------------------------------------
@@ -723,6 +745,13 @@ def _plan(source: _Source, o: ImportOptions, say: Callable[[str], None]) -> _Pla
             role, note = Role.IGNORED, "--ignore"
         elif name in (DS, EVENT_DS):
             role, note = Role.IGNORED, f"{name!r} is a reserved lake column name; rename it to keep it"
+        elif name not in o.categorical and (typos := _typos_in_numbers(col, dtype)):
+            k, n, examples = typos
+            shown = ", ".join(f"row {r:,}: {v!r}" for r, v in examples)
+            raise ImportFailed(
+                f"column {name!r} breaks rule 'numeric values are numbers or missing': {k:,} of its {n:,} sampled values "
+                f"{'is not a number' if k == 1 else 'are not numbers'} (first: {shown}), the rest are. Fix them upstream (leave a missing value empty or write "
+                f"NA), keep the column as text with --categorical {name}, or drop it with --ignore {name}.")
         elif name in o.numeric:
             if not numeric_type_ok(dtype):
                 raise ImportFailed(f"--numeric {name}: its type is {dtype}, which is not numeric "
@@ -813,6 +842,7 @@ def _sample(source: _Source, o: ImportOptions) -> pa.Table:
         throttle = _Throttle()
         raw, reader = source.csv_reader(o.block_bytes, throttle=throttle)
         names = reader.schema.names
+        source.names, source.sample_rows = list(names), o.sample_rows
         throttle.close()
         del reader
         raw.close()
@@ -846,6 +876,24 @@ def _sniff_type(col: pa.ChunkedArray) -> pa.DataType:
     if pc.all(pc.match_substring_regex(values, _ISO_DAY)).as_py():
         return pa.timestamp("us")
     return pa.string()
+
+
+def _typos_in_numbers(col: pa.ChunkedArray, dtype: pa.DataType) -> tuple[int, int, list[tuple[int, str]]] | None:
+    """For a text column whose sampled values are mostly numbers (`MOSTLY_NUMBERS`): (values that are not, non-null
+    values, the first few as (row, value)); None for any other column."""
+    if not (pa.types.is_string(dtype) or pa.types.is_large_string(dtype)):
+        return None
+    values = pc.cast(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col, pa.string())
+    present = ~_np_mask(values.is_null())
+    n = int(present.sum())
+    if n == 0:
+        return None
+    bad = present & _np_mask(_cast_or_null(values, pa.float64()).is_null())
+    k = int(bad.sum())
+    if k == 0 or k > (1 - MOSTLY_NUMBERS) * n:
+        return None
+    idx = np.flatnonzero(bad)[:EXAMPLES]
+    return k, n, [(int(i) + 1, values[int(i)].as_py()) for i in idx]
 
 
 def _value_type(t: pa.DataType) -> pa.DataType:

@@ -360,6 +360,12 @@ GOOD = [f"r{i},2026-03-0{2 + i % 3} 0{i % 10}:00:00,{i}.5,{'xy'[i % 2]},{i % 2}"
      r"'id' breaks rule 'the id column is never null': 1 value \(first: row 41: None\)"),
     (GOOD + ["x1,2026-03-02 00:00:00,inf,x,1"], {},
      r"'amount' breaks rule 'numeric values are finite or missing': 1 value \(first: row 41: inf\)"),
+    (GOOD + ["x1,2026-03-02 00:00:00,oops,x,1"], {},
+     r"column 'amount' breaks rule 'numeric values are numbers or missing': 1 of its 41 sampled values is not a "
+     r"number \(first: row 41: 'oops'\), the rest are.*--categorical amount.*--ignore amount"),
+    (GOOD + ["x1,2026-03-02 00:00:00,oops,x,1", "x2,2026-03-02 00:00:00,n/a?,x,1"], {"numeric": ["amount"]},
+     r"'amount' breaks rule 'numeric values are numbers or missing': 2 of its 42 sampled values are not numbers "
+     r"\(first: row 41: 'oops', row 42: 'n/a\?'\)"),
     (GOOD, {"label_col": "target"}, r"missing required column \['target'\].*present columns: \['id', 'event_time'"),
     (GOOD, {"id_col": "customer_id", "timestamp_col": "ts"}, r"missing required columns \['ts', 'customer_id'\]"),
 ])
@@ -374,9 +380,26 @@ def test_bad_input_is_refused_and_nothing_lands(tmp_path, lines, kw, pattern):
 def test_a_late_value_that_breaks_the_sampled_type_is_refused(tmp_path):
     lines = [f"r{i},2026-03-02 00:00:00,{i},x,1" for i in range(50)] + ["z,2026-03-02 00:00:00,abc,x,1"]
     src = write_text(tmp_path / "t.csv", HEADER, lines)
-    with pytest.raises(ImportFailed, match=r"inferred from the first 10 rows.*'abc'.*--numeric/--categorical/--ignore"):
+    with pytest.raises(ImportFailed, match=r"column 'amount' holds 'abc' on line 52 of the file, but its type was "
+                                           r"inferred as int64 from the first 10 rows.*--categorical amount.*--ignore amount"):
         run(tmp_path / "h", src, sample_rows=10, block_bytes=64)
     assert_nothing_landed(tmp_path / "h")
+    # The same value in the first block the reader parses: the same message, not a bare Arrow error.
+    with pytest.raises(ImportFailed, match=r"column 'amount' holds 'abc' on line 52 of the file"):
+        run(tmp_path / "h", src, sample_rows=10)
+    assert_nothing_landed(tmp_path / "h")
+
+
+def test_a_column_of_numbers_with_a_few_typos_is_named_not_ignored(tmp_path):
+    """Mostly numbers in the sample: an error that names the values, or the column as text when asked."""
+    lines = GOOD + ["x1,2026-03-02 00:00:00,oops,x,1"]
+    src = write_text(tmp_path / "t.csv", HEADER, lines)
+    report = run(tmp_path / "h", src, categorical=["amount"])
+    assert "amount" in report.spec.categorical and report.rows_landed == len(lines)
+    # Half text is no typo: a categorical column, as the rule says.
+    text = [f"r{i},2026-03-0{2 + i % 3} 00:00:00,{'word' if i % 2 else i},x,{i % 2}" for i in range(40)]
+    report = run(tmp_path / "h2", write_text(tmp_path / "u.csv", HEADER, text))
+    assert "amount" in report.spec.categorical
 
 
 def test_cli_exit_codes(tmp_path, capsys, monkeypatch):
