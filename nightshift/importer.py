@@ -768,6 +768,9 @@ def _plan(source: _Source, o: ImportOptions, say: Callable[[str], None]) -> _Pla
                 note += f"; if it is the entity id, pass --id-col {name}"
             if role == Role.NUMERIC and pa.types.is_integer(dtype) and rows > ID_LIKE_DISTINCT and distinct == rows:
                 note = "every sampled value is distinct: if it is an id pass --id-col, or drop it with --ignore"
+                notes.append(f"column {name!r} is a numeric feature whose {rows:,} sampled values are all distinct: if it "
+                             f"is the entity id, pass --id-col {name}, or drop it with --ignore {name} (as a feature, an "
+                             "id learns the order the rows were numbered in)")
         if role == Role.NUMERIC:
             numeric.append(name)
         elif role == Role.CATEGORICAL:

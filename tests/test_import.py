@@ -390,6 +390,14 @@ def test_a_late_value_that_breaks_the_sampled_type_is_refused(tmp_path):
     assert_nothing_landed(tmp_path / "h")
 
 
+def test_an_integer_column_of_distinct_values_is_kept_with_a_note(tmp_path):
+    lines = [f"{i},2026-03-0{2 + i % 3} 00:00:00,{i % 7}.5,{'xy'[i % 2]},{i % 2}" for i in range(150)]
+    report = run(tmp_path / "h", write_text(tmp_path / "t.csv", HEADER, lines))
+    assert "id" in report.spec.numeric
+    assert any("column 'id' is a numeric feature whose 150 sampled values are all distinct" in n and "--id-col id" in n
+               for n in report.notes)
+
+
 def test_a_column_of_numbers_with_a_few_typos_is_named_not_ignored(tmp_path):
     """Mostly numbers in the sample: an error that names the values, or the column as text when asked."""
     lines = GOOD + ["x1,2026-03-02 00:00:00,oops,x,1"]
