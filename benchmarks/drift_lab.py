@@ -260,7 +260,9 @@ def main() -> None:
         if not value:
             ap.error(f"--set takes KEY=VALUE, got {kv!r}")
         overrides[key] = parse_value(value)
-    settings = load_settings().with_overrides(overrides)
+    # The simulator's worlds follow the repository's dataset spec, whatever a user's home holds (an imported table's
+    # spec there would give the worlds other features); NIGHTSHIFT_* variables are ignored for the same reason.
+    settings = load_settings(Path(__file__).resolve().parents[1] / "nightshift.toml", env={}).with_overrides(overrides)
     spec = settings.dataset
     volumes = [int(v) for v in args.volumes.split(",")]
     scenarios = args.scenarios.split(",")
