@@ -22,6 +22,11 @@ One night's tests (pure: `test_night`):
 - Unseen categories are a signal of their own, per categorical feature: the share of the
   day's rows whose category the reference never saw, tested against the share expected of
   unseen values (the Good-Turing estimate from the reference: categories seen once / rows).
+- Hotelling's two-sample T² tests the numeric features' means at once (`_mean_test`, scipy's F
+  distribution, no alibi-detect): standardised by the reference, a missing value at the
+  reference's mean. Its effect is the Mahalanobis distance between the means, so small
+  shifts of several features add up in their own correlation: a drift that has moved 10% of
+  a 200-row night is one clear number here, and below every KS floor.
 - `MMDDrift` (`backend="pytorch"`) tests all features at once on a smaller fixed-size sample,
   in the model's own input space (standardised numerics, missing flags and the model's
   category embeddings), with its permutation-test p-value.
@@ -33,9 +38,9 @@ One night's tests (pure: `test_night`):
   the night's per-feature tests AND its
   effect reaches a floor that depends on the sample sizes: the larger of the configured
   minimum effect and the statistic's own noise level at those sizes (its (1 - p_val)
-  quantile when nothing changed). A floor below the noise level would mean nothing. MMD asks
-  another question (the joint distribution) and is judged at `p_val` on its own, with its
-  floor at the permutation null's quantile.
+  quantile when nothing changed). A floor below the noise level would mean nothing. MMD and
+  the mean test ask other questions (the joint distribution, the means together) and are
+  judged at `p_val` on their own, with their floors at their null's quantile.
 - A feature that is all null in the day's sample, or no longer numeric where the spec says
   numeric, is a data-quality failure reported with its name, not a crash in a detector.
 
@@ -161,6 +166,8 @@ def test_night(reference: pa.Table, sample: pa.Table, numeric: list[str], catego
     rows = _feature_tests(reference, sample, num, cat, cfg, seed) if num or cat else []
     rows += [_unseen_test(reference, sample, c, cfg) for c in cat]
     _fdr(rows, cfg.p_val)
+    if cfg.mean_test and (mean := _mean_test(reference, sample, num, cfg)) is not None:  # its own question, level
+        rows.append(mean)
     if embed is not None and cfg.mmd_sample_size:  # its own question (the joint distribution), at its own level
         rows.append(_mmd_test(reference, sample, embed, cfg, seed))
     rows += [quality_row(c, "numeric" if c in numeric else "categorical", why) for c, why in quality.items()]
@@ -387,6 +394,47 @@ def embed(bundle, table: pa.Table) -> np.ndarray:
     """Rows in the model's input space: standardised numerics, missing flags, category embeddings."""
     x_num, x_cat = bundle.preprocessor.transform(table)
     return bundle.net.input_space(x_num, x_cat)
+
+
+MEAN_FEATURE = "(numeric means)"  # the row of the multivariate mean test
+
+
+def _mean_test(reference: pa.Table, sample: pa.Table, numeric: list[str], cfg: "DriftSettings") -> dict | None:
+    """Hotelling's two-sample T² on the numeric features' means, with its exact F p-value; None when it cannot run.
+
+    Each feature is standardised by the reference's mean and sd, and a missing value is put at
+    the reference's mean (missingness is the KS tests' business). The effect is the Mahalanobis
+    distance between the two means, in reference sd; its floor is the larger of
+    `min_effect_mean` and the distance's own (1 - p_val) quantile when nothing changed. It
+    weighs every feature's shift together, in the features' own correlation: a shift of 10% of
+    the rows that no single KS distance shows yet is one number here.
+    """
+    from scipy.stats import f as f_dist
+
+    def matrix(t: pa.Table) -> np.ndarray:
+        return np.column_stack([pc.fill_null(pc.cast(t.column(c), pa.float64()), np.nan).to_numpy(zero_copy_only=False)
+                                for c in numeric]) if numeric else np.empty((t.num_rows, 0))
+
+    x_ref, x = matrix(reference), matrix(sample)
+    mu, sd = np.nanmean(x_ref, axis=0) if len(x_ref) else np.array([]), np.nanstd(x_ref, axis=0) if len(x_ref) else np.array([])
+    keep = np.isfinite(mu) & np.isfinite(sd) & (sd > 0)  # a constant or all-missing reference column carries no mean test
+    x_ref, x = (np.nan_to_num((a[:, keep] - mu[keep]) / sd[keep]) for a in (x_ref, x))
+    p, m, n = int(keep.sum()), len(x_ref), len(x)
+    if p == 0 or n < 2 or n + m - p - 1 < 1 or m <= p or n + m - 2 <= p:
+        return None
+    d = x.mean(axis=0) - x_ref.mean(axis=0)
+    pooled = ((m - 1) * np.cov(x_ref, rowvar=False).reshape(p, p) + (n - 1) * np.cov(x, rowvar=False).reshape(p, p)) / (n + m - 2)
+    pooled += np.eye(p) * 1e-9 * max(float(np.trace(pooled)) / p, 1e-12)  # collinear features: still invertible
+    dist2 = float(d @ np.linalg.solve(pooled, d))  # squared Mahalanobis distance between the means
+    t2 = dist2 / (1.0 / n + 1.0 / m)
+    df2 = n + m - p - 1
+    scale = p * (n + m - 2) / df2
+    p_value = float(f_dist.sf(t2 / scale, p, df2))
+    null_q = math.sqrt(scale * float(f_dist.isf(cfg.p_val, p, df2)) * (1.0 / n + 1.0 / m))
+    row = _row(MEAN_FEATURE, "multivariate", "Hotelling T2", t2, p_value, math.sqrt(max(dist2, 0.0)), "mahalanobis",
+               max(cfg.min_effect_mean, null_q), threshold=cfg.p_val, significant=p_value < cfg.p_val)
+    row["drifted"] = bool(row["significant"] and row["effect_size"] >= row["min_effect"])
+    return row
 
 
 def _mmd_test(reference: pa.Table, sample: pa.Table, embed: Callable[[pa.Table], np.ndarray],

@@ -139,6 +139,10 @@ class DriftSettings(BaseModel):
                                           "(raised to its noise level, likewise)")
     min_unseen_share: float = Field(0.01, ge=0, le=1, description="share of a day's rows in categories the reference "
                                     "never saw that counts as drift (raised to the share expected by chance)")
+    mean_test: bool = Field(True, description="Hotelling's T² on the numeric features' means, all at once, beside "
+                            "the per-feature tests and MMD")
+    min_effect_mean: float = Field(0.2, ge=0, description="Mahalanobis distance (in reference sd) between the means "
+                                   "that a mean shift must reach (raised to its noise level at the night's sample sizes)")
     mmd_sample_size: int = Field(500, ge=0, description="rows of the reference and of the day in the multivariate MMD "
                                  "test (0: no MMD test)")
     mmd_permutations: int = Field(200, ge=10, description="permutations of the MMD test (its smallest p-value is 1/(B+1); "

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from batch_scoring.drift import (
+    MEAN_FEATURE,
     AlarmRule,
     AlarmState,
     _ks_floor,
@@ -55,7 +56,8 @@ def test_a_shifted_feature_drifts_alone_and_its_ks_distance_is_scipys():
     a = _by(rows, "a", "numeric")
     assert a["drifted"] and a["significant"]
     assert a["statistic"] == pytest.approx(ks_2samp(ref.column("a").to_numpy(), day.column("a").to_numpy()).statistic)
-    assert [r["feature"] for r in rows if r["drifted"]] == ["a"]
+    assert [r["feature"] for r in rows if r["drifted"] and r["kind"] != "multivariate"] == ["a"]
+    assert _by(rows, MEAN_FEATURE)["drifted"]  # the means moved too: by 0.5 sd along 'a'
     assert rows[0]["night_drift"] and rows[0]["night_p"] < 1e-10
 
 
@@ -138,6 +140,87 @@ def test_mmd_sees_a_joint_change_the_marginals_hide():
     same = _by(night_tests(correlated(5000, 0.9, 1), correlated(2000, 0.9, 3), NUMERIC, CATEGORICAL, cfg, seed=0,
                            embed=embed), "(all features)")
     assert not same["drifted"] and same["p_value"] > 0.05
+
+
+def _gaussian(n: int, seed: int, shift=(0.0,) * 6, rho: float = 0.3) -> pa.Table:
+    cov = np.full((6, 6), rho) + np.eye(6) * (1 - rho)
+    z = np.random.default_rng(seed).multivariate_normal(np.asarray(shift, float), cov, n)
+    return pa.table({f"x{j}": z[:, j] for j in range(6)})
+
+
+SIX = [f"x{j}" for j in range(6)]
+
+
+def test_the_mean_test_is_hotellings_t2_with_its_f_p_value():
+    """The statistic and p-value against a direct computation of the two-sample T² and its F distribution."""
+    from scipy.stats import f as f_dist
+
+    ref, day = _gaussian(4000, 1), _gaussian(300, 2, shift=(0.3, 0.3, 0, 0, 0, 0))
+    row = _by(night_tests(ref, day, SIX, [], CFG, seed=0), MEAN_FEATURE)
+    r = np.column_stack([ref.column(c).to_numpy() for c in SIX])
+    x = np.column_stack([day.column(c).to_numpy() for c in SIX])
+    z_r, z_x = (r - r.mean(0)) / r.std(0), (x - r.mean(0)) / r.std(0)
+    n, m, p = 300, 4000, 6
+    pooled = ((m - 1) * np.cov(z_r.T) + (n - 1) * np.cov(z_x.T)) / (n + m - 2)
+    d = z_x.mean(0) - z_r.mean(0)
+    t2 = d @ np.linalg.solve(pooled, d) / (1 / n + 1 / m)
+    assert row["test"] == "Hotelling T2" and row["kind"] == "multivariate"
+    assert row["statistic"] == pytest.approx(t2, rel=1e-6)
+    assert row["p_value"] == pytest.approx(f_dist.sf(t2 * (n + m - p - 1) / (p * (n + m - 2)), p, n + m - p - 1), rel=1e-6)
+    assert row["effect_size"] == pytest.approx(math.sqrt(d @ np.linalg.solve(pooled, d)), rel=1e-6)
+    assert row["drifted"]
+
+
+@pytest.mark.parametrize("case, ref, day, rho, drifted", [
+    ("unshifted", (4000, 1, (0,) * 6), (300, 2, (0,) * 6), 0.3, False),
+    # two strongly correlated features moving apart by 0.06 sd each: each KS distance is about 0.024, far
+    # below its floor of 0.1, but in their own correlation the means are about 0.27 sd apart
+    ("a small shift against the correlation", (4000, 1, (0,) * 6), (2000, 3, (0.06, -0.06, 0, 0, 0, 0)), 0.9, True),
+    ("the same shift on 30 rows: below the noise level", (4000, 1, (0,) * 6), (30, 3, (0.06, -0.06, 0, 0, 0, 0)), 0.9,
+     False),
+    # at 20,000 rows 0.05 sd is significant, but below min_effect_mean (0.2): not drift
+    ("significant but below the floor", (20000, 1, (0,) * 6), (20000, 4, (0.05,) * 6), 0.3, False),
+])
+def test_the_mean_test_verdicts(case, ref, day, rho, drifted):
+    rows = night_tests(_gaussian(*ref, rho=rho), _gaussian(*day, rho=rho), SIX, [], CFG, seed=0)
+    row = _by(rows, MEAN_FEATURE)
+    assert row["drifted"] is drifted, case
+    assert row["drifted"] == (row["p_value"] < CFG.p_val and row["effect_size"] >= row["min_effect"])
+    if case == "a small shift against the correlation":
+        assert not any(r["drifted"] for r in rows if r["kind"] == "numeric")
+    if case == "significant but below the floor":
+        assert row["significant"] and row["min_effect"] == CFG.min_effect_mean
+
+
+def test_the_mean_tests_floor_is_its_noise_level_and_its_level_holds_on_skewed_data_with_missing_values():
+    """Under no change the test drifts at about its level (exponential, 20% missing), and the floor is the
+    distance that level allows at those sizes: wider at 200 rows than at 2,000."""
+    def skewed(n, seed):
+        r = np.random.default_rng(seed)
+        cols = {f"x{j}": r.exponential(1, n) + 0.5 * r.normal(0, 1, n) for j in range(6)}
+        cols["x0"] = np.where(r.random(n) < 0.2, np.nan, cols["x0"])
+        return pa.table(cols)
+
+    ref = skewed(10_000, 0)
+    rows = [_by(night_tests(ref, skewed(200, s), SIX, [], CFG, seed=0), MEAN_FEATURE) for s in range(1, 401)]
+    assert 0.025 <= np.mean([r["significant"] for r in rows]) <= 0.08
+    big = _by(night_tests(ref, skewed(2000, 999), SIX, [], CFG.model_copy(update={"min_effect_mean": 0}), seed=0),
+              MEAN_FEATURE)
+    assert rows[0]["min_effect"] > 2.5 * big["min_effect"] > 0
+
+
+def test_the_mean_test_skips_what_it_cannot_test():
+    """A constant reference column leaves the test; one row, no numeric feature, or the test off: no row."""
+    ref, day = _gaussian(2000, 1), _gaussian(300, 2)
+    ref = ref.set_column(0, "x0", pa.array(np.ones(2000)))
+    assert _by(night_tests(ref, day, SIX, [], CFG, seed=0), MEAN_FEATURE)["p_value"] > 0.01
+    assert not [r for r in night_tests(_gaussian(2000, 1), _gaussian(1, 2), SIX, [], CFG, seed=0)
+                if r["feature"] == MEAN_FEATURE]
+    assert not [r for r in night_tests(_table(2000, 1), _table(300, 2), [], CATEGORICAL, CFG, seed=0)
+                if r["feature"] == MEAN_FEATURE]
+    off = CFG.model_copy(update={"mean_test": False})
+    assert not [r for r in night_tests(_gaussian(2000, 1), _gaussian(300, 2), SIX, [], off, seed=0)
+                if r["feature"] == MEAN_FEATURE]
 
 
 def test_the_model_output_is_reported_but_does_not_raise_the_nights_evidence():

@@ -1,7 +1,7 @@
 """`monitoring/drift/ds=D/`: one row per test of the night (see `batch_scoring.drift`).
 
 Rows: one per feature (KS or chi-squared), one per categorical feature for its unseen
-categories, one multivariate (MMD), one for the model's own output, and one per feature that
+categories, two multivariate (Hotelling's T² on the numeric means, MMD), one for the model's own output, and one per feature that
 failed a data-quality check (`quality` says why). Each holds the test, its statistic and
 p-value, the FDR threshold, the effect size and its size-dependent floor, and its verdict.
 
