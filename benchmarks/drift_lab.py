@@ -9,7 +9,7 @@ holdout reference fitted as a retrain does (`nightshift.calibration.fit_model_ca
 drift reference sampled from its training window. Then each scenario runs night by night
 through the same pure functions the nightly flow calls, with no lake and no MLflow:
 
-- drift: `batch_scoring.drift.test_night` (feature tests, unseen categories, MMD, the score
+- drift: `batch_scoring.drift.test_night` (feature tests, unseen categories, the mean test, MMD, the score
   test, FDR, size-dependent floors) and `advance` (the CUSUM alarm);
 - ground truth as known on D: labels arrive with the world's delays; `ground_truth.performance_rows`
   (maturity, the calibrated estimate, rolling windows) then `policy.metric_evidence`;

@@ -3,7 +3,7 @@
 A champion is bootstrapped on a few small simulated days; then one day per size is landed and
 scored (not timed). The timed job is the nightly flow's drift step as its own process (start
 and imports included): `detect_drift` on the day (a fixed-size sample in one streaming pass;
-the feature tests, unseen categories, MMD and the score test) and the alarm settled from the
+the feature tests, unseen categories, the mean test, MMD and the score test) and the alarm settled from the
 previous night.
 
     .venv/bin/python benchmarks/monitoring.py [--rows 100000 1000000 5000000]
