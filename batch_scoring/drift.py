@@ -73,6 +73,7 @@ import logging
 import math
 import posixpath
 import uuid
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -415,8 +416,12 @@ def _mean_test(reference: pa.Table, sample: pa.Table, numeric: list[str], cfg: "
         return np.column_stack([pc.fill_null(pc.cast(t.column(c), pa.float64()), np.nan).to_numpy(zero_copy_only=False)
                                 for c in numeric]) if numeric else np.empty((t.num_rows, 0))
 
+    if reference.num_rows <= len(numeric):
+        return None
     x_ref, x = matrix(reference), matrix(sample)
-    mu, sd = np.nanmean(x_ref, axis=0) if len(x_ref) else np.array([]), np.nanstd(x_ref, axis=0) if len(x_ref) else np.array([])
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing reference column: NaN, dropped below
+        mu, sd = np.nanmean(x_ref, axis=0), np.nanstd(x_ref, axis=0)
     keep = np.isfinite(mu) & np.isfinite(sd) & (sd > 0)  # a constant or all-missing reference column carries no mean test
     x_ref, x = (np.nan_to_num((a[:, keep] - mu[keep]) / sd[keep]) for a in (x_ref, x))
     p, m, n = int(keep.sum()), len(x_ref), len(x)

@@ -681,9 +681,13 @@ def _csv_error(exc: Exception, column_types: dict, sample_rows: int, names: list
     where = f" on line {int(line.group(1)):,} of the file" if line else ""
     typ = column_types.get(name)
     return (f"column {name!r} holds {value.group(1)}{where}, but its type was inferred as {typ} from the first "
-            f"{sample_rows:,} rows (a value does not fit the type inferred from the sample). Fix the value upstream "
-            f"(leave a missing value empty or write NA), keep the column as text with --categorical {name}, or drop it "
-            f"with --ignore {name}.")
+            f"{sample_rows:,} rows (a value does not fit the type inferred from the sample). {_not_a_number_fix(name, 'the value')}")
+
+
+def _not_a_number_fix(name: str, what: str) -> str:
+    """What to do about values of a numeric column that are not numbers (one wording for the sample and the file)."""
+    return (f"Fix {what} upstream (leave a missing value empty or write NA), keep the column as text with "
+            f"--categorical {name}, or drop it with --ignore {name}.")
 
 
 # -- the plan: types, roles and task from the sample -----------------------------------------
@@ -750,8 +754,8 @@ def _plan(source: _Source, o: ImportOptions, say: Callable[[str], None]) -> _Pla
             shown = ", ".join(f"row {r:,}: {v!r}" for r, v in examples)
             raise ImportFailed(
                 f"column {name!r} breaks rule 'numeric values are numbers or missing': {k:,} of its {n:,} sampled values "
-                f"{'is not a number' if k == 1 else 'are not numbers'} (first: {shown}), the rest are. Fix them upstream (leave a missing value empty or write "
-                f"NA), keep the column as text with --categorical {name}, or drop it with --ignore {name}.")
+                f"{'is not a number' if k == 1 else 'are not numbers'} (first: {shown}), the rest are. "
+                + _not_a_number_fix(name, "them"))
         elif name in o.numeric:
             if not numeric_type_ok(dtype):
                 raise ImportFailed(f"--numeric {name}: its type is {dtype}, which is not numeric "
