@@ -13,6 +13,12 @@ age a model through its gaps.
 Every signal is evaluated every night and recorded with its value, its threshold and, where
 it has one, its standard error and row count (`Signal`), fired or not:
 - drift persisted (k of the last n nights);
+- **drift CUSUM** (`drift_cusum_retrains_per_200_nights`): the drift alarm's own CUSUM S
+  reached a second, higher interval, set by the same Siegmund approximation as the alarm's h
+  so that noise alone would cross it that rarely (0.1 per 200 quiet nights: h 5.75 at k 0.5).
+  A change too large to be noise (one night at p < 1e-10, or several strong nights) decides
+  on the night it shows instead of waiting k of n nights; like every decision after an
+  onset, the retrain then WAITs for the new regime's labels;
 - the newest matured day's realized metric, and tonight's estimate, beyond the floor by more
   than `drop_z` standard errors;
 - **realized drop**: the pooled realized metric of the rolling window ending at the newest
@@ -48,7 +54,11 @@ it has one, its standard error and row count (`Signal`), fired or not:
 A retrain that is due while a drift onset is known WAITs (`wait_for_labels`) until the
 prediction days since the onset hold `onset_min_labels` labelled rows, or `max_wait_days`
 days with data: a WAIT does not start the cooldown, and a pending WAIT is a trigger of its own
-on the nights after, so the retrain starts even if tonight's signals have gone quiet.
+on the nights after, so the retrain starts even if tonight's signals have gone quiet, unless
+it was decided on drift alone (drift persisted, drift CUSUM, alarm with an estimated drop) and
+the drift alarm episode has ended since: then the data is back to its reference and the wait
+is withdrawn (NO_ACTION, "withdrawn: ..."). A one-night glitch that reads as overwhelming
+drift (a feature all null counts as p = 0) thus costs an alert, not a retrain.
 """
 
 from __future__ import annotations
@@ -74,6 +84,12 @@ log = logging.getLogger("nightshift.policy")
 
 RETRAIN, COOLDOWN, NO_ACTION, WAIT = "RETRAIN", "COOLDOWN", "NO_ACTION", "WAIT"
 DRIFT_REASON = "drift persisted"
+CUSUM_REASON = "drift too strong to be noise"
+ALARM_DROP_REASON = "drift alarm on tonight"
+DRIFT_REASONS = (DRIFT_REASON, CUSUM_REASON, ALARM_DROP_REASON)  # how a retrain decided on drift words its reason
+WITHDRAWN = "withdrawn"
+# The signals that say only "the inputs moved": a wait they started is withdrawn when the alarm episode ends.
+DRIFT_SIGNALS = frozenset({"drift_persisted", "drift_cusum", "alarm_estimated_drop"})
 
 
 @dataclass(frozen=True)
@@ -107,6 +123,8 @@ class RetrainEvidence:
     floor: float | None = None  # the primary metric's floor in force (in its direction)
     drift_flags: tuple[bool, ...] = ()  # day-level drift verdicts of the last n nights with data, oldest first
     drift_days: tuple[str, ...] = ()  # the nights those flags belong to
+    drift_cusum: float | None = None  # the alarm's CUSUM after the newest of those nights
+    drift_cusum_k: float | None = None  # its reference value k (the retrain interval is set from it)
     realized: float | None = None  # newest matured day scored by the champion in force
     realized_day: str | None = None
     estimated: float | None = None  # tonight's estimate from the predictions alone
@@ -142,6 +160,7 @@ class RetrainEvidence:
     pending_since: str | None = None
     pending_days: int | None = None
     pending_reasons: tuple[str, ...] = ()
+    pending_signals: tuple[str, ...] = ()  # the signals that fired on its first night
 
 
 @dataclass(frozen=True)
@@ -250,10 +269,27 @@ def alarm_drop_signal(ev: RetrainEvidence, z: float | None, margin: float) -> Si
         return Signal("alarm_estimated_drop", False, drop, None, se, None)
     threshold = max(margin, z * se)
     fired = alarm and drop > threshold
-    reason = (f"drift alarm on tonight, and tonight's estimated {ev.metric} {ev.estimated:.4f} is {drop:.4f} worse "
+    reason = (f"{ALARM_DROP_REASON}, and tonight's estimated {ev.metric} {ev.estimated:.4f} is {drop:.4f} worse "
               f"than the holdout reference's estimate {ev.reference_estimated:.4f}, beyond max(margin {margin:g}, "
               f"{z:g} x SE {se:.4f}) = {threshold:.4f}")
     return Signal("alarm_estimated_drop", fired, drop, threshold, se, None, reason if fired else "")
+
+
+def cusum_signal(ev: RetrainEvidence, retrains_per_200_nights: float | None) -> Signal:
+    """The drift alarm's CUSUM against the retrain interval: the h whose in-control run length is
+    200 / `retrains_per_200_nights` nights at the alarm's own k (pure). None: off, recorded without a threshold."""
+    from batch_scoring.drift import cusum_h
+
+    if ev.drift_cusum is None or ev.drift_cusum_k is None:
+        return Signal("drift_cusum", False, None, None, None, None)
+    if retrains_per_200_nights is None:
+        return Signal("drift_cusum", False, ev.drift_cusum, None, None, None)
+    h = cusum_h(ev.drift_cusum_k, 200.0 / retrains_per_200_nights)
+    fired = bool(ev.drift_flags) and ev.drift_flags[-1] and ev.drift_cusum >= h
+    reason = (f"{CUSUM_REASON}: the drift alarm's CUSUM {ev.drift_cusum:.2f} reached the retrain interval "
+              f"{h:.2f} (k={ev.drift_cusum_k:g}; noise alone crosses it {retrains_per_200_nights:g} times per 200 "
+              f"quiet nights)")
+    return Signal("drift_cusum", fired, ev.drift_cusum, h, None, None, reason if fired else "")
 
 
 def evaluate_signals(ev: RetrainEvidence, policy: "PolicySettings", margin: float) -> tuple[Signal, ...]:
@@ -266,6 +302,7 @@ def evaluate_signals(ev: RetrainEvidence, policy: "PolicySettings", margin: floa
     signals = [
         Signal("no_champion", not ev.has_champion, reason="no champion yet"),
         drift if drift.fired else Signal(drift.name, False, drift.value, drift.threshold, None, drift.n),
+        cusum_signal(ev, policy.drift_cusum_retrains_per_200_nights),
         _floor_signal("realized_below_floor", ev, metric, ev.realized, ev.realized_se, z,
                       f"realized on matured day {ev.realized_day}:"),
         _floor_signal("estimated_below_floor", ev, metric, ev.estimated, ev.estimated_se, z, "estimated tonight:"),
@@ -296,6 +333,11 @@ def should_retrain(ev: RetrainEvidence, policy: "PolicySettings", margin: float 
     # The floor reasons keep their historical wording ("realized auc 0.6900 on matured day ... is below the floor").
     triggers = [_floor_words(ev, s) if s.name.endswith("below_floor") else s.reason for s in signals if s.fired]
     if not triggers and ev.pending_since is not None:
+        if withdrawn(ev):
+            return RetrainDecision(NO_ACTION, (
+                f"{WITHDRAWN}: the retrain decided on {ev.pending_since} on drift alone "
+                f"({', '.join(ev.pending_signals)}) is not needed: the drift alarm episode has ended (the data is back "
+                f"to its reference), and no signal fires tonight",), signals)
         triggers = [f"the retrain decided on {ev.pending_since} is still due", *ev.pending_reasons]
     if not triggers:
         return RetrainDecision(NO_ACTION, ("no trigger fired",), signals)
@@ -303,11 +345,30 @@ def should_retrain(ev: RetrainEvidence, policy: "PolicySettings", margin: float 
         held = (f"cooldown: last retrain was {ev.days_since_last_retrain} days with data ago "
                 f"(cooldown {policy.cooldown_days})")
         return RetrainDecision(COOLDOWN, (held, *triggers), signals)
-    verdict, why = wait_for_labels(ev, policy)
+    verdict, why = wait_for_labels(ev, policy, frozenset(s.name for s in signals if s.fired))
     return RetrainDecision(verdict, ((why,) if why else ()) + tuple(triggers), signals)
 
 
-def wait_for_labels(ev: RetrainEvidence, policy: "PolicySettings") -> tuple[str, str]:
+def alarm_nights(ev: RetrainEvidence) -> int:
+    """Nights in a row, ending with the newest checked one, that the drift alarm was on (pure; at most drift_n)."""
+    n = 0
+    for flag in reversed(ev.drift_flags):
+        if not flag:
+            break
+        n += 1
+    return n
+
+
+def withdrawn(ev: RetrainEvidence) -> bool:
+    """Whether a pending WAIT is withdrawn tonight (pure): it was decided on drift signals alone, and the newest
+    checked night's alarm is off (its episode ended: quiet nights, or a new reference). Asked only when no signal
+    fires tonight."""
+    return (ev.pending_since is not None and bool(ev.pending_signals) and set(ev.pending_signals) <= DRIFT_SIGNALS
+            and bool(ev.drift_flags) and not ev.drift_flags[-1])
+
+
+def wait_for_labels(ev: RetrainEvidence, policy: "PolicySettings", fired: frozenset[str] = frozenset()
+                    ) -> tuple[str, str]:
     """WAIT or RETRAIN for a retrain that is due and not in cooldown (pure), and why it waits or waited ("": no wait).
 
     A retrain decided after a drift onset, before the new regime has labels, would learn the old
@@ -316,8 +377,23 @@ def wait_for_labels(ev: RetrainEvidence, policy: "PolicySettings") -> tuple[str,
     until the prediction days since the onset hold `onset_min_labels` labelled rows, or for
     `max_wait_days` days with data at most. No onset (a concept change seen in the labels), no
     champion, or `onset_min_labels` 0: no wait.
+
+    A retrain decided on drift alone (`fired`, tonight's signals, and the pending wait's are all
+    DRIFT_SIGNALS) also waits until the alarm has been on `drift_confirm_nights` nights in a row,
+    or drift persisted (k of n) tonight:
+    a one-night glitch (a feature all null reads as overwhelming drift) ends its episode sooner,
+    and its wait is then withdrawn, even where labels are plentiful at once.
     """
-    if not ev.has_champion or ev.onset is None or not policy.onset_min_labels:
+    if not ev.has_champion:
+        return RETRAIN, ""
+    started_by = fired | set(ev.pending_signals)
+    on = alarm_nights(ev)
+    if (started_by and started_by <= DRIFT_SIGNALS and "drift_persisted" not in fired
+            and on < policy.drift_confirm_nights):
+        return WAIT, (f"waiting for the drift alarm to last: on {on} {'night' if on == 1 else 'nights'} in a row; a "
+                      f"retrain decided on drift alone starts once it has lasted {policy.drift_confirm_nights} "
+                      f"(drift_confirm_nights), and is withdrawn if it ends sooner")
+    if ev.onset is None or not policy.onset_min_labels:
         return RETRAIN, ""
     have, want, waited = ev.onset_labelled or 0, policy.onset_min_labels, ev.pending_days or 0
     if have >= want:
@@ -385,6 +461,7 @@ def gather_evidence(settings: "Settings", ds: str, lake: Lake, manual: bool = Fa
 
     recent_days = data_days[-policy.drift_n:]
     flags = [(d, a) for d in recent_days if (a := drift_table.day_alarm(lake, d)) is not None]
+    newest = drift_table.read(lake, flags[-1][0])[0] if flags else {}
 
     metrics: dict[str, Any] = {}
     perf = performance.read(lake, ds) if in_force is not None else []
@@ -405,6 +482,8 @@ def gather_evidence(settings: "Settings", ds: str, lake: Lake, manual: bool = Fa
         floor=metric_floor(task, policy.metric_floor),
         drift_flags=tuple(a for _, a in flags),
         drift_days=tuple(d for d, _ in flags),
+        drift_cusum=newest.get("cusum"),
+        drift_cusum_k=newest.get("cusum_k"),
         relative=not task.primary.higher_is_better,
         **metrics,
         model_age_days=sum(1 for d in data_days if d > in_force.ds) if in_force else None,
@@ -429,7 +508,9 @@ def wait_evidence(records: list[dict[str, Any]], flags: list[tuple[str, bool]], 
     return {"onset": onset,
             "pending_since": pending["ds"] if pending else None,
             "pending_days": sum(1 for d in data_days if pending["ds"] < d <= ds) if pending else None,
-            "pending_reasons": tuple(pending["reasons"][1:]) if pending else ()}
+            "pending_reasons": tuple(pending["reasons"][1:]) if pending else (),
+            "pending_signals": tuple(s["name"] for s in pending["evidence"].get("signals") or () if s.get("fired"))
+            if pending else ()}
 
 
 def pending_wait(records: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 def summarize(settings: "Settings", start: str, end: str) -> dict[str, Any]:
-    from batch_scoring.policy import DRIFT_REASON, RETRAIN
+    from batch_scoring.policy import DRIFT_REASONS, RETRAIN
 
     lake = Lake(settings.lake_uri)
     spec, task = settings.dataset, task_for(settings.dataset.task)
@@ -54,7 +54,7 @@ def summarize(settings: "Settings", start: str, end: str) -> dict[str, Any]:
                        "model_version": preds.column("model_version")[0].as_py() if preds.num_rows else None,
                        "drift": d in alarms, metric: task.primary_value(y, p) if len(y) else None})
 
-    periods, cause = _periods(nights, retrains, promotions, DRIFT_REASON)
+    periods, cause = _periods(nights, retrains, promotions, DRIFT_REASONS)
     pooled = {}
     for name, group in periods.items():
         y = np.concatenate([n["y"] for n in group]) if group else np.array([])
@@ -75,9 +75,10 @@ def summarize(settings: "Settings", start: str, end: str) -> dict[str, Any]:
             "periods": pooled, "nights": nights}
 
 
-def _periods(nights: list[dict], retrains: list[dict], promotions: list[dict], drift_reason: str):
+def _periods(nights: list[dict], retrains: list[dict], promotions: list[dict], drift_reasons: str | tuple[str, ...]):
     """Split nights at the drift onset behind the first drift-triggered retrain, and at the promotion that answered it."""
-    by_drift = [r for r in retrains if any(drift_reason in reason for reason in r["reasons"])]
+    words = (drift_reasons,) if isinstance(drift_reasons, str) else drift_reasons
+    by_drift = [r for r in retrains if any(w in reason for reason in r["reasons"] for w in words)]
     if not by_drift:
         return {"all nights": nights}, {"onset": None, "decision": None, "started": None, "promotion": None,
                                         "promoted_version": None}

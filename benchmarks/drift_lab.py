@@ -201,7 +201,7 @@ def run_world(spec, settings, bundle, card, reference, scenario: str, volume: in
         waiting = wait_evidence(records, list(zip(nights_so_far[-len(recent):], recent)), nights_so_far, ds)
         ev = RetrainEvidence(
             has_champion=True, metric=task.primary.name, higher_is_better=task.primary.higher_is_better, floor=floor,
-            drift_flags=tuple(recent), model_age_days=night + 1,
+            drift_flags=tuple(recent), drift_cusum=state.cusum, drift_cusum_k=rule.k, model_age_days=night + 1,
             days_since_last_retrain=None if last_retrain is None else night - last_retrain,
             onset_labelled=labelled_since(perf, waiting["onset"]) if waiting["onset"] else None, **waiting,
             **metric_evidence(perf, "1", ds, card.reference))
@@ -209,7 +209,8 @@ def run_world(spec, settings, bundle, card, reference, scenario: str, volume: in
         run.decisions.append(decision.verdict)
         run.reasons.append(decision.reasons)
         records.append({"ds": ds, "verdict": decision.verdict, "reasons": list(decision.reasons),
-                        "evidence": {"evidence": {"onset": ev.onset}}})
+                        "evidence": {"evidence": {"onset": ev.onset},
+                                     "signals": [{"name": x.name, "fired": x.fired} for x in decision.signals]}})
         if decision.verdict == "RETRAIN":
             last_retrain = night
         if scenario == "gradual-covariate":

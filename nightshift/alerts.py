@@ -127,14 +127,21 @@ def _incident_start(lake: "Lake", checked: list[str]) -> str:
 
 
 def retrain_alert(settings: "Settings", lake: "Lake", ds: str) -> Alert | None:
-    """The nightly policy decided to retrain, or to retrain once labels arrive (None for no action or a cooldown)."""
+    """The nightly policy decided to retrain, to retrain once labels arrive, or withdrew a waiting retrain (None for
+    no action or a cooldown)."""
     from nightshift.tables.decisions import read_decision
 
     d = read_decision(lake, ds, "retrain")
-    if d is None or d["verdict"] not in ("RETRAIN", "WAIT"):
+    if d is None:
+        return None
+    pending = d["evidence"].get("evidence", {}).get("pending_since")
+    if d["verdict"] == "NO_ACTION" and pending:  # a waiting retrain withdrawn: the one told of it hears so
+        return Alert(RETRAIN, f"retrain-withdrawn-{ds}", ds, f"[Nightshift] the retrain decided on {pending} is withdrawn "
+                     f"on {ds}", "; ".join(d["reasons"]), page_link(settings, "retrains"))
+    if d["verdict"] not in ("RETRAIN", "WAIT"):
         return None
     waiting = d["verdict"] == "WAIT"
-    if waiting and d["evidence"].get("evidence", {}).get("pending_since"):
+    if waiting and pending:
         return None  # a wait is told once, on the night the retrain was decided; its start is the RETRAIN alert
     subject = f"[Nightshift] retrain decided on {ds}" + ("; it waits for the new regime's labels" if waiting else "")
     return Alert(RETRAIN, f"retrain-{ds}", ds, subject,

@@ -179,6 +179,16 @@ class PolicySettings(BaseModel):
 
     drift_k: int = Field(3, ge=1, description="retrain when k of the last n days drifted")
     drift_n: int = Field(5, ge=1)
+    drift_cusum_retrains_per_200_nights: float | None = Field(
+        0.1, gt=0, le=50, description="drift CUSUM: retrain when the drift alarm's CUSUM reaches an interval that noise "
+        "alone would cross this many times per 200 quiet nights (0.1: h 5.75 at the alarm's k 0.5, against the alarm's own "
+        "3.49), so a change too large to be noise decides on the night it shows instead of after k of n nights; the "
+        "retrain then waits for the new regime's labels, and is withdrawn if the alarm episode ends first. None: off")
+    drift_confirm_nights: int = Field(3, ge=1, le=30, description="a retrain decided on drift alone (drift persisted, "
+                                      "drift CUSUM, alarm with an estimated drop) starts only once the drift alarm has "
+                                      "been on this many nights in a row (at most drift_n are seen): a one-night glitch "
+                                      "ends its episode sooner (drift.quiet_nights_to_end) and its wait is withdrawn. "
+                                      "1: no confirmation")
     metric_floor: float | None = Field(None, description="retrain when a matured day's realized primary metric (or tonight's "
                                        "estimate) is worse than this, in the metric's direction; None: the task's default "
                                        "(AUC 0.70; none for RMSE, whose scale is the target's)")

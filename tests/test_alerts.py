@@ -239,6 +239,10 @@ def test_a_webhook_gets_the_verdict_as_json(settings, lake):
      "labels: 0 labelled rows since the drift onset 2026-04-05; drift alarm on tonight (champion v2)"),
     ("retrain", "WAIT", ["waiting for the new regime's labels: 900 labelled rows"],  # still waiting: said once, not nightly
      {"evidence": {"pending_since": "2026-04-04"}}, "2", None),
+    ("retrain", "NO_ACTION", ["withdrawn: the retrain decided on 2026-04-03 on drift alone (drift_cusum) is not needed"],
+     {"evidence": {"pending_since": "2026-04-03"}}, "2",  # the one told of the wait hears it is off
+     "[Nightshift] the retrain decided on 2026-04-03 is withdrawn on 2026-04-05: withdrawn: the retrain decided on "
+     "2026-04-03 on drift alone (drift_cusum) is not needed"),
     ("promotion", "REJECT", ["a segment lost more than the margin"], {}, "5",
      "[Nightshift] gate verdict REJECT on 2026-04-05 for v5: a segment lost more than the margin"),
     ("promotion", "DEFERRED", ["the holdout cannot resolve the margin"], {}, None,

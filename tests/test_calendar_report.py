@@ -63,7 +63,12 @@ def retrain(ds, reasons, days=(), flags=()):
                  {"before drift": 3, "after drift": 4, "after promotion": 3}, id="onset from the decision; the answer is the next promotion"),
     pytest.param([retrain("2026-02-06", [DRIFT], ["2026-02-05", "2026-02-06"], [True, True])], [],
                  {"before drift": 4, "after drift": 6, "after promotion": 0}, id="not answered yet"),
+    pytest.param([retrain("2026-02-05", ["drift too strong to be noise: the drift alarm's CUSUM 9.50 reached ..."],
+                          ["2026-02-04", "2026-02-05"], [True, True])], [],
+                 {"before drift": 3, "after drift": 7, "after promotion": 0}, id="decided on the drift CUSUM"),
 ])
 def test_report_periods_split_by_cause(retrains, promotions, expected):
-    periods, cause = _periods(NIGHTS, retrains, promotions, "drift persisted")
+    from batch_scoring.policy import DRIFT_REASONS
+
+    periods, cause = _periods(NIGHTS, retrains, promotions, DRIFT_REASONS)
     assert {k: len(v) for k, v in periods.items()} == expected

@@ -63,13 +63,15 @@ def test_drift_detected_retrain_judged_aliases_moved(world):
     assert retrained, "the policy never handed off to retrain"
     night = retrained[0]
     assert any("drift persisted" in r for r in night["decision"]["reasons"])
-    # The alarm and the estimate's drop decided before the drift had persisted; the retrain waited, without a
-    # cooldown, until the days since the onset held policy.onset_min_labels labelled rows, and says so.
+    # A shift too large to be noise decided on the onset night (drift_cusum), before the drift had persisted; the
+    # retrain waited, without a cooldown, for the alarm to last and for policy.onset_min_labels labelled rows since
+    # the onset, and says so.
     records = [read_decision(world["lake"], n["ds"], "retrain") for n in nights if onset <= n["ds"] <= night["ds"]]
     waits = [r for r in records if r["verdict"] == "WAIT"]
     assert waits and [r["verdict"] for r in records[-len(waits) - 1:]] == ["WAIT"] * len(waits) + ["RETRAIN"], records
-    assert "drift alarm on tonight, and tonight's estimated auc" in " ".join(waits[0]["reasons"])
-    assert "waiting for the new regime's labels" in waits[0]["reasons"][0]
+    assert waits[0]["ds"] == onset
+    assert "drift too strong to be noise: the drift alarm's CUSUM" in " ".join(waits[0]["reasons"])
+    assert waits[0]["reasons"][0].startswith("waiting for the drift alarm to last: on 1 night in a row")
     assert waits[0]["evidence"]["evidence"]["onset"] == onset
     assert f"waited {len(waits)} days with data since {waits[0]['ds']}" in records[-1]["reasons"][0], records[-1]
     verdict = read_decision(world["lake"], night["ds"], "promotion")

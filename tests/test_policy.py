@@ -128,7 +128,7 @@ def test_every_signal_is_recorded_fired_or_not():
     decision = should_retrain(RetrainEvidence(**{**REF, "window_realized": 0.70, "window_realized_se": 0.003,
                                                  "reference_se": 0.003}), DROP_POLICY, margin=0.02)
     by = {s.name: s for s in decision.signals}
-    assert set(by) == {"no_champion", "drift_persisted", "realized_below_floor", "estimated_below_floor",
+    assert set(by) == {"no_champion", "drift_persisted", "drift_cusum", "realized_below_floor", "estimated_below_floor",
                        "realized_drop", "realized_change", "alarm_estimated_drop", "estimated_drop", "model_age"}
     assert [n for n, s in by.items() if s.fired] == ["realized_drop"]
     drop = by["realized_drop"]
@@ -276,7 +276,8 @@ ALARM = dict(REF, drift_flags=(False, False, False, False, True), estimated=0.78
              reference_estimated=0.80, reference_estimated_se=0.002)
 # SE sqrt(0.003^2 + 0.002^2) = 0.0036; threshold max(0.01 (half the drop margin), 2 x 0.0036) = 0.01
 ALARM_CASES = [
-    ("alarm and an estimated drop beyond the margin", {"estimated": 0.785}, RETRAIN,
+    # decided on the alarm's first night, so it waits for the alarm to last (drift_confirm_nights)
+    ("alarm and an estimated drop beyond the margin", {"estimated": 0.785}, WAIT,
      "drift alarm on tonight, and tonight's estimated auc 0.7850 is 0.0150 worse than the holdout reference's estimate"),
     ("alarm, estimated drop within the margin", {"estimated": 0.792}, NO_ACTION, "no trigger"),
     ("estimated drop without an alarm tonight", {"estimated": 0.70, "drift_flags": (False, False, False, True, False)},
@@ -284,7 +285,7 @@ ALARM_CASES = [
     ("alarm, estimated drop within noise at 200 rows", {"estimated": 0.74, "estimated_se": 0.03,
                                                          "reference_estimated_se": 0.028}, NO_ACTION, "no trigger"),
     ("alarm, a large estimated drop at 200 rows", {"estimated": 0.68, "estimated_se": 0.03,
-                                                    "reference_estimated_se": 0.028}, RETRAIN, "2 x SE 0.0410"),
+                                                    "reference_estimated_se": 0.028}, WAIT, "2 x SE 0.0410"),
     ("alarm, estimate better", {"estimated": 0.85}, NO_ACTION, "no trigger"),
     ("alarm, no estimate (regression): silent", {"estimated": None}, NO_ACTION, "no trigger"),
 ]
@@ -300,7 +301,7 @@ def test_alarm_with_an_estimated_drop(name, overrides, verdict, fragment):
 def test_alarm_with_an_estimated_drop_is_on_by_default_and_can_be_turned_off():
     """On by default (z = 2); with alarm_drop_z None it is recorded with its value, never fired, no threshold."""
     ev = RetrainEvidence(**{**ALARM, "estimated": 0.70})
-    assert should_retrain(ev, PolicySettings(), margin=0.02).verdict == RETRAIN
+    assert should_retrain(ev, PolicySettings(), margin=0.02).verdict == WAIT
     decision = should_retrain(ev, PolicySettings(alarm_drop_z=None), margin=0.02)
     by = {s.name: s for s in decision.signals}
     assert not by["alarm_estimated_drop"].fired and by["alarm_estimated_drop"].threshold is None
@@ -343,6 +344,23 @@ WAIT_CASES = [
     ("a pending retrain is a trigger of its own", {"drift_flags": (False,) * 5, "pending_since": "2026-03-03",
                                                    "pending_days": 1, "pending_reasons": ("drift persisted on 3 of 5",)},
      WAIT, "the retrain decided on 2026-03-03 is still due"),
+    ("a wait decided on drift alone is withdrawn once the alarm episode has ended",
+     {"drift_flags": (False, False, True, True, False), "pending_since": "2026-03-03", "pending_days": 2,
+      "pending_reasons": ("drift persisted on 3 of 5",), "pending_signals": ("drift_persisted", "drift_cusum")},
+     NO_ACTION, "withdrawn: the retrain decided on 2026-03-03 on drift alone (drift_persisted, drift_cusum) is not "
+     "needed: the drift alarm episode has ended"),
+    ("the alarm still on tonight: the wait goes on",
+     {"drift_flags": (False, False, False, False, True), "pending_since": "2026-03-03", "pending_days": 2,
+      "pending_reasons": ("drift too strong to be noise",), "pending_signals": ("drift_cusum",)},
+     WAIT, "the retrain decided on 2026-03-03 is still due"),
+    ("a wait the labels started too is not withdrawn with the alarm",
+     {"drift_flags": (False,) * 5, "pending_since": "2026-03-03", "pending_days": 2,
+      "pending_reasons": ("realized auc since ...",), "pending_signals": ("drift_persisted", "realized_change")},
+     WAIT, "the retrain decided on 2026-03-03 is still due"),
+    ("a signal firing tonight keeps the wait, alarm or not",
+     {"drift_flags": (True, True, True, True, False), "pending_since": "2026-03-03", "pending_days": 2,
+      "pending_signals": ("drift_persisted",), "realized": 0.60, "realized_se": 0.01},
+     WAIT, "below the floor"),
     ("a pending retrain starts once labels arrive", {"drift_flags": (False,) * 5, "pending_since": "2026-03-03",
                                                      "pending_days": 2, "onset_labelled": 2500,
                                                      "pending_reasons": ("drift persisted on 3 of 5",)},
@@ -360,6 +378,93 @@ def test_a_retrain_waits_for_the_new_regimes_labels(name, overrides, verdict, fr
 
 def test_waiting_can_be_turned_off():
     assert should_retrain(RetrainEvidence(**DRIFTED), WAIT_POLICY.model_copy(update={"onset_min_labels": 0})).retrain
+
+
+# -- drift CUSUM: the alarm's evidence beyond a retrain interval --------------------------------------------------
+# cusum_h(0.5, 200 / 0.1 = 2000 nights) = 5.7496; the alarm's own h (200 nights) is 3.4942
+CUSUM_ON = dict(OK, drift_flags=(False, False, False, False, True), drift_cusum=9.5, drift_cusum_k=0.5)
+CUSUM_CASES = [
+    # name, evidence overrides, policy overrides, fired
+    ("one overwhelming night (z clipped at 10)", {}, {}, True),
+    ("just past the retrain interval", {"drift_cusum": 5.75}, {}, True),
+    ("an alarm, below the retrain interval", {"drift_cusum": 5.74}, {}, False),
+    ("past the interval, alarm off tonight (an episode ended)", {"drift_flags": (False, False, False, True, False)}, {},
+     False),
+    ("no CUSUM recorded (an older drift partition)", {"drift_cusum": None}, {}, False),
+    ("a stricter rate raises the interval", {"drift_cusum": 6.0}, {"drift_cusum_retrains_per_200_nights": 0.05}, False),
+    ("off", {}, {"drift_cusum_retrains_per_200_nights": None}, False),
+]
+
+
+@pytest.mark.parametrize("name,overrides,policy,fired", CUSUM_CASES, ids=[c[0] for c in CUSUM_CASES])
+def test_drift_cusum_decides_a_change_too_large_to_be_noise(name, overrides, policy, fired):
+    decision = should_retrain(RetrainEvidence(**{**CUSUM_ON, **overrides}), PolicySettings(**policy), margin=0.02)
+    by = {s.name: s for s in decision.signals}
+    assert by["drift_cusum"].fired == fired
+    assert decision.verdict == (WAIT if fired else NO_ACTION)  # the alarm's first night: it waits for it to last
+    if fired:
+        assert by["drift_cusum"].threshold == pytest.approx(5.7496)
+        assert any(r.startswith("drift too strong to be noise: the drift alarm's CUSUM") and "reached the retrain "
+                   "interval 5.75 (k=0.5; noise alone crosses it 0.1 times per 200 quiet nights)" in r
+                   for r in decision.reasons), decision.reasons
+    if not policy.get("drift_cusum_retrains_per_200_nights", 0.1):
+        assert by["drift_cusum"].threshold is None and by["drift_cusum"].value == 9.5
+
+
+def test_drift_cusum_decides_on_the_onset_night_and_waits_for_labels():
+    """The first drifted night, overwhelming: decided at once (drift persisted would need 3 nights), as a WAIT."""
+    ev = RetrainEvidence(**{**CUSUM_ON, "onset": "2026-03-05", "onset_labelled": 0})
+    decision = should_retrain(ev, PolicySettings(), margin=0.02)
+    assert decision.verdict == WAIT and not {s.name: s for s in decision.signals}["drift_persisted"].fired
+
+
+CONFIRM = dict(CUSUM_ON, onset="2026-03-05", onset_labelled=50_000)  # labels plentiful at once (a big table)
+CONFIRM_CASES = [
+    # name, evidence overrides, policy overrides, verdict, reason fragment
+    ("the alarm's first night: waits for it to last, labels or not", {}, {}, WAIT,
+     "waiting for the drift alarm to last: on 1 night in a row; a retrain decided on drift alone starts once it has "
+     "lasted 3 (drift_confirm_nights), and is withdrawn if it ends sooner"),
+    ("two nights: still waiting", {"drift_flags": (False, False, False, True, True)}, {}, WAIT, "on 2 nights in a row"),
+    ("three nights: it starts", {"drift_flags": (False, False, True, True, True), "pending_since": "2026-03-05",
+                                 "pending_days": 2, "pending_signals": ("drift_cusum",)}, {}, RETRAIN,
+     "waited 2 days with data since 2026-03-05"),
+    ("drift persisted tonight is its own confirmation", {"drift_flags": (True, True, False, True, True)}, {}, RETRAIN,
+     "drift persisted on 4 of the last 5 nights"),
+    ("a labels signal beside it: no confirmation needed", {"realized": 0.60, "realized_se": 0.01}, {}, RETRAIN,
+     "below the floor"),
+    ("confirmation off", {}, {"drift_confirm_nights": 1}, RETRAIN, "drift too strong to be noise"),
+    ("a glitch's episode ended: withdrawn", {"drift_flags": (False, False, True, True, False), "drift_cusum": 0.0,
+                                             "pending_since": "2026-03-05", "pending_days": 2,
+                                             "pending_signals": ("drift_cusum",)}, {}, NO_ACTION, "withdrawn"),
+]
+
+
+@pytest.mark.parametrize("name,overrides,policy,verdict,fragment", CONFIRM_CASES, ids=[c[0] for c in CONFIRM_CASES])
+def test_a_retrain_decided_on_drift_alone_waits_for_the_alarm_to_last(name, overrides, policy, verdict, fragment):
+    decision = should_retrain(RetrainEvidence(**{**CONFIRM, **overrides}), PolicySettings(**policy), margin=0.02)
+    assert decision.verdict == verdict
+    assert any(fragment in r for r in decision.reasons), decision.reasons
+
+
+def test_the_retrain_interval_is_the_alarms_own_rule_at_a_rarer_rate():
+    from batch_scoring.drift import cusum_h
+
+    assert cusum_h(0.5, 200) == pytest.approx(3.4942)  # the alarm's h at 0.5 false alarms per 100 nights
+    assert cusum_h(0.5, 2000) == pytest.approx(5.7496)  # 0.1 false retrains per 200 nights
+
+
+def test_wait_evidence_reads_the_signals_that_started_the_wait():
+    from batch_scoring.policy import wait_evidence
+
+    records = [{"ds": "2026-03-04", "verdict": "NO_ACTION", "reasons": ["no trigger fired"], "evidence": {}},
+               {"ds": "2026-03-05", "verdict": "WAIT", "reasons": ["waiting ...", "drift too strong to be noise"],
+                "evidence": {"evidence": {"onset": "2026-03-05"},
+                             "signals": [{"name": "drift_persisted", "fired": False},
+                                         {"name": "drift_cusum", "fired": True}]}}]
+    got = wait_evidence(records, [("2026-03-05", True), ("2026-03-06", False)], ["2026-03-05", "2026-03-06"],
+                        "2026-03-07")
+    assert got["pending_signals"] == ("drift_cusum",) and got["pending_since"] == "2026-03-05"
+    assert got["onset"] == "2026-03-05" and got["pending_reasons"] == ("drift too strong to be noise",)
 
 
 @pytest.mark.parametrize("verdicts,first", [
