@@ -38,6 +38,14 @@ def retrain_words(ev: dict[str, Any], policy: dict[str, Any]) -> str:
     flags = ev.get("drift_flags") or []
     parts = [(f"drift on {sum(bool(f) for f in flags)} of the last {len(flags)} nights "
              f"(retrain at {policy.get('drift_k')} of {policy.get('drift_n')})")]
+    if ev.get("drift_cusum") is not None and ev.get("drift_cusum_k"):
+        rate = policy.get("drift_cusum_retrains_per_200_nights")
+        if rate:
+            from batch_scoring.drift import cusum_h
+
+            parts.append(f"drift CUSUM {ev['drift_cusum']:.2f} (retrain at {cusum_h(ev['drift_cusum_k'], 200 / rate):.2f})")
+        else:
+            parts.append(f"drift CUSUM {ev['drift_cusum']:.2f} (no retrain on it: off)")
     metric = ev.get("metric", "metric")
     if ev.get("realized") is not None:
         parts.append(f"realized {metric} {_f(ev['realized'])} on {ev.get('realized_day')} (floor {ev.get('floor')})")

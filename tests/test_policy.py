@@ -489,3 +489,19 @@ def test_labelled_since_counts_every_versions_rows_from_the_onset():
             {"prediction_ds": "2026-03-04", "labelled": None, "model_version": "2"}]
     assert labelled_since(rows, "2026-03-02") == 1100
     assert labelled_since(rows, "2026-03-05") == 0
+
+
+@pytest.mark.parametrize("ev, policy, expected", [
+    ({"drift_flags": [False, True], "drift_cusum": 9.5, "drift_cusum_k": 0.5},
+     {"drift_k": 3, "drift_n": 5, "drift_cusum_retrains_per_200_nights": 0.1},
+     "drift on 1 of the last 2 nights (retrain at 3 of 5); drift CUSUM 9.50 (retrain at 5.75)"),
+    ({"drift_flags": [True], "drift_cusum": 4.0, "drift_cusum_k": 0.5},
+     {"drift_k": 3, "drift_n": 5, "drift_cusum_retrains_per_200_nights": None},
+     "drift on 1 of the last 1 nights (retrain at 3 of 5); drift CUSUM 4.00 (no retrain on it: off)"),
+    ({"drift_flags": [True]}, {"drift_k": 3, "drift_n": 5},  # a record from before the drift CUSUM
+     "drift on 1 of the last 1 nights (retrain at 3 of 5)"),
+])
+def test_the_decision_evidence_in_words_names_the_drift_cusum_and_its_interval(ev, policy, expected):
+    from nightshift.words import retrain_words
+
+    assert retrain_words(ev, policy) == expected
