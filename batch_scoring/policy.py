@@ -58,7 +58,7 @@ on the nights after, so the retrain starts even if tonight's signals have gone q
 it was decided on drift alone (drift persisted, drift CUSUM, alarm with an estimated drop) and
 the drift alarm episode has ended since: then the data is back to its reference and the wait
 is withdrawn (NO_ACTION, "withdrawn: ..."). A one-night glitch that reads as overwhelming
-drift (a feature all null counts as p = 0) thus costs an alert, not a retrain.
+drift (a sensor off by 2 sd for one night, `tests/test_glitch.py`) thus costs an alert, not a retrain.
 """
 
 from __future__ import annotations
@@ -381,7 +381,7 @@ def wait_for_labels(ev: RetrainEvidence, policy: "PolicySettings", fired: frozen
     A retrain decided on drift alone (`fired`, tonight's signals, and the pending wait's are all
     DRIFT_SIGNALS) also waits until the alarm has been on `drift_confirm_nights` nights in a row,
     or drift persisted (k of n) tonight:
-    a one-night glitch (a feature all null reads as overwhelming drift) ends its episode sooner,
+    a one-night glitch (a sensor off for one night reads as overwhelming drift) ends its episode sooner,
     and its wait is then withdrawn, even where labels are plentiful at once.
     """
     if not ev.has_champion:
