@@ -41,6 +41,9 @@ it has one, its standard error and row count (`Signal`), fired or not:
   reference carries most of its error at a few hundred rows a night; the champion's own
   days shrink the reference's error, and the window that starts at the change is not
   diluted (a window-limited GLR change-point test, Lai 1995);
+- the three window signals (realized drop, realized change, estimated drop) want a drop that
+  **lasts** (`persist_z`): the days pooled without the worst of them must be worse too, by `persist_z` standard errors, so a day that wrecked one
+  night's predictions (a feature in the wrong unit for a night) is not read as a change;
 - **alarm with an estimated drop** (`alarm_drop_z`, 2 by default; None turns it off): the drift alarm is on tonight and tonight's own estimate
   is worse than the reference's estimate by more than `max(alarm_drop_margin, alarm_drop_z * SE)`.
   Two pieces of evidence that are nearly independent under no change (the alarm is
@@ -144,6 +147,7 @@ class RetrainEvidence:
     window_estimated: float | None = None
     window_estimated_se: float | None = None
     window_rows: int | None = None
+    estimate_days: tuple[DayFigure, ...] = ()  # that window's days: each day's estimate, its SE and its rows
     # The champion's own holdout reference at training time (None: a bundle without calibration.json).
     reference: float | None = None
     reference_se: float | None = None
@@ -221,13 +225,34 @@ def _pooled(parts: list[tuple[float, float, int]]) -> tuple[float, float, int]:
     return (sum(v * k for v, _, k in parts) / n, math.sqrt(sum((se * k) ** 2 for _, se, k in parts)) / n, n)
 
 
-def change_signal(ev: RetrainEvidence, change_days: int, change_z: float, margin: float) -> Signal:
+def lasts(ev: RetrainEvidence, days: list[DayFigure] | tuple[DayFigure, ...], before: float,
+          before_se: float | None, persist_z: float) -> tuple[bool, str]:
+    """Whether a drop from `before` lasts (pure): the days pooled without the worst of them are still worse than
+    `before` by more than persist_z x SE; one day alone is not yet a change. Returns (it lasts, words for the record).
+
+    One day that wrecked a night's predictions (a feature in the wrong unit for a night, fixed the next day) shows
+    in that day's labels days later; a test of the pooled days would read it as a change."""
+    if len(days) < 2:
+        return False, ""
+    worst = max(range(len(days)), key=lambda j: _drop(ev, days[j].value, before))
+    r, r_se, _ = _pooled([(d.value, d.se, d.n) for j, d in enumerate(days) if j != worst])
+    r_drop, r_dse = _drop(ev, r, before), _drop_se(ev, before, r_se, before_se)
+    return r_drop > persist_z * r_dse, (f", and {r_drop:.4f} worse without its worst day {days[worst].day}, beyond "
+                                        f"{persist_z:g} x SE {r_dse:.4f} (a change that lasts)")
+
+
+def change_signal(ev: RetrainEvidence, change_days: int, change_z: float, margin: float,
+                  persist_z: float | None = None) -> Signal:
     """The realized-change test (pure): the strongest candidate onset among the last `change_days` ready days.
 
     For onset s: after = the ready days from s on, before = the holdout reference (when it has
     an SE and rows) and the ready days before s, each pooled by labelled rows. It fires where
     drop(before -> after) > max(margin, change_z x SE(drop)); the record holds the onset whose
     drop is largest against its threshold.
+
+    `persist_z` (None: off): a change must last (`lasts`): the days from s on without the worst of
+    them must also be worse than before by more than persist_z x their SE, so an onset needs two
+    ready days.
     """
     days = ev.ready_days
     holdout = ([(ev.reference, ev.reference_se, ev.reference_rows)]
@@ -244,11 +269,14 @@ def change_signal(ev: RetrainEvidence, change_days: int, change_z: float, margin
         se = _drop_se(ev, b, a_se, b_se)
         threshold = max(margin, change_z * se)
         fired = drop > threshold
+        held = ""
+        if persist_z is not None and fired:
+            fired, held = lasts(ev, days[i:], b, b_se, persist_z)
         parts = ([f"the holdout reference {ev.reference:.4f} ({ev.reference_rows} rows)"] if holdout else []) + (
             [f"{i} earlier days {days[0].day}..{days[i - 1].day}"] if i else [])
         reason = (f"realized {ev.metric} since {days[i].day} ({len(after)} days to {days[-1].day}, {a_n} labelled rows) "
                   f"{a:.4f} is {drop:.4f} worse than {b:.4f}, {' and '.join(parts)} pooled ({b_n} rows), beyond "
-                  f"max(margin {margin:g}, {change_z:g} x SE {se:.4f}) = {threshold:.4f}")
+                  f"max(margin {margin:g}, {change_z:g} x SE {se:.4f}) = {threshold:.4f}{held}")
         signal = Signal("realized_change", fired, drop, threshold, se, a_n, reason if fired else "")
         score = drop / threshold if threshold > 0 else (math.inf if drop > 0 else 0.0)
         if best is None or score > best[0]:
@@ -292,6 +320,20 @@ def cusum_signal(ev: RetrainEvidence, retrains_per_200_nights: float | None) -> 
     return Signal("drift_cusum", fired, ev.drift_cusum, h, None, None, reason if fired else "")
 
 
+def _lasting(ev: RetrainEvidence, signal: Signal, persist_z: float | None, days: list[DayFigure],
+             before: float | None, before_se: float | None) -> Signal:
+    """A window's drop signal (realized_drop, estimated_drop), fired only where the drop lasts (`lasts`) over the
+    window's daily figures."""
+    if persist_z is None or not signal.fired or before is None:
+        return signal
+    if not days:  # evidence without the daily figures (a record from before them): nothing to check it on
+        return signal
+    held, words = lasts(ev, days, before, before_se, persist_z)
+    if not held:
+        return Signal(signal.name, False, signal.value, signal.threshold, signal.se, signal.n)
+    return Signal(signal.name, True, signal.value, signal.threshold, signal.se, signal.n, signal.reason + words)
+
+
 def evaluate_signals(ev: RetrainEvidence, policy: "PolicySettings", margin: float) -> tuple[Signal, ...]:
     """Every automatic signal of night D, fired or not (pure)."""
     metric = Metric(ev.metric, ev.higher_is_better)
@@ -306,14 +348,18 @@ def evaluate_signals(ev: RetrainEvidence, policy: "PolicySettings", margin: floa
         _floor_signal("realized_below_floor", ev, metric, ev.realized, ev.realized_se, z,
                       f"realized on matured day {ev.realized_day}:"),
         _floor_signal("estimated_below_floor", ev, metric, ev.estimated, ev.estimated_se, z, "estimated tonight:"),
-        _drop_signal("realized_drop", ev, ev.window_realized, ev.window_realized_se, ev.reference, ev.reference_se,
-                     ev.window_labelled, margin, z,
-                     f"realized, pooled over prediction days {ev.window_first}..{ev.window_last}:"),
-        change_signal(ev, policy.change_days, policy.change_z, margin),
+        _lasting(ev, _drop_signal("realized_drop", ev, ev.window_realized, ev.window_realized_se, ev.reference,
+                                  ev.reference_se, ev.window_labelled, margin, z,
+                                  f"realized, pooled over prediction days {ev.window_first}..{ev.window_last}:"),
+                 policy.persist_z, [d for d in ev.ready_days if (ev.window_first or "") <= d.day <= (ev.window_last or "")],
+                 ev.reference, ev.reference_se),
+        change_signal(ev, policy.change_days, policy.change_z, margin, policy.persist_z),
         alarm_drop_signal(ev, policy.alarm_drop_z,
                           margin / 2 if policy.alarm_drop_margin is None else policy.alarm_drop_margin),
-        _drop_signal("estimated_drop", ev, ev.window_estimated, ev.window_estimated_se, ev.reference_estimated,
-                     ev.reference_estimated_se, ev.window_rows, margin, z, "estimated, pooled over the window ending tonight:"),
+        _lasting(ev, _drop_signal("estimated_drop", ev, ev.window_estimated, ev.window_estimated_se,
+                                  ev.reference_estimated, ev.reference_estimated_se, ev.window_rows, margin, z,
+                                  "estimated, pooled over the window ending tonight:"),
+                 policy.persist_z, list(ev.estimate_days), ev.reference_estimated, ev.reference_estimated_se),
     ]
     old = ev.model_age_days is not None and ev.model_age_days >= policy.max_model_age_days
     signals.append(Signal("model_age", old, ev.model_age_days, float(policy.max_model_age_days), reason=(
@@ -447,6 +493,11 @@ def metric_evidence(rows: list[dict[str, Any]], version: str, ds: str, reference
         out.update(estimated=r["estimated"], estimated_se=r.get("estimated_se"),
                    window_estimated=r.get("rolling_estimated"), window_estimated_se=r.get("rolling_estimated_se"),
                    window_rows=r.get("rolling_rows"))
+        first = r.get("rolling_first_ds") or ds
+        out["estimate_days"] = tuple(
+            DayFigure(x["prediction_ds"], x["estimated"], x["estimated_se"], int(x.get("rows") or 0)) for x in mine
+            if first <= x["prediction_ds"] <= ds and x.get("estimated") is not None and x.get("estimated_se")
+            and x.get("rows"))
     if reference is not None:
         out.update(reference=reference.realized, reference_se=reference.se, reference_estimated=reference.estimated,
                    reference_estimated_se=reference.estimated_se, reference_rows=reference.rows)

@@ -211,6 +211,10 @@ class PolicySettings(BaseModel):
     change_z: float = Field(3.0, gt=0, description="realized change: standard errors the drop must clear (and drop_margin "
                             "itself); calibrated for the looks (change_days onsets a night, every night) to the quiet "
                             "target of 1 retrain per 200 nights")
+    persist_z: float | None = Field(1.645, ge=0, description="realized drop, realized change, estimated drop: the drop must last; "
+                                    "the days pooled without the worst of them must also be worse by this many standard "
+                                    "errors (1.645: significant at 5% on their own), so it needs two days with enough "
+                                    "labels, and one day that wrecked a night's predictions is not a change. None: off")
     alarm_drop_z: float | None = Field(2.0, gt=0, description="alarm with an estimated drop: on a night the drift alarm "
                                        "is on, retrain when tonight's estimate is worse than the holdout reference's "
                                        "estimate by more than alarm_drop_margin and this many standard errors (the alarm "

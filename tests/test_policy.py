@@ -196,7 +196,23 @@ CHANGE_CASES = [
     ("a drop older than change_days onsets is still found inside them",
      {"ready_days": _days([0.80] * 8 + [0.70] * 9)}, RETRAIN, "since 2026-01-11 (7 days"),
     ("no ready day yet: silent", {"ready_days": ()}, NO_ACTION, "no trigger"),
+    ("the drop lasts past its first day, and the record says so", {"ready_days": _days([0.80] * 8 + [0.70] * 2)},
+     RETRAIN, "and 0.1000 worse without its worst day 2026-01-09, beyond 1.645 x SE 0.0416 (a change that lasts)"),
 ]
+
+
+@pytest.mark.parametrize("name,days,persist_z,fired", [
+    ("a one-day glitch, then back: not a change", [0.80] * 8 + [0.55, 0.80], 1.645, False),
+    ("the same without the persistence rule: read as a change", [0.80] * 8 + [0.55, 0.80], None, True),
+    ("a drop on its first ready day only: it waits for a second", [0.80] * 8 + [0.60], 1.645, False),
+    ("the same without the persistence rule", [0.80] * 8 + [0.60], None, True),
+    ("the second day confirms it", [0.80] * 8 + [0.60, 0.70], 1.645, True),
+    ("a glitch inside the window is left out, whatever the onset tried", [0.80] * 8 + [0.79, 0.50, 0.80], 1.645, False),
+])
+def test_a_realized_change_must_last(name, days, persist_z, fired):
+    decision = should_retrain(RetrainEvidence(**{**CHANGE, "ready_days": _days(days)}),
+                              PolicySettings(persist_z=persist_z), margin=0.02)
+    assert {s.name: s for s in decision.signals}["realized_change"].fired == fired
 
 
 @pytest.mark.parametrize("name,overrides,verdict,fragment", CHANGE_CASES, ids=[c[0] for c in CHANGE_CASES])
@@ -505,3 +521,19 @@ def test_the_decision_evidence_in_words_names_the_drift_cusum_and_its_interval(e
     from nightshift.words import retrain_words
 
     assert retrain_words(ev, policy) == expected
+
+
+@pytest.mark.parametrize("name,days,persist_z,fired", [
+    # The window pooled at 0.70 (beyond 0.0624 below the 0.80 reference) in each case; the days say whether it lasts.
+    ("every day low: a drop that lasts", [0.70] * 7, 1.645, True),
+    ("one wrecked day in a quiet window: not a change", [0.80] * 6 + [0.20], 1.645, False),
+    ("the same without the persistence rule", [0.80] * 6 + [0.20], None, True),
+    ("one ready day only: not yet", [0.70], 1.645, False),
+])
+def test_a_realized_drop_must_last(name, days, persist_z, fired):
+    ev = RetrainEvidence(**{**REF, "window_realized": 0.70, "ready_days": _days(days, first=1)})
+    by = {s.name: s for s in should_retrain(ev, PolicySettings(persist_z=persist_z), margin=0.02).signals}
+    assert by["realized_drop"].fired == fired
+    assert by["realized_drop"].value == pytest.approx(0.10)  # the figure is recorded either way
+    if fired and persist_z:
+        assert "worse without its worst day" in by["realized_drop"].reason
