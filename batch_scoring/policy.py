@@ -324,9 +324,7 @@ def _lasting(ev: RetrainEvidence, signal: Signal, persist_z: float | None, days:
              before: float | None, before_se: float | None) -> Signal:
     """A window's drop signal (realized_drop, estimated_drop), fired only where the drop lasts (`lasts`) over the
     window's daily figures."""
-    if persist_z is None or not signal.fired or before is None:
-        return signal
-    if not days:  # evidence without the daily figures (a record from before them): nothing to check it on
+    if persist_z is None or not signal.fired or before is None or not days:  # no days: a record from before them
         return signal
     held, words = lasts(ev, days, before, before_se, persist_z)
     if not held:
@@ -405,12 +403,17 @@ def alarm_nights(ev: RetrainEvidence) -> int:
     return n
 
 
+def _drift_alone(names: set[str] | frozenset[str] | tuple[str, ...]) -> bool:
+    """Whether these fired signals say only "the inputs moved" (pure)."""
+    return bool(names) and set(names) <= DRIFT_SIGNALS
+
+
 def withdrawn(ev: RetrainEvidence) -> bool:
     """Whether a pending WAIT is withdrawn tonight (pure): it was decided on drift signals alone, and the newest
     checked night's alarm is off (its episode ended: quiet nights, or a new reference). Asked only when no signal
     fires tonight."""
-    return (ev.pending_since is not None and bool(ev.pending_signals) and set(ev.pending_signals) <= DRIFT_SIGNALS
-            and bool(ev.drift_flags) and not ev.drift_flags[-1])
+    return (ev.pending_since is not None and _drift_alone(ev.pending_signals) and bool(ev.drift_flags)
+            and not ev.drift_flags[-1])
 
 
 def wait_for_labels(ev: RetrainEvidence, policy: "PolicySettings", fired: frozenset[str] = frozenset()
@@ -432,9 +435,8 @@ def wait_for_labels(ev: RetrainEvidence, policy: "PolicySettings", fired: frozen
     """
     if not ev.has_champion:
         return RETRAIN, ""
-    started_by = fired | set(ev.pending_signals)
     on = alarm_nights(ev)
-    if (started_by and started_by <= DRIFT_SIGNALS and "drift_persisted" not in fired
+    if (_drift_alone(fired | set(ev.pending_signals)) and "drift_persisted" not in fired
             and on < policy.drift_confirm_nights):
         return WAIT, (f"waiting for the drift alarm to last: on {on} {'night' if on == 1 else 'nights'} in a row; a "
                       f"retrain decided on drift alone starts once it has lasted {policy.drift_confirm_nights} "

@@ -75,10 +75,9 @@ def summarize(settings: "Settings", start: str, end: str) -> dict[str, Any]:
             "periods": pooled, "nights": nights}
 
 
-def _periods(nights: list[dict], retrains: list[dict], promotions: list[dict], drift_reasons: str | tuple[str, ...]):
+def _periods(nights: list[dict], retrains: list[dict], promotions: list[dict], drift_reasons: tuple[str, ...]):
     """Split nights at the drift onset behind the first drift-triggered retrain, and at the promotion that answered it."""
-    words = (drift_reasons,) if isinstance(drift_reasons, str) else drift_reasons
-    by_drift = [r for r in retrains if any(w in reason for reason in r["reasons"] for w in words)]
+    by_drift = [r for r in retrains if any(w in reason for reason in r["reasons"] for w in drift_reasons)]
     if not by_drift:
         return {"all nights": nights}, {"onset": None, "decision": None, "started": None, "promotion": None,
                                         "promoted_version": None}

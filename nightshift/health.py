@@ -139,7 +139,8 @@ def retrain_decisions(lake: Lake, include_no_action: bool = False) -> list[dict[
             continue
         ev = d["evidence"].get("evidence", {})
         rows.append({"ds": d["ds"], "verdict": d["verdict"], "reasons": d["reasons"], "model_version": d["model_version"],
-                     "evidence": ev, "policy": d["evidence"].get("policy", {})})
+                     "evidence": ev, "policy": d["evidence"].get("policy", {}),
+                     "signals": d["evidence"].get("signals", [])})
     return rows[::-1]
 
 

@@ -33,19 +33,15 @@ def segment_words(ev: dict[str, Any]) -> str:
     return "; ".join(f"{s.get('segment')}: {s.get('gain', 0):+.4f} (n={s.get('n')})" for s in segs)
 
 
-def retrain_words(ev: dict[str, Any], policy: dict[str, Any]) -> str:
-    """The nightly policy's evidence and thresholds in words."""
+def retrain_words(ev: dict[str, Any], policy: dict[str, Any], signals: list[dict[str, Any]] = ()) -> str:
+    """The nightly policy's evidence and thresholds in words (`signals`: the record's, each with its threshold)."""
     flags = ev.get("drift_flags") or []
     parts = [(f"drift on {sum(bool(f) for f in flags)} of the last {len(flags)} nights "
              f"(retrain at {policy.get('drift_k')} of {policy.get('drift_n')})")]
-    if ev.get("drift_cusum") is not None and ev.get("drift_cusum_k"):
-        rate = policy.get("drift_cusum_retrains_per_200_nights")
-        if rate:
-            from batch_scoring.drift import cusum_h
-
-            parts.append(f"drift CUSUM {ev['drift_cusum']:.2f} (retrain at {cusum_h(ev['drift_cusum_k'], 200 / rate):.2f})")
-        else:
-            parts.append(f"drift CUSUM {ev['drift_cusum']:.2f} (no retrain on it: off)")
+    cusum = next((x for x in signals if x.get("name") == "drift_cusum" and x.get("value") is not None), None)
+    if cusum:
+        at = "no retrain on it: off" if cusum.get("threshold") is None else f"retrain at {cusum['threshold']:.2f}"
+        parts.append(f"drift CUSUM {cusum['value']:.2f} ({at})")
     metric = ev.get("metric", "metric")
     if ev.get("realized") is not None:
         parts.append(f"realized {metric} {_f(ev['realized'])} on {ev.get('realized_day')} (floor {ev.get('floor')})")

@@ -217,7 +217,7 @@ def _retrain_table(rows: list[dict[str, Any]]) -> str:
     out = ["<table id=\"retrains\"><tr><th>night</th><th>decision</th><th>reasons</th><th>evidence and thresholds</th></tr>"]
     for r in rows:
         out.append(f"<tr><td>{r['ds']}</td><td>{_badge(r['verdict'])}</td><td>{E('; '.join(r['reasons']))}</td>"
-                   f"<td>{E(retrain_words(r['evidence'], r['policy']))}</td></tr>")
+                   f"<td>{E(retrain_words(r['evidence'], r['policy'], r.get('signals', [])))}</td></tr>")
     return "".join(out) + "</table>"
 
 

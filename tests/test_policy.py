@@ -508,19 +508,23 @@ def test_labelled_since_counts_every_versions_rows_from_the_onset():
 
 
 @pytest.mark.parametrize("ev, policy, expected", [
-    ({"drift_flags": [False, True], "drift_cusum": 9.5, "drift_cusum_k": 0.5},
+    ({"drift_flags": (False, True), "drift_cusum": 9.5, "drift_cusum_k": 0.5},
      {"drift_k": 3, "drift_n": 5, "drift_cusum_retrains_per_200_nights": 0.1},
      "drift on 1 of the last 2 nights (retrain at 3 of 5); drift CUSUM 9.50 (retrain at 5.75)"),
-    ({"drift_flags": [True], "drift_cusum": 4.0, "drift_cusum_k": 0.5},
+    ({"drift_flags": (True,), "drift_cusum": 4.0, "drift_cusum_k": 0.5},
      {"drift_k": 3, "drift_n": 5, "drift_cusum_retrains_per_200_nights": None},
      "drift on 1 of the last 1 nights (retrain at 3 of 5); drift CUSUM 4.00 (no retrain on it: off)"),
-    ({"drift_flags": [True]}, {"drift_k": 3, "drift_n": 5},  # a record from before the drift CUSUM
+    ({"drift_flags": (True,)}, {"drift_k": 3, "drift_n": 5},  # a record from before the drift CUSUM
      "drift on 1 of the last 1 nights (retrain at 3 of 5)"),
 ])
 def test_the_decision_evidence_in_words_names_the_drift_cusum_and_its_interval(ev, policy, expected):
+    """Words from the record as the policy wrote it: its evidence, its policy, and its signals with their thresholds."""
+    from dataclasses import asdict
+
     from nightshift.words import retrain_words
 
-    assert retrain_words(ev, policy) == expected
+    decision = should_retrain(RetrainEvidence(**{**OK, **ev}), PolicySettings(**policy), margin=0.02)
+    assert retrain_words(ev, policy, [asdict(x) for x in decision.signals]) == expected
 
 
 @pytest.mark.parametrize("name,days,persist_z,fired", [
