@@ -131,13 +131,14 @@ def decision_history(lake: Lake) -> list[dict[str, Any]]:
 
 
 def retrain_decisions(lake: Lake, include_no_action: bool = False) -> list[dict[str, Any]]:
-    """The nightly policy's decisions that fired (RETRAIN, or held by the COOLDOWN), newest first,
-    each with its reasons, its evidence and the thresholds it was held to."""
+    """The nightly policy's decisions that fired (RETRAIN, WAIT, or held by the COOLDOWN) and the withdrawal of a
+    waiting one (a NO_ACTION that ends a wait), newest first, each with its reasons, its evidence and the thresholds
+    it was held to."""
     rows = []
     for d in decision_history(lake):
-        if d["kind"] != "retrain" or (d["verdict"] == "NO_ACTION" and not include_no_action):
-            continue
         ev = d["evidence"].get("evidence", {})
+        if d["kind"] != "retrain" or (d["verdict"] == "NO_ACTION" and not include_no_action and not ev.get("pending_since")):
+            continue
         rows.append({"ds": d["ds"], "verdict": d["verdict"], "reasons": d["reasons"], "model_version": d["model_version"],
                      "evidence": ev, "policy": d["evidence"].get("policy", {}),
                      "signals": d["evidence"].get("signals", [])})

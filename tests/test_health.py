@@ -117,6 +117,23 @@ def test_champion_timeline_carries_the_gate_evidence(lake, fresh):
     assert segment_words(timeline[1]["evidence"]) == "north: +0.0100 (n=400)"
 
 
+def test_a_withdrawn_wait_shows_beside_the_wait_it_ends(lake, fresh):
+    """The page lists the WAIT a user was alerted to, and the NO_ACTION that withdrew it; a plain NO_ACTION stays out."""
+    from nightshift.tables import decisions
+
+    policy = {"drift_k": 3, "drift_n": 5}
+    decisions.write_decision(lake, "2026-05-01", "retrain", "NO_ACTION", ["no trigger fired"],
+                             {"evidence": {"drift_flags": [False]}, "policy": policy}, model_version="1")
+    decisions.write_decision(lake, "2026-05-02", "retrain", "WAIT", ["waiting for the drift alarm to last"],
+                             {"evidence": {"drift_flags": [True]}, "policy": policy}, model_version="1")
+    decisions.write_decision(lake, "2026-05-04", "retrain", "NO_ACTION", ["withdrawn: the retrain decided on 2026-05-02"],
+                             {"evidence": {"drift_flags": [True, True, False], "pending_since": "2026-05-02"},
+                              "policy": policy}, model_version="1")
+    rows = fresh.retrain_decisions(lake)
+    assert [(r["ds"], r["verdict"]) for r in rows] == [("2026-05-04", "NO_ACTION"), ("2026-05-02", "WAIT")]
+    assert rows[0]["reasons"][0].startswith("withdrawn")
+
+
 def test_the_page_renders_its_charts_and_escapes_names(lake, fresh):
     from health_page import render
 
