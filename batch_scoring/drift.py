@@ -111,7 +111,7 @@ def detect_drift(settings: "Settings", ds: str, *, lake: Lake | None = None, set
     night's state, as the in-process replay does; the nightly DAG tests nights in parallel
     and settles them in date order in `confirm_champion`.
     """
-    from training.bundle import load_bundle
+    from model.bundle import load_bundle
 
     lake = lake or Lake(settings.lake_uri)
     spec, cfg = settings.dataset, settings.drift

@@ -6,7 +6,7 @@ label by D (coverage), whether P has matured (`is_matured`: coverage >= `min_cov
 >= `max_delay_days`), every metric of the task realized on the labels so far with the
 primary metric's standard error, and the metrics estimated from the predictions alone where
 the task has a sound method (binary: CBPE, the expected metrics under the model's
-Platt-calibrated scores, `nightshift.calibration`; regression: not estimated, said in
+Platt-calibrated scores, `model.calibration`; regression: not estimated, said in
 `estimate_method`). Once P has matured, `estimate_error` = estimated - realized.
 
 Each row also carries a **rolling window**: the rows of the `policy.window_days` prediction
@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from nightshift.calibration import (MIN_CLASS, UNCALIBRATED, Calibrator, ModelCard, fit_platt, method_words,
+from model.calibration import (MIN_CLASS, UNCALIBRATED, Calibrator, ModelCard, fit_platt, method_words,
                                     read_model_card)
 from nightshift.dates import add_days, days_between, ds_range
 from nightshift.lake import PREDICTIONS, Lake

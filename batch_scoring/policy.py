@@ -603,7 +603,7 @@ def decide_retrain(settings: "Settings", ds: str, *, lake: Lake | None = None, m
 
 def _reference(settings: "Settings", lake: Lake, version: str):
     """The version's holdout reference from its bundle's calibration.json (None: an older bundle, or none at hand)."""
-    from nightshift.calibration import read_model_card
+    from model.calibration import read_model_card
 
     try:
         return read_model_card(Registry(settings, lake).local_path(version)).reference

@@ -90,7 +90,7 @@ def score_group(settings: "Settings", item: dict, model: str | None = None, *, r
     """
     from threadpoolctl import threadpool_limits
 
-    from training.bundle import load_bundle
+    from model.bundle import load_bundle
 
     lake = lake or Lake(settings.lake_uri)
     ds, spec, task = item["ds"], settings.dataset, task_for(settings.dataset.task)
@@ -282,7 +282,7 @@ def score_partition(settings: "Settings", ds: str, model: str | None = None, *, 
     check = ContractCheck.open(lake, settings.dataset, ds)  # existence and schema, before any model is loaded
     with ThreadPoolExecutor(1, thread_name_prefix="fingerprint") as pool:
         fingerprint = pool.submit(lake.fingerprint, FEATURES, ds)  # hashing overlaps importing torch and loading the model
-        from training.bundle import load_bundle
+        from model.bundle import load_bundle
 
         registry = Registry(settings, lake)
         mode = model or settings.scoring.model

@@ -5,7 +5,7 @@
 
 Per (world seed, daily volume) one champion is trained on the pre-drift days with the real
 training code (days before any onset are the same in every scenario), its Platt calibrator and
-holdout reference fitted as a retrain does (`nightshift.calibration.fit_model_card`), and its
+holdout reference fitted as a retrain does (`model.calibration.fit_model_card`), and its
 drift reference sampled from its training window. Then each scenario runs night by night
 through the same pure functions the nightly flow calls, with no lake and no MLflow:
 
@@ -108,9 +108,9 @@ def _age_only(reasons: tuple[str, ...]) -> bool:
 
 def champion(spec, settings, world, volume: int, seed: int):
     """Train the champion on days 0-17, fit its card on days 18-20: the real training code, no MLflow."""
-    from nightshift.calibration import fit_model_card
+    from model.calibration import fit_model_card
     from nightshift.task import task_for
-    from training.bundle import Bundle
+    from model.bundle import Bundle
     from training.train import fit, init_model
 
     per_day = min(volume, MAX_TRAIN_ROWS // TRAIN_DAYS)

@@ -99,7 +99,7 @@ def job_forward(n: int) -> dict:
     import torch
 
     from nightshift.settings import load_settings
-    from training.model import TabularNet, predict_logits
+    from model.tabularnet import TabularNet, predict_logits
 
     s = load_settings()
     spec = s.dataset
@@ -119,7 +119,7 @@ def job_forward(n: int) -> dict:
         macs, w = macs + w * h, h
     elapsed = time.perf_counter() - t
     try:  # what `nightshift score` computes instead (embeddings folded into the first layer)
-        from training.inference import FoldedNet
+        from model.folded import FoldedNet
 
         folded = FoldedNet(model.architecture(), {k: v.numpy() for k, v in model.state_dict().items()}).macs_per_row
     except ImportError:  # an older checkout, measured for comparison

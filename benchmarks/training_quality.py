@@ -39,7 +39,7 @@ import torch  # noqa: E402
 from nightshift.dates import add_days  # noqa: E402
 from nightshift.settings import load_settings  # noqa: E402
 from simulator.world import World  # noqa: E402
-from training.bundle import Bundle  # noqa: E402
+from model.bundle import Bundle  # noqa: E402
 from training.evaluate import auc  # noqa: E402
 from training.train import fit, init_model  # noqa: E402
 

@@ -48,7 +48,7 @@ from nightshift.settings import load_settings, parse_value  # noqa: E402
 from nightshift.tables.decisions import write_decision  # noqa: E402
 from simulator.land import simulate  # noqa: E402
 from simulator.world import World  # noqa: E402
-from training.bundle import load_bundle  # noqa: E402
+from model.bundle import load_bundle  # noqa: E402
 from training.evaluate import auc  # noqa: E402
 from training.retrain import retrain  # noqa: E402
 from training.train import fit, init_model  # noqa: E402
@@ -187,7 +187,7 @@ def bench_recovery(seeds: list[int], per_day: int, after_onset: int | None = Non
             oracle_fit = fit(model, pre, oracle_table, spec, s.training.model_copy(update={"device": "cpu"}))
 
             def oracle_predict(f):
-                from training.bundle import Bundle
+                from model.bundle import Bundle
 
                 return Bundle(model=oracle_fit.model, preprocessor=pre, meta={"task": "binary"}).predict(f)
 

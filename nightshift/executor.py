@@ -41,7 +41,7 @@ DEFAULT_PRELOAD = (
     "numpy", "pyarrow.dataset", "pyarrow.parquet", "pyarrow.compute", "torch", "sklearn.metrics", "scipy.stats",
     "mlflow", "alibi_detect.cd", "nightshift.settings", "nightshift.lake", "nightshift.registry",
     "batch_scoring.contract", "batch_scoring.score", "batch_scoring.drift", "batch_scoring.ground_truth",
-    "batch_scoring.policy", "training.bundle", "training.train", "training.evaluate", "training.retrain",
+    "batch_scoring.policy", "model.bundle", "training.train", "training.evaluate", "training.retrain",
 )
 log = logging.getLogger("nightshift.executor")
 EXIT_POLL_S = 0.02  # how often a supervisor polls for its task's exit once the task has closed every socket

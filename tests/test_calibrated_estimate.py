@@ -11,7 +11,7 @@ import pytest
 
 from batch_scoring.ground_truth import DayInput, is_matured, performance_rows, recalibrations, signal_ready
 from nightshift import metrics as m
-from nightshift.calibration import (CALIBRATION, UNCALIBRATED, Calibrator, ModelCard, fit_model_card, fit_platt,
+from model.calibration import (CALIBRATION, UNCALIBRATED, Calibrator, ModelCard, fit_model_card, fit_platt,
                                     method_words, read_model_card, write_model_card)
 from nightshift.task import task_for
 
@@ -81,7 +81,7 @@ def test_model_card_round_trip_and_old_bundles(tmp_path):
     assert "uncalibrated" in method_words(UNCALIBRATED, BINARY.estimate_method)
     assert "Platt" in method_words(back, BINARY.estimate_method)
     assert method_words(back, REGRESSION.estimate_method).startswith("not estimated")
-    (tmp_path / CALIBRATION).write_text(json.dumps({"format": "nightshift.calibration/1", "calibrator": {"a": "x"}}))
+    (tmp_path / CALIBRATION).write_text(json.dumps({"format": "model.calibration/1", "calibrator": {"a": "x"}}))
     with pytest.raises(ValueError, match="is corrupt"):
         read_model_card(tmp_path)
 
@@ -99,7 +99,7 @@ def test_small_holdouts_and_regression_get_no_calibrator_but_a_reference():
 
 def test_bundle_round_trip_with_and_without_calibration(tmp_path, spec):
     from tests.test_robustness import features, tiny_bundle
-    from training.bundle import load_bundle
+    from model.bundle import load_bundle
 
     table = features(spec)
     old = tiny_bundle(tmp_path / "old", spec, table)

@@ -364,7 +364,7 @@ def _save_bundle(home: str, name: str) -> None:
 
     from nightshift.lake import FEATURES
     from nightshift.settings import ModelSettings, load_settings
-    from training.bundle import save_bundle
+    from model.bundle import save_bundle
     from training.train import init_model
 
     os.environ.update({"NIGHTSHIFT_HOME": home, "NIGHTSHIFT_CONFIG": str(REPO_TOML)})

@@ -1,4 +1,4 @@
-"""The numpy forward pass scoring runs (training/inference.py) against the torch network it mirrors."""
+"""The numpy forward pass scoring runs (model/folded.py) against the torch network it mirrors."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from nightshift.task import task_for
-from training.inference import FoldedNet, expected_shapes, misfit
-from training.model import TabularNet, predict_logits
+from model.folded import FoldedNet, expected_shapes, misfit
+from model.tabularnet import TabularNet, predict_logits
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,7 +123,7 @@ def test_loading_a_bundle_and_scoring_imports_no_torch(tmp_path, spec):
     code = f"""
 import sys, json
 import pyarrow.parquet as pq
-from training.bundle import load_bundle
+from model.bundle import load_bundle
 b = load_bundle({str(bundle)!r})
 p = b.predict(pq.read_table({str(tmp_path / 'rows.parquet')!r}))
 print(json.dumps({{"torch": "torch" in sys.modules, "n": len(p), "first": float(p[0])}}))
@@ -131,7 +131,7 @@ print(json.dumps({{"torch": "torch" in sys.modules, "n": len(p), "first": float(
     out = json.loads(subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
                                     env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}).stdout)
     assert out == {"torch": False, "n": 300, "first": pytest.approx(out["first"])}
-    from training.bundle import load_bundle
+    from model.bundle import load_bundle
 
     loaded = load_bundle(bundle)
     assert loaded.predict(table)[0] == out["first"]  # the same numbers in a process that has torch

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.model import TabularNet, predict_logits
+from model.tabularnet import TabularNet, predict_logits
 
 
 def batch(n=64, n_num=6, cards=(5, 3), seed=0):

@@ -140,7 +140,7 @@ def test_every_signal_is_recorded_fired_or_not():
 
 def test_metric_evidence_reads_the_champions_newest_ready_window():
     from batch_scoring.policy import metric_evidence
-    from nightshift.calibration import Reference
+    from model.calibration import Reference
 
     def row(p, version, matured, ready, realized):
         return {"prediction_ds": p, "model_version": version, "matured": matured, "signal_ready": ready,

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from nightshift.spec import DatasetSpec
-from training.preprocess import Preprocessor
+from model.preprocess import Preprocessor
 
 SPEC = DatasetSpec(entity_id="id", numeric=("a", "b"), categorical=("color", "size"), label="y")
 

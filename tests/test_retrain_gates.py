@@ -94,7 +94,7 @@ def _drift_on_record(lake, ds: str, flagged: set[str]) -> None:
 
 
 def test_after_a_drift_the_gate_judges_on_the_holdout_rows_since_the_onset(settings, lake):
-    from nightshift.calibration import read_model_card
+    from model.calibration import read_model_card
 
     s = settings.with_overrides({**FAST, "gate.power_check": False, "gate.min_rows": 200, "training.holdout_days": 5,
                                  "training.drift_candidates": []})

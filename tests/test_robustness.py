@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from training.bundle import META, WEIGHTS, BundleCorrupt, load_bundle, save_bundle
+from model.bundle import META, WEIGHTS, BundleCorrupt, load_bundle, save_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 DS = "2026-01-03"

@@ -221,7 +221,7 @@ def test_a_drift_triggered_retrain_runs_a_tournament_of_child_runs(settings, lak
     if window == "recent":
         assert mv.tags["nightshift.lineage.onset"] == add_days(START, 24)  # the first drifted night on record
     assert client.get_run(mv.run_id).data.tags["nightshift.cpu_fallback"].startswith("no CUDA device")
-    from training.bundle import load_bundle
+    from model.bundle import load_bundle
 
     validation = load_bundle(registry.local_path("2")).meta["validation"]
     assert validation["since_onset"] == add_days(START, 24) and validation["rows"] >= 50  # judged on the new world only
@@ -286,7 +286,7 @@ def test_smoke_mode_retrains_on_cpu_in_a_few_steps(home, settings, lake, capsys)
     run = registry.client.get_run(registry.client.get_model_version(registry.name, "1").run_id)
     assert run.data.params["training.max_steps"] == "5" and run.data.params["training.device"] == "cpu"
     assert run.data.tags["nightshift.cpu_fallback"] == "training.device=cpu"
-    from training.bundle import load_bundle
+    from model.bundle import load_bundle
 
     steps = load_bundle(registry.local_path("1")).meta["history"]
     assert len(steps) == 1  # 5 steps of 512 rows: the first epoch is cut short

@@ -11,7 +11,7 @@ import torch
 
 from nightshift.settings import ModelSettings, TrainingSettings
 from nightshift.spec import DatasetSpec
-from training.bundle import load_bundle, save_bundle
+from model.bundle import load_bundle, save_bundle
 from training.evaluate import auc
 from training.train import FitResult, fit, init_model, labels, resolve_device
 

@@ -14,7 +14,7 @@ import torch
 from nightshift.settings import ModelSettings, TrainingSettings
 from nightshift.spec import DatasetSpec
 from nightshift.task import task_for
-from training.bundle import load_bundle, save_bundle
+from model.bundle import load_bundle, save_bundle
 from training.evaluate import auc
 from training.train import NonFiniteLoss, UntrainableWindow, check_trainable, fit, init_model, labels
 
@@ -196,7 +196,7 @@ class Block:
         if name.split('.')[0] in {'airflow', 'mlflow', 'alibi_detect', 'pydantic', 'rich'}:
             raise ImportError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
-import training.train, training.model, training.preprocess, training.bundle, training.reweight
+import training.train, model.tabularnet, model.preprocess, model.bundle, training.reweight
 print('ok')
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -54,7 +54,7 @@ def champion_at_end_of(registry: Registry, ds: str):
 
 def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", reasons: list[str] | None = None) -> dict[str, Any]:
     """Build and stage the training window for `ds`, and decide whether to train on it."""
-    from training.bundle import load_bundle
+    from model.bundle import load_bundle
     from training.evaluate import choose_holdout, detectable_gain, effective_gate, judge_power
     from training.window import since_onset
 
@@ -223,7 +223,7 @@ def pick_best(scores: list[dict[str, Any]]) -> int | None:
 
 def _candidate_weights(kind: str, table: pa.Table, settings: "Settings", onset: str | None):
     """Sampling weights for a candidate's window kind over `table`, with notes; (None, []) for uniform."""
-    from training.preprocess import Preprocessor
+    from model.preprocess import Preprocessor
     from training.reweight import recent_weights, representative_weights
     from training.window import EVENT_DS
 
@@ -242,7 +242,7 @@ def _candidate_weights(kind: str, table: pa.Table, settings: "Settings", onset: 
 
 def _load_source(settings: "Settings", registry: Registry, champion_ref, init_from: str):
     """The bundle a warm or transfer start begins from, and its name for the lineage."""
-    from training.bundle import load_bundle
+    from model.bundle import load_bundle
 
     src = settings.training.transfer_from if init_from == "transfer" else None
     if src:
@@ -270,8 +270,8 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
     import time
 
     from training import tracking
-    from nightshift.calibration import write_model_card
-    from training.bundle import save_bundle
+    from model.calibration import write_model_card
+    from model.bundle import save_bundle
     from training.train import NonFiniteLoss, UntrainableWindow, check_trainable, fit, init_model, resolve_device
     from training.window import split_validation
 
@@ -431,8 +431,8 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
 
 def _model_card(settings: "Settings", lake: Lake, window: dict[str, Any], bundle_dir: Path):
     """Calibrator and reference from the new model on the gate's holdout: newest labelled days it never trained on."""
-    from nightshift.calibration import fit_model_card
-    from training.bundle import load_bundle
+    from model.calibration import fit_model_card
+    from model.bundle import load_bundle
 
     task = task_for(settings.dataset.task)
     holdout, days = _judged_holdout(lake, window)
@@ -475,7 +475,7 @@ def _log_loser(registry, ds, got, name, trigger, reasons, settings, window, pare
 
 def evaluate_challenger(settings: "Settings", ds: str, window: dict[str, Any], version: str) -> dict[str, Any]:
     """Score champion and challenger on the same holdout and judge the challenger."""
-    from training.bundle import load_bundle
+    from model.bundle import load_bundle
     from training.evaluate import effective_gate, judge_challenger, judge_first_model, paired_bootstrap, segment_deltas
 
     lake = Lake(settings.lake_uri)

@@ -20,13 +20,13 @@ import pyarrow as pa
 import torch
 
 from nightshift.task import Task, task_for
-from training.model import TabularNet, predict_logits
-from training.preprocess import Preprocessor
+from model.tabularnet import TabularNet, predict_logits
+from model.preprocess import Preprocessor
 
 if TYPE_CHECKING:
     from nightshift.settings import ModelSettings, TrainingSettings
     from nightshift.spec import DatasetSpec
-    from training.bundle import Bundle
+    from model.bundle import Bundle
 
 log = logging.getLogger("nightshift.training")
 

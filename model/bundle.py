@@ -5,12 +5,12 @@
     preprocessor.json   scaling stats, vocabularies, the target's scale
     reference.parquet   a fixed-size sample of the training window: the drift reference
     bundle.json         metadata: task, spec, metrics, training window, init_from, device, versions
-    calibration.json    optional: the Platt calibrator and the holdout reference (`nightshift.calibration`);
+    calibration.json    optional: the Platt calibrator and the holdout reference (`model.calibration`);
                         a bundle without it (made before it existed) loads, and is "uncalibrated"
 
 Loading never unpickles: weights come from safetensors (a JSON header and raw tensors), the
 rest from JSON. Loading and predicting need no torch: `predict` runs the numpy forward pass
-of `training.inference`, and the torch network (`Bundle.model`, for warm starts and
+of `model.folded`, and the torch network (`Bundle.model`, for warm starts and
 transfer) is built from the same weights only when something asks for it. A damaged or
 foreign file (truncated weights, a pickle planted where weights belong, invalid JSON, tensors that do not fit the architecture) raises `BundleCorrupt`,
 which names the file and what to do.
@@ -28,15 +28,15 @@ import numpy as np
 import pyarrow as pa
 from safetensors import SafetensorError
 
-from nightshift.calibration import ModelCard, read_model_card, write_model_card
+from model.calibration import ModelCard, read_model_card, write_model_card
 from nightshift.task import Task, task_for
-from training.inference import FoldedNet, expected_shapes, misfit
-from training.preprocess import Preprocessor
+from model.folded import FoldedNet, expected_shapes, misfit
+from model.preprocess import Preprocessor
 
 if TYPE_CHECKING:
     import torch
 
-    from training.model import TabularNet
+    from model.tabularnet import TabularNet
 
 FORMAT = "nightshift.bundle/2"
 WEIGHTS, ARCHITECTURE, PREPROCESSOR, REFERENCE, META = (
@@ -87,7 +87,7 @@ class Bundle:
         if self._model is None:
             import torch
 
-            from training.model import TabularNet
+            from model.tabularnet import TabularNet
 
             model = TabularNet.from_architecture(self.architecture)
             model.load_state_dict({k: torch.from_numpy(v) for k, v in self._weights.items()}, strict=True)

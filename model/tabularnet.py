@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from training.inference import FORMAT
+from model.folded import FORMAT
 
 
 class TabularNet(nn.Module):

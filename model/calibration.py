@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 CALIBRATION = "calibration.json"
-FORMAT = "nightshift.calibration/1"
+FORMAT = "model.calibration/1"
 _EPS = 1e-12
 MIN_CALIBRATION_ROWS = 50  # and at least MIN_CLASS of each class: fewer and the calibrator is left out
 MIN_CLASS = 5
