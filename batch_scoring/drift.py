@@ -118,7 +118,8 @@ def detect_drift(settings: "Settings", ds: str, *, lake: Lake | None = None, set
     version = scored_by(lake, ds)
     if version is None:
         raise RuntimeError(f"predictions/ds={ds} is missing: score the night before checking drift")
-    bundle = load_bundle(Registry(settings, lake).local_path(version.split(",")[-1]))
+    bundle = load_bundle(Registry(settings, lake).local_path(version.split(",")[-1]),
+                         allow_code_drift=settings.model.allow_code_drift)
     reference, ref_kind, ref_id = reference_for(settings, lake, bundle, version)
 
     n_rows = lake.dataset(FEATURES, ds).count_rows()

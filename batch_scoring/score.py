@@ -98,7 +98,7 @@ def score_group(settings: "Settings", item: dict, model: str | None = None, *, r
     if ref is None or bundle is None:
         registry = Registry(settings, lake)
         ref = ref or registry.resolve(ds, mode)
-        bundle = bundle or load_bundle(registry.local_path(ref.version))
+        bundle = bundle or load_bundle(registry.local_path(ref.version), allow_code_drift=settings.model.allow_code_drift)
     files = item["files"]
     schema = predictions.schema(spec, lake.dataset(FEATURES, ds).schema.field(spec.entity_id).type)
     key = write_key(run_id, item["fingerprint"], ref.version)
@@ -287,7 +287,7 @@ def score_partition(settings: "Settings", ds: str, model: str | None = None, *, 
         registry = Registry(settings, lake)
         mode = model or settings.scoring.model
         ref = ref or registry.resolve(ds, mode)
-        bundle = load_bundle(registry.local_path(ref.version))
+        bundle = load_bundle(registry.local_path(ref.version), allow_code_drift=settings.model.allow_code_drift)
         items = plan(settings, ds, lake=lake, fingerprint=fingerprint.result())
     run_id = run_id or f"{IN_PROCESS}{uuid.uuid4().hex[:12]}"
     try:

@@ -1,17 +1,22 @@
 """A model bundle: a directory that describes itself, with nothing to unpickle.
 
     model.safetensors   the weights
-    architecture.json   how to rebuild the network
+    architecture.json   how to rebuild the network: builder, params, shapes, and the code it came from
+                        (modules, distribution, version, source hash; `model.architectures`)
     preprocessor.json   scaling stats, vocabularies, the target's scale
     reference.parquet   a fixed-size sample of the training window: the drift reference
     bundle.json         metadata: task, spec, metrics, training window, init_from, device, versions
-    calibration.json    optional: the Platt calibrator and the holdout reference (`model.calibration`);
+    calibration.json    optional: the calibrator and the holdout reference (`model.calibration`);
                         a bundle without it (made before it existed) loads, and is "uncalibrated"
 
 Loading never unpickles: weights come from safetensors (a JSON header and raw tensors), the
-rest from JSON. Loading and predicting need no torch: `predict` runs the numpy forward pass
-of `model.folded`, and the torch network (`Bundle.model`, for warm starts and
-transfer) is built from the same weights only when something asks for it. A damaged or
+rest from JSON. For `tabularnet`, loading and predicting need no torch: `predict` runs the
+numpy forward pass of `model.folded`, and the torch network (`Bundle.model`, for warm starts
+and transfer) is built from the same weights only when something asks for it. Any other
+architecture is rebuilt by its recorded builder and scores through torch (`model.torchnet`).
+Loading refuses a bundle whose builder's source hash differs from the installed code
+(`architectures.CodeDrift`, both hashes named) unless `allow_code_drift` is set; a bundle
+folder is never put on `sys.path`. A damaged or
 foreign file (truncated weights, a pickle planted where weights belong, invalid JSON, tensors that do not fit the architecture) raises `BundleCorrupt`,
 which names the file and what to do.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,15 +34,17 @@ import numpy as np
 import pyarrow as pa
 from safetensors import SafetensorError
 
+from model import architectures as arch
 from model.calibration import ModelCard, read_model_card, write_model_card
-from nightshift.task import Task, task_for
 from model.folded import FoldedNet, expected_shapes, misfit
 from model.preprocess import Preprocessor
+from nightshift.task import Task, task_for
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
-    from model.tabularnet import TabularNet
+log = logging.getLogger("nightshift.model")
 
 FORMAT = "nightshift.bundle/2"
 WEIGHTS, ARCHITECTURE, PREPROCESSOR, REFERENCE, META = (
@@ -58,10 +66,10 @@ class Bundle:
     """A loaded model: preprocessor, metadata and weights; predictions in numpy, the torch network on demand.
 
     Built by `load_bundle` from a bundle's files (`weights` and `architecture`), or around a
-    trained `TabularNet` (`model`), as the benchmarks and tests do.
+    trained module (`model`), as the benchmarks and tests do.
     """
 
-    def __init__(self, model: "TabularNet | None" = None, preprocessor: Preprocessor | None = None,
+    def __init__(self, model: "nn.Module | None" = None, preprocessor: Preprocessor | None = None,
                  meta: dict[str, Any] | None = None, device: "str | torch.device" = "cpu", path: Path | None = None, *,
                  weights: dict[str, np.ndarray] | None = None, architecture: dict[str, Any] | None = None):
         if model is None and (weights is None or architecture is None):
@@ -70,27 +78,30 @@ class Bundle:
             raise ValueError("a Bundle needs its preprocessor")
         self._model = model
         self._weights = weights
-        self.architecture = architecture if architecture is not None else model.architecture()
+        self.architecture = arch.normalise(architecture) if architecture is not None else arch.architecture_of(model)
         self.preprocessor = preprocessor
         self.meta = dict(meta or {})
         self.device = device
         self.path = path
-        self._net: FoldedNet | None = None
+        self._net = None
 
     @property
     def task(self) -> Task:
         return task_for(self.meta.get("task", "binary"))
 
     @property
-    def model(self) -> "TabularNet":
-        """The torch network, in eval mode on the bundle's device (built from the weights on first use)."""
+    def model(self) -> "nn.Module":
+        """The torch network, in eval mode on the bundle's device (rebuilt by its recorded builder on first use)."""
         if self._model is None:
             import torch
 
-            from model.tabularnet import TabularNet
-
-            model = TabularNet.from_architecture(self.architecture)
-            model.load_state_dict({k: torch.from_numpy(v) for k, v in self._weights.items()}, strict=True)
+            model = arch.build(self.architecture["builder"], arch.spec_of(self.architecture), check=False)
+            try:
+                model.load_state_dict({k: torch.from_numpy(v) for k, v in self._weights.items()}, strict=True)
+            except RuntimeError as exc:
+                raise BundleCorrupt(Path(self.path or ".") / WEIGHTS,
+                                    f"its tensors do not fit {self.architecture['builder']} ({str(exc)[:300]})") from None
+            model.nightshift_architecture = self.architecture
             self._model = model.to(torch.device(self.device)).eval()
         return self._model
 
@@ -102,16 +113,24 @@ class Bundle:
         return self._weights
 
     @property
-    def net(self) -> FoldedNet:
-        """The numpy forward pass that `predict` runs (built once; a bundle's weights do not change)."""
+    def net(self):
+        """What `predict` runs, built once: the numpy fast path for `tabularnet`, torch (`TorchNet`) otherwise."""
         if self._net is None:
-            self._net = FoldedNet(self.architecture, self.weights)
+            if arch.is_tabularnet(self.architecture):
+                self._net = FoldedNet(arch.tabularnet_v1(self.architecture), self.weights)
+            else:
+                from model.torchnet import TorchNet
+
+                self._net = TorchNet(self.model, self.architecture["cardinalities"])
         return self._net
+
+    def logits(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+        """Raw outputs [n, n_outputs] float32."""
+        return self.net.logits(*self.preprocessor.transform(batch))
 
     def predict(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
         """The task's prediction per row, float64: P(y=1) for binary, the value for regression."""
-        x_num, x_cat = self.preprocessor.transform(batch)
-        return self.task.prediction(self.net.logits(x_num, x_cat), self.preprocessor.target)
+        return self.task.prediction(self.logits(batch), self.preprocessor.target)
 
     @property
     def card(self) -> ModelCard:
@@ -125,7 +144,7 @@ class Bundle:
         return pq.read_table(self.path / REFERENCE)
 
 
-def save_bundle(path: str | os.PathLike, model: TabularNet, preprocessor: Preprocessor, meta: dict[str, Any],
+def save_bundle(path: str | os.PathLike, model: "nn.Module", preprocessor: Preprocessor, meta: dict[str, Any],
                 reference: pa.Table, card: ModelCard | None = None) -> Path:
     """Write the five files of a bundle into `path` (created if needed), and calibration.json when `card` is given."""
     import pyarrow.parquet as pq
@@ -140,7 +159,7 @@ def save_bundle(path: str | os.PathLike, model: TabularNet, preprocessor: Prepro
     # safetensors wants contiguous CPU tensors that share no storage.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     save_file(tensors, str(path / WEIGHTS), metadata={"format": FORMAT})
-    _write_json(path / ARCHITECTURE, model.architecture())
+    _write_json(path / ARCHITECTURE, arch.architecture_of(model))
     _write_json(path / PREPROCESSOR, preprocessor.to_dict())
     meta = {
         **meta,
@@ -154,8 +173,12 @@ def save_bundle(path: str | os.PathLike, model: TabularNet, preprocessor: Prepro
     return path
 
 
-def load_bundle(path: str | os.PathLike, device: "str | torch.device" = "cpu") -> Bundle:
-    """Rebuild a bundle from its JSON and safetensors files, without torch; `Bundle.model` comes in eval mode."""
+def load_bundle(path: str | os.PathLike, device: "str | torch.device" = "cpu", *, allow_code_drift: bool = False) -> Bundle:
+    """Rebuild a bundle from its JSON and safetensors files (without torch for `tabularnet`); `Bundle.model` comes in eval mode.
+
+    Raises `architectures.CodeDrift` when the installed model code is not the recorded code,
+    unless `allow_code_drift` (`model.allow_code_drift`), which logs it instead.
+    """
     from safetensors.numpy import load_file
 
     path = Path(path)
@@ -169,15 +192,20 @@ def load_bundle(path: str | os.PathLike, device: "str | torch.device" = "cpu") -
         raise BundleCorrupt(path / WEIGHTS, f"it does not match the checksum in {META} (the bundle is damaged or mixed up)")
     architecture = _read_json(path / ARCHITECTURE)
     try:
-        expected_shapes(architecture)  # its format, and every field there, of the right type
+        architecture = arch.normalise(architecture)
+        if arch.is_tabularnet(architecture):
+            expected_shapes(arch.tabularnet_v1(architecture))  # every field there, of the right type
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BundleCorrupt(path / ARCHITECTURE, f"it does not describe a network ({exc})") from None
+    warning = arch.check_code(architecture.get("code"), f"model bundle {path}", allow_code_drift)
+    if warning:
+        log.warning("%s", warning)
     try:
         # safetensors parses a JSON header and copies raw bytes: a pickle here is rejected, never run.
         weights = load_file(str(path / WEIGHTS))
     except (SafetensorError, TypeError, ValueError) as exc:
         raise BundleCorrupt(path / WEIGHTS, f"it is not a safetensors file ({exc})") from None
-    problem = misfit(architecture, weights)
+    problem = misfit(arch.tabularnet_v1(architecture), weights) if arch.is_tabularnet(architecture) else None
     if problem:
         raise BundleCorrupt(path / WEIGHTS, f"its tensors do not fit {ARCHITECTURE} ({problem})")
     pre = _read_json(path / PREPROCESSOR)
@@ -186,9 +214,9 @@ def load_bundle(path: str | os.PathLike, device: "str | torch.device" = "cpu") -
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BundleCorrupt(path / PREPROCESSOR, f"a field is missing or of the wrong type ({exc})") from None
     fits = (preprocessor.n_numeric_inputs, preprocessor.cardinalities)
-    if fits != (int(architecture["n_numeric_inputs"]), [int(c) for c in architecture["cardinalities"]]):
+    if fits != (int(architecture["n_numeric"]), [int(c) for c in architecture["cardinalities"]]):
         raise BundleCorrupt(path / PREPROCESSOR, f"it does not fit {ARCHITECTURE}: {fits[0]} numeric inputs and cardinalities "
-                            f"{fits[1]}, where the network has {architecture['n_numeric_inputs']} and {architecture['cardinalities']}")
+                            f"{fits[1]}, where the network has {architecture['n_numeric']} and {architecture['cardinalities']}")
     return Bundle(preprocessor=preprocessor, meta=meta, device=device, path=path, weights=weights, architecture=architecture)
 
 

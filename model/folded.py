@@ -1,4 +1,4 @@
-"""The network's forward pass in numpy: what scoring runs, without importing torch.
+"""TabularNet's forward pass in numpy: the fast path scoring runs for `tabularnet`, without importing torch.
 
 `TabularNet` (training/model.py) is what trains. Scoring only needs its arithmetic, and
 importing torch costs a scoring process about 1.5-2.5 s and 300 MB before the first row is
@@ -23,7 +23,8 @@ written:
 The result matches `TabularNet` to float32 rounding (the tests check both against each
 other on every architecture the project builds). Only the layer pattern `TabularNet` has
 is understood: Linear, LayerNorm, ReLU, Dropout (the identity in inference) per hidden
-layer, then a one-output head.
+layer, then a linear head of `n_outputs` logits. Any other architecture scores through torch
+(`model.torchnet.TorchNet`).
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def expected_shapes(architecture: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         linear, norm = f"backbone.{LAYER_STRIDE * j}", f"backbone.{LAYER_STRIDE * j + 1}"
         shapes.update({f"{linear}.weight": (h, width), f"{linear}.bias": (h,), f"{norm}.weight": (h,), f"{norm}.bias": (h,)})
         width = h
-    shapes.update({"head.weight": (1, width), "head.bias": (1,)})
+    k = int(architecture.get("n_outputs", 1))
+    shapes.update({"head.weight": (k, width), "head.bias": (k,)})
     return shapes
 
 
@@ -90,7 +92,7 @@ class FoldedNet:
         # Per hidden layer: its Linear (W [out, in], b) and LayerNorm (gamma, beta), in float64 while folding.
         linears = [(f64[f"backbone.{LAYER_STRIDE * j}.weight"], f64[f"backbone.{LAYER_STRIDE * j}.bias"]) for j in range(len(hidden))]
         norms = [(f64[f"backbone.{LAYER_STRIDE * j + 1}.weight"], f64[f"backbone.{LAYER_STRIDE * j + 1}.bias"]) for j in range(len(hidden))]
-        head_w, head_b = f64["head.weight"][0], float(f64["head.bias"][0])
+        head_w, head_b = f64["head.weight"].T, f64["head.bias"]  # [width, k], [k]
         # relu(gamma * z + beta) = gamma * relu(z + beta / gamma) where every gamma > 0: gamma then
         # scales the next layer's input weights, and LayerNorm's affine step costs one add.
         self.scaled = []
@@ -102,7 +104,7 @@ class FoldedNet:
                 if j + 1 < len(linears):
                     linears[j + 1] = (linears[j + 1][0] * gamma[None, :], linears[j + 1][1])
                 else:
-                    head_w = head_w * gamma
+                    head_w = head_w * gamma[:, None]
         # LayerNorm first subtracts each row's mean over the layer's outputs. That mean is linear
         # in the inputs, so it is subtracted from the weights once: W - mean_out(W), b - mean(b).
         linears = [(w - w.mean(axis=0, keepdims=True), b - b.mean()) for w, b in linears]
@@ -117,14 +119,15 @@ class FoldedNet:
             self.layers.append((None if j == 0 else np.ascontiguousarray(w.T, dtype=np.float32), b.astype(np.float32),
                                 None if self.scaled[j] else gamma.astype(np.float32), beta.astype(np.float32)))
         self.head_w = np.ascontiguousarray(head_w, dtype=np.float32)
-        self.head_b = np.float32(head_b)
+        self.head_b = head_b.astype(np.float32)
+        self.n_outputs = self.head_w.shape[1]
 
     @property
     def macs_per_row(self) -> int:
         """Multiply-adds per row as computed here (a category lookup counts as none)."""
         widths = [self.w_num.shape[1]] + [wt.shape[1] for wt, *_ in self.layers[1:]]
         macs = self.n_numeric_inputs * widths[0] + sum(a * b for a, b in zip(widths, widths[1:]))
-        return macs + widths[-1]
+        return macs + widths[-1] * self.n_outputs
 
     def input_space(self, x_num: np.ndarray, x_cat: np.ndarray) -> np.ndarray:
         """The network's input rows, [n, n_numeric_inputs + n_cat * embedding_dim] float32 (drift's MMD works here)."""
@@ -132,7 +135,7 @@ class FoldedNet:
                                *(emb[x_cat[:, i]] for i, emb in enumerate(self.embeddings))], axis=1)
 
     def logits(self, x_num: np.ndarray, x_cat: np.ndarray) -> np.ndarray:
-        """Raw outputs [n] float32, from numeric inputs [n, n_numeric_inputs] and category indices [n, n_cat]."""
+        """Raw outputs [n, n_outputs] float32, from numeric inputs [n, n_numeric_inputs] and category indices [n, n_cat]."""
         n = x_num.shape[0]
         if x_num.shape[1:] != (self.n_numeric_inputs,) or x_cat.shape != (n, len(self.cardinalities)):
             raise ValueError(f"inputs of shape {x_num.shape} and {x_cat.shape} do not fit a network of "
@@ -144,7 +147,7 @@ class FoldedNet:
             rows[:, g] = offset
             for i, stride in members:
                 rows[:, g] += x_cat[:, i] * stride
-        out = np.empty(n, dtype=np.float32)
+        out = np.empty((n, self.n_outputs), dtype=np.float32)
         gathered = np.empty((min(n, BLOCK_ROWS), self.table.shape[1]), dtype=np.float32)
         for start in range(0, n, BLOCK_ROWS):
             stop = min(start + BLOCK_ROWS, n)

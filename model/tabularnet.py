@@ -1,4 +1,4 @@
-"""The network: embeddings for categorical features, an MLP backbone, a one-logit head.
+"""The default network (`tabularnet`): embeddings for categorical features, an MLP backbone, a linear head.
 
 Layers are LayerNorm, not BatchNorm, so a row's score never depends on which other rows
 share its batch, and the last short batch of an epoch needs no special case.
@@ -13,8 +13,22 @@ from torch import nn
 
 from model.folded import FORMAT
 
+PARAMS = ("embedding_dim", "hidden", "dropout")
+
+
+def build(spec) -> TabularNet:
+    """The `tabularnet` builder: `spec.params` may set embedding_dim, hidden and dropout."""
+    unknown = sorted(set(spec.params) - set(PARAMS))
+    if unknown:
+        raise ValueError(f"tabularnet takes the params {list(PARAMS)}; unknown: {unknown}")
+    p = {"embedding_dim": 8, "hidden": (128, 64), "dropout": 0.1, **spec.params}
+    return TabularNet(spec.n_numeric, list(spec.cardinalities), int(p["embedding_dim"]), tuple(p["hidden"]),
+                      float(p["dropout"]), n_outputs=spec.n_outputs)
+
 
 class TabularNet(nn.Module):
+    head_prefixes = ("head.",)
+
     def __init__(
         self,
         n_numeric_inputs: int,
@@ -22,6 +36,7 @@ class TabularNet(nn.Module):
         embedding_dim: int = 8,
         hidden: tuple[int, ...] = (128, 64),
         dropout: float = 0.1,
+        n_outputs: int = 1,
     ):
         super().__init__()
         if not hidden:
@@ -33,6 +48,7 @@ class TabularNet(nn.Module):
         self.embedding_dim = int(embedding_dim)
         self.hidden = tuple(int(h) for h in hidden)
         self.dropout_p = float(dropout)
+        self.n_outputs = int(n_outputs)
 
         self.embeddings = nn.ModuleList(nn.Embedding(c, self.embedding_dim) for c in self.cardinalities)
         layers: list[nn.Module] = []
@@ -41,12 +57,20 @@ class TabularNet(nn.Module):
             layers += [nn.Linear(width, h), nn.LayerNorm(h), nn.ReLU(), nn.Dropout(self.dropout_p)]
             width = h
         self.backbone = nn.Sequential(*layers)
-        self.head = nn.Linear(width, 1)
+        self.head = nn.Linear(width, self.n_outputs)
+
+    @property
+    def growable(self) -> dict[str, int]:
+        """The embedding tables by state-dict name, each with its categorical feature's index."""
+        return {f"embeddings.{i}.weight": i for i in range(len(self.cardinalities))}
+
+    def embed(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
+        """The network's input rows: numeric inputs and every category's embedding (drift's MMD works here)."""
+        return torch.cat([x_num, *(emb(x_cat[:, i]) for i, emb in enumerate(self.embeddings))], dim=1)
 
     def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
-        """Logits [n] from numeric inputs [n, n_numeric_inputs] and category indices [n, n_cat]."""
-        parts = [x_num, *(emb(x_cat[:, i]) for i, emb in enumerate(self.embeddings))]
-        return self.head(self.backbone(torch.cat(parts, dim=1))).squeeze(-1)
+        """Logits [n, n_outputs] from numeric inputs [n, n_numeric_inputs] and category indices [n, n_cat]."""
+        return self.head(self.backbone(self.embed(x_num, x_cat)))
 
     def architecture(self) -> dict[str, Any]:
         """Everything needed to rebuild this network (the weights live in safetensors)."""
@@ -57,17 +81,19 @@ class TabularNet(nn.Module):
             "embedding_dim": self.embedding_dim,
             "hidden": list(self.hidden),
             "dropout": self.dropout_p,
+            "n_outputs": self.n_outputs,
         }
 
     @classmethod
     def from_architecture(cls, d: dict[str, Any]) -> TabularNet:
         if d.get("format") != FORMAT:
             raise ValueError(f"not an architecture of format {FORMAT!r}: got format {d.get('format')!r}")
-        return cls(d["n_numeric_inputs"], list(d["cardinalities"]), d["embedding_dim"], tuple(d["hidden"]), d["dropout"])
+        return cls(d["n_numeric_inputs"], list(d["cardinalities"]), d["embedding_dim"], tuple(d["hidden"]), d["dropout"],
+                   n_outputs=int(d.get("n_outputs", 1)))
 
     def new_head(self) -> TabularNet:
         """A freshly initialised head on the same backbone (transfer learning: a new target)."""
-        self.head = nn.Linear(self.head.in_features, 1, device=self.head.weight.device, dtype=self.head.weight.dtype)
+        self.head = nn.Linear(self.head.in_features, self.n_outputs, device=self.head.weight.device, dtype=self.head.weight.dtype)
         return self
 
     def body_parameters(self) -> list[nn.Parameter]:
@@ -103,6 +129,6 @@ class TabularNet(nn.Module):
 
 @torch.inference_mode()
 def predict_logits(model: nn.Module, x_num: torch.Tensor, x_cat: torch.Tensor, chunk_rows: int = 65_536) -> torch.Tensor:
-    """Logits for all rows, in chunks so memory stays bounded; the model must be in eval mode."""
+    """Logits [n, n_outputs] for all rows, in chunks so memory stays bounded; the model must be in eval mode."""
     out = [model(x_num[i:i + chunk_rows], x_cat[i:i + chunk_rows]).float() for i in range(0, x_num.shape[0], chunk_rows)]
-    return torch.cat(out) if out else torch.empty(0, device=x_num.device)
+    return torch.cat(out) if out else torch.empty(0, getattr(model, "n_outputs", 1), device=x_num.device)

@@ -15,6 +15,13 @@ class TaskName(StrEnum):
     REGRESSION = "regression"
 
 
+class Architecture(StrEnum):
+    """The built-in networks (`model.architectures` maps each to its module); a user's is 'package.module:build'."""
+
+    TABULARNET = "tabularnet"
+    FT_TRANSFORMER = "ft_transformer"
+
+
 class InitFrom(StrEnum):
     """Where a retrain's weights start."""
 

@@ -21,16 +21,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from nightshift.choices import InitFrom, ModelSelection, WindowKind
+from nightshift.choices import Architecture, InitFrom, ModelSelection, WindowKind
 from nightshift.spec import DatasetSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+_BUILDER_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 
@@ -50,9 +52,31 @@ class ModelSettings(BaseModel):
     model_config = _FROZEN
 
     name: str = "nightshift-model"  # the MLflow registered model name
+    architecture: str = Field("tabularnet", description="the network a scratch retrain builds: a built-in ('tabularnet', "
+                              "'ft_transformer') or your own 'package.module:build' (README: Your own model)")
+    params: dict[str, Any] = Field(default_factory=dict, description="passed to the builder as spec.params; for "
+                                   "tabularnet they override hidden, embedding_dim and dropout below")
+    allow_code_drift: bool = Field(False, description="score and promote a bundle whose model code's source hash differs "
+                                   "from the installed code (logged); off: refused, naming both hashes")
     hidden: tuple[int, ...] = (128, 64)
     embedding_dim: int = Field(8, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_architecture(cls, value: str) -> str:
+        # The form only: importing the user's module (and torch) is the retrain's job, before it trains.
+        if value not in {a.value for a in Architecture} and not _BUILDER_PATH.match(value):
+            raise ValueError(f"{value!r} is neither a built-in ({', '.join(a.value for a in Architecture)}) nor an "
+                             "import path of the form 'package.module:build'")
+        return value
+
+    @property
+    def effective_params(self) -> dict[str, Any]:
+        """What the builder gets: for tabularnet, hidden/embedding_dim/dropout under `params`."""
+        if self.architecture == "tabularnet":
+            return {"embedding_dim": self.embedding_dim, "hidden": list(self.hidden), "dropout": self.dropout, **self.params}
+        return dict(self.params)
 
 
 class TrainingSettings(BaseModel):

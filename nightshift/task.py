@@ -36,6 +36,11 @@ if TYPE_CHECKING:
     import torch
 
 
+def _one(out):
+    """The single output column of a one-output task's logits ([n, 1] -> [n]; [n] stays)."""
+    return out[:, 0] if out.ndim == 2 else out
+
+
 class LabelError(ValueError):
     """A label column breaks the task's rule; the message names the column, the rule and the count."""
 
@@ -73,6 +78,10 @@ class Task:
     default_drop_margin: ClassVar[float]  # policy: a drop below the model's own holdout reference, in the gain unit
     first_model_metric: ClassVar[Metric]
     default_first_model_floor: ClassVar[float]
+
+    def n_outputs(self, preprocessor) -> int:
+        """How many logits the network's head gives per row (one for binary and regression)."""
+        return 1
 
     @property
     def metrics(self) -> tuple[Metric, ...]:
@@ -215,17 +224,17 @@ class BinaryTask(Task):
     def loss(self, out, y, target):
         import torch.nn.functional as F
 
-        return F.binary_cross_entropy_with_logits(out.float(), y)
+        return F.binary_cross_entropy_with_logits(_one(out).float(), y)
 
     def link(self, out, target):
         import torch
 
         # Sigmoid in float64: scores near 0 or 1 keep their ranking instead of rounding to 1.0.
-        return torch.sigmoid(out.double())
+        return torch.sigmoid(_one(out).double())
 
     def prediction(self, out, target):
         # The same sigmoid in float64, without overflow for large |x|.
-        x = np.asarray(out, dtype=np.float64)
+        x = _one(np.asarray(out, dtype=np.float64))
         e = np.exp(-np.abs(x))
         return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
@@ -374,15 +383,15 @@ class RegressionTask(Task):
         import torch.nn.functional as F
 
         mean, std = target
-        return F.mse_loss(out.float(), (y - mean) / std)
+        return F.mse_loss(_one(out).float(), (y - mean) / std)
 
     def link(self, out, target):
         mean, std = target
-        return out.double() * std + mean
+        return _one(out).double() * std + mean
 
     def prediction(self, out, target):
         mean, std = target
-        return np.asarray(out, dtype=np.float64) * std + mean
+        return _one(np.asarray(out, dtype=np.float64)) * std + mean
 
     def output_fields(self):
         import pyarrow as pa

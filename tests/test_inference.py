@@ -55,12 +55,43 @@ def test_numpy_logits_match_torch(arch, n, gains):
     x_num, x_cat = _inputs(arch, n)
     want = predict_logits(model, torch.from_numpy(x_num), torch.from_numpy(x_cat)).numpy()
     got = net.logits(x_num, x_cat)
-    assert got.shape == (n,) and got.dtype == np.float32
+    assert got.shape == (n, 1) and got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(want).max(initial=0))))
     # the input space drift's MMD works in is the network's own first input
     if n:
         parts = [torch.from_numpy(x_num), *(emb(torch.from_numpy(x_cat[:, i])) for i, emb in enumerate(model.embeddings))]
         np.testing.assert_allclose(net.input_space(x_num, x_cat), torch.cat(parts, 1).detach().numpy(), rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES[:3], ids=["default", "one-layer", "categorical-only"])
+def test_a_head_of_several_outputs_folds_too(arch):
+    torch.manual_seed(3)
+    model = TabularNet(*arch, n_outputs=3).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.normal_(0, 0.5)
+            if name.startswith("backbone.") and name.endswith(".weight") and p.dim() == 1:
+                p.abs_().add_(0.05)  # the gains fold into the head's three columns
+    net = FoldedNet(model.architecture(), {k: v.numpy() for k, v in model.state_dict().items()})
+    x_num, x_cat = _inputs(arch, 5000)
+    want = predict_logits(model, torch.from_numpy(x_num), torch.from_numpy(x_cat)).numpy()
+    got = net.logits(x_num, x_cat)
+    assert got.shape == (5000, 3)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(want).max())))
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES, ids=[f"{a[0]}num-{len(a[1])}cat" for a in ARCHITECTURES])
+def test_torch_scoring_of_tabularnet_equals_its_numpy_path(arch):
+    """The torch path every other architecture scores through gives tabularnet's numpy numbers (1e-6)."""
+    from model.torchnet import TorchNet
+
+    model = _random_net(arch, positive_gains=True)
+    x_num, x_cat = _inputs(arch, 20_000)
+    folded = FoldedNet(model.architecture(), {k: v.numpy() for k, v in model.state_dict().items()}).logits(x_num, x_cat)
+    through_torch = TorchNet(model, list(arch[1])).logits(x_num, x_cat)
+    assert through_torch.shape == folded.shape == (20_000, 1)
+    scale = max(1.0, float(np.abs(folded).max()))
+    np.testing.assert_allclose(through_torch, folded, rtol=0, atol=1e-6 * scale)
 
 
 def test_the_folded_net_does_less_arithmetic_than_the_network():

@@ -21,13 +21,14 @@ def test_forward_shape():
     torch.manual_seed(0)
     model = TabularNet(6, [5, 3], embedding_dim=4, hidden=(16, 8), dropout=0.0)
     x_num, x_cat, _ = batch()
-    assert model(x_num, x_cat).shape == (64,)
+    assert model(x_num, x_cat).shape == (64, 1)  # the contract: logits [n, n_outputs]
+    assert TabularNet(6, [5, 3], embedding_dim=4, hidden=(8,), n_outputs=3)(x_num, x_cat).shape == (64, 3)
 
 
 def test_no_categorical_features():
     model = TabularNet(6, [], embedding_dim=4, hidden=(8,), dropout=0.0)
     x_num, _, _ = batch()
-    assert model(x_num, torch.empty(64, 0, dtype=torch.int64)).shape == (64,)
+    assert model(x_num, torch.empty(64, 0, dtype=torch.int64)).shape == (64, 1)
 
 
 def test_loss_goes_down_on_one_batch():
@@ -35,9 +36,9 @@ def test_loss_goes_down_on_one_batch():
     model = TabularNet(6, [5, 3], embedding_dim=4, hidden=(32, 16), dropout=0.0)
     x_num, x_cat, y = batch()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    first = F.binary_cross_entropy_with_logits(model(x_num, x_cat), y).item()
+    first = F.binary_cross_entropy_with_logits(model(x_num, x_cat)[:, 0], y).item()
     for step in range(300):
-        loss = F.binary_cross_entropy_with_logits(model(x_num, x_cat), y)
+        loss = F.binary_cross_entropy_with_logits(model(x_num, x_cat)[:, 0], y)
         if loss.item() < 0.1 * first:  # random labels: only memorising gets here
             break
         opt.zero_grad()

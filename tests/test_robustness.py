@@ -86,7 +86,7 @@ CORRUPTIONS = [
     ("garbage weights", lambda b: replace_weights(b, b"\x00" * 64), WEIGHTS, "not a safetensors file"),
     ("architecture not JSON", lambda b: (b / "architecture.json").write_text("{nope"), "architecture.json", "not valid JSON"),
     ("architecture of another net", lambda b: (b / "architecture.json").write_text(json.dumps(
-        {**json.loads((b / "architecture.json").read_text()), "hidden": [4, 4]})), WEIGHTS, "do not fit"),
+        {**json.loads((b / "architecture.json").read_text()), "params": {**json.loads((b / "architecture.json").read_text())["params"], "hidden": [4, 4]}})), WEIGHTS, "do not fit"),
     ("preprocessor not JSON", lambda b: (b / "preprocessor.json").write_bytes(b"\xff\xfe"), "preprocessor.json", "not valid JSON"),
     ("metadata not an object", lambda b: (b / META).write_text("[]"), META, "not a JSON object"),
     ("preprocessor of another vocabulary", lambda b: (b / "preprocessor.json").write_text(json.dumps(

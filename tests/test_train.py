@@ -45,7 +45,7 @@ def predict(model, preprocessor, table):
     x_num, x_cat = preprocessor.transform(table)
     model.eval()
     with torch.inference_mode():
-        return torch.sigmoid(model(torch.from_numpy(x_num), torch.from_numpy(x_cat)).double()).numpy()
+        return torch.sigmoid(model(torch.from_numpy(x_num), torch.from_numpy(x_cat))[:, 0].double()).numpy()
 
 
 @pytest.fixture(scope="module")

@@ -121,7 +121,7 @@ def test_sample_weights_decide_which_rows_an_epoch_draws():
     weighted = fit(model, pre, table, BINARY, settings, sample_weight=weights).model
     x_num, x_cat = pre.transform(test)
     with torch.inference_mode():
-        p = torch.sigmoid(weighted(torch.from_numpy(x_num), torch.from_numpy(x_cat))).numpy()
+        p = torch.sigmoid(weighted(torch.from_numpy(x_num), torch.from_numpy(x_cat))[:, 0]).numpy()
     assert auc(labels(test, "y"), p) > 0.75  # the flipped half was never drawn
     with pytest.raises(ValueError, match="sample_weight must hold 3000"):
         fit(model, pre, table, BINARY, settings, sample_weight=np.ones(10))

@@ -63,7 +63,7 @@ def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", re
     spec, task = settings.dataset, task_for(settings.dataset.task)
     gate = effective_gate(settings.gate, task)
     champion_ref = champion_at_end_of(registry, ds)
-    champion = load_bundle(registry.local_path(champion_ref.version)) if champion_ref else None
+    champion = load_bundle(registry.local_path(champion_ref.version), allow_code_drift=settings.model.allow_code_drift) if champion_ref else None
 
     def power_of(holdout: pa.Table) -> dict[str, Any] | None:
         if champion is None or holdout.num_rows < 2:
@@ -248,10 +248,10 @@ def _load_source(settings: "Settings", registry: Registry, champion_ref, init_fr
     if src:
         name, _, version = src.rpartition(":")
         reg = Registry(settings.with_overrides({"model.name": name}), registry.lake) if name else registry
-        return load_bundle(reg.local_path(version)), f"{reg.name}:{version}"
+        return load_bundle(reg.local_path(version), allow_code_drift=settings.model.allow_code_drift), f"{reg.name}:{version}"
     if champion_ref is None:
         return None, None
-    return load_bundle(registry.local_path(champion_ref.version)), f"{registry.name}:{champion_ref.version}"
+    return load_bundle(registry.local_path(champion_ref.version), allow_code_drift=settings.model.allow_code_drift), f"{registry.name}:{champion_ref.version}"
 
 
 def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, progress: bool = False) -> dict[str, Any]:
@@ -272,7 +272,8 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
     from training import tracking
     from model.calibration import write_model_card
     from model.bundle import save_bundle
-    from training.train import NonFiniteLoss, UntrainableWindow, check_trainable, fit, init_model, resolve_device
+    from training.train import (NonFiniteLoss, UntrainableWindow, check_trainable, fit, init_model, resolve_device,
+                                transplant_record)
     from training.window import split_validation
 
     t0 = time.perf_counter()
@@ -394,6 +395,8 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
             "validation": {"rows": valid_table.num_rows, "since_onset": valid_since},
             "spec": spec.model_dump(mode="json"),
             "history": result.history,
+            "architecture": settings.model.architecture if final["init"] == "scratch" else None,
+            "transplant": transplant_record(result.model),
         }
         extra = {"nightshift.candidate": name, "nightshift.window_kind": final["kind"]}
         if fallback:
@@ -485,7 +488,7 @@ def evaluate_challenger(settings: "Settings", ds: str, window: dict[str, Any], v
     holdout, holdout_days = _judged_holdout(lake, window)
     chosen = window.get("gate_holdout") or {}
     y = task.labels(holdout.column(spec.label), "holdout labels")
-    p_challenger = load_bundle(registry.local_path(version)).predict(holdout)
+    p_challenger = load_bundle(registry.local_path(version), allow_code_drift=settings.model.allow_code_drift).predict(holdout)
     champion_ref = champion_at_end_of(registry, ds)
     too_few = task.too_few(y, gate.min_rows)
 
@@ -503,7 +506,7 @@ def evaluate_challenger(settings: "Settings", ds: str, window: dict[str, Any], v
         evidence.update({"first_model": True, "metric": metric.name, "value": value, "floor": floor,
                          "metrics": task.evaluate(y, p_challenger, settings.scoring.threshold) if len(y) else {}})
     else:
-        p_champion = load_bundle(registry.local_path(champion_ref.version)).predict(holdout)
+        p_champion = load_bundle(registry.local_path(champion_ref.version), allow_code_drift=settings.model.allow_code_drift).predict(holdout)
         boot = paired_bootstrap(y, p_champion, p_challenger, n_boot=gate.n_boot, confidence=gate.confidence,
                                 seed=gate.seed, task=task)
         segments = []

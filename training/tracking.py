@@ -55,6 +55,14 @@ def log_training_run(registry: "Registry", ds: str, *, trigger: str, init_from: 
             client.log_batch(run_id, params=items[i:i + 100])
         client.log_batch(run_id, metrics=metrics, tags=[RunTag("mlflow.source.name", "nightshift retrain")])
         client.log_dict(run_id, {"coverage": window.get("coverage", {}), "notes": window.get("notes", [])}, "window.json")
+        transplanted = getattr(result.model, "transplant_report", None)
+        if transplanted is not None:  # a warm start or transfer: which tensors it copied, grew and initialised
+            client.log_dict(run_id, transplanted.as_dict(), "transplant.json")
+            client.set_tag(run_id, "nightshift.transplant", transplanted.summary())
+        recorded = getattr(result.model, "nightshift_architecture", None)
+        if recorded is not None:
+            client.set_tag(run_id, "nightshift.architecture", str(recorded.get("architecture") or recorded["builder"]))
+            client.set_tag(run_id, "nightshift.code_sha256", str((recorded.get("code") or {}).get("source_sha256")))
         write_signature(bundle_dir, settings, run_id)
         client.log_artifacts(run_id, str(bundle_dir), artifact_path="model")
     except BaseException:

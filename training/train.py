@@ -19,14 +19,18 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from nightshift.task import Task, task_for
-from model.tabularnet import TabularNet, predict_logits
+from torch import nn
+
+from model import architectures as arch
 from model.preprocess import Preprocessor
+from model.tabularnet import predict_logits
+from model.transplant import TransplantReport, is_head, transplant
+from nightshift.task import Task, task_for
 
 if TYPE_CHECKING:
+    from model.bundle import Bundle
     from nightshift.settings import ModelSettings, TrainingSettings
     from nightshift.spec import DatasetSpec
-    from model.bundle import Bundle
 
 log = logging.getLogger("nightshift.training")
 
@@ -65,6 +69,12 @@ def _with_target(preprocessor: Preprocessor, table: pa.Table, spec) -> Preproces
     return Preprocessor.from_dict(d)
 
 
+def model_spec(preprocessor: Preprocessor, spec: DatasetSpec, params: dict[str, Any]) -> arch.ModelSpec:
+    """What the builder gets: the preprocessor's input shape, the task's outputs, the params."""
+    return arch.ModelSpec(preprocessor.n_numeric_inputs, preprocessor.cardinalities,
+                          task_for(spec.task).n_outputs(preprocessor), dict(params))
+
+
 def init_model(
     init_from: str,
     train_table: pa.Table,
@@ -72,18 +82,20 @@ def init_model(
     model_settings: ModelSettings,
     champion: Bundle | None,
     seed: int,
-) -> tuple[TabularNet, Preprocessor]:
-    """The model and preprocessor a retrain starts from."""
+) -> tuple[nn.Module, Preprocessor]:
+    """The model and preprocessor a retrain starts from.
+
+    `scratch` builds `model.architecture` with `model.params`. `warm` and `transfer` rebuild
+    the source's own architecture (builder and params, recorded in its bundle) for today's
+    vocabularies, and copy its tensors by name and shape (`model.transplant`): embedding
+    tables grow for categories first seen since, and transfer starts a fresh head. What was
+    copied, grown and initialised is on the module (`transplant_report`) for the run's record.
+    """
     torch.manual_seed(seed)  # weight init is the only randomness here
     if init_from == "scratch":
         preprocessor = Preprocessor.fit(train_table, spec)
-        model = TabularNet(
-            preprocessor.n_numeric_inputs,
-            preprocessor.cardinalities,
-            model_settings.embedding_dim,
-            tuple(model_settings.hidden),
-            model_settings.dropout,
-        )
+        model = arch.build_recorded(model_settings.architecture,
+                                    model_spec(preprocessor, spec, model_settings.effective_params))
     elif init_from in ("warm", "transfer"):
         if champion is None:
             raise ValueError(f"init_from={init_from!r} needs a champion (or, for transfer, training.transfer_from) "
@@ -97,25 +109,42 @@ def init_model(
             )
         # Keep the source's scaling and indices, and append categories first seen since.
         preprocessor = old.extend(train_table)
-        model = TabularNet.from_architecture(champion.model.architecture())
-        model.load_state_dict({k: v.detach().to("cpu") for k, v in champion.model.state_dict().items()})
-        model.grow_embeddings(preprocessor.cardinalities)
         if init_from == "transfer":
             # A new target (another label, or a regression head on a binary source): the
             # target's scale comes from this window's labels, and the head starts afresh.
             preprocessor = _with_target(preprocessor, train_table, spec)
-            model.new_head()
+        source = champion.architecture
+        model = arch.build_recorded(source["architecture"] if source.get("architecture") else source["builder"],
+                                    model_spec(preprocessor, spec, source["params"]))
+        source_state = {k: v.detach().to("cpu") for k, v in champion.model.state_dict().items()}
+        report = transplant(model, source_state, growable=arch.growable(model), head_prefixes=arch.head_prefixes(model),
+                            keep_head=init_from == "warm", mode=init_from)
+        model.transplant_report = report
+        log.info("%s start from %s: %s", init_from, source["builder"], report.summary())
+        if init_from == "transfer":
             log.info("transfer: embeddings and backbone from the source (task %s), a new head for %s label %r",
                      champion.meta.get("task", "?"), spec.task, spec.label)
-        arch = model.architecture()
-        wanted = {"embedding_dim": model_settings.embedding_dim, "hidden": list(model_settings.hidden), "dropout": model_settings.dropout}
-        if any(arch[k] != v for k, v in wanted.items()):
-            log.warning("%s start keeps the source's architecture %s; model settings %s apply to the next scratch model",
-                        init_from, {k: arch[k] for k in wanted}, wanted)
+        wanted = (arch.builder_path(model_settings.architecture), model_settings.effective_params)
+        if (source["builder"], source["params"]) != (wanted[0], json_params(wanted[1])):
+            log.warning("%s start keeps the source's architecture %s %s; model settings %s %s apply to the next scratch model",
+                        init_from, source["builder"], source["params"], wanted[0], wanted[1])
     else:
         raise ValueError(f"init_from must be one of {', '.join(INIT_FROM)}, got {init_from!r}")
     log.info("init_from=%s: %s, cardinalities %s", init_from, _n_params(model), preprocessor.cardinalities)
     return model, preprocessor
+
+
+def json_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Params as they read back from JSON (tuples become lists), for comparison with a recorded record."""
+    import json
+
+    return json.loads(json.dumps(params))
+
+
+def transplant_record(model: nn.Module) -> dict[str, list[str]] | None:
+    """What a warm start or transfer copied, grew and initialised (None for a scratch model)."""
+    report: TransplantReport | None = getattr(model, "transplant_report", None)
+    return report.as_dict() if report is not None else None
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -128,7 +157,7 @@ class UntrainableWindow(ValueError):
 
 @dataclass
 class FitResult:
-    model: TabularNet  # on CPU, in eval mode
+    model: nn.Module  # on CPU, in eval mode
     history: list[dict[str, Any]] = field(default_factory=list)
     device: str = "cpu"
     seconds: float = 0.0
@@ -160,7 +189,7 @@ def check_trainable(y: np.ndarray, task: Task, where: str, min_rows: int = 1) ->
 
 
 def fit(
-    model: TabularNet,
+    model: nn.Module,
     preprocessor: Preprocessor,
     train_table: pa.Table,
     spec: DatasetSpec,
@@ -206,9 +235,9 @@ def fit(
     torch.manual_seed(settings.seed)  # dropout
     shuffle = torch.Generator(device=device).manual_seed(settings.seed)
     model.to(device)
-    body = model.body_parameters()
-    body_ids = {id(p) for p in body}
-    head = [p for p in model.parameters() if id(p) not in body_ids]
+    prefixes = arch.head_prefixes(model)
+    head = [p for name, p in model.named_parameters() if is_head(name, prefixes)]
+    body = [p for name, p in model.named_parameters() if not is_head(name, prefixes)]
     frozen = freeze_epochs > 0
     for p in body:
         p.requires_grad_(not frozen)
@@ -314,7 +343,7 @@ def _label_column(table: pa.Table, label: str):
 
 
 @torch.inference_mode()
-def _validate(model: TabularNet, x_num, x_cat, y, cuda: bool, task: Task, target) -> dict[str, float]:
+def _validate(model: nn.Module, x_num, x_cat, y, cuda: bool, task: Task, target) -> dict[str, float]:
     model.eval()
     with _autocast(cuda):
         out = predict_logits(model, x_num, x_cat, EVAL_CHUNK_ROWS)
