@@ -117,14 +117,19 @@ def score_group(settings: "Settings", item: dict, model: str | None = None, *, r
         total += batch_sum
         out.write(ids, arrays)
 
-    _ = bundle.net  # the numpy network, built once before the compute threads share it
+    net = bundle.net  # built once, before the compute threads share it
+    threads = compute_threads(settings.scoring.threads)
     with lake.write_part(table, ds, key, part_name(item["index"]), schema, dictionary=predictions.repeating(schema)) as w:
         out = predictions.PredictionWriter(w, schema, _lineage(ref, mode, item["fingerprint"]))
         source = lake.batches_of(FEATURES, ds, files, settings.scoring.batch_rows, columns=[spec.entity_id, *spec.features])
-        workers = compute_threads(settings.scoring.threads)
-        # One BLAS thread per compute thread: OpenBLAS's own threads would spin against ours and the I/O.
-        with threadpool_limits(1, user_api="blas"):
-            overlapped(source, compute, sink, workers=workers)
+        if getattr(net, "own_threads", False):
+            # torch (any architecture but tabularnet): one batch at a time on torch's own `threads` threads.
+            net.set_threads(threads)
+            overlapped(source, compute, sink, workers=1)
+        else:
+            # One BLAS thread per compute thread: OpenBLAS's own threads would spin against ours and the I/O.
+            with threadpool_limits(1, user_api="blas"):
+                overlapped(source, compute, sink, workers=threads)
     return {"ds": ds, "index": item["index"], "part": part_name(item["index"]), "rows": out.rows, "sum": total,
             "model_version": ref.version, "model_selection": str(mode), "fingerprint": item["fingerprint"], "key": key}
 

@@ -63,7 +63,7 @@ def rows(world: World, days: range, per_day: int, label_world: World | None = No
 def predict(model, pre, table: pa.Table) -> np.ndarray:
     x_num, x_cat = pre.transform(table)
     with torch.inference_mode():
-        return torch.sigmoid(model(torch.from_numpy(x_num), torch.from_numpy(x_cat)).double()).numpy()
+        return torch.sigmoid(model(torch.from_numpy(x_num), torch.from_numpy(x_cat))[:, 0].double()).numpy()
 
 
 def y_of(table: pa.Table) -> np.ndarray:

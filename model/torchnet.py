@@ -22,11 +22,20 @@ ONE_HOT_MAX = 256  # drift's input space without `embed`: categories one-hot up 
 class TorchNet:
     """Logits of any checked module from numpy inputs, on the CPU (or the module's device)."""
 
+    own_threads = True  # torch parallelises each batch itself: scoring gives it one batch at a time
+
     def __init__(self, module: "nn.Module", cardinalities: list[int]):
         self.module = module.eval()
         self.cardinalities = [int(c) for c in cardinalities]
         self.n_outputs = None
         self._lock = threading.Lock()  # torch runs its own threads: one batch at a time keeps them from fighting
+
+    def set_threads(self, n: int) -> None:
+        """torch's intra-op threads for scoring (`scoring.threads`, as the numpy path's compute threads)."""
+        import torch
+
+        if n and torch.get_num_threads() != n:
+            torch.set_num_threads(n)
 
     def logits(self, x_num: np.ndarray, x_cat: np.ndarray) -> np.ndarray:
         """Raw outputs [n, n_outputs] float32."""
