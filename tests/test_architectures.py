@@ -275,3 +275,38 @@ def test_every_builtin_is_a_choice_of_the_settings():
     for name in arch.BUILTINS:
         textwrap.dedent(name)  # the registry's keys are the settings' values
         assert arch.builder_path(name) == arch.BUILTINS[name]
+
+
+class _Hungry(_Good):
+    def forward(self, x_num, x_cat):
+        if self.training:  # as a too-large model does on a real batch: the allocator refuses
+            torch.empty(2**44, dtype=torch.float32)
+        return super().forward(x_num, x_cat)
+
+
+def hungry(spec):
+    return _Hungry(spec)
+
+
+def test_a_model_too_large_for_memory_fails_the_retrain_with_its_size_and_the_setting():
+    from model.preprocess import Preprocessor
+    from nightshift.settings import TrainingSettings
+    from training.train import ModelTooLarge, fit
+
+    spec = DatasetSpec(entity_id="id", numeric=("a",), categorical=("c",), label="y")
+    table = pa.table({"id": [str(i) for i in range(64)], "a": np.linspace(0, 1, 64), "c": ["x", "y"] * 32,
+                      "y": [0, 1] * 32})
+    pre = Preprocessor.fit(table, spec)
+    module = arch.build_recorded("tests.test_architectures:hungry", ModelSpec(pre.n_numeric_inputs, pre.cardinalities, 1, {}))
+    with pytest.raises(ModelTooLarge, match=r"out of memory on cpu training batches of 32 rows: "
+                                            r"tests.test_architectures:hungry .* parameters. Lower training.batch_size"):
+        fit(module, pre, table, spec, TrainingSettings(epochs=1, batch_size=32, device="cpu"))
+
+
+def test_a_builder_that_does_not_import_fails_the_retrain_before_anything_starts(settings, lake):
+    from training.retrain import retrain
+
+    s = settings.with_overrides({"model.architecture": "acme_missing.nets:build"})
+    with pytest.raises(ArchitectureError, match="'acme_missing.nets:build': module 'acme_missing.nets' does not import"):
+        retrain(s, "2026-03-12", trigger="bootstrap")
+    assert not lake.fs.get_file_info(f"{lake.root}/_work").type  # no window was staged

@@ -53,11 +53,17 @@ def champion_at_end_of(registry: Registry, ds: str):
 
 
 def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", reasons: list[str] | None = None) -> dict[str, Any]:
-    """Build and stage the training window for `ds`, and decide whether to train on it."""
+    """Build and stage the training window for `ds`, and decide whether to train on it.
+
+    The configured architecture's builder is imported first: a path that does not import fails
+    the retrain here, named, before any window is built or any run starts.
+    """
+    from model import architectures
     from model.bundle import load_bundle
     from training.evaluate import choose_holdout, detectable_gain, effective_gate, judge_power
     from training.window import since_onset
 
+    architectures.load_builder(architectures.builder_path(settings.model.architecture))
     lake = Lake(settings.lake_uri)
     registry = Registry(settings, lake)
     spec, task = settings.dataset, task_for(settings.dataset.task)

@@ -147,6 +147,24 @@ def transplant_record(model: nn.Module) -> dict[str, list[str]] | None:
     return report.as_dict() if report is not None else None
 
 
+class ModelTooLarge(MemoryError):
+    """A training step ran out of memory: the message names the model's size, the batch and the settings to change."""
+
+
+def _too_large(exc: BaseException, model: nn.Module, batch_size: int, device: torch.device) -> ModelTooLarge | None:
+    """A named ModelTooLarge for an out-of-memory error from a training step; None for any other error."""
+    text = str(exc)
+    if not (isinstance(exc, torch.OutOfMemoryError) or any(s in text for s in ("out of memory", "not enough memory", "can't allocate memory"))):
+        return None
+    recorded = getattr(model, "nightshift_architecture", None) or {}
+    return ModelTooLarge(
+        f"the model ran out of memory on {device} training batches of {batch_size} rows: "
+        f"{recorded.get('architecture') or type(model).__name__} with params {recorded.get('params', {})} has "
+        f"{sum(p.numel() for p in model.parameters()):,} parameters. Lower training.batch_size "
+        f"(NIGHTSHIFT__TRAINING__BATCH_SIZE, now {batch_size}), or make the model smaller in model.params "
+        f"(for ft_transformer: d_block, n_blocks), or train on a device with more memory ({text.splitlines()[0][:200]})")
+
+
 class NonFiniteLoss(FloatingPointError):
     """The training loss became NaN or infinite: the run stops, and nothing is registered."""
 
@@ -272,11 +290,17 @@ def fit(
             seen = 0
             for start in range(0, n, settings.batch_size):
                 idx = order[start:start + settings.batch_size]
-                with _autocast(cuda):
-                    out = step_model(x_num[idx], x_cat[idx])
-                loss = task.loss(out, y[idx], target)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                try:
+                    with _autocast(cuda):
+                        out = step_model(x_num[idx], x_cat[idx])
+                    loss = task.loss(out, y[idx], target)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                except (torch.OutOfMemoryError, RuntimeError) as exc:
+                    named = _too_large(exc, model, settings.batch_size, device)
+                    if named is None:
+                        raise
+                    raise named from None
                 optimizer.step()
                 loss_sum += loss.detach() * idx.shape[0]  # stays on the device: no sync per batch
                 seen += idx.shape[0]
