@@ -110,6 +110,10 @@ class PartitionRef:
 
 class Lake:
     def __init__(self, uri: str):
+        from nightshift.settings import lake_refusal
+
+        if refusal := lake_refusal(uri, "posix"):
+            raise ValueError(refusal)
         self.uri = uri
         self.fs, self.root = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), _abs(uri))
 
