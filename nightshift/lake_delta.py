@@ -110,6 +110,7 @@ class DeltaLake(Lake):
         what = f"{table}/{DS}={ds}"
         self.check_store()
         path = self._new_file(table, ds, part)
+        base = self._read_version(table, ds)  # a commit of this night by another writer meanwhile makes this one lose
         try:
             with _named(what, self.uri):
                 self.fs.create_dir(posixpath.dirname(path), recursive=True)
@@ -117,7 +118,7 @@ class DeltaLake(Lake):
             with _Guarded(pw, what, self.uri) as w:
                 yield w
             with _named(what, self.uri):
-                self._commit_files(table, ds, [path], schema, replace=True)
+                self._commit_files(table, ds, [path], schema, replace=True, base=base)
         except BaseException:
             with contextlib.suppress(OSError):
                 self.fs.delete_file(path)
@@ -138,40 +139,50 @@ class DeltaLake(Lake):
                 raise
         return PartitionRef(table, ds, self.path(table, ds), data.num_rows)
 
+    def _read_version(self, table: str, ds: str) -> int | None:
+        return self._table(table, ds).version() if self.exists(table, ds) else None
+
     def _commit_files(self, table: str, ds: str, paths: list[str], schema: pa.Schema, replace: bool,
-                      part: str | None = None) -> None:
+                      part: str | None = None, base: int | None | str = "latest") -> None:
         """One Delta commit that adds `paths` and removes the partition's previous files (`replace`) or only
-        the previous files of `part`. A concurrent commit of the same partition makes this one fail whole."""
+        the previous files of `part`.
+
+        `replace` commits on top of version `base` (the partition as the writer found it when it started) and
+        only there: if another writer committed the night since, this one fails whole with `LakeConflict`
+        (put-if-absent of the log entry; never retried over the winner). A `part` commit is retried by
+        delta-rs over commits of other parts (they touch other files)."""
         from deltalake import CommitProperties
         from deltalake.exceptions import CommitFailedError, DeltaError
         from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
-        base = self.path(table, ds)
+        root = self.path(table, ds)
         now = int(time.time() * 1000)
         adds = []
         for p in paths:
             meta = pq.ParquetFile(p, filesystem=self.fs).metadata
             size = self.fs.get_file_info(p).size
-            adds.append(AddAction(posixpath.relpath(p, base), size, {}, now, True,
+            adds.append(AddAction(posixpath.relpath(p, root), size, {}, now, True,
                                   json.dumps({"numRecords": meta.num_rows})))
         what = f"{table}/{DS}={ds}"
         once = CommitProperties(max_commit_retries=0)  # a lost race is reported, never retried over the winner
+        if base == "latest":
+            base = self._read_version(table, ds)
         try:
-            if not self.exists(table, ds):
-                create_table_with_add_actions(self._uri(base), _delta_schema(schema), adds, mode="error",
+            if base is None:
+                create_table_with_add_actions(self._uri(root), _delta_schema(schema), adds, mode="error",
                                               commit_properties=once)
                 return
-            dt = self._table(table, ds)
+            dt = self._table(table, ds, version=base)
             if replace:
                 dt.create_write_transaction(adds, "overwrite", schema, commit_properties=once)
                 return
             removes = [RemoveAction(f, True, now, s) for f, s in _active(dt) if _part_of(f) == part]
-            dt.create_write_transaction([*adds, *removes], "append", schema, commit_properties=once)
+            dt.create_write_transaction([*adds, *removes], "append", schema)
         except (CommitFailedError, DeltaError) as exc:
             text = str(exc)
             if isinstance(exc, CommitFailedError) or "already exists" in text or "Version" in text and "exists" in text:
-                raise LakeConflict(f"{what}: another writer committed this partition at the same moment, and won; "
-                                   f"this commit changed nothing (its files are left for vacuum). Rerun to replace "
+                raise LakeConflict(f"{what}: another writer committed this partition while this one was writing, and won; "
+                                   f"this commit changed nothing. Rerun to replace "
                                    f"the winner's copy ({exc})") from exc
             raise
 
@@ -303,14 +314,16 @@ class DeltaLake(Lake):
         """The commits of a partition, oldest first."""
         return list(range(self.version(table, ds) + 1))
 
-    def vacuum(self, table: str, ds: str, keep_versions: list[int] | None = None, retention_hours: int = 0) -> list[str]:
+    def vacuum(self, table: str, ds: str, keep_versions: list[int] | None = None, retention_hours: int = 24) -> list[str]:
         """Delete files no kept version names: files crashed or beaten writers left, and (only when
         `keep_versions` is given) files of versions not in it. By default every version is kept, so an
-        "as known on D" backfill can still read whatever commit it cites. Returns what was deleted."""
+        "as known on D" backfill can still read whatever commit it cites. Only files older than
+        `retention_hours` go, so the parts of a mapped write still in flight stay. Returns what was deleted."""
         dt = self._table(table, ds)
         keep = self.versions(table, ds) if keep_versions is None else sorted(keep_versions)
-        return dt.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False,
-                         full=True, keep_versions=keep)
+        removed = dt.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False,
+                            full=True, keep_versions=keep)
+        return [r for r in removed if posixpath.basename(r)]  # an object store's folder marker is no data file
 
     # -- small records and locks ------------------------------------------------------
     def write_record(self, path: str, data: bytes) -> None:
