@@ -431,7 +431,7 @@ def _s3():
     key = (os.getpid(), _endpoint(), os.environ.get("AWS_ACCESS_KEY_ID"))
     with _client_lock:
         if key not in _clients:
-            _clients[key] = boto3.client("s3")
+            _clients[key] = boto3.session.Session().client("s3")  # not the default session: it caches credentials
         return _clients[key]
 
 
