@@ -617,6 +617,15 @@ class Lake:
         return pads.dataset(base, format="parquet", filesystem=self.fs, partitioning=partitioning,
                             schema=pa.schema([*schema, pa.field(DS, pa.string())]))
 
+    def partition_stamps(self, table: str) -> dict[str, int | None]:
+        """day -> a stamp that changes with every commit of that partition (None where the store keeps none):
+        here the partition folder's modification time (a swap replaces it, a part is renamed into it)."""
+        base = self.table_path(table)
+        if not self._is_dir(base):
+            return {}
+        return {posixpath.basename(i.path)[len(DS) + 1:]: i.mtime_ns for i in self.fs.get_file_info(pafs.FileSelector(base))
+                if posixpath.basename(i.path).startswith(f"{DS}=")}
+
     def committed_files(self, table: str) -> dict[str, list[str]]:
         """Every committed partition's data files (full paths), by day: one listing of the table."""
         base = self.table_path(table)

@@ -305,6 +305,15 @@ class DeltaLake(Lake):
                             partition_base_dir=self.table_path(table),
                             schema=pa.schema([*schema, pa.field(DS, pa.string())]))
 
+    def partition_stamps(self, table: str) -> dict[str, int | None]:
+        """day -> the modification time of its log folder (a commit adds an entry there; data files written
+        before the commit do not count); None on object stores, which keep no folder times."""
+        days = self.partitions(table)
+        if not self.local:
+            return dict.fromkeys(days)
+        infos = self.fs.get_file_info([posixpath.join(self.path(table, d), _LOG) for d in days])
+        return {d: i.mtime_ns for d, i in zip(days, infos, strict=True)}
+
     def committed_files(self, table: str) -> dict[str, list[str]]:
         return {ds: [posixpath.join(self.path(table, ds), f) for f, _ in self._files(table, ds)]
                 for ds in self.partitions(table)}
