@@ -59,6 +59,8 @@ class PathSettings(BaseModel):
 
 # What the POSIX backend needs: rename(2) of a folder and flock(2). Only a local (or mounted) filesystem has both.
 _POSIX_SCHEMES = ("", "file")
+# Where the delta backend's own conditional writes (alias seq claims, the lake's lease lock) are implemented.
+_DELTA_SCHEMES = ("", "file", "s3")
 
 
 def lake_scheme(uri: str) -> str:
@@ -73,6 +75,11 @@ def lake_refusal(uri: str, backend: str) -> str | None:
                 "commit a partition atomically (no rename of a folder, no lock): set paths.lake_backend = \"delta\" "
                 "(env NIGHTSHIFT__PATHS__LAKE_BACKEND=delta) to keep it there as Delta tables, or point paths.lake "
                 "(NIGHTSHIFT_LAKE) at a local folder")
+    if backend == "delta" and lake_scheme(uri) not in _DELTA_SCHEMES:
+        return (f"the lake {uri!r} is on {lake_scheme(uri)}://, where the delta lake backend has no conditional write "
+                "of its own yet (it claims alias seqs and takes the lake's lock by an S3 PUT with If-None-Match): "
+                "point paths.lake (NIGHTSHIFT_LAKE) at an s3:// bucket (AWS S3 or an S3-compatible store such as "
+                "MinIO) or a local folder")
     return None
 
 

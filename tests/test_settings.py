@@ -141,3 +141,13 @@ def test_an_object_store_lake_is_refused_with_the_posix_backend(cfg, uri):
 def test_a_local_lake_is_accepted_by_the_posix_backend(cfg, tmp_path):
     for uri in (str(tmp_path / "lake"), f"file://{tmp_path}/lake"):
         assert load_settings(cfg, env={"NIGHTSHIFT_LAKE": uri}).paths.lake_backend == "posix"
+
+
+def test_the_delta_backend_takes_a_bucket_or_a_local_lake_and_refuses_a_store_without_its_conditional_writes(cfg):
+    env = {"NIGHTSHIFT__PATHS__LAKE_BACKEND": "delta"}
+    for uri in ("s3://bucket/lake", "/tmp/lake"):
+        assert load_settings(cfg, env={**env, "NIGHTSHIFT_LAKE": uri}).paths.lake_backend == "delta"
+    with pytest.raises(ValueError, match=r"gs://bucket/lake.*no conditional write.*paths.lake"):
+        load_settings(cfg, env={**env, "NIGHTSHIFT_LAKE": "gs://bucket/lake"})
+    with pytest.raises(ValueError, match=r"paths.lake_backend"):
+        load_settings(cfg, env={"NIGHTSHIFT__PATHS__LAKE_BACKEND": "hdfs"})
