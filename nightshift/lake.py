@@ -114,7 +114,7 @@ class Lake:
 
     backend = "posix"
 
-    def __new__(cls, uri: str, backend: str = "posix"):
+    def __new__(cls, uri: str = "", backend: str = "posix"):  # defaults: unpickling calls it without arguments
         if cls is Lake and backend == "delta":
             from nightshift.lake_delta import DeltaLake  # deltalake is imported on the delta path only
 

@@ -43,7 +43,7 @@ log = logging.getLogger("nightshift.lake")
 
 _LOG = "_delta_log"
 LEASE_S = 120  # a lake-wide lock on an object store whose holder stopped renewing it is taken over after this long
-_checked: set[str] = set()  # stores whose conditional writes were checked in this process
+_checked: set[tuple[str, str]] = set()  # (endpoint, bucket) whose conditional writes were checked in this process
 _check_lock = threading.Lock()
 
 
@@ -380,7 +380,7 @@ class DeltaLake(Lake):
             return
         bucket = self.root.split("/", 1)[0]
         with _check_lock:
-            if bucket in _checked:
+            if (_endpoint(), bucket) in _checked:
                 return
             probe = posixpath.join(self.root, "_locks", f"_probe-{uuid.uuid4().hex}")
             if not _put_if_absent(self.scheme, probe, b"1", self.uri):
@@ -396,7 +396,7 @@ class DeltaLake(Lake):
                     "(a PUT with If-None-Match: * overwrote an existing object), so two commits of one partition "
                     "could both win and alias moves could share a seq. Use a store that honours If-None-Match "
                     "(AWS S3, MinIO, GCS) or keep the lake on a local disk")
-            _checked.add(bucket)
+            _checked.add((_endpoint(), bucket))
 
 
 def _endpoint() -> str:

@@ -158,7 +158,7 @@ def check_reads(lake: Lake, rows: int, stop: threading.Event, seen: dict) -> Non
 def kill_loop(uri: str, kills: int, rows: int, seed: int = 0) -> dict:
     """Run the writer, SIGKILL it at a random point, `kills` times, while readers watch; then commit twice more."""
     lake = Lake(uri, "delta")
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - kill times, not secrets
     seen = {"none": 0, "reads": 0, "partial": 0, "mixed": 0, "gens": set(), "after_kill_ok": 0, "errors": []}
     stop = threading.Event()
     reader = threading.Thread(target=check_reads, args=(lake, rows, stop, seen), daemon=True)
@@ -175,6 +175,11 @@ def kill_loop(uri: str, kills: int, rows: int, seed: int = 0) -> dict:
     finally:
         stop.set()
         reader.join(60)
+    # Files a killed writer left beside the log (its parts, written but never committed): evidence that kills
+    # landed mid-write, not only before the writer started.
+    named = {f for v in lake.versions(PREDICTIONS, DS) for f, _ in lake._files(PREDICTIONS, DS, v)}
+    seen["orphan_files"] = sum(1 for i in lake._list(lake.path(PREDICTIONS, DS))
+                               if i.path.endswith(".parquet") and i.path.rsplit("/", 1)[-1] not in named)
     # A rerun of the same content reproduces the fingerprint (content, not file names): commit it twice.
     t = lake.read(PREDICTIONS, DS)
     lake.commit(PREDICTIONS, DS, t)

@@ -51,7 +51,7 @@ def test_delta_recipes(lake_on, where):
     many = pd.concat([DeltaTable(f"{root}/predictions/ds={d}").to_pandas().assign(ds=d) for d in DAYS])
     assert len(many) == 6
     # DuckDB, through Arrow (works offline; `delta_scan` needs the delta extension downloaded)
-    night = DeltaTable(f"{root}/predictions/ds=2026-02-10").to_pyarrow_dataset()
+    night = DeltaTable(f"{root}/predictions/ds=2026-02-10").to_pyarrow_dataset()  # noqa: F841 - DuckDB reads it by name
     assert duckdb.sql("SELECT model_version, count(*) FROM night GROUP BY ALL").fetchall() == [("2", 3)]
     # Polars
     assert pl.read_delta(f"{root}/predictions/ds=2026-02-10").height == 3

@@ -145,7 +145,7 @@ def test_a_local_lake_is_accepted_by_the_posix_backend(cfg, tmp_path):
 
 def test_the_delta_backend_takes_a_bucket_or_a_local_lake_and_refuses_a_store_without_its_conditional_writes(cfg):
     env = {"NIGHTSHIFT__PATHS__LAKE_BACKEND": "delta"}
-    for uri in ("s3://bucket/lake", "/tmp/lake"):
+    for uri in ("s3://bucket/lake", "/srv/nightshift/lake"):
         assert load_settings(cfg, env={**env, "NIGHTSHIFT_LAKE": uri}).paths.lake_backend == "delta"
     with pytest.raises(ValueError, match=r"gs://bucket/lake.*no conditional write.*paths.lake"):
         load_settings(cfg, env={**env, "NIGHTSHIFT_LAKE": "gs://bucket/lake"})
