@@ -113,7 +113,7 @@ def detect_drift(settings: "Settings", ds: str, *, lake: Lake | None = None, set
     """
     from model.bundle import load_bundle
 
-    lake = lake or Lake(settings.lake_uri)
+    lake = lake or Lake.of(settings)
     spec, cfg = settings.dataset, settings.drift
     version = scored_by(lake, ds)
     if version is None:
@@ -558,7 +558,7 @@ def settle_alarm(settings: "Settings", ds: str, *, lake: Lake | None = None) -> 
     (tested outside the flow), its state is replayed from the last settled one. Returns the
     rows as committed, or None when `ds` was not tested.
     """
-    lake = lake or Lake(settings.lake_uri)
+    lake = lake or Lake.of(settings)
     rule = AlarmRule.from_settings(settings.drift)
     rows = drift_table.read(lake, ds)
     if not rows:

@@ -225,7 +225,7 @@ def calibrate(pred: np.ndarray, versions: np.ndarray, cards: dict[str, ModelCard
 
 def measure_ground_truth(settings: "Settings", ds: str, *, lake: Lake | None = None) -> dict:
     """Commit the performance picture as known on `ds`; returns a summary of matured days."""
-    lake = lake or Lake(settings.lake_uri)
+    lake = lake or Lake.of(settings)
     spec, policy, task = settings.dataset, settings.dataset.label_delay, task_for(settings.dataset.task)
     threshold = settings.scoring.threshold
     out = task.prediction_column

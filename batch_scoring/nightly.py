@@ -40,7 +40,7 @@ def validate(ctx: StepContext) -> list[dict] | None:
 
     s, ds = ctx.settings, ctx.ds
     calendar = s.dataset.calendar
-    lake = Lake(s.lake_uri)
+    lake = Lake.of(s)
     if not calendar.expects(ds) and not lake.exists(FEATURES, ds):
         reason = f"{ds} is not a day the dataset's calendar expects data (calendar: {calendar.kind.value})"
         write_decision(lake, ds, "night", SKIPPED, [reason], {"calendar": calendar.model_dump(mode="json")})
@@ -82,7 +82,7 @@ def confirm_champion(ctx: StepContext) -> dict:
     from batch_scoring.score import score_partition
 
     settings, ds = ctx.settings, ctx.ds
-    lake = Lake(settings.lake_uri)
+    lake = Lake.of(settings)
     mode = ctx.params.get("model") or settings.scoring.model
     expected = Registry(settings, lake).resolve(ds, mode)
     actual = scored_by(lake, ds)
@@ -101,7 +101,7 @@ def confirm_champion(ctx: StepContext) -> dict:
 def flag_drift(ctx: StepContext) -> dict:
     """Night `ds`'s drift verdict, in words: `alarm` is False on a quiet night (the DAG's task then
     shows as skipped, so alarms stand out in the grid)."""
-    lake, ds = Lake(ctx.settings.lake_uri), ctx.ds
+    lake, ds = Lake.of(ctx.settings), ctx.ds
     rows = drift_table.read(lake, ds)
     hit = sorted((r for r in rows if r["drifted"]), key=lambda r: -(r["effect_size"] or 0))
     words = [drift_table.words(r) for r in hit]

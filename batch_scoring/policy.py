@@ -585,7 +585,7 @@ def labelled_since(rows: list[dict[str, Any]], onset: str) -> int:
 
 def decide_retrain(settings: "Settings", ds: str, *, lake: Lake | None = None, manual: bool = False) -> dict:
     """Decide night `ds` and commit the record; returns the decision and, when it retrains, the retrain's conf."""
-    lake = lake or Lake(settings.lake_uri)
+    lake = lake or Lake.of(settings)
     evidence = gather_evidence(settings, ds, lake, manual)
     task = task_for(settings.dataset.task)
     decision = should_retrain(evidence, settings.policy, drop_margin(task, settings.policy.drop_margin))

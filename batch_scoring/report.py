@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 def summarize(settings: "Settings", start: str, end: str) -> dict[str, Any]:
     from batch_scoring.policy import DRIFT_REASONS, RETRAIN
 
-    lake = Lake(settings.lake_uri)
+    lake = Lake.of(settings)
     spec, task = settings.dataset, task_for(settings.dataset.task)
     out, metric = task.prediction_column, task.primary.name
     days = [d for d in ds_range(start, end) if lake.exists(PREDICTIONS, d)]

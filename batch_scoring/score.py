@@ -60,7 +60,7 @@ def plan_groups(files: list[tuple[str, int]], group_bytes: int, max_groups: int)
 
 def plan(settings: "Settings", ds: str, *, lake: Lake | None = None, fingerprint: str | None = None) -> list[dict]:
     """The scoring plan for `features/ds=D`: one item per file group (what a mapped task scores)."""
-    lake = lake or Lake(settings.lake_uri)
+    lake = lake or Lake.of(settings)
     fingerprint = fingerprint or lake.fingerprint(FEATURES, ds)
     groups = plan_groups(lake.files(FEATURES, ds), int(settings.scoring.group_mb * 2**20), settings.scoring.max_groups)
     return [{"ds": ds, "index": i, "of": len(groups), "files": files, "fingerprint": fingerprint}
@@ -92,7 +92,7 @@ def score_group(settings: "Settings", item: dict, model: str | None = None, *, r
 
     from model.bundle import load_bundle
 
-    lake = lake or Lake(settings.lake_uri)
+    lake = lake or Lake.of(settings)
     ds, spec, task = item["ds"], settings.dataset, task_for(settings.dataset.task)
     mode = model or settings.scoring.model
     if ref is None or bundle is None:
@@ -248,7 +248,7 @@ def commit_scores(settings: "Settings", ds: str, groups: list[dict], *, lake: La
     Refuses (changing nothing) when the groups disagree on the model or the input: a promotion
     or a re-landed partition between two groups would otherwise mix them in one day.
     """
-    lake = lake or Lake(settings.lake_uri)
+    lake = lake or Lake.of(settings)
     groups = sorted(groups, key=lambda g: g["index"])
     keys = {g["key"] for g in groups}
     if len(keys) != 1:
@@ -283,7 +283,7 @@ def score_partition(settings: "Settings", ds: str, model: str | None = None, *, 
 
     from batch_scoring.contract import ContractCheck
 
-    lake = lake or Lake(settings.lake_uri)
+    lake = lake or Lake.of(settings)
     check = ContractCheck.open(lake, settings.dataset, ds)  # existence and schema, before any model is loaded
     with ThreadPoolExecutor(1, thread_name_prefix="fingerprint") as pool:
         fingerprint = pool.submit(lake.fingerprint, FEATURES, ds)  # hashing overlaps importing torch and loading the model
@@ -313,7 +313,7 @@ def rescore(settings: "Settings", start: str, end: str) -> dict:
     """
     from batch_scoring.contract import validate_partition
 
-    lake = Lake(settings.lake_uri)
+    lake = Lake.of(settings)
     days = [d for d in ds_range(start, end) if lake.exists(FEATURES, d)]
     for d in days:
         validate_partition(lake, settings.dataset, d)

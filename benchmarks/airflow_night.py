@@ -45,7 +45,7 @@ def world(home: Path, nights: int, rows: int) -> None:
     code = (
         "from nightshift.settings import load_settings; from nightshift.lake import Lake; from nightshift.dates import add_days\n"
         "from simulator.land import simulate; from training.retrain import retrain\n"
-        "s = load_settings(); lake = Lake(s.lake_uri)\n"
+        "s = load_settings(); lake = Lake.of(s)\n"
         f"simulate(lake, s.dataset, start={START!r}, days={HISTORY + nights}, rows_per_day={rows}, seed=11, progress=False)\n"
         f"r = retrain(s, add_days({START!r}, {HISTORY - 1}), trigger='bootstrap'); assert r['verdict'] == 'PROMOTE', r\n"
     )

@@ -44,7 +44,7 @@ def prepare(home: Path, rows: int, files: int) -> tuple[str, dict]:
     from training.retrain import retrain
 
     s = load_settings().with_overrides({"training.epochs": 1, "gate.n_boot": 200})
-    lake = Lake(s.lake_uri)
+    lake = Lake.of(s)
     simulate(lake, s.dataset, start=START, days=HISTORY, rows_per_day=3000, seed=0, progress=False)
     retrain(s, add_days(START, HISTORY - 1), trigger="bootstrap")
     ds = add_days(START, HISTORY + 1)
@@ -85,7 +85,7 @@ def main() -> None:
         env["NIGHTSHIFT__SCORING__GROUP_MB"] = f"{info['group_mb']:.4f}"
         print(f"day {ds}: {info['bytes'] / 2**20:.0f} MiB in {args.files} files; {args.workers} workers", flush=True)
         fp = "from nightshift.lake import Lake, PREDICTIONS; from nightshift.settings import load_settings; " \
-             f"print(Lake(load_settings().lake_uri).fingerprint(PREDICTIONS, {ds!r}))"
+             f"print(Lake.of(load_settings()).fingerprint(PREDICTIONS, {ds!r}))"
 
         # single task: the whole day in one process
         single_s, _ = _python(f"import sys; from cli.main import main; sys.exit(main(['score', '--ds', {ds!r}]))", env)

@@ -54,7 +54,7 @@ def prepare(home: Path, sizes: list[int]) -> None:
     from training.retrain import retrain
 
     s = load_settings().with_overrides({"training.epochs": 1, "gate.n_boot": 200})
-    lake = Lake(s.lake_uri)
+    lake = Lake.of(s)
     simulate(lake, s.dataset, start=START, days=HISTORY, rows_per_day=5000, seed=0, progress=False)
     retrain(s, add_days(START, HISTORY - 1), trigger="bootstrap")
     world = World(s.dataset, seed=0)
@@ -87,7 +87,7 @@ def job_floor(n: int) -> dict:
     from nightshift.settings import load_settings
 
     s = load_settings()
-    spec, lake, ds = s.dataset, Lake(s.lake_uri), ds_for(n)
+    spec, lake, ds = s.dataset, Lake.of(s), ds_for(n)
     schema = pa.schema([(spec.entity_id, pa.string()), ("value", pa.float64())])
     with lake.writer(PREDICTIONS, ds, schema) as w:
         for batch in lake.batches(FEATURES, ds, s.scoring.batch_rows, columns=[spec.entity_id, *spec.features]):
@@ -136,7 +136,7 @@ def job_naive(n: int) -> dict:
     from nightshift.settings import load_settings
 
     s = load_settings()
-    spec, lake, ds = s.dataset, Lake(s.lake_uri), ds_for(n)
+    spec, lake, ds = s.dataset, Lake.of(s), ds_for(n)
     df = pd.read_parquet(lake.path(FEATURES, ds))
     x = pd.get_dummies(df[list(spec.features)], columns=list(spec.categorical), dtype=np.float32).fillna(0.0)
     t = torch.from_numpy(x.to_numpy(dtype=np.float32))

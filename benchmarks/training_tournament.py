@@ -71,7 +71,7 @@ def bench_tournament(rows: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         s = settings_in(Path(tmp), **{"training.window": "fixed", "training.window_start": START,
                                       "training.window_end": add_days(START, 20), "gate.power_check": False})
-        lake = Lake(s.lake_uri)
+        lake = Lake.of(s)
         t = time.perf_counter()
         simulate(lake, s.dataset, start=START, days=21, rows_per_day=per_day, seed=0, progress=False)
         print(f"\n## tournament: {per_day:,} rows a day x 21 days simulated in {time.perf_counter() - t:.0f}s")
@@ -137,7 +137,7 @@ def bench_recovery(seeds: list[int], per_day: int, after_onset: int | None = Non
     for seed in seeds:
         with tempfile.TemporaryDirectory() as tmp:
             s = settings_in(Path(tmp))
-            lake = Lake(s.lake_uri)
+            lake = Lake.of(s)
             spec = s.dataset
             simulate(lake, spec, start=START, days=history + nights, rows_per_day=per_day, scenario="sudden-covariate",
                      onset=onset, seed=seed, progress=False)

@@ -100,7 +100,7 @@ def main() -> None:
     from nightshift.lake import Lake
     from nightshift.settings import load_settings
 
-    lake = Lake(load_settings().lake_uri)
+    lake = Lake.of(load_settings())
     t0 = time.perf_counter()
     build_lake(lake, args.nights, args.features, args.rows)
     print(f"wrote {args.nights} nights x {args.features} features in {time.perf_counter() - t0:.1f} s under {home}")

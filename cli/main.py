@@ -34,7 +34,7 @@ def cmd_simulate(args) -> int:
     s = _settings(args)
     if args.task and args.task != s.dataset.task:
         s = s.with_overrides({"dataset.task": args.task})
-    summary = simulate(Lake(s.lake_uri), s.dataset, start=args.start, days=args.days, rows_per_day=args.rows_per_day,
+    summary = simulate(Lake.of(s), s.dataset, start=args.start, days=args.days, rows_per_day=args.rows_per_day,
                        scenario=args.scenario, onset=args.onset, seed=args.seed, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
     return 0

@@ -60,7 +60,7 @@ def rollback():
         try:
             return run(settings, params["ds"], reason=params["reason"], version=params.get("version"))
         except (LookupError, ValueError) as exc:  # say which versions there are to choose from
-            raise type(exc)(f"{exc}. Now: {champions_in_words(Lake(settings.lake_uri))}") from None
+            raise type(exc)(f"{exc}. Now: {champions_in_words(Lake.of(settings))}") from None
 
     @task.short_circuit
     def wants_rescore(params: dict | None = None) -> bool:

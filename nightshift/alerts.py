@@ -205,15 +205,9 @@ def already_sent(lake: "Lake", key: str) -> bool:
 
 
 def record_sent(lake: "Lake", alert: Alert, channels: tuple[str, ...]) -> None:
-    """Written under a `_` name and renamed, like the alias history: never half a record."""
-    import uuid
-
-    base = _ledger_dir(lake)
-    lake.fs.create_dir(base, recursive=True)
-    tmp = posixpath.join(base, f"_{alert.key}-{uuid.uuid4().hex[:8]}.json")
-    with lake.fs.open_output_stream(tmp) as f:
-        f.write(json.dumps({**asdict(alert), "channels": list(channels)}, sort_keys=True).encode())
-    lake.fs.move(tmp, posixpath.join(base, f"{alert.key}.json"))
+    """Written whole or not at all (staged and renamed on a disk, one PUT on an object store): never half a record."""
+    lake.write_record(posixpath.join(_ledger_dir(lake), f"{alert.key}.json"),
+                      json.dumps({**asdict(alert), "channels": list(channels)}, sort_keys=True).encode())
 
 
 def sent(lake: "Lake") -> list[dict[str, Any]]:
@@ -286,7 +280,7 @@ def _webhook(settings: "Settings", alert: Alert) -> None:
 def alert_for(event: str, settings: "Settings", ds: str, context: dict[str, Any] | None = None) -> Alert | None:
     from nightshift.lake import Lake
 
-    lake = Lake(settings.lake_uri)
+    lake = Lake.of(settings)
     if event == DRIFT:
         return drift_alert(settings, lake, ds)
     if event == RETRAIN:
@@ -307,7 +301,7 @@ def notify(event: str, settings: "Settings", ds: str, context: dict[str, Any] | 
     alert = alert_for(event, settings, ds, context)
     if alert is None:
         return None
-    lake = Lake(settings.lake_uri)
+    lake = Lake.of(settings)
     if already_sent(lake, alert.key):
         log.info("alert %s was already sent; not again", alert.key)
         return None

@@ -20,7 +20,7 @@ def summarize_partition(extra: dict[str, Any], settings=None) -> dict[str, Any]:
         raise ValueError(f"predictions Asset event without a 'ds' in its extra ({extra!r}): it was not emitted by "
                          "nightly_scoring's confirm_champion; trigger the consumer from a nightly run")
     settings = settings or load_settings()
-    lake, ds = Lake(settings.lake_uri), extra["ds"]
+    lake, ds = Lake.of(settings), extra["ds"]
     output = task_for(settings.dataset.task).output_fields()[0][0]
     table = lake.read(PREDICTIONS, ds, columns=[output, "model_version"])
     versions = sorted(set(pc.unique(table["model_version"]).to_pylist()))

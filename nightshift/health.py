@@ -45,7 +45,7 @@ def _partition_rows(lake: Lake, table: str, read: Callable[[list[str] | None], d
     """Every partition's rows, re-reading only partitions that are new or changed since the last call
     (a commit replaces a partition's folder or renames a file into it: either changes its mtime).
     Where the filesystem keeps no folder times (object stores), every call reads everything."""
-    listing = {k[len("ds="):]: m for k, m in _listing(lake, lake.table_path(table)).items() if k.startswith("ds=")}
+    listing = lake.partition_stamps(table)
     key = (lake.uri, table)
     with _lock:
         known = dict(_parts.get(key, {}))

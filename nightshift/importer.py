@@ -302,7 +302,8 @@ def import_table(options: ImportOptions, *, env: dict[str, str] | None = None,
     spec_path, existing = _settings_target(options.config, env)
     paths = existing.get("paths", {}) if isinstance(existing.get("paths"), dict) else {}
     home = Path(env.get("NIGHTSHIFT_HOME") or paths.get("home") or PathSettings().home)
-    lake = Lake(env.get("NIGHTSHIFT_LAKE") or paths.get("lake") or str(home / "lake"))
+    lake = Lake(env.get("NIGHTSHIFT_LAKE") or paths.get("lake") or str(home / "lake"),
+                env.get("NIGHTSHIFT__PATHS__LAKE_BACKEND") or paths.get("lake_backend") or "posix")
 
     source = _Source(options.source)
     plan = _plan(source, options, say)

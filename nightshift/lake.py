@@ -109,7 +109,30 @@ class PartitionRef:
 
 
 class Lake:
-    def __init__(self, uri: str):
+    """The lake's one interface. `Lake(uri)` is the POSIX backend; `Lake(uri, "delta")` (or
+    `Lake.of(settings)` with `paths.lake_backend = "delta"`) is `nightshift.lake_delta.DeltaLake`."""
+
+    backend = "posix"
+
+    def __new__(cls, uri: str = "", backend: str = "posix"):  # defaults: unpickling calls it without arguments
+        if cls is Lake and backend == "delta":
+            from nightshift.lake_delta import DeltaLake  # deltalake is imported on the delta path only
+
+            return super().__new__(DeltaLake)
+        if backend not in ("posix", "delta"):
+            raise ValueError(f"unknown lake backend {backend!r}: paths.lake_backend is 'posix' or 'delta'")
+        return super().__new__(cls)
+
+    @classmethod
+    def of(cls, settings) -> "Lake":
+        """The lake the settings name, on the backend they name."""
+        return cls(settings.lake_uri, settings.paths.lake_backend)
+
+    def __init__(self, uri: str, backend: str = "posix"):
+        from nightshift.settings import lake_refusal
+
+        if refusal := lake_refusal(uri, self.backend):
+            raise ValueError(refusal)
         self.uri = uri
         self.fs, self.root = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), _abs(uri))
 
@@ -542,20 +565,23 @@ class Lake:
             return f.size()
 
     def _fingerprint(self, table: str, ds: str) -> str | None:
-        """sha256 over each file's name, size and the sha256 of each of its `FINGERPRINT_BLOCK` blocks.
-
-        The blocks are hashed on several threads (reading and hashing release the GIL), so a
-        2 GB day takes about a second on two cores instead of two or three.
-        """
-        from concurrent.futures import ThreadPoolExecutor
-
+        """sha256 over each data file's name, size and content (see `_digest_files`)."""
         if not self.exists(table, ds):
             raise PartitionMissing(f"{table}/{DS}={ds} has not been written")
         base = self.path(table, ds)
         infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True))
         files = [(posixpath.relpath(i.path, base), i.path, i.size if i.size is not None else self._size(i.path)) for i in sorted(
             (i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path)]
-        files = [f for f in files if not f[0].startswith(("_", "."))]
+        return self._digest_files([f for f in files if not f[0].startswith(("_", "."))])
+
+    def _digest_files(self, files: list[tuple[str, str, int]]) -> str | None:
+        """sha256 over each (name, path, size)'s name, size and the sha256 of each of its `FINGERPRINT_BLOCK` blocks.
+
+        The blocks are hashed on several threads (reading and hashing release the GIL), so a
+        2 GB day takes about a second on two cores instead of two or three.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
         if not files:
             return None
         blocks = [(path, start, min(FINGERPRINT_BLOCK, size - start)) for _, path, size in files for start in _block_starts(size)]
@@ -580,6 +606,57 @@ class Lake:
             for _ in _block_starts(size):
                 h.update(next(digests))
         return h.hexdigest()[:16]
+
+    # -- whole-table reads and small records (overridden by the Delta backend) ---------
+    def history_dataset(self, table: str, schema: pa.Schema) -> pads.Dataset | None:
+        """Every committed partition of `table` as one hive-partitioned dataset (`ds` a column); None if none."""
+        base = self.table_path(table)
+        if not self._is_dir(base):
+            return None
+        partitioning = pads.partitioning(pa.schema([pa.field(DS, pa.string())]), flavor="hive")
+        return pads.dataset(base, format="parquet", filesystem=self.fs, partitioning=partitioning,
+                            schema=pa.schema([*schema, pa.field(DS, pa.string())]))
+
+    def partition_stamps(self, table: str) -> dict[str, int | None]:
+        """day -> a stamp that changes with every commit of that partition (None where the store keeps none):
+        here the partition folder's modification time (a swap replaces it, a part is renamed into it)."""
+        base = self.table_path(table)
+        if not self._is_dir(base):
+            return {}
+        return {posixpath.basename(i.path)[len(DS) + 1:]: i.mtime_ns for i in self.fs.get_file_info(pafs.FileSelector(base))
+                if posixpath.basename(i.path).startswith(f"{DS}=")}
+
+    def committed_files(self, table: str) -> dict[str, list[str]]:
+        """Every committed partition's data files (full paths), by day: one listing of the table."""
+        base = self.table_path(table)
+        files: dict[str, list[str]] = {}
+        if not self._is_dir(base):
+            return files
+        for info in self.fs.get_file_info(pafs.FileSelector(base, recursive=True)):
+            rel = posixpath.relpath(info.path, base).split("/")
+            if info.type == pafs.FileType.File and len(rel) == 2 and rel[0].startswith(f"{DS}=") \
+                    and not rel[1].startswith(("_", ".")) and rel[1].endswith(".parquet"):
+                files.setdefault(rel[0][len(DS) + 1:], []).append(info.path)
+        return files
+
+    def write_record(self, path: str, data: bytes) -> None:
+        """Write one small record file under the lake root whole or not at all (here: staged and renamed in)."""
+        tmp = posixpath.join(posixpath.dirname(path), f"_{posixpath.basename(path)}-{uuid.uuid4().hex[:8]}.tmp")
+        self.fs.create_dir(posixpath.dirname(path), recursive=True)
+        with self.fs.open_output_stream(tmp) as f:
+            f.write(data)
+        self.fs.move(tmp, path)
+
+    def claim(self, path: str, data: bytes) -> bool:
+        """Create `path` only if nothing is there (put-if-absent); False if it already exists."""
+        os.makedirs(posixpath.dirname(path), exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return True
 
     def _is_dir(self, path: str) -> bool:
         return self.fs.get_file_info(path).type == pafs.FileType.Directory

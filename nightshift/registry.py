@@ -185,7 +185,7 @@ class Registry:
     def __init__(self, settings: "Settings", lake: Lake | None = None):
         self.settings = settings
         self.name = settings.model.name
-        self.lake = lake or Lake(settings.lake_uri)
+        self.lake = lake or Lake.of(settings)
         self._client = None
         self._holding = False  # this object holds the move lock
         self.cache = Path(settings.home) / "cache" / "models" / self.name

@@ -41,11 +41,48 @@ class PathSettings(BaseModel):
 
     home: str = str(REPO_ROOT / ".nightshift")
     lake: str = ""  # default: <home>/lake
+    lake_backend: Literal["posix", "delta"] = Field("posix", description="how the lake commits a partition: 'posix' "
+                                                    "(Hive-partitioned Parquet swapped in by rename(2), serialised by "
+                                                    "flock: a local or mounted POSIX disk only) or 'delta' (Delta Lake "
+                                                    "through delta-rs: conditional puts, any disk or bucket)")
     mlflow_tracking_uri: str = ""  # default: sqlite:///<home>/mlflow.db
     mlflow_artifact_root: str = ""  # default: <home>/mlartifacts
     mlflow_experiment: str = "nightshift"
     mlflow_timeout_s: float = Field(60, gt=0, le=3600, description="give up on an unreachable MLflow after this many "
                                     "seconds in total, retries included")
+
+    @model_validator(mode="after")
+    def _lake_commits_safely(self) -> "PathSettings":
+        refusal = lake_refusal(self.lake, self.lake_backend)
+        if refusal:
+            raise ValueError(refusal)
+        return self
+
+
+# What the POSIX backend needs: rename(2) of a folder and flock(2). Only a local (or mounted) filesystem has both.
+_POSIX_SCHEMES = ("", "file")
+# Where the delta backend's own conditional writes (alias seq claims, the lake's lease lock) are implemented.
+_DELTA_SCHEMES = ("", "file", "s3")
+
+
+def lake_scheme(uri: str) -> str:
+    """The URI scheme of a lake ('' for a plain local path)."""
+    return uri.split("://", 1)[0].lower() if "://" in uri else ""
+
+
+def lake_refusal(uri: str, backend: str) -> str | None:
+    """Why `backend` cannot commit to the lake at `uri` safely, with the way out; None when it can."""
+    if backend == "posix" and lake_scheme(uri) not in _POSIX_SCHEMES:
+        return (f"the lake {uri!r} is on an object store ({lake_scheme(uri)}://), where the posix lake backend cannot "
+                "commit a partition atomically (no rename of a folder, no lock): set paths.lake_backend = \"delta\" "
+                "(env NIGHTSHIFT__PATHS__LAKE_BACKEND=delta) to keep it there as Delta tables, or point paths.lake "
+                "(NIGHTSHIFT_LAKE) at a local folder")
+    if backend == "delta" and lake_scheme(uri) not in _DELTA_SCHEMES:
+        return (f"the lake {uri!r} is on {lake_scheme(uri)}://, where the delta lake backend has no conditional write "
+                "of its own yet (it claims alias seqs and takes the lake's lock by an S3 PUT with If-None-Match): "
+                "point paths.lake (NIGHTSHIFT_LAKE) at an s3:// bucket (AWS S3 or an S3-compatible store such as "
+                "MinIO) or a local folder")
+    return None
 
 
 class ModelSettings(BaseModel):

@@ -46,7 +46,7 @@ def _context():
     from nightshift.settings import load_settings
 
     settings = load_settings()
-    return settings, Lake(settings.lake_uri)
+    return settings, Lake.of(settings)
 
 
 def _nights(nights: str | None) -> int | None:

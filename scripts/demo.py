@@ -61,7 +61,7 @@ def main() -> int:
                   f"scenario {SCENARIO} from {add_days(START, ONSET)}")
     from simulator.land import simulate
 
-    simulate(Lake(settings.lake_uri), settings.dataset, start=START, days=HISTORY_DAYS + NIGHTS, rows_per_day=ROWS,
+    simulate(Lake.of(settings), settings.dataset, start=START, days=HISTORY_DAYS + NIGHTS, rows_per_day=ROWS,
              scenario=SCENARIO, onset=ONSET, seed=SEED, progress=True)
 
     console.print("[bold]2. Starting Airflow[/] (scheduler, dag-processor, triggerer, api-server; parallelism 3)")

@@ -122,3 +122,32 @@ def test_run_param_errors_name_the_param(monkeypatch, cfg):
         run_settings({"settings": {"policy.drift_k": 0}})
     with pytest.raises(ValueError, match=r"training.init_from: .*\(from run Param 'init_from'\)"):
         run_settings(None, training__init_from="bogus")
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket/lake", "gs://bucket/lake", "abfs://c@a.dfs.core.windows.net/lake"])
+def test_an_object_store_lake_is_refused_with_the_posix_backend(cfg, uri):
+    """Object stores have no folder rename and no lock: the posix backend would commit half partitions there."""
+    with pytest.raises(ValueError) as err:
+        load_settings(cfg, env={"NIGHTSHIFT_LAKE": uri})
+    msg = str(err.value)
+    assert uri in msg and "paths.lake_backend" in msg and "NIGHTSHIFT__PATHS__LAKE_BACKEND=delta" in msg
+    assert "NIGHTSHIFT_LAKE" in msg  # where the value came from
+    from nightshift.lake import Lake
+
+    with pytest.raises(ValueError, match="paths.lake_backend"):
+        Lake(uri)  # a Lake built without settings refuses it too
+
+
+def test_a_local_lake_is_accepted_by_the_posix_backend(cfg, tmp_path):
+    for uri in (str(tmp_path / "lake"), f"file://{tmp_path}/lake"):
+        assert load_settings(cfg, env={"NIGHTSHIFT_LAKE": uri}).paths.lake_backend == "posix"
+
+
+def test_the_delta_backend_takes_a_bucket_or_a_local_lake_and_refuses_a_store_without_its_conditional_writes(cfg):
+    env = {"NIGHTSHIFT__PATHS__LAKE_BACKEND": "delta"}
+    for uri in ("s3://bucket/lake", "/srv/nightshift/lake"):
+        assert load_settings(cfg, env={**env, "NIGHTSHIFT_LAKE": uri}).paths.lake_backend == "delta"
+    with pytest.raises(ValueError, match=r"gs://bucket/lake.*no conditional write.*paths.lake"):
+        load_settings(cfg, env={**env, "NIGHTSHIFT_LAKE": "gs://bucket/lake"})
+    with pytest.raises(ValueError, match=r"paths.lake_backend"):
+        load_settings(cfg, env={"NIGHTSHIFT__PATHS__LAKE_BACKEND": "hdfs"})

@@ -104,7 +104,7 @@ def _record(registry: Registry, ds: str, kind: str, verdict: str, reasons: list[
             run_id = tracking.tag_decision(registry, version, kind, verdict, ds, reasons, evidence)
         except RegistryError as exc:
             fault = exc
-    write_decision(Lake(registry.settings.lake_uri), ds, kind, verdict, reasons, evidence,
+    write_decision(Lake.of(registry.settings), ds, kind, verdict, reasons, evidence,
                    model_version=version, mlflow_run_id=run_id)
     if fault is not None:
         raise RegistryError(f"the {kind} of v{version} on {ds} is made and recorded in decisions/ds={ds}, but MLflow "

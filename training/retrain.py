@@ -64,7 +64,7 @@ def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", re
     from training.window import since_onset
 
     architectures.load_builder(architectures.builder_path(settings.model.architecture))
-    lake = Lake(settings.lake_uri)
+    lake = Lake.of(settings)
     registry = Registry(settings, lake)
     spec, task = settings.dataset, task_for(settings.dataset.task)
     gate = effective_gate(settings.gate, task)
@@ -283,7 +283,7 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
     from training.window import split_validation
 
     t0 = time.perf_counter()
-    lake = Lake(settings.lake_uri)
+    lake = Lake.of(settings)
     registry = Registry(settings, lake)
     spec, task, t = settings.dataset, task_for(settings.dataset.task), settings.training
     train = pq.read_table(window["train"], filesystem=lake.fs)
@@ -487,7 +487,7 @@ def evaluate_challenger(settings: "Settings", ds: str, window: dict[str, Any], v
     from model.bundle import load_bundle
     from training.evaluate import effective_gate, judge_challenger, judge_first_model, paired_bootstrap, segment_deltas
 
-    lake = Lake(settings.lake_uri)
+    lake = Lake.of(settings)
     registry = Registry(settings, lake)
     spec, task = settings.dataset, task_for(settings.dataset.task)
     gate = effective_gate(settings.gate, task)

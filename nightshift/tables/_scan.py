@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.fs as pafs
 
 from nightshift.lake import Lake
 from nightshift.spec import DS
@@ -21,11 +20,8 @@ def lake_history(lake: Lake, table: str, schema: pa.Schema, columns: list[str] |
     `ds`) if none."""
     fields = [schema.field(c) for c in columns] if columns else list(schema)
     full = pa.schema([*fields, pa.field(DS, pa.string())])
-    base = lake.table_path(table)
-    if lake.fs.get_file_info(base).type != pafs.FileType.Directory:
+    ds = lake.history_dataset(table, schema)
+    if ds is None:
         return full.empty_table()
-    partitioning = pads.partitioning(pa.schema([pa.field(DS, pa.string())]), flavor="hive")
-    ds = pads.dataset(base, format="parquet", filesystem=lake.fs, partitioning=partitioning,
-                      schema=pa.schema([*schema, pa.field(DS, pa.string())]))
     where = pads.field(DS).isin(days) if days is not None else None
     return ds.to_table(columns=[f.name for f in full], filter=where)

@@ -64,8 +64,25 @@ def in_force(lake: Lake, ds: str, alias: str = CHAMPION) -> AliasEvent | None:
 
 
 def next_seq(lake: Lake) -> int:
-    """The sequence number of the next event (one more than the largest so far)."""
-    return max((e.seq for e in history(lake)), default=0) + 1
+    """The sequence number of the next event: one more than the largest so far, published or claimed."""
+    return max([e.seq for e in history(lake)] + _claimed(lake), default=0) + 1
+
+
+class SeqTaken(RuntimeError):
+    """Another alias move claimed this sequence number first (the moves were not serialised)."""
+
+
+def _claims(lake: Lake) -> str:
+    return posixpath.join(_dir(lake), "_seq")
+
+
+def _claimed(lake: Lake) -> list[int]:
+    found = []
+    for info in lake.fs.get_file_info(pafs.FileSelector(_claims(lake), allow_not_found=True)):
+        name = posixpath.basename(info.path)
+        if name.isdigit():
+            found.append(int(name))
+    return found
 
 
 def append(lake: Lake, event: AliasEvent) -> None:
@@ -76,6 +93,11 @@ def stage(lake: Lake, event: AliasEvent) -> str:
     """Write an event where readers do not look; returns its staged path."""
     fs, base = lake.fs, _dir(lake)
     fs.create_dir(base, recursive=True)
+    # Put-if-absent: two moves that both read the same history cannot both take its next seq, even where
+    # the lake's lock is a lease (object stores); the loser fails before MLflow moves anything.
+    if not lake.claim(posixpath.join(_claims(lake), f"{event.seq:06d}"), json.dumps(asdict(event)).encode()):
+        raise SeqTaken(f"alias history: seq {event.seq} was claimed by another alias move at the same time "
+                       f"(registry/aliases/_seq/{event.seq:06d} in {lake.uri}); nothing was moved, rerun the move")
     name = f"{event.seq:06d}-{event.ds}-{event.alias}-{uuid.uuid4().hex[:8]}.json"
     tmp = posixpath.join(base, _PENDING + name)
     with fs.open_output_stream(tmp) as f:

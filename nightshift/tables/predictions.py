@@ -86,22 +86,9 @@ def nights(lake: Lake, days: list[str] | None = None) -> list[dict]:
     Row counts and the lineage columns' min/max statistics are in each file's footer, so a
     year of nights costs one footer read per file, whatever the rows per night.
     """
-    import posixpath
-
-    import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
-    from nightshift.spec import DS
-
-    base = lake.table_path(PREDICTIONS)
-    if lake.fs.get_file_info(base).type != pafs.FileType.Directory:
-        return []
-    files: dict[str, list[str]] = {}
-    for info in lake.fs.get_file_info(pafs.FileSelector(base, recursive=True)):
-        rel = posixpath.relpath(info.path, base).split("/")
-        if info.type == pafs.FileType.File and len(rel) == 2 and rel[0].startswith(f"{DS}=") \
-                and not rel[1].startswith(("_", ".")) and rel[1].endswith(".parquet"):
-            files.setdefault(rel[0][len(DS) + 1:], []).append(info.path)
+    files = lake.committed_files(PREDICTIONS)
     out = []
     for ds in sorted(d for d in files if days is None or d in days):
         rows, seen = 0, {"model_version": set(), "model_selection": set()}
