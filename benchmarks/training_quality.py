@@ -109,12 +109,12 @@ def bench_transfer(seeds: list[int], per_day: int, target_rows: int) -> float:
     return mean
 
 
-def _curve(init: str, table, source, valid, seed: int, max_epochs: int) -> list[tuple[float, float]]:
+def _curve(init: str, table, source, valid, seed: int, max_epochs: int, model_settings=MODEL) -> list[tuple[float, float]]:
     """(seconds since the start, validation AUC) after each epoch, init and data preparation included."""
     curve: list[tuple[float, float]] = []
     settings = TRAINING.model_copy(update={"seed": seed, "epochs": max_epochs, "early_stop_patience": 0})
     t = time.perf_counter()
-    model, pre = init_model(init, table, SPEC, MODEL, source, seed)
+    model, pre = init_model(init, table, SPEC, model_settings, source, seed)
     fit(model, pre, table, SPEC, settings, valid_table=valid,
         on_epoch=lambda row: curve.append((time.perf_counter() - t, row["valid_auc"])) and False)
     return curve

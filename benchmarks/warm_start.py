@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.training_quality import SPEC, TRAINING, predict, rows, y_of  # noqa: E402
+from benchmarks.training_quality import SPEC, TRAINING, _curve, predict, rows, y_of  # noqa: E402
 from model.bundle import Bundle  # noqa: E402
 from nightshift.settings import ModelSettings  # noqa: E402
 from simulator.world import World  # noqa: E402
@@ -46,17 +46,6 @@ WORLDS = {  # world: (scenario, window days)
     "gradual": ("gradual-covariate", range(7, 21)),
     "reversing": ("concept", range(7, 21)),
 }
-
-
-def _curve(init, window, valid, model_settings, source, seed, epochs):
-    """(seconds since the start, validation AUC) after each epoch; init and data preparation included."""
-    curve = []
-    settings = TRAINING.model_copy(update={"seed": seed, "epochs": epochs, "early_stop_patience": 0})
-    t = time.perf_counter()
-    model, pre = init_model(init, window, SPEC, model_settings, source, seed)
-    fit(model, pre, window, SPEC, settings, valid_table=valid,
-        on_epoch=lambda row: curve.append((time.perf_counter() - t, row["valid_auc"])) and False)
-    return curve
 
 
 def _best(curve):
@@ -77,8 +66,8 @@ def run(architecture: str, world_name: str, seed: int, per_day: int, epochs: int
     # a lucky epoch than it would be on the window's own 2 x per_day rows.
     window, valid = rows(world, window_days, per_day), rows(world, range(21, 23), VALID_ROWS)
     champion_auc = auc(y_of(valid), predict(champ.model, pre, valid)) if architecture == "tabularnet" else None
-    scratch = _curve("scratch", window, valid, model_settings, None, seed, epochs)
-    warm = _curve("warm", window, valid, model_settings, champion, seed, epochs)
+    scratch = _curve("scratch", window, None, valid, seed, epochs, model_settings)
+    warm = _curve("warm", window, champion, valid, seed, epochs, model_settings)
     s_best, s_time = _best(scratch)
     w_best, _ = _best(warm)
     w_time = next((t for t, a in warm if a >= s_best), None)
