@@ -401,7 +401,7 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
             "validation": {"rows": valid_table.num_rows, "since_onset": valid_since},
             "spec": spec.model_dump(mode="json"),
             "history": result.history,
-            "architecture": settings.model.architecture if final["init"] == "scratch" else None,
+            "architecture": str(getattr(result.model, "nightshift_architecture", {}).get("architecture", "")) or None,
             "transplant": transplant_record(result.model),
         }
         extra = {"nightshift.candidate": name, "nightshift.window_kind": final["kind"]}
