@@ -29,7 +29,7 @@ from nightshift.dates import add_days
 from nightshift.lake import Lake
 from nightshift.registry import CHALLENGER, CHAMPION, Registry
 from nightshift.spec import EVENT_DS
-from nightshift.tables.decisions import latest_decision
+from nightshift.tables.decisions import latest_decision, read_decision
 from nightshift.task import task_for
 from training.promotion import DEFERRED, PROMOTE, UNCHANGED
 from training.window import build_window, fingerprint
@@ -476,7 +476,8 @@ def _log_loser(registry, ds, got, name, trigger, reasons, settings, window, pare
 def evaluate_challenger(settings: "Settings", ds: str, window: dict[str, Any], version: str) -> dict[str, Any]:
     """Score champion and challenger on the same holdout and judge the challenger."""
     from training.bundle import load_bundle
-    from training.evaluate import effective_gate, judge_challenger, judge_first_model, paired_bootstrap, segment_deltas
+    from training.evaluate import (champion_staleness, effective_gate, judge_challenger, judge_first_model, paired_bootstrap,
+                                   prediction_churn, segment_deltas)
 
     lake = Lake(settings.lake_uri)
     registry = Registry(settings, lake)
@@ -510,12 +511,26 @@ def evaluate_challenger(settings: "Settings", ds: str, window: dict[str, Any], v
         if spec.segment:
             seg = holdout.column(spec.segment).to_numpy(zero_copy_only=False).astype(str)
             segments = segment_deltas(y, p_champion, p_challenger, seg, gate.min_segment_rows, task=task)
-        verdict = judge_challenger({**boot, "too_few": too_few}, segments, gate)
-        evidence.update({"first_model": False, **boot, "segments": segments, "power": window.get("power")})
+        churn = prediction_churn(task, p_champion, p_challenger, settings.scoring.threshold)
+        stale = champion_staleness(_fired_signals(lake, ds), chosen.get("onset"), holdout_days)
+        verdict = judge_challenger({**boot, "too_few": too_few, "churn": churn}, segments, gate, stale=stale)
+        evidence.update({"first_model": False, **boot, "segments": segments, "power": window.get("power"),
+                         "churn": churn, "champion_stale": stale})
     reasons = [*verdict.reasons, *chosen.get("reasons", [])]  # which rows judged, when there was a choice
-    evidence.update({"verdict": verdict.verdict, "reasons": reasons, "gate": gate.model_dump()})
+    evidence.update({"verdict": verdict.verdict, "basis": verdict.basis, "reasons": reasons, "gate": gate.model_dump()})
     log.info("challenger v%s on %s: %s (%s)", version, ds, verdict.verdict, "; ".join(reasons))
     return {"ds": ds, "version": version, "verdict": verdict.verdict, "reasons": reasons, "evidence": _jsonable(evidence)}
+
+
+def _fired_signals(lake: Lake, ds: str) -> frozenset[str]:
+    """The policy signals behind night `ds`'s retrain decision: those fired that night, and those of the
+    WAIT it carried out (empty without a record, e.g. a retrain by hand on a night with none)."""
+    record = read_decision(lake, ds, "retrain")
+    if record is None:
+        return frozenset()
+    ev = record["evidence"]
+    fired = {s["name"] for s in ev.get("signals") or () if s.get("fired")}
+    return frozenset(fired | set((ev.get("evidence") or {}).get("pending_signals") or ()))
 
 
 def judge(evaluation: dict[str, Any]) -> bool:
