@@ -25,7 +25,11 @@ Each draw is judged twice where the gate has two paths: with the champion not kn
 rates are the worst of the two for `worse` (both must hold the 2.5%), and the not-stale path
 for `equal` and `better` (a stale champion is meant to be replaced by an equal challenger).
 
-    python benchmarks/gate_calibration.py [--trials 400] [--tasks binary regression] [--rows N]
+    python benchmarks/gate_calibration.py [--trials 400] [--tasks binary regression] [--rows N] [--baseline COMMIT]
+
+`--baseline COMMIT` also judges every draw with `judge_challenger` as it was at that commit (read
+with `git show`; the bootstrap is today's, whose draws and values are those of any earlier
+commit), and prints its rates as `baseline_*` beside the figures.
 
 The last line is `RESULT key=value ...` (the worst over the tasks); one `RESULT task=...` line per task precedes it.
 """
@@ -81,28 +85,49 @@ def powered_rows(task: str, gate: GateSettings, seed: int) -> int:
     return max(gate.min_rows, judge_power(power, gate).required_rows or gate.min_rows)
 
 
-def judgements(evidence: dict, gate: GateSettings) -> dict[str, str]:
+BASELINE = None  # judge_challenger as it was at --baseline COMMIT
+
+
+def load_baseline(commit: str):
+    """`judge_challenger` from training/evaluate.py at `commit`, as a module of its own."""
+    import subprocess
+    import types
+
+    source = subprocess.run(["git", "show", f"{commit}:training/evaluate.py"], cwd=REPO, check=True,
+                            capture_output=True, text=True).stdout
+    module = types.ModuleType(f"evaluate_at_{commit}")
+    sys.modules[module.__name__] = module  # its dataclasses look their module up
+    exec(compile(source, f"{commit}:training/evaluate.py", "exec"), module.__dict__)  # noqa: S102 - our own history
+    return module.judge_challenger
+
+
+def judgements(evidence: dict, gate: GateSettings, judge=None) -> dict[str, str]:
     """The verdict on the not-stale path and, where the gate has one, on the stale-champion path."""
-    if "stale" not in inspect.signature(judge_challenger).parameters:  # today's gate: one rule
-        v = judge_challenger(evidence, [], gate).verdict
+    judge = judge or judge_challenger
+    if "stale" not in inspect.signature(judge).parameters:  # the gate before issue 25: one rule
+        v = judge(evidence, [], gate).verdict
         return {"fresh": v, "stale": v}
-    return {"fresh": judge_challenger(evidence, [], gate, stale=None).verdict,
-            "stale": judge_challenger(evidence, [], gate, stale="bench: champion known stale").verdict}
+    return {"fresh": judge(evidence, [], gate, stale=None).verdict,
+            "stale": judge(evidence, [], gate, stale="bench: champion known stale").verdict}
 
 
 def judge_once(task: str, y, p1, p2, gate: GateSettings, seed: int) -> dict[str, str]:
     t = task_for(task)
     boot = paired_bootstrap(y, p1, p2, n_boot=gate.n_boot, confidence=gate.confidence, seed=seed, task=t)
-    return judgements({**boot, "too_few": t.too_few(y, gate.min_rows)}, gate)
+    evidence = {**boot, "too_few": t.too_few(y, gate.min_rows)}
+    got = judgements(evidence, gate)
+    if BASELINE is not None:
+        got.update({f"baseline_{k}": v for k, v in judgements(evidence, gate, BASELINE).items()})
+    return got
 
 
 def cell(task: str, n: int, gain: float, trials: int, gate: GateSettings, seed: int) -> dict[str, float]:
     rng = np.random.default_rng(seed)
-    got = {"fresh": [], "stale": []}
+    got: dict[str, list[str]] = {}
     for i in range(trials):
         y, p1, p2 = draw(task, n, gain, rng)
         for path, v in judge_once(task, y, p1, p2, gate, seed + i).items():
-            got[path].append(v)
+            got.setdefault(path, []).append(v)
     return {f"{path}_{what}": float(np.mean([v == verdict for v in vs]))
             for path, vs in got.items() for what, verdict in (("promoted", PROMOTE), ("insufficient", INSUFFICIENT_EVIDENCE))}
 
@@ -119,8 +144,12 @@ def run_task(task: str, trials: int, rows: int | None, seed: int) -> dict[str, f
         print(f"  {name:6s} (true gain {gain:+.4f}): {r}  [{time.perf_counter() - t0:.0f} s]", flush=True)
         out[f"{name}_promoted_rate"] = max(r["fresh_promoted"], r["stale_promoted"]) if name == "worse" else r["fresh_promoted"]
         out[f"{name}_stale_promoted_rate"] = r["stale_promoted"]
+        if BASELINE is not None:
+            out[f"baseline_{name}_promoted_rate"] = r["baseline_fresh_promoted"]
     small = cell(task, gate.min_rows - 1, 2 * gate.margin, max(20, trials // 10), gate, seed + 7)
     out["small_insufficient_rate"] = min(small["fresh_insufficient"], small["stale_insufficient"])
+    if BASELINE is not None:
+        out["baseline_small_insufficient_rate"] = small["baseline_fresh_insufficient"]
     rng = np.random.default_rng(seed)
     y, p1, p2 = draw(task, 200_000, 0.0, rng)
     t0 = time.perf_counter()
@@ -135,7 +164,11 @@ def main() -> None:
     p.add_argument("--tasks", nargs="+", default=["binary", "regression"], choices=["binary", "regression"])
     p.add_argument("--rows", type=int, default=None, help="holdout rows (default: the smallest the power check accepts)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--baseline", metavar="COMMIT", help="also judge every draw with judge_challenger at this commit")
     args = p.parse_args()
+    global BASELINE
+    if args.baseline:
+        BASELINE = load_baseline(args.baseline)
     per = {task: run_task(task, args.trials, args.rows, args.seed) for task in args.tasks}
     fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
     for task, r in per.items():
@@ -147,6 +180,12 @@ def main() -> None:
         "small_insufficient_rate": min(r["small_insufficient_rate"] for r in per.values()),
         "gate_s_200k": max(r["gate_s_200k"] for r in per.values()),
     }
+    if BASELINE is not None:
+        worst.update({
+            "baseline_worse_promoted_rate": max(r["baseline_worse_promoted_rate"] for r in per.values()),
+            "baseline_equal_promoted_rate": max(r["baseline_equal_promoted_rate"] for r in per.values()),
+            "baseline_better_promoted_rate": min(r["baseline_better_promoted_rate"] for r in per.values()),
+        })
     print("RESULT " + " ".join(f"{k}={fmt(v)}" for k, v in worst.items()))
 
 
