@@ -400,7 +400,8 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
             extra["nightshift.cpu_fallback"] = fallback
         with tempfile.TemporaryDirectory() as tmp:
             bundle_dir = Path(tmp) / "model"
-            save_bundle(bundle_dir, result.model, preprocessor, meta, reference=_reference_sample(train, settings))
+            reference, meta["drift_reference"] = _reference_sample(train, settings, lake, window)
+            save_bundle(bundle_dir, result.model, preprocessor, meta, reference=reference)
             write_model_card(bundle_dir, _model_card(settings, lake, window, bundle_dir))
             # Losing candidates keep their child runs (metrics, no model); the winner's run holds the bundle.
             for i, got in enumerate(trained):
@@ -538,12 +539,31 @@ def judge(evaluation: dict[str, Any]) -> bool:
     return evaluation["verdict"] == PROMOTE
 
 
-def _reference_sample(train: pa.Table, settings: "Settings") -> pa.Table:
-    """A fixed-size, seeded sample of the training window: the drift reference saved with the model."""
+def _reference_sample(train: pa.Table, settings: "Settings", lake: Lake | None = None,
+                      window: dict[str, Any] | None = None) -> tuple[pa.Table, dict[str, Any]]:
+    """A fixed-size, seeded sample of the world the model answers: the drift reference saved with it, and what it is.
+
+    Its training window, unless the gate judges it on the rows since a drift onset: then the
+    window's and the holdout's rows since the onset, the world it was judged on. A promotion that
+    answers the drift thus moves the reference to the new world, which closes the episode (a new
+    reference resets the alarm); a training window of mostly older days would keep the alarm on
+    against the new champion, and each cooldown's end would retrain again on the same drift.
+    """
+    from training.window import since_onset
+
     spec = settings.dataset
-    n = min(settings.training.reference_size, train.num_rows)
-    idx = np.sort(np.random.default_rng(settings.training.seed).choice(train.num_rows, size=n, replace=False))
-    return train.select(list(spec.features)).take(pa.array(idx))
+    chosen = (window or {}).get("gate_holdout") or {}
+    source, what = train.select(list(spec.features)), {"kind": "training_window", "rows": train.num_rows}
+    onset, days = chosen.get("onset"), chosen.get("days") or []
+    if lake is not None and onset and days and min(days) >= onset:
+        holdout = pq.read_table(window["holdout"], filesystem=lake.fs)
+        world = pa.concat_tables([since_onset(train, onset).select(list(spec.features)),
+                                  since_onset(holdout, onset).select(list(spec.features))])
+        if world.num_rows >= settings.gate.min_rows:
+            source, what = world, {"kind": "since_onset", "onset": onset, "rows": world.num_rows}
+    n = min(settings.training.reference_size, source.num_rows)
+    idx = np.sort(np.random.default_rng(settings.training.seed).choice(source.num_rows, size=n, replace=False))
+    return source.take(pa.array(idx)), what
 
 
 def _jsonable(obj: Any) -> Any:
