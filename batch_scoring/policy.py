@@ -86,6 +86,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("nightshift.policy")
 
 RETRAIN, COOLDOWN, NO_ACTION, WAIT = "RETRAIN", "COOLDOWN", "NO_ACTION", "WAIT"
+DEFERRED = "DEFERRED"  # a retrain that would defer again on unchanged grounds is not re-decided (see `deferral_holds`)
 DRIFT_REASON = "drift persisted"
 CUSUM_REASON = "drift too strong to be noise"
 ALARM_DROP_REASON = "drift alarm on tonight"
@@ -165,6 +166,13 @@ class RetrainEvidence:
     pending_days: int | None = None
     pending_reasons: tuple[str, ...] = ()
     pending_signals: tuple[str, ...] = ()  # the signals that fired on its first night
+    # The newest gate record since the champion, when it DEFERRED a retrain that could not be judged: its night, what
+    # would have made it judgeable (`training.evaluate.judgeable_by`), and what has changed since.
+    deferred_on: str | None = None
+    deferred: dict[str, Any] | None = None
+    holdout_rows_since_deferral: float | None = None  # the holdout's share of the labels that arrived since
+    days_since_deferral: int | None = None  # days with data since
+    judge_settings: dict[str, Any] | None = None  # the gate's sizing settings tonight (`judge_settings`)
 
 
 @dataclass(frozen=True)
@@ -389,8 +397,36 @@ def should_retrain(ev: RetrainEvidence, policy: "PolicySettings", margin: float 
         held = (f"cooldown: last retrain was {ev.days_since_last_retrain} days with data ago "
                 f"(cooldown {policy.cooldown_days})")
         return RetrainDecision(COOLDOWN, (held, *triggers), signals)
+    if (held := deferral_holds(ev)) is not None:
+        return RetrainDecision(DEFERRED, (held, *triggers), signals)
     verdict, why = wait_for_labels(ev, policy, frozenset(s.name for s in signals if s.fired))
     return RetrainDecision(verdict, ((why,) if why else ()) + tuple(triggers), signals)
+
+
+def deferral_holds(ev: RetrainEvidence) -> str | None:
+    """Why a retrain due tonight would defer again on the grounds of the last deferral, or None (pure).
+
+    A retrain that could not be judged (too few holdout rows, or too few to resolve the margin)
+    deferred with a record that said what would make it judgeable. Deciding it again every
+    cooldown would train nothing and repeat that record and its alert. It is decided again when
+    the gate's sizing settings change, or when enough labels have arrived for its holdout to
+    hold the rows it lacked (a holdout capped at training.holdout_max_days gains only when the
+    daily volume rises).
+    """
+    j = ev.deferred
+    if ev.manual or j is None or ev.deferred_on is None:
+        return None
+    if ev.judge_settings is not None and ev.judge_settings != j.get("settings"):
+        return None
+    gained = ev.holdout_rows_since_deferral or 0.0
+    if j["days"] < j["max_days"]:
+        if j["rows"] + gained >= j["required_rows"]:
+            return None
+    elif ev.days_since_deferral and gained / ev.days_since_deferral * j["max_days"] >= j["required_rows"]:
+        return None
+    return (f"held: the retrain of {ev.deferred_on} could not be judged ({j['words']}), and nothing that would change "
+            f"that has happened since: {gained:.0f} holdout rows' worth of labels arrived, the gate's settings are the "
+            f"same. It would defer again, so it is not decided again until they change or the labels arrive")
 
 
 def alarm_nights(ev: RetrainEvidence) -> int:
@@ -528,6 +564,7 @@ def gather_evidence(settings: "Settings", ds: str, lake: Lake, manual: bool = Fa
     retrains = [d for d in records if d["verdict"] == RETRAIN and d["ds"] in cooling]
     last = retrains[-1] if retrains else None
     waiting = wait_evidence(records, flags, data_days, ds)
+    deferral = deferral_evidence(settings, lake, ds, data_days, in_force.ds) if in_force is not None and not manual else {}
     return RetrainEvidence(
         has_champion=in_force is not None,
         metric=task.primary.name,
@@ -544,7 +581,29 @@ def gather_evidence(settings: "Settings", ds: str, lake: Lake, manual: bool = Fa
         manual=manual,
         onset_labelled=labelled_since(perf, waiting["onset"]) if waiting["onset"] else None,
         **waiting,
+        **deferral,
     )
+
+
+def deferral_evidence(settings: "Settings", lake: Lake, ds: str, data_days: list[str], since: str) -> dict[str, Any]:
+    """The `deferred*` fields of `RetrainEvidence`: the newest gate record before `ds` and from `since` (the day the
+    champion took effect) on, when it is a deferral that said what would make the retrain judgeable, and the labels
+    and days with data since it."""
+    from nightshift.lake import DECISIONS, LABELS
+    from nightshift.tables.decisions import read_decision
+    from training.evaluate import effective_gate, judge_settings
+    from training.window import HOLDOUT_SHARE
+
+    last = next((r for d in reversed([d for d in lake.partitions(DECISIONS) if since <= d < ds])
+                 if (r := read_decision(lake, d, "promotion")) is not None), None)
+    if last is None or last["verdict"] != DEFERRED or not last["evidence"].get("judgeable"):
+        return {}
+    arrived = sum(lake.dataset(LABELS, d).count_rows() for d in lake.partitions(LABELS) if last["ds"] < d <= ds)
+    gate = effective_gate(settings.gate, task_for(settings.dataset.task))
+    return {"deferred_on": last["ds"], "deferred": last["evidence"]["judgeable"],
+            "holdout_rows_since_deferral": HOLDOUT_SHARE * arrived,
+            "days_since_deferral": sum(1 for d in data_days if d > last["ds"]),
+            "judge_settings": judge_settings(gate, settings.training.holdout_max_days)}
 
 
 def wait_evidence(records: list[dict[str, Any]], flags: list[tuple[str, bool]], data_days: list[str],

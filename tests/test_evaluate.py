@@ -343,3 +343,18 @@ def test_judge_first_model(auc_value, n, n_pos, verdict, says):
 def test_judge_first_regression_model(r2, n, verdict, says):
     v = judge_first_model(r2, "r2", 0.0, True, REGRESSION.too_few(np.zeros(n), 500), n)
     assert v.verdict == verdict and says in " ".join(v.reasons)
+
+
+@pytest.mark.parametrize("rows, days, required, mde, says, days_needed", [
+    pytest.param(175, 14, None, None, "set training.holdout_max_days to at least 40 (now 14)", 40, id="too-few-rows"),
+    pytest.param(900, 14, 8700, 0.0156, "or gate.margin to 0.0156, the gain these 900 rows can resolve (now 0.0050)", 136,
+                 id="too-few-to-resolve-the-margin"),
+    pytest.param(0, 0, None, None, "holds 0 rows over 0 labelled days", None, id="nothing-labelled"),
+])
+def test_judgeable_by_says_what_would_judge(rows, days, required, mde, says, days_needed):
+    from training.evaluate import judge_settings, judgeable_by
+
+    gate = GateSettings(margin=0.005)
+    got = judgeable_by(rows, days, 14, required, mde, gate)
+    assert says in got["words"] and got["days_needed"] == days_needed
+    assert got["required_rows"] == max(required or 0, 500) and got["settings"] == judge_settings(gate, 14)

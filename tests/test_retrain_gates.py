@@ -40,6 +40,20 @@ def test_a_holdout_too_small_for_the_margin_defers_with_the_numbers(settings, la
     words = " ".join(record["reasons"])
     assert f"{power['n']} rows cannot resolve the margin" in words and "gate.margin is 0.0050" in words
     assert "holdout rows" in words  # how many it would take
+    # ...and once, in the settings' words, what would make it judgeable: the days it takes, or the margin it resolves
+    judgeable = record["evidence"]["judgeable"]
+    assert judgeable["rows"] == power["n"] and judgeable["resolvable_margin"] == pytest.approx(power["mde"])
+    assert f"set training.holdout_max_days to at least {judgeable['days_needed']}" in words
+    assert f"or gate.margin to {power['mde']:.4f}" in words
+
+    # The next nights, on the same grounds, the policy holds the retrain instead of deciding (and deferring) it again.
+    from batch_scoring.policy import deferral_holds, gather_evidence
+
+    ev = gather_evidence(s, add_days(START, 30), lake)
+    assert ev.deferred_on == add_days(START, 29) and ev.deferred == judgeable
+    assert deferral_holds(ev).startswith(f"held: the retrain of {add_days(START, 29)} could not be judged")
+    wider = s.with_overrides({"gate.margin": round(power["mde"] + 0.001, 4)})
+    assert deferral_holds(gather_evidence(wider, add_days(START, 30), lake)) is None  # a change of settings: decided again
 
 
 def test_the_same_window_and_champion_skip_the_retrain(settings, lake):

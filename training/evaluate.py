@@ -144,6 +144,29 @@ def judge_power(power: dict[str, Any], gate: "GateSettings") -> PowerVerdict:
         f"It would take {need} (more days of labels, or raise training.holdout_max_days), or a wider gate.margin",), required)
 
 
+def judgeable_by(rows: int, days: int, max_days: int, required_rows: int | None, mde: float | None,
+                 gate: "GateSettings") -> dict[str, Any]:
+    """What would make a holdout that cannot judge able to (pure): the rows and days it would take, and the margin
+    its rows resolve now; with the settings it was sized under, so a policy can tell when its grounds change."""
+    need = max(int(required_rows or 0), gate.min_rows)
+    per_day = rows / days if days else 0.0
+    days_needed = int(np.ceil(need / per_day)) if per_day > 0 else None
+    words = [f"the holdout holds {rows} rows over {days} labelled days ({per_day:.1f} a day) and judging needs about {need}"]
+    if days_needed is not None:
+        words.append(f"set training.holdout_max_days to at least {days_needed} (now {max_days})")
+    if mde is not None and np.isfinite(mde) and rows >= gate.min_rows:
+        words.append(f"or gate.margin to {mde:.4f}, the gain these {rows} rows can resolve (now {gate.margin:.4f})")
+    return {"rows": int(rows), "days": int(days), "max_days": int(max_days), "required_rows": need,
+            "days_needed": days_needed, "resolvable_margin": None if mde is None or not np.isfinite(mde) else float(mde),
+            "settings": judge_settings(gate, max_days), "words": "; ".join(words[:1]) + (": " + ", ".join(words[1:]) if words[1:] else "")}
+
+
+def judge_settings(gate: "GateSettings", max_days: int) -> dict[str, Any]:
+    """The settings that decide whether a holdout can judge: a deferral's grounds change when they do."""
+    return {"margin": gate.margin, "min_rows": gate.min_rows, "confidence": gate.confidence, "power_check": gate.power_check,
+            "assumed_correlation": gate.assumed_correlation, "holdout_max_days": max_days}
+
+
 # -- which holdout judges ----------------------------------------------------------------
 @dataclass(frozen=True)
 class HoldoutChoice:

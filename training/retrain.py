@@ -55,7 +55,7 @@ def champion_at_end_of(registry: Registry, ds: str):
 def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", reasons: list[str] | None = None) -> dict[str, Any]:
     """Build and stage the training window for `ds`, and decide whether to train on it."""
     from training.bundle import load_bundle
-    from training.evaluate import choose_holdout, detectable_gain, effective_gate, judge_power
+    from training.evaluate import choose_holdout, detectable_gain, effective_gate, judge_power, judgeable_by
     from training.window import since_onset
 
     lake = Lake(settings.lake_uri)
@@ -143,6 +143,12 @@ def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", re
             action, verdict = DEFER, UNCHANGED
             why = [f"the window's data (fingerprint {summary['fingerprint']}) and the champion v{champion_ref.version} are "
                    f"what the retrain of {last['ds']} saw: it would train the same challenger (verdict then: {last['verdict']})"]
+    if verdict == DEFERRED and (too_few or "power" in summary):  # say once what would make it judgeable
+        power = summary.get("power") or {}
+        summary["judgeable"] = judgeable_by(judged.num_rows, len(set(judged.column(EVENT_DS).to_pylist())),
+                                            settings.training.holdout_max_days,
+                                            judge_power(power, gate).required_rows if power else None, power.get("mde"), gate)
+        why = [*why, f"what would make it judgeable: {summary['judgeable']['words']}"]
     summary.update(action=action, action_verdict=verdict, action_reasons=why)
     if action == DEFER:
         log.info("retrain for %s stops before training: %s (%s)", ds, verdict, "; ".join(why))
