@@ -272,6 +272,15 @@ def infer_time_index(name: str, days: np.ndarray, values: np.ndarray) -> str | N
     return None
 
 
+GATE_HOLDOUT_SHARE = 0.5  # the gate's holdout: a hash half of the labelled rows (training.window.HOLDOUT_SHARE)
+
+
+def holdout_days_needed(labelled_per_day: float, min_rows: int) -> int | None:
+    """Labelled days the gate's holdout must span to hold `min_rows` at this volume (None: no labels at all)."""
+    per_day = labelled_per_day * GATE_HOLDOUT_SHARE
+    return int(np.ceil(min_rows / per_day)) if per_day > 0 else None
+
+
 def infer_task(labels: pa.Array | pa.ChunkedArray) -> TaskName:
     """binary if every non-null label is 0/1 or a boolean, regression if every one is a number; else ImportFailed."""
     kinds = _classify_labels(pa.concat_arrays(labels.chunks) if isinstance(labels, pa.ChunkedArray) else labels)
@@ -389,6 +398,7 @@ def import_table(options: ImportOptions, *, env: dict[str, str] | None = None,
         shutil.rmtree(work, ignore_errors=True)
         _remove_if_empty(home / "_work")
 
+    notes += _holdout_note(existing, spec_path, (scan.labels_total - scan.labels_dropped) / len(days), say)
     arrival = (f"labels arrive on the UTC date of {options.label_time_col!r}" if options.label_time_col else
                f"labels arrive {scan.delay_days} day{'s' if scan.delay_days != 1 else ''} after their row's day"
                + (" (the default: pass --label-delay-days or --label-time-col to change it)"
@@ -404,6 +414,23 @@ def import_table(options: ImportOptions, *, env: dict[str, str] | None = None,
         issues=[i for i in scan.issues.values() if i.count], notes=notes,
         seconds=time.perf_counter() - started,
     )
+
+
+def _holdout_note(existing: dict, spec_path: Path, labelled_per_day: float, say: Callable[[str], None]) -> list[str]:
+    """Where the table's volume cannot fill the gate's holdout within training.holdout_max_days: the setting it takes."""
+    from nightshift.settings import GateSettings, TrainingSettings
+
+    training, gate = existing.get("training") or {}, existing.get("gate") or {}
+    max_days = int(training.get("holdout_max_days", TrainingSettings().holdout_max_days))
+    min_rows = int(gate.get("min_rows", GateSettings().min_rows))
+    need = holdout_days_needed(labelled_per_day, min_rows)
+    if need is None or need <= max_days:
+        return []
+    note = (f"at {labelled_per_day:.1f} labelled rows a day the gate's holdout (half of them) needs {need} days to hold "
+            f"gate.min_rows={min_rows}, but training.holdout_max_days is {max_days}: no retrain could be judged. Add "
+            f"holdout_max_days = {need} under [training] in {spec_path} (or lower gate.min_rows)")
+    say(f"  [yellow]note[/]: {note}")
+    return [note]
 
 
 def _check_options(o: ImportOptions) -> None:

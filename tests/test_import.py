@@ -575,3 +575,17 @@ def test_keep_col_names_a_column_that_exists(tmp_path):
     src = write_csv(census_like(), tmp_path / "t.csv")
     with pytest.raises(ImportFailed, match="--keep-col names columns that are not in the source: \\['yaer'\\]"):
         run(tmp_path / "h", src, keep_cols=("yaer",))
+
+
+def test_a_table_too_thin_for_the_gates_holdout_is_told_the_setting_it_takes(tmp_path):
+    from nightshift.importer import GATE_HOLDOUT_SHARE, holdout_days_needed
+    from training.window import HOLDOUT_SHARE
+
+    assert GATE_HOLDOUT_SHARE == HOLDOUT_SHARE
+    assert holdout_days_needed(25, 500) == 40 and holdout_days_needed(0, 500) is None
+    report = run(tmp_path / "h", write_csv(census_like(per_day=24), tmp_path / "t.csv"))
+    note = next(n for n in report.notes if "holdout_max_days" in n)
+    assert "at 24.0 labelled rows a day the gate's holdout (half of them) needs 42 days" in note
+    assert "holdout_max_days = 42 under [training]" in note
+    thick = run(tmp_path / "h2", write_csv(census_like(per_day=200), tmp_path / "t2.csv"))
+    assert not any("holdout_max_days" in n for n in thick.notes)
