@@ -542,8 +542,13 @@ def metric_evidence(rows: list[dict[str, Any]], version: str, ds: str, reference
     return out
 
 
-def gather_evidence(settings: "Settings", ds: str, lake: Lake, manual: bool = False) -> RetrainEvidence:
-    """What night `ds` knows: earlier drift verdicts, ground truth, champion age, last retrain."""
+def gather_evidence(settings: "Settings", ds: str, lake: Lake, manual: bool = False,
+                    history: list[dict[str, Any]] | None = None) -> RetrainEvidence:
+    """What night `ds` knows: earlier drift verdicts, ground truth, champion age, last retrain.
+
+    `history`: the earlier nights' retrain records to hold the cooldown and a waiting retrain to,
+    instead of the lake's (a policy replay's own decisions, `batch_scoring.replay`).
+    """
     policy, task = settings.policy, task_for(settings.dataset.task)
     in_force = Registry(settings, lake).version_as_of(ds)  # the champion that scored tonight
     data_days = [d for d in lake.partitions(FEATURES) if d <= ds]
@@ -559,7 +564,8 @@ def gather_evidence(settings: "Settings", ds: str, lake: Lake, manual: bool = Fa
 
     # Only the cooldown and a waiting retrain read earlier decisions, so only the nights they span are read.
     earlier = [d for d in data_days if d < ds]
-    records = read_decisions(lake, earlier[-max(policy.cooldown_days, policy.max_wait_days + 1):], "retrain")
+    span = earlier[-max(policy.cooldown_days, policy.max_wait_days + 1):]
+    records = read_decisions(lake, span, "retrain") if history is None else [r for r in history if r["ds"] in set(span)]
     cooling = set(earlier[-policy.cooldown_days:]) if policy.cooldown_days else set()
     retrains = [d for d in records if d["verdict"] == RETRAIN and d["ds"] in cooling]
     last = retrains[-1] if retrains else None
