@@ -578,3 +578,10 @@ def test_a_deferral_is_not_re_decided_on_unchanged_grounds(name, overrides, verd
     assert decision.verdict == verdict, decision.reasons
     assert fragment in " ".join(decision.reasons)
     assert deferral_holds(RetrainEvidence(**{**DEFERRAL, **overrides})) is None or verdict in (DEFERRED, NO_ACTION, COOLDOWN)
+
+
+def test_replay_policy_changes_the_policy_only(capsys):
+    from cli.main import main
+
+    assert main(["replay-policy", "--start", "2026-01-01", "--end", "2026-01-02", "--set", "gate.margin=0.1"]) == 2
+    assert "--set takes policy.KEY=VALUE" in capsys.readouterr().err
