@@ -596,12 +596,13 @@ def deferral_evidence(settings: "Settings", lake: Lake, ds: str, data_days: list
     champion took effect) on, when it is a deferral that said what would make the retrain judgeable, and the labels
     and days with data since it."""
     from nightshift.lake import DECISIONS, LABELS
-    from nightshift.tables.decisions import read_decision
+    from nightshift.tables.decisions import history
     from training.evaluate import effective_gate, judge_settings
     from training.window import HOLDOUT_SHARE
 
-    last = next((r for d in reversed([d for d in lake.partitions(DECISIONS) if since <= d < ds])
-                 if (r := read_decision(lake, d, "promotion")) is not None), None)
+    days = [d for d in lake.partitions(DECISIONS) if since <= d < ds]
+    gate_records = history(lake, ("promotion",), days=days) if days else []  # one scan
+    last = gate_records[-1] if gate_records else None
     if last is None or last["verdict"] != DEFERRED or not last["evidence"].get("judgeable"):
         return {}
     arrived = sum(lake.dataset(LABELS, d).count_rows() for d in lake.partitions(LABELS) if last["ds"] < d <= ds)
