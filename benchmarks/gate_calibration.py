@@ -18,7 +18,8 @@ Cells (rates over `--trials` draws each; the holdout is the smallest one the pow
 - equal: true gain = 0. Promoted at most 5%.
 - better: true gain = 2 x margin. Promoted at least 90%.
 - small: fewer rows than gate.min_rows. INSUFFICIENT_EVIDENCE always.
-- gate_s_200k: seconds for one judgement (bootstrap included) at 200,000 rows, n_boot 1000.
+- gate_s_200k: seconds for one judgement (bootstrap included) at 200,000 rows, n_boot 1000 (the faster of two;
+  with --baseline, the baseline's resampling code is timed alternately under the same load).
 
 Each draw is judged twice where the gate has two paths: with the champion not known stale
 (promotion needs superiority) and known stale (non-inferiority is enough). The headline
@@ -88,17 +89,42 @@ def powered_rows(task: str, gate: GateSettings, seed: int) -> int:
 BASELINE = None  # judge_challenger as it was at --baseline COMMIT
 
 
-def load_baseline(commit: str):
-    """`judge_challenger` from training/evaluate.py at `commit`, as a module of its own."""
+BASELINE_METRICS = None  # nightshift/metrics.py as it was at --baseline COMMIT (the bootstrap's resampling)
+
+
+def at_commit(commit: str, path: str):
+    """The module at `path` as it was at `commit`, loaded under a name of its own."""
     import subprocess
     import types
 
-    source = subprocess.run(["git", "show", f"{commit}:training/evaluate.py"], cwd=REPO, check=True,
-                            capture_output=True, text=True).stdout
-    module = types.ModuleType(f"evaluate_at_{commit}")
+    source = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=REPO, check=True, capture_output=True, text=True).stdout
+    module = types.ModuleType(f"{Path(path).stem}_at_{commit}")
     sys.modules[module.__name__] = module  # its dataclasses look their module up
-    exec(compile(source, f"{commit}:training/evaluate.py", "exec"), module.__dict__)  # noqa: S102 - our own history
-    return module.judge_challenger
+    exec(compile(source, f"{commit}:{path}", "exec"), module.__dict__)  # noqa: S102 - our own history
+    return module
+
+
+def load_baseline(commit: str):
+    """`judge_challenger` from training/evaluate.py at `commit`."""
+    return at_commit(commit, "training/evaluate.py").judge_challenger
+
+
+def time_200k(task: str, gate: GateSettings, seed: int, metrics_module=None) -> float:
+    """Seconds for one judgement at 200,000 rows and 1,000 resamples; with `metrics_module`, its resampling code."""
+    from nightshift import metrics
+
+    saved = {k: getattr(metrics, k) for k in ("resampled_aucs", "resampled_rmses", "_CELLS_PER_CHUNK")}
+    if metrics_module is not None:
+        for k in saved:
+            setattr(metrics, k, getattr(metrics_module, k))
+    try:
+        y, p1, p2 = draw(task, 200_000, 0.0, np.random.default_rng(seed))
+        t0 = time.perf_counter()
+        judge_once(task, y, p1, p2, gate.model_copy(update={"n_boot": 1000}), seed)
+        return time.perf_counter() - t0
+    finally:
+        for k, v in saved.items():
+            setattr(metrics, k, v)
 
 
 def judgements(evidence: dict, gate: GateSettings, judge=None) -> dict[str, str]:
@@ -132,8 +158,14 @@ def cell(task: str, n: int, gain: float, trials: int, gate: GateSettings, seed: 
             for path, vs in got.items() for what, verdict in (("promoted", PROMOTE), ("insufficient", INSUFFICIENT_EVIDENCE))}
 
 
-def run_task(task: str, trials: int, rows: int | None, seed: int) -> dict[str, float]:
+def run_task(task: str, trials: int, rows: int | None, seed: int, time_only: bool = False) -> dict[str, float]:
     gate = effective_gate(GateSettings(), task_for(task))
+    if time_only:  # today's and the baseline's resampling alternately, twice: the faster of each
+        runs = [(m, time_200k(task, gate, seed, m)) for _ in range(2) for m in (None, BASELINE_METRICS)]
+        out = {"gate_s_200k": min(t for m, t in runs if m is None)}
+        if BASELINE_METRICS is not None:
+            out["baseline_gate_s_200k"] = min(t for m, t in runs if m is not None)
+        return out
     n = rows or powered_rows(task, gate, seed)
     print(f"{task}: margin {gate.margin}, min_gain {gate.min_gain}, n_boot {gate.n_boot}, holdout {n} rows, {trials} trials/cell",
           flush=True)
@@ -150,11 +182,14 @@ def run_task(task: str, trials: int, rows: int | None, seed: int) -> dict[str, f
     out["small_insufficient_rate"] = min(small["fresh_insufficient"], small["stale_insufficient"])
     if BASELINE is not None:
         out["baseline_small_insufficient_rate"] = small["baseline_fresh_insufficient"]
-    rng = np.random.default_rng(seed)
-    y, p1, p2 = draw(task, 200_000, 0.0, rng)
-    t0 = time.perf_counter()
-    judge_once(task, y, p1, p2, gate.model_copy(update={"n_boot": 1000}), seed)
-    out["gate_s_200k"] = time.perf_counter() - t0
+    # Today's and the baseline's resampling timed back to back, twice, under the same load; the faster of each.
+    times = [time_200k(task, gate, seed)] + ([time_200k(task, gate, seed, BASELINE_METRICS)]
+                                            if BASELINE_METRICS is not None else [])
+    times += [time_200k(task, gate, seed)] + ([time_200k(task, gate, seed, BASELINE_METRICS)]
+                                             if BASELINE_METRICS is not None else [])
+    out["gate_s_200k"] = min(times[0::2] if BASELINE_METRICS is not None else times)
+    if BASELINE_METRICS is not None:
+        out["baseline_gate_s_200k"] = min(times[1::2])
     return out
 
 
@@ -164,12 +199,19 @@ def main() -> None:
     p.add_argument("--tasks", nargs="+", default=["binary", "regression"], choices=["binary", "regression"])
     p.add_argument("--rows", type=int, default=None, help="holdout rows (default: the smallest the power check accepts)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--baseline", metavar="COMMIT", help="also judge every draw with judge_challenger at this commit")
+    p.add_argument("--baseline", metavar="COMMIT", help="also judge every draw with judge_challenger at this commit, and "
+                   "time the bootstrap with nightshift/metrics.py at that commit")
+    p.add_argument("--time-only", action="store_true", help="only gate_s_200k (no trials)")
     args = p.parse_args()
-    global BASELINE
+    global BASELINE, BASELINE_METRICS
     if args.baseline:
         BASELINE = load_baseline(args.baseline)
-    per = {task: run_task(task, args.trials, args.rows, args.seed) for task in args.tasks}
+        BASELINE_METRICS = at_commit(args.baseline, "nightshift/metrics.py")
+    per = {task: run_task(task, args.trials, args.rows, args.seed, args.time_only) for task in args.tasks}
+    if args.time_only:
+        for task, r in per.items():
+            print(f"RESULT task={task} " + " ".join(f"{k}={v:.3f}" for k, v in r.items()))
+        return
     fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
     for task, r in per.items():
         print(f"RESULT task={task} " + " ".join(f"{k}={fmt(v)}" for k, v in r.items()))
@@ -185,6 +227,7 @@ def main() -> None:
             "baseline_worse_promoted_rate": max(r["baseline_worse_promoted_rate"] for r in per.values()),
             "baseline_equal_promoted_rate": max(r["baseline_equal_promoted_rate"] for r in per.values()),
             "baseline_better_promoted_rate": min(r["baseline_better_promoted_rate"] for r in per.values()),
+            "baseline_gate_s_200k": max(r["baseline_gate_s_200k"] for r in per.values()),
         })
     print("RESULT " + " ".join(f"{k}={fmt(v)}" for k, v in worst.items()))
 
