@@ -62,6 +62,15 @@ it was decided on drift alone (drift persisted, drift CUSUM, alarm with an estim
 the drift alarm episode has ended since: then the data is back to its reference and the wait
 is withdrawn (NO_ACTION, "withdrawn: ..."). A one-night glitch that reads as overwhelming
 drift (a sensor off by 2 sd for one night, `tests/test_glitch.py`) thus costs an alert, not a retrain.
+
+One drift, one answer: a champion promoted on the rows since a drift's onset (`answered_drift`,
+from its promotion record) answered that drift, and its drift reference is that world. Drift
+signals alone are then not new evidence: a second retrain needs a performance signal (its
+realized or estimated metric below its holdout reference or the floor), its age, or a hand.
+
+A retrain that could not be judged (DEFERRED for its holdout) is not decided again on the same
+grounds (`deferral_holds`): the night's decision is DEFERRED ("held: ..."), without an alert,
+until the gate's sizing settings change or the labels its holdout lacked have arrived.
 """
 
 from __future__ import annotations
@@ -173,6 +182,8 @@ class RetrainEvidence:
     holdout_rows_since_deferral: float | None = None  # the holdout's share of the labels that arrived since
     days_since_deferral: int | None = None  # days with data since
     judge_settings: dict[str, Any] | None = None  # the gate's sizing settings tonight (`judge_settings`)
+    # The onset of the drift the champion's promotion answered (judged on the rows since it), if it did.
+    answered_drift: str | None = None
 
 
 @dataclass(frozen=True)
@@ -384,6 +395,15 @@ def should_retrain(ev: RetrainEvidence, policy: "PolicySettings", margin: float 
         return RetrainDecision(RETRAIN, ("requested by hand",), signals)
     # The floor reasons keep their historical wording ("realized auc 0.6900 on matured day ... is below the floor").
     triggers = [_floor_words(ev, s) if s.name.endswith("below_floor") else s.reason for s in signals if s.fired]
+    if ev.answered_drift is not None and not ev.manual and _drift_alone({s.name for s in signals if s.fired}):
+        # One drift, one answer: the champion was promoted on the world since this drift's onset, and its drift
+        # reference is that world. Drift signals alone on it are not new evidence; its performance would be.
+        triggers = [t for s, t in zip([s for s in signals if s.fired], triggers) if s.name not in DRIFT_SIGNALS]
+        if not triggers and ev.pending_since is None:
+            return RetrainDecision(NO_ACTION, (
+                f"answered: the champion was promoted on the rows since the drift onset {ev.answered_drift}; drift "
+                f"signals alone ({', '.join(s.name for s in signals if s.fired)}) are not new evidence on it. A second "
+                f"retrain needs its realized or estimated metric below its own holdout reference",), signals)
     if not triggers and ev.pending_since is not None:
         if withdrawn(ev):
             return RetrainDecision(NO_ACTION, (
@@ -571,6 +591,7 @@ def gather_evidence(settings: "Settings", ds: str, lake: Lake, manual: bool = Fa
     last = retrains[-1] if retrains else None
     waiting = wait_evidence(records, flags, data_days, ds)
     deferral = deferral_evidence(settings, lake, ds, data_days, in_force.ds) if in_force is not None and not manual else {}
+    answered = answered_drift(lake, in_force.ds) if in_force is not None else None
     return RetrainEvidence(
         has_champion=in_force is not None,
         metric=task.primary.name,
@@ -588,7 +609,22 @@ def gather_evidence(settings: "Settings", ds: str, lake: Lake, manual: bool = Fa
         onset_labelled=labelled_since(perf, waiting["onset"]) if waiting["onset"] else None,
         **waiting,
         **deferral,
+        answered_drift=answered,
     )
+
+
+def answered_drift(lake: Lake, in_force_since: str) -> str | None:
+    """The onset of the drift the champion in force from `in_force_since` answered: its promotion (decided the day
+    before) judged it on the rows since that onset, the champion known stale by that drift. None otherwise."""
+    from nightshift.dates import add_days
+    from nightshift.tables.decisions import read_decision
+
+    record = read_decision(lake, add_days(in_force_since, -1), "promotion")
+    if record is None or record["verdict"] != "PROMOTE":
+        return None
+    ev = record["evidence"]
+    onset = (ev.get("gate_holdout") or {}).get("onset")
+    return onset if onset and str(ev.get("champion_stale") or "").startswith("a drift since") else None
 
 
 def deferral_evidence(settings: "Settings", lake: Lake, ds: str, data_days: list[str], since: str) -> dict[str, Any]:

@@ -169,6 +169,7 @@ def run_world(spec, settings, bundle, card, reference, scenario: str, volume: in
     margin = drop_margin(task, policy.drop_margin)
     floor = metric_floor(task, policy.metric_floor)
     version, born, all_feats = "1", 0, []  # the champion's version, the night it took over, each night's features
+    answered = None  # the onset of the drift the champion's promotion answered (since_onset: as training.retrain records)
     for night in range(nights):
         d = FIRST_NIGHT + night
         ds = add_days(START, d)
@@ -214,7 +215,7 @@ def run_world(spec, settings, bundle, card, reference, scenario: str, volume: in
             drift_flags=tuple(recent), drift_cusum=state.cusum, drift_cusum_k=rule.k, model_age_days=night + 1 - born,
             days_since_last_retrain=None if last_retrain is None else night - last_retrain,
             onset_labelled=labelled_since(perf, waiting["onset"]) if waiting["onset"] else None, **waiting,
-            **metric_evidence(perf, version, ds, card.reference))
+            **metric_evidence(perf, version, ds, card.reference), answered_drift=answered)
         decision = should_retrain(ev, policy, margin)
         run.decisions.append(decision.verdict)
         run.reasons.append(decision.reasons)
@@ -226,6 +227,7 @@ def run_world(spec, settings, bundle, card, reference, scenario: str, volume: in
             if answer != "none" and onset is not None and night >= onset:
                 card, reference, ref_out = _answer(answer, settings, task, bundle, history, all_feats, onset, night)
                 version, born = str(int(version) + 1), night + 1
+                answered = add_days(START, FIRST_NIGHT + onset) if answer == "since_onset" else None
         if scenario == "gradual-covariate":
             big = world.features(d, ds, TRUTH_ROWS)
             run.true_auc.append(_expected_auc(world.probability(big, d), bundle.predict(big)))

@@ -585,3 +585,21 @@ def test_replay_policy_changes_the_policy_only(capsys):
 
     assert main(["replay-policy", "--start", "2026-01-01", "--end", "2026-01-02", "--set", "gate.margin=0.1"]) == 2
     assert "--set takes policy.KEY=VALUE" in capsys.readouterr().err
+
+
+ANSWERED = dict(OK, answered_drift="2026-01-05")
+
+
+@pytest.mark.parametrize("name,overrides,verdict,fragment", [
+    ("drift alone on an answered drift is not new evidence", {"drift_flags": (True,) * 5}, NO_ACTION,
+     "answered: the champion was promoted on the rows since the drift onset 2026-01-05"),
+    ("its realized metric below the floor is", {"drift_flags": (True,) * 5, "realized": 0.5}, RETRAIN, "realized auc"),
+    ("a drift on a champion that answered none retrains", {"drift_flags": (True,) * 5, "answered_drift": None}, RETRAIN,
+     "drift persisted"),
+    ("by hand always trains", {"drift_flags": (True,) * 5, "manual": True}, RETRAIN, "by hand"),
+    ("old age is its own trigger", {"model_age_days": 60}, RETRAIN, "60 days with data old"),
+], ids=lambda x: x if isinstance(x, str) and " " in x else None)
+def test_one_drift_one_answer(name, overrides, verdict, fragment):
+    decision = should_retrain(RetrainEvidence(**{**ANSWERED, **overrides}), POLICY)
+    assert decision.verdict == verdict, decision.reasons
+    assert fragment in " ".join(decision.reasons)
