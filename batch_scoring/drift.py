@@ -132,7 +132,8 @@ def detect_drift(settings: "Settings", ds: str, *, lake: Lake | None = None, set
         output = task_for(spec.task).prediction_column
         day_out = take_rows(lake, PREDICTIONS, ds, idx, [output]).column(0).to_numpy()
         rows = test_night(reference, sample, spec.numeric, spec.categorical, cfg, seed=_seed(ds),
-                          ref_out=bundle.predict(reference), day_out=day_out, embed=lambda t: embed(bundle, t))
+                          ref_out=bundle.predict(reference), day_out=day_out, embed=lambda t: embed(bundle, t),
+                          time_index=spec.time_index)
     for r in rows:
         r.update(model_version=version, reference_rows=reference.num_rows, sample_rows=0 if n_rows == 0 else len(idx),
                  reference_kind=ref_kind, reference_id=ref_id)
@@ -155,12 +156,17 @@ def summary(ds: str, rows: list[dict]) -> dict:
 
 def test_night(reference: pa.Table, sample: pa.Table, numeric: list[str], categorical: list[str],
                cfg: "DriftSettings", *, seed: int, ref_out: np.ndarray | None = None,
-               day_out: np.ndarray | None = None, embed: Callable[[pa.Table], np.ndarray] | None = None) -> list[dict]:
+               day_out: np.ndarray | None = None, embed: Callable[[pa.Table], np.ndarray] | None = None,
+               time_index: tuple[str, ...] | list[str] = ()) -> list[dict]:
     """Every test of one night, with FDR across them and the size-dependent floors (pure; no lake).
 
     The first row of the result carries the night: `night_p` (the Simes p-value of its tests)
     and `night_drift` (whether any test drifted tonight). `day_drift` (the alarm) is settled
     later, from the sequence of nights.
+
+    `time_index`: features that only index time (`dataset.time_index`). Their tests are
+    reported like any other, but do not count towards the night (nor enter the mean test): a
+    new year is drift by construction, and alone it must not start a retrain.
     """
     quality = _quality(reference, sample, numeric, categorical)
     num = [c for c in numeric if c not in quality]
@@ -168,14 +174,14 @@ def test_night(reference: pa.Table, sample: pa.Table, numeric: list[str], catego
     rows = _feature_tests(reference, sample, num, cat, cfg, seed) if num or cat else []
     rows += [_unseen_test(reference, sample, c, cfg) for c in cat]
     _fdr(rows, cfg.p_val)
-    if cfg.mean_test and (mean := _mean_test(reference, sample, num, cfg)) is not None:  # its own question, level
+    if cfg.mean_test and (mean := _mean_test(reference, sample, [c for c in num if c not in time_index], cfg)) is not None:
         rows.append(mean)
     if embed is not None and cfg.mmd_sample_size:  # its own question (the joint distribution), at its own level
         rows.append(_mmd_test(reference, sample, embed, cfg, seed))
     rows += [quality_row(c, "numeric" if c in numeric else "categorical", why) for c, why in quality.items()]
     if ref_out is not None and day_out is not None:
         rows.append(_score_test(ref_out, day_out, cfg))
-    counted = [r for r in rows if r["kind"] != "score"]
+    counted = [r for r in rows if r["kind"] != "score" and r["feature"] not in time_index]
     night_p = simes([r["p_value"] if r["drifted"] or r["test"] == "quality" else 1.0 for r in counted])
     night = {"night_p": night_p, "night_drift": any(r["drifted"] for r in counted)}
     for r in rows:

@@ -62,6 +62,15 @@ it was decided on drift alone (drift persisted, drift CUSUM, alarm with an estim
 the drift alarm episode has ended since: then the data is back to its reference and the wait
 is withdrawn (NO_ACTION, "withdrawn: ..."). A one-night glitch that reads as overwhelming
 drift (a sensor off by 2 sd for one night, `tests/test_glitch.py`) thus costs an alert, not a retrain.
+
+One drift, one answer: a champion promoted on the rows since a drift's onset (`answered_drift`,
+from its promotion record) answered that drift, and its drift reference is that world. Drift
+signals alone are then not new evidence: a second retrain needs a performance signal (its
+realized or estimated metric below its holdout reference or the floor), its age, or a hand.
+
+A retrain that could not be judged (DEFERRED for its holdout) is not decided again on the same
+grounds (`deferral_holds`): the night's decision is DEFERRED ("held: ..."), without an alert,
+until the gate's sizing settings change or the labels its holdout lacked have arrived.
 """
 
 from __future__ import annotations
@@ -86,6 +95,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("nightshift.policy")
 
 RETRAIN, COOLDOWN, NO_ACTION, WAIT = "RETRAIN", "COOLDOWN", "NO_ACTION", "WAIT"
+DEFERRED = "DEFERRED"  # a retrain that would defer again on unchanged grounds is not re-decided (see `deferral_holds`)
 DRIFT_REASON = "drift persisted"
 CUSUM_REASON = "drift too strong to be noise"
 ALARM_DROP_REASON = "drift alarm on tonight"
@@ -165,6 +175,15 @@ class RetrainEvidence:
     pending_days: int | None = None
     pending_reasons: tuple[str, ...] = ()
     pending_signals: tuple[str, ...] = ()  # the signals that fired on its first night
+    # The newest gate record since the champion, when it DEFERRED a retrain that could not be judged: its night, what
+    # would have made it judgeable (`training.evaluate.judgeable_by`), and what has changed since.
+    deferred_on: str | None = None
+    deferred: dict[str, Any] | None = None
+    holdout_rows_since_deferral: float | None = None  # the holdout's share of the labels that arrived since
+    days_since_deferral: int | None = None  # days with data since
+    judge_settings: dict[str, Any] | None = None  # the gate's sizing settings tonight (`judge_settings`)
+    # The onset of the drift the champion's promotion answered (judged on the rows since it), if it did.
+    answered_drift: str | None = None
 
 
 @dataclass(frozen=True)
@@ -376,6 +395,15 @@ def should_retrain(ev: RetrainEvidence, policy: "PolicySettings", margin: float 
         return RetrainDecision(RETRAIN, ("requested by hand",), signals)
     # The floor reasons keep their historical wording ("realized auc 0.6900 on matured day ... is below the floor").
     triggers = [_floor_words(ev, s) if s.name.endswith("below_floor") else s.reason for s in signals if s.fired]
+    if ev.answered_drift is not None and not ev.manual and _drift_alone({s.name for s in signals if s.fired}):
+        # One drift, one answer: the champion was promoted on the world since this drift's onset, and its drift
+        # reference is that world. Drift signals alone on it are not new evidence; its performance would be.
+        triggers = [t for s, t in zip([s for s in signals if s.fired], triggers) if s.name not in DRIFT_SIGNALS]
+        if not triggers and ev.pending_since is None:
+            return RetrainDecision(NO_ACTION, (
+                f"answered: the champion was promoted on the rows since the drift onset {ev.answered_drift}; drift "
+                f"signals alone ({', '.join(s.name for s in signals if s.fired)}) are not new evidence on it. A second "
+                f"retrain needs its realized or estimated metric below its own holdout reference",), signals)
     if not triggers and ev.pending_since is not None:
         if withdrawn(ev):
             return RetrainDecision(NO_ACTION, (
@@ -389,8 +417,36 @@ def should_retrain(ev: RetrainEvidence, policy: "PolicySettings", margin: float 
         held = (f"cooldown: last retrain was {ev.days_since_last_retrain} days with data ago "
                 f"(cooldown {policy.cooldown_days})")
         return RetrainDecision(COOLDOWN, (held, *triggers), signals)
+    if (held := deferral_holds(ev)) is not None:
+        return RetrainDecision(DEFERRED, (held, *triggers), signals)
     verdict, why = wait_for_labels(ev, policy, frozenset(s.name for s in signals if s.fired))
     return RetrainDecision(verdict, ((why,) if why else ()) + tuple(triggers), signals)
+
+
+def deferral_holds(ev: RetrainEvidence) -> str | None:
+    """Why a retrain due tonight would defer again on the grounds of the last deferral, or None (pure).
+
+    A retrain that could not be judged (too few holdout rows, or too few to resolve the margin)
+    deferred with a record that said what would make it judgeable. Deciding it again every
+    cooldown would train nothing and repeat that record and its alert. It is decided again when
+    the gate's sizing settings change, or when enough labels have arrived for its holdout to
+    hold the rows it lacked (a holdout capped at training.holdout_max_days gains only when the
+    daily volume rises).
+    """
+    j = ev.deferred
+    if ev.manual or j is None or ev.deferred_on is None:
+        return None
+    if ev.judge_settings is not None and ev.judge_settings != j.get("settings"):
+        return None
+    gained = ev.holdout_rows_since_deferral or 0.0
+    if j["days"] < j["max_days"]:
+        if j["rows"] + gained >= j["required_rows"]:
+            return None
+    elif ev.days_since_deferral and gained / ev.days_since_deferral * j["max_days"] >= j["required_rows"]:
+        return None
+    return (f"held: the retrain of {ev.deferred_on} could not be judged ({j['words']}), and nothing that would change "
+            f"that has happened since: {gained:.0f} holdout rows' worth of labels arrived, the gate's settings are the "
+            f"same. It would defer again, so it is not decided again until they change or the labels arrive")
 
 
 def alarm_nights(ev: RetrainEvidence) -> int:
@@ -506,8 +562,13 @@ def metric_evidence(rows: list[dict[str, Any]], version: str, ds: str, reference
     return out
 
 
-def gather_evidence(settings: "Settings", ds: str, lake: Lake, manual: bool = False) -> RetrainEvidence:
-    """What night `ds` knows: earlier drift verdicts, ground truth, champion age, last retrain."""
+def gather_evidence(settings: "Settings", ds: str, lake: Lake, manual: bool = False,
+                    history: list[dict[str, Any]] | None = None) -> RetrainEvidence:
+    """What night `ds` knows: earlier drift verdicts, ground truth, champion age, last retrain.
+
+    `history`: the earlier nights' retrain records to hold the cooldown and a waiting retrain to,
+    instead of the lake's (a policy replay's own decisions, `batch_scoring.replay`).
+    """
     policy, task = settings.policy, task_for(settings.dataset.task)
     in_force = Registry(settings, lake).version_as_of(ds)  # the champion that scored tonight
     data_days = [d for d in lake.partitions(FEATURES) if d <= ds]
@@ -523,11 +584,14 @@ def gather_evidence(settings: "Settings", ds: str, lake: Lake, manual: bool = Fa
 
     # Only the cooldown and a waiting retrain read earlier decisions, so only the nights they span are read.
     earlier = [d for d in data_days if d < ds]
-    records = read_decisions(lake, earlier[-max(policy.cooldown_days, policy.max_wait_days + 1):], "retrain")
+    span = earlier[-max(policy.cooldown_days, policy.max_wait_days + 1):]
+    records = read_decisions(lake, span, "retrain") if history is None else [r for r in history if r["ds"] in set(span)]
     cooling = set(earlier[-policy.cooldown_days:]) if policy.cooldown_days else set()
     retrains = [d for d in records if d["verdict"] == RETRAIN and d["ds"] in cooling]
     last = retrains[-1] if retrains else None
     waiting = wait_evidence(records, flags, data_days, ds)
+    deferral = deferral_evidence(settings, lake, ds, data_days, in_force.ds) if in_force is not None and not manual else {}
+    answered = answered_drift(lake, in_force.ds) if in_force is not None else None
     return RetrainEvidence(
         has_champion=in_force is not None,
         metric=task.primary.name,
@@ -544,7 +608,45 @@ def gather_evidence(settings: "Settings", ds: str, lake: Lake, manual: bool = Fa
         manual=manual,
         onset_labelled=labelled_since(perf, waiting["onset"]) if waiting["onset"] else None,
         **waiting,
+        **deferral,
+        answered_drift=answered,
     )
+
+
+def answered_drift(lake: Lake, in_force_since: str) -> str | None:
+    """The onset of the drift the champion in force from `in_force_since` answered: its promotion (decided the day
+    before) judged it on the rows since that onset, the champion known stale by that drift. None otherwise."""
+    from nightshift.dates import add_days
+    from nightshift.tables.decisions import read_decision
+
+    record = read_decision(lake, add_days(in_force_since, -1), "promotion")
+    if record is None or record["verdict"] != "PROMOTE":
+        return None
+    ev = record["evidence"]
+    onset = (ev.get("gate_holdout") or {}).get("onset")
+    return onset if onset and str(ev.get("champion_stale") or "").startswith("a drift since") else None
+
+
+def deferral_evidence(settings: "Settings", lake: Lake, ds: str, data_days: list[str], since: str) -> dict[str, Any]:
+    """The `deferred*` fields of `RetrainEvidence`: the newest gate record before `ds` and from `since` (the day the
+    champion took effect) on, when it is a deferral that said what would make the retrain judgeable, and the labels
+    and days with data since it."""
+    from nightshift.lake import DECISIONS, LABELS
+    from nightshift.tables.decisions import history
+    from training.evaluate import effective_gate, judge_settings
+    from training.window import HOLDOUT_SHARE
+
+    days = [d for d in lake.partitions(DECISIONS) if since <= d < ds]
+    gate_records = history(lake, ("promotion",), days=days) if days else []  # one scan
+    last = gate_records[-1] if gate_records else None
+    if last is None or last["verdict"] != DEFERRED or not last["evidence"].get("judgeable"):
+        return {}
+    arrived = sum(lake.dataset(LABELS, d).count_rows() for d in lake.partitions(LABELS) if last["ds"] < d <= ds)
+    gate = effective_gate(settings.gate, task_for(settings.dataset.task))
+    return {"deferred_on": last["ds"], "deferred": last["evidence"]["judgeable"],
+            "holdout_rows_since_deferral": HOLDOUT_SHARE * arrived,
+            "days_since_deferral": sum(1 for d in data_days if d > last["ds"]),
+            "judge_settings": judge_settings(gate, settings.training.holdout_max_days)}
 
 
 def wait_evidence(records: list[dict[str, Any]], flags: list[tuple[str, bool]], data_days: list[str],

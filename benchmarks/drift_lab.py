@@ -16,7 +16,14 @@ through the same pure functions the nightly flow calls, with no lake and no MLfl
 - the decision: `policy.should_retrain` with the default policy.
 
 The champion is never replaced (the lab measures detection, not recovery): a RETRAIN decision is
-recorded and the cooldown counts from it, as in production.
+recorded and the cooldown counts from it, as in production. With `--answer` a RETRAIN on a drift
+scenario is answered as a promotion would answer it, for the monitoring: the champion's weights
+stay (the lab trains no challenger), but it becomes a new version whose holdout reference is fitted
+on the labelled rows since the onset (as the gate's onset-aware holdout does) and whose drift
+reference is sampled from `--answer training_window` (the retrain's sliding training window, the
+reference a retrain saved before issue 25) or `--answer since_onset` (the world it was judged
+on, what `training.retrain` saves now). `retrains_per_drift_episode` counts the RETRAIN
+decisions from the onset on (mean over seeds and volumes; target <= 1.2).
 
 Figures per scenario and volume (worst seed where a target says "every seed"):
 - alarm delay, retrain-decision delay (RETRAIN, or WAIT: decided, and waiting for the new
@@ -137,7 +144,8 @@ def champion(spec, settings, world, volume: int, seed: int):
     return bundle, card, reference
 
 
-def run_world(spec, settings, bundle, card, reference, scenario: str, volume: int, seed: int, nights: int) -> Run:
+def run_world(spec, settings, bundle, card, reference, scenario: str, volume: int, seed: int, nights: int,
+              answer: str = "none") -> Run:
     from batch_scoring.drift import AlarmRule, AlarmState, advance, embed, test_night
     from batch_scoring.ground_truth import DayInput, performance_rows
     from batch_scoring.policy import RetrainEvidence, labelled_since, metric_evidence, should_retrain, wait_evidence
@@ -160,10 +168,13 @@ def run_world(spec, settings, bundle, card, reference, scenario: str, volume: in
     first_estimate: dict[str, float] = {}
     margin = drop_margin(task, policy.drop_margin)
     floor = metric_floor(task, policy.metric_floor)
+    version, born, all_feats = "1", 0, []  # the champion's version, the night it took over, each night's features
+    answered = None  # the onset of the drift the champion's promotion answered (since_onset: as training.retrain records)
     for night in range(nights):
         d = FIRST_NIGHT + night
         ds = add_days(START, d)
         feats = world.features(d, ds, volume)
+        all_feats.append(feats)
         pred = bundle.predict(feats)
         y, delay = world.draw_labels(feats, d)
         history.append((ds, night, pred, y, delay, card.calibrate(pred) if card.calibrator else None,
@@ -172,7 +183,7 @@ def run_world(spec, settings, bundle, card, reference, scenario: str, volume: in
         rows = test_night(reference, feats.slice(0, n), spec.numeric, spec.categorical, cfg, seed=d,
                           ref_out=ref_out, day_out=pred[:n], embed=lambda t: embed(bundle, t))
         before = state.alarm
-        state = advance(state, rows[0]["night_p"], rows[0]["night_drift"], "v1", ds, rule)
+        state = advance(state, rows[0]["night_p"], rows[0]["night_drift"], f"v{version}", ds, rule)
         run.alarms.append(state.alarm)
         if state.alarm and not before:
             run.episode_starts.append(night)
@@ -181,7 +192,7 @@ def run_world(spec, settings, bundle, card, reference, scenario: str, volume: in
         days = []
         for pds, pnight, ppred, py, pdelay, pcal, _ in history[-(delay_cfg.max_delay_days + 1):]:
             arrived = pdelay <= night - pnight
-            days.append(DayInput(pds, "1", ppred, py[arrived], ppred[arrived], pcal))
+            days.append(DayInput(pds, "1" if pnight < born else version, ppred, py[arrived], ppred[arrived], pcal))
         perf = performance_rows(task, days, ds, min_coverage=delay_cfg.min_coverage,
                                 max_delay_days=delay_cfg.max_delay_days, window_days=policy.window_days,
                                 signal_min_coverage=policy.signal_min_coverage, threshold=settings.scoring.threshold,
@@ -201,10 +212,10 @@ def run_world(spec, settings, bundle, card, reference, scenario: str, volume: in
         waiting = wait_evidence(records, list(zip(nights_so_far[-len(recent):], recent)), nights_so_far, ds)
         ev = RetrainEvidence(
             has_champion=True, metric=task.primary.name, higher_is_better=task.primary.higher_is_better, floor=floor,
-            drift_flags=tuple(recent), drift_cusum=state.cusum, drift_cusum_k=rule.k, model_age_days=night + 1,
+            drift_flags=tuple(recent), drift_cusum=state.cusum, drift_cusum_k=rule.k, model_age_days=night + 1 - born,
             days_since_last_retrain=None if last_retrain is None else night - last_retrain,
             onset_labelled=labelled_since(perf, waiting["onset"]) if waiting["onset"] else None, **waiting,
-            **metric_evidence(perf, "1", ds, card.reference))
+            **metric_evidence(perf, version, ds, card.reference), answered_drift=answered)
         decision = should_retrain(ev, policy, margin)
         run.decisions.append(decision.verdict)
         run.reasons.append(decision.reasons)
@@ -213,12 +224,34 @@ def run_world(spec, settings, bundle, card, reference, scenario: str, volume: in
                                      "signals": [{"name": x.name, "fired": x.fired} for x in decision.signals]}})
         if decision.verdict == "RETRAIN":
             last_retrain = night
+            if answer != "none" and onset is not None and night >= onset:
+                card, reference, ref_out = _answer(answer, settings, task, bundle, history, all_feats, onset, night)
+                version, born = str(int(version) + 1), night + 1
+                answered = add_days(START, FIRST_NIGHT + onset) if answer == "since_onset" else None
         if scenario == "gradual-covariate":
             big = world.features(d, ds, TRUTH_ROWS)
             run.true_auc.append(_expected_auc(world.probability(big, d), bundle.predict(big)))
         run.trace.append(_trace_line(night - run.onset, state, decision, run.true_auc[-1] if run.true_auc else None))
     run.seconds = time.perf_counter() - t0
     return run
+
+
+def _answer(answer: str, settings, task, bundle, history, all_feats, onset: int, night: int):
+    """A promotion's answer to the drift, as far as monitoring sees it: the new version's card (holdout reference
+    fitted on the labels since the onset that have arrived) and its drift reference."""
+    from model.calibration import fit_model_card
+
+    since = range(onset, night + 1)
+    ys = [history[i][3][history[i][4] <= night - i] for i in since]
+    ps = [history[i][2][history[i][4] <= night - i] for i in since]
+    card = fit_model_card(task, np.concatenate(ys), np.concatenate(ps), settings.scoring.threshold)
+    first = onset if answer == "since_onset" else max(0, night + 1 - settings.training.window_days)
+    # The champion's training days before the first night are the pre-drift world: the lab's first nights stand in.
+    world = pa.concat_tables(all_feats[first:night + 1]).select(list(settings.dataset.features))
+    idx = np.sort(np.random.default_rng(night).choice(world.num_rows, size=min(settings.training.reference_size,
+                                                                               world.num_rows), replace=False))
+    reference = world.take(pa.array(idx))
+    return card, reference, bundle.predict(reference)
 
 
 def _trace_line(k: int, state, decision, true_auc: float | None) -> str:
@@ -244,6 +277,9 @@ def main() -> None:
     ap.add_argument("--none-nights", type=int, default=200)
     ap.add_argument("--scenarios", default="none,sudden-covariate,gradual-covariate,concept")
     ap.add_argument("--quick", action="store_true", help="1 seed, 100 quiet nights")
+    ap.add_argument("--after-onset", type=int, default=AFTER_ONSET, help="nights run after a drift onset")
+    ap.add_argument("--answer", choices=["none", "training_window", "since_onset"], default="none",
+                    help="answer a RETRAIN after the onset with a new version whose drift reference is this")
     ap.add_argument("--trace", action="store_true", help="print every run's nights: CUSUM, decision, signals vs thresholds")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a setting to override, e.g. --set policy.drift_k=1 (repeatable)")
@@ -270,7 +306,7 @@ def main() -> None:
     volumes = [int(v) for v in args.volumes.split(",")]
     scenarios = args.scenarios.split(",")
     jobs = [(v, s) for v in volumes for s in range(args.seeds)]
-    total = sum(args.none_nights if sc == "none" else ONSET_AFTER + AFTER_ONSET for sc in scenarios) * len(jobs)
+    total = sum(args.none_nights if sc == "none" else ONSET_AFTER + args.after_onset for sc in scenarios) * len(jobs)
     runs: list[Run] = []
     console = Console()
     console.print(f"drift lab: {', '.join(scenarios)} x volumes {volumes} x {args.seeds} seeds; policy {settings.policy.model_dump()}; "
@@ -282,9 +318,9 @@ def main() -> None:
             bar.update(task, description=f"training the champion (seed {seed}, {volume} rows/night)")
             bundle, card, reference = champion(spec, settings, World(spec, seed=seed), volume, seed)
             for sc in scenarios:
-                nights = args.none_nights if sc == "none" else ONSET_AFTER + AFTER_ONSET
+                nights = args.none_nights if sc == "none" else ONSET_AFTER + args.after_onset
                 bar.update(task, description=f"{sc}, seed {seed}, {volume} rows/night")
-                runs.append(run_world(spec, settings, bundle, card, reference, sc, volume, seed, nights))
+                runs.append(run_world(spec, settings, bundle, card, reference, sc, volume, seed, nights, args.answer))
                 bar.advance(task, nights)
 
     if args.trace:
@@ -294,6 +330,15 @@ def main() -> None:
                 console.print(line, markup=False, highlight=False)
     result = report(console, runs, volumes, Table)
     result.update(monitor_s_per_night_200=_per_night(runs, 200), monitor_s_per_night_20000=_per_night(runs, 20000))
+    for sc, key in (("sudden-covariate", "sudden"), ("gradual-covariate", "gradual"), ("concept", "concept")):
+        rs = [r for r in runs if r.scenario == sc]
+        if rs:  # RETRAIN decisions from the onset on, per run (one drift episode each)
+            result[f"{key}_retrains_per_drift_episode"] = float(np.mean(
+                [sum(d == "RETRAIN" and not _age_only(x) for d, x in list(zip(r.decisions, r.reasons))[r.onset:]) for r in rs]))
+    episodes = [v for k, v in result.items() if k in ("sudden_retrains_per_drift_episode", "gradual_retrains_per_drift_episode")]
+    if episodes:
+        result["retrains_per_drift_episode"] = max(episodes)
+    result["answer"] = args.answer
     console.print("RESULT " + " ".join(f"{k}={_fmt(v)}" for k, v in result.items()))
 
 

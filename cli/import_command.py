@@ -39,6 +39,9 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--categorical", type=_columns, default=(), metavar="C,D",
                    help="force these columns to be categorical features")
     p.add_argument("--ignore", type=_columns, default=(), metavar="E,F", help="leave these columns out")
+    p.add_argument("--keep-col", type=_columns, default=(), metavar="Y,M", dest="keep_col",
+                   help="keep these columns although they only index time (a year, a month...), which import leaves out; "
+                        "their drift is reported but does not start a retrain on its own")
     p.add_argument("--timestamp-format", metavar="FMT",
                    help="strptime format of the time columns, e.g. '%%d/%%m/%%Y %%H:%%M' (default: ISO 8601)")
     p.add_argument("--skip-bad-timestamps", action="store_true",
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         source=args.source, timestamp_col=args.timestamp_col, label_col=args.label_col, id_col=args.id_col,
         task=TaskName(args.task) if args.task else None, label_delay_days=args.label_delay_days,
         label_time_col=args.label_time_col, numeric=tuple(args.numeric), categorical=tuple(args.categorical),
-        ignore=tuple(args.ignore), force=args.force, timestamp_format=args.timestamp_format,
+        ignore=tuple(args.ignore), keep_cols=tuple(getattr(args, "keep_col", ())), force=args.force, timestamp_format=args.timestamp_format,
         skip_bad_timestamps=args.skip_bad_timestamps, config=args.config, progress=getattr(args, "progress", True),
     )
     try:

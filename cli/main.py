@@ -8,6 +8,7 @@
     nightshift rollback --ds 2026-02-10 --reason "calibration broke downstream"
     nightshift report   --start 2026-01-15 --end 2026-02-13 [--plot out.png]
     nightshift settings
+    nightshift replay-policy --start 2026-01-15 --end 2026-02-13 --set policy.cooldown_days=10 [--retrain-cost-s 600]
 """
 
 from __future__ import annotations
@@ -98,6 +99,25 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_replay_policy(args) -> int:
+    from batch_scoring.replay import render, replay_policy
+    from nightshift.settings import parse_value
+
+    overrides = {}
+    for kv in args.set:
+        key, _, value = kv.partition("=")
+        if not value or not key.startswith("policy."):
+            raise ValueError(f"--set takes policy.KEY=VALUE (the replay changes the retrain policy only), got {kv!r}")
+        overrides[key] = parse_value(value)
+    result = replay_policy(_settings(args).with_overrides(overrides), args.start, args.end,
+                           retrain_cost_s=args.retrain_cost_s)
+    print(render(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2, default=str)
+    return 0
+
+
 def cmd_settings(args) -> int:
     from nightshift.settings import config_path
 
@@ -159,6 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--plot", help="write a PNG of the realized primary metric per night here")
     sp.add_argument("--json", help="write the full summary as JSON here")
     sp.set_defaults(fn=cmd_report)
+
+    sp = sub.add_parser("replay-policy", help="what another retrain policy would have decided, from the lake's records")
+    sp.add_argument("--start", required=True)
+    sp.add_argument("--end", required=True)
+    sp.add_argument("--set", action="append", default=[], metavar="policy.KEY=VALUE",
+                    help="a policy setting to replay with, e.g. --set policy.cooldown_days=10 (repeatable)")
+    sp.add_argument("--retrain-cost-s", type=float, help="seconds of training per retrain, for the training time")
+    sp.add_argument("--json", help="write the full replay as JSON here")
+    sp.set_defaults(fn=cmd_replay_policy)
 
     sp = sub.add_parser("settings", help="print the resolved settings (and which file they came from)")
     sp.set_defaults(fn=cmd_settings)

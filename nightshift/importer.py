@@ -27,7 +27,14 @@ Role inference (the rule, printed with every import; `--numeric`/`--categorical`
   it as text);
 - integers with at most 12 distinct values in the sample -> categorical;
 - other integers, floats and decimals -> numeric;
-- anything else (dates, lists, ...) -> ignored, with a note.
+- anything else (dates, lists, ...) -> ignored, with a note;
+- an integer column that only indexes time -> ignored, with a note (keep it with `--keep-col`):
+  in the sample, constant within each day and non-decreasing from day to day with at least two
+  values (a year, a days-since-launch counter), or named like a period (year, month, quarter,
+  week, fiscal_year, ...) and constant within each day. As a feature it is a new, unseen value
+  every period: a drift alarm and a retrain each time, and nothing the model can learn from. A
+  kept one is recorded in the spec's `time_index`: its drift is reported, but never starts a
+  retrain on its own.
 
 Task inference (`--task` overrides): binary if the label's non-null values are all 0/1 or
 booleans (bool, 0/1 ints, 0.0/1.0 floats, strings "0"/"1"/"true"/"false"; landed as int64 0/1),
@@ -146,6 +153,7 @@ class ImportOptions:
     numeric: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
+    keep_cols: tuple[str, ...] = ()  # time indexes to keep as features anyway
     force: bool = False
     timestamp_format: str | None = None
     skip_bad_timestamps: bool = False
@@ -236,6 +244,43 @@ def infer_role(dtype: pa.DataType, distinct: int, sampled: int) -> tuple[Role, s
     return Role.IGNORED, f"type {dtype} is neither numeric nor categorical"
 
 
+PERIOD_NAME = re.compile(r"(?:^|_)(year|yr|month|quarter|qtr|week|wk|fiscal_year|fiscal_quarter|fiscal_month|fiscal_week|fy|"
+                         r"yearmonth|year_month|yyyymm|period)(?:$|_)", re.IGNORECASE)
+
+
+def infer_time_index(name: str, days: np.ndarray, values: np.ndarray) -> str | None:
+    """Why an integer column only indexes time, from its sampled values and their rows' days; None if it does not.
+
+    `days`: each row's day (any integer day number, NaN where the timestamp is missing);
+    `values`: the column as floats (NaN where missing). Rows missing either are left out.
+    """
+    days, values = np.asarray(days, np.float64), np.asarray(values, np.float64)
+    ok = ~np.isnan(days) & ~np.isnan(values)
+    if ok.sum() < 2:
+        return None
+    order = np.argsort(days[ok], kind="stable")
+    d, v = days[ok][order], values[ok][order]
+    starts = np.r_[True, d[1:] != d[:-1]]
+    first = v[starts]  # each day's first value
+    if not np.array_equal(v, first[np.cumsum(starts) - 1]):
+        return None  # varies within a day: it describes rows, not time
+    n_days, n_values = int(starts.sum()), len(np.unique(first))
+    if n_values >= 2 and np.all(np.diff(first) >= 0):
+        return f"constant within each day and rising with the day ({n_values} values over the sample's {n_days} days)"
+    if PERIOD_NAME.search(name):
+        return f"named like a period and constant within each of the sample's {n_days} days"
+    return None
+
+
+GATE_HOLDOUT_SHARE = 0.5  # the gate's holdout: a hash half of the labelled rows (training.window.HOLDOUT_SHARE)
+
+
+def holdout_days_needed(labelled_per_day: float, min_rows: int) -> int | None:
+    """Labelled days the gate's holdout must span to hold `min_rows` at this volume (None: no labels at all)."""
+    per_day = labelled_per_day * GATE_HOLDOUT_SHARE
+    return int(np.ceil(min_rows / per_day)) if per_day > 0 else None
+
+
 def infer_task(labels: pa.Array | pa.ChunkedArray) -> TaskName:
     """binary if every non-null label is 0/1 or a boolean, regression if every one is a number; else ImportFailed."""
     kinds = _classify_labels(pa.concat_arrays(labels.chunks) if isinstance(labels, pa.ChunkedArray) else labels)
@@ -282,7 +327,7 @@ def infer_calendar(days: list[str]) -> Calendar:
 def spec_differences(old: DatasetSpec, new: DatasetSpec) -> list[str]:
     """What differs between two specs in the fields an import decides (not calendar or label delay)."""
     out = []
-    for name in ("entity_id", "label", "task", "numeric", "categorical"):
+    for name in ("entity_id", "label", "task", "numeric", "categorical", "time_index"):
         a, b = getattr(old, name), getattr(new, name)
         if a != b:
             out.append(f"{name}: {_show(a)} -> {_show(b)}")
@@ -354,6 +399,7 @@ def import_table(options: ImportOptions, *, env: dict[str, str] | None = None,
         shutil.rmtree(work, ignore_errors=True)
         _remove_if_empty(home / "_work")
 
+    notes += _holdout_note(existing, spec_path, (scan.labels_total - scan.labels_dropped) / len(days), say)
     arrival = (f"labels arrive on the UTC date of {options.label_time_col!r}" if options.label_time_col else
                f"labels arrive {scan.delay_days} day{'s' if scan.delay_days != 1 else ''} after their row's day"
                + (" (the default: pass --label-delay-days or --label-time-col to change it)"
@@ -369,6 +415,23 @@ def import_table(options: ImportOptions, *, env: dict[str, str] | None = None,
         issues=[i for i in scan.issues.values() if i.count], notes=notes,
         seconds=time.perf_counter() - started,
     )
+
+
+def _holdout_note(existing: dict, spec_path: Path, labelled_per_day: float, say: Callable[[str], None]) -> list[str]:
+    """Where the table's volume cannot fill the gate's holdout within training.holdout_max_days: the setting it takes."""
+    from nightshift.settings import GateSettings, TrainingSettings
+
+    training, gate = existing.get("training") or {}, existing.get("gate") or {}
+    max_days = int(training.get("holdout_max_days", TrainingSettings().holdout_max_days))
+    min_rows = int(gate.get("min_rows", GateSettings().min_rows))
+    need = holdout_days_needed(labelled_per_day, min_rows)
+    if need is None or need <= max_days:
+        return []
+    note = (f"at {labelled_per_day:.1f} labelled rows a day the gate's holdout (half of them) needs {need} days to hold "
+            f"gate.min_rows={min_rows}, but training.holdout_max_days is {max_days}: no retrain could be judged. Add "
+            f"holdout_max_days = {need} under [training] in {spec_path} (or lower gate.min_rows)")
+    say(f"  [yellow]note[/]: {note}")
+    return [note]
 
 
 def _check_options(o: ImportOptions) -> None:
@@ -461,6 +524,8 @@ def _dataset_toml(spec: DatasetSpec, source: str) -> str:
            f"task = {_toml(spec.task.value)}"]
     if spec.segment is not None:
         out.append(f"segment = {_toml(spec.segment)}")
+    if spec.time_index:
+        out.append(f"time_index = {_toml(list(spec.time_index))}")
     out += ["", "[dataset.label_delay]",
             f"max_delay_days = {spec.label_delay.max_delay_days}",
             f"min_coverage = {spec.label_delay.min_coverage!r}",
@@ -705,10 +770,12 @@ class _Plan:
     entity_id: str
     id_type: pa.DataType
     notes: list[str]
+    time_index: list[str] = field(default_factory=list)  # kept features that only index time
 
     def spec_draft(self, label_delay: LabelDelayPolicy, calendar: Calendar) -> DatasetSpec:
         return DatasetSpec(entity_id=self.entity_id, numeric=tuple(self.numeric), categorical=tuple(self.categorical),
-                           label=self.options.label_col, task=self.task, label_delay=label_delay, calendar=calendar)
+                           label=self.options.label_col, task=self.task, label_delay=label_delay, calendar=calendar,
+                           time_index=tuple(self.time_index))
 
     @property
     def features(self) -> list[str]:
@@ -730,9 +797,13 @@ def _plan(source: _Source, o: ImportOptions, say: Callable[[str], None]) -> _Pla
     unknown_ignored = [c for c in o.ignore if c not in present]
     if unknown_ignored:
         raise ImportFailed(f"--ignore names columns that are not in the source: {unknown_ignored}; present columns: {present}")
+    unknown_kept = [c for c in o.keep_cols if c not in present]
+    if unknown_kept:
+        raise ImportFailed(f"--keep-col names columns that are not in the source: {unknown_kept}; present columns: {present}")
+    sample_days = _sample_days(sample, o)
 
     rows = sample.num_rows
-    columns, read_types, numeric, categorical, notes = [], {}, [], [], []
+    columns, read_types, numeric, categorical, notes, time_index = [], {}, [], [], [], []
     special = {o.timestamp_col: Role.TIMESTAMP, o.label_col: Role.LABEL}
     if o.id_col:
         special[o.id_col] = Role.ID
@@ -776,6 +847,15 @@ def _plan(source: _Source, o: ImportOptions, say: Callable[[str], None]) -> _Pla
                 notes.append(f"column {name!r} is a numeric feature whose {rows:,} sampled values are all distinct: if it "
                              f"is the entity id, pass --id-col {name}, or drop it with --ignore {name} (as a feature, an "
                              "id learns the order the rows were numbered in)")
+        if role in (Role.NUMERIC, Role.CATEGORICAL) and pa.types.is_integer(dtype) and (
+                why := infer_time_index(name, sample_days, _floats(col))):
+            if name in o.keep_cols or name in o.numeric or name in o.categorical:
+                time_index.append(name)
+                notes.append(f"column {name!r} only indexes time ({why}): kept as a {role.value} feature as asked; its "
+                             "drift is reported but does not start a retrain on its own (dataset.time_index)")
+            else:
+                role, note = Role.IGNORED, (f"only indexes time ({why}); as a feature every new period is an unseen value "
+                                            f"and a drift alarm. Keep it with --keep-col {name}")
         if role == Role.NUMERIC:
             numeric.append(name)
         elif role == Role.CATEGORICAL:
@@ -827,7 +907,21 @@ def _plan(source: _Source, o: ImportOptions, say: Callable[[str], None]) -> _Pla
     if not numeric and not categorical:
         raise ImportFailed("no feature columns: every column is the timestamp, label, id or ignored. "
                            "Name features with --numeric/--categorical.")
-    return _Plan(o, columns, read_types, include, numeric, categorical, task, inferred, entity_id, id_type, notes)
+    return _Plan(o, columns, read_types, include, numeric, categorical, task, inferred, entity_id, id_type, notes, time_index)
+
+
+def _sample_days(sample: pa.Table, o: ImportOptions) -> np.ndarray:
+    """Each sampled row's day number (NaN where its timestamp is missing or does not parse)."""
+    us = _epoch_us(sample.column(o.timestamp_col), o.timestamp_format)
+    return np.floor(pc.cast(us, pa.float64()).to_numpy(zero_copy_only=False) / _DAY_US)
+
+
+def _floats(col: pa.ChunkedArray) -> np.ndarray:
+    """A sampled column as floats, NaN where missing or not a number (CSV samples are text)."""
+    a = _plain(col)
+    if pa.types.is_string(a.type) or pa.types.is_large_string(a.type):
+        a = _cast_or_null(pc.utf8_trim_whitespace(a), pa.float64())
+    return pc.cast(a, pa.float64()).to_numpy(zero_copy_only=False)
 
 
 def _infer_task_to_scan(labels: pa.ChunkedArray) -> TaskName:

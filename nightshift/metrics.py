@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-_CELLS_PER_CHUNK = 2_000_000  # resample index cells held at once: bounds bootstrap memory
+_CELLS_PER_CHUNK = 250_000  # resample index cells held at once: bounds bootstrap memory, and keeps the bincount's
+# counts in cache (2,000,000 took 2.5x as long at 200,000 rows; the draws are the same for any chunk)
 
 
 # -- AUC ------------------------------------------------------------------------------
@@ -50,9 +51,16 @@ def auc_from_groups(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
 def resampled_aucs(y: np.ndarray, groups: np.ndarray, n_groups: int, idx: np.ndarray) -> np.ndarray:
     """AUC of each resample (row of `idx`) at once: one bincount over (resample, score group, label)."""
     b = idx.shape[0]
-    key = (np.arange(b, dtype=np.int64)[:, None] * n_groups + groups[idx]) * 2 + y[idx]
+    key = (groups * 2 + y)[idx]  # one gather: the row's (score group, label) cell
+    key += (np.arange(b, dtype=np.int64) * (n_groups * 2))[:, None]
     counts = np.bincount(key.ravel(), minlength=b * n_groups * 2).reshape(b, n_groups, 2)
-    return auc_from_groups(counts[..., 1], counts[..., 0])
+    pos, neg = counts[..., 1], counts[..., 0]
+    # As `auc_from_groups`, in integer sums without the temporaries: a positive beats every negative
+    # in a lower group and ties half of those in its own.
+    num = np.einsum("ij,ij->i", pos, np.cumsum(neg, axis=-1)) - 0.5 * np.einsum("ij,ij->i", pos, neg)
+    den = pos.sum(axis=-1) * neg.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
 
 def resampled_rmses(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:

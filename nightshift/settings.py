@@ -309,7 +309,11 @@ class GateSettings(BaseModel):
     confidence: float = Field(0.95, gt=0.5, lt=1)
     margin: float | None = Field(None, ge=0, description="non-inferiority margin, in the task's gain unit; None: the "
                                  "task's default (0.005 AUC points; 0.02, i.e. 2% of RMSE)")
-    min_gain: float = Field(0.0, ge=0, description="minimum point gain, in the task's gain unit, to replace the champion")
+    min_gain: float = Field(0.0, ge=0, description="superiority: the challenger replaces a champion that is not known stale "
+                            "only when the CI's lower bound on its gain, in the task's gain unit, is above this")
+    max_churn: float | None = Field(None, gt=0, description="largest change a swap may cause on the holdout: the share of "
+                                    "decisions that flip (binary, at scoring.threshold), or the mean absolute change of the "
+                                    "prediction (regression); None: recorded, not capped")
     min_rows: int = Field(500, ge=1, description="minimum holdout rows (binary: and at least 20 of each class)")
     segment_margin: float | None = Field(None, ge=0, description="largest loss, in the gain unit, allowed in any segment; "
                                          "None: the task's default (0.03 AUC points; 0.10 of RMSE)")

@@ -66,6 +66,8 @@ class DatasetSpec(BaseModel):
     segment: str | None = Field(None, description="categorical column whose values get per-segment guardrails")
     label_delay: LabelDelayPolicy = LabelDelayPolicy()
     calendar: Calendar = Calendar()
+    time_index: tuple[str, ...] = Field((), description="features that only index time (a year, a month...), kept on "
+                                        "purpose: their drift is reported but does not start a retrain on its own")
 
     @model_validator(mode="after")
     def _distinct(self) -> "DatasetSpec":
@@ -78,6 +80,9 @@ class DatasetSpec(BaseModel):
             raise ValueError(f"dataset spec uses reserved lake column names {sorted(reserved)}")
         if not self.numeric and not self.categorical:
             raise ValueError("dataset spec has no features: list some under numeric or categorical")
+        if not set(self.time_index) <= set(self.features):
+            raise ValueError(f"time_index columns {sorted(set(self.time_index) - set(self.features))} are not features: "
+                             "list them under numeric or categorical too, or drop them from time_index")
         if self.segment is not None and self.segment not in self.categorical:
             raise ValueError(f"segment column {self.segment!r} must be one of the categorical features")
         return self

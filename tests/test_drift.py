@@ -231,6 +231,21 @@ def test_the_model_output_is_reported_but_does_not_raise_the_nights_evidence():
     assert not rows[0]["night_drift"]
 
 
+def test_a_kept_time_index_is_reported_but_does_not_raise_the_nights_evidence():
+    ref, day = _table(10_000, 1), _table(2000, 2)
+    ref = ref.append_column("year", pa.array(np.full(10_000, 2019)))
+    day = day.append_column("year", pa.array(np.full(2000, 2020)))  # a new year: every value unseen
+    counted = night_tests(ref, day, [*NUMERIC, "year"], CATEGORICAL, CFG, seed=0)
+    assert _by(counted, "year")["drifted"] and counted[0]["night_drift"]  # as any feature, it would alarm
+    rows = night_tests(ref, day, [*NUMERIC, "year"], CATEGORICAL, CFG, seed=0, time_index=("year",))
+    assert _by(rows, "year")["drifted"]  # reported
+    assert not rows[0]["night_drift"] and rows[0]["night_p"] > 0.05  # but not tonight's evidence
+    assert not _by(rows, MEAN_FEATURE)["drifted"]
+    shifted = night_tests(ref, _table(2000, 2, shift=0.5).append_column("year", pa.array(np.full(2000, 2020))),
+                          [*NUMERIC, "year"], CATEGORICAL, CFG, seed=0, time_index=("year",))
+    assert shifted[0]["night_drift"]  # other features' drift still counts
+
+
 @pytest.mark.parametrize("p, expected", [
     ([0.01, 0.5, 0.9], 0.03),
     ([0.01, 0.02, 0.9], 0.03),

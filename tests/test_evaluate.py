@@ -6,18 +6,23 @@ from sklearn.metrics import roc_auc_score
 
 from nightshift.settings import GateSettings
 from training.evaluate import (
+    DRIFT_SIGNALS,
     INSUFFICIENT_EVIDENCE,
     PROMOTE,
     REJECT,
+    STALE,
+    SUPERIOR,
     Verdict,
     _resample_indices,
     auc,
+    champion_staleness,
     choose_holdout,
     detectable_gain,
     judge_challenger,
     judge_first_model,
     judge_power,
     paired_bootstrap,
+    prediction_churn,
     segment_deltas,
 )
 from nightshift.task import task_for
@@ -166,6 +171,7 @@ def test_segment_deltas():
 GATE = GateSettings(margin=0.005, min_gain=0.001, min_rows=500, segment_margin=0.03)
 OK_SEGMENTS = [{"segment": "north", "n": 800, "champion": 0.80, "challenger": 0.79, "gain": -0.01}]
 BAD_SEGMENT = [{"segment": "south", "n": 600, "champion": 0.80, "challenger": 0.76, "gain": -0.04}]
+CHURN = {"n": 2000, "kind": "decision_flips", "value": 0.06, "threshold": 0.5, "mean_abs_change": 0.02}
 
 
 # -- choose_holdout (decisions, table-driven) ------------------------------------------
@@ -220,28 +226,91 @@ def ev(delta=0.01, ci_low=0.002, ci_high=0.018, n=2000, n_pos=400):
             "ci_low": ci_low, "ci_high": ci_high, "n_boot": 1000, "too_few": BINARY.too_few(labels_with(n, n_pos), 500)}
 
 
+STALE_WHY = "a drift since 2026-02-04 (drift_persisted) and the challenger was judged on the rows since the onset (3 days)"
+
+
 @pytest.mark.parametrize(
-    "evidence, segments, verdict, says",
+    "evidence, segments, stale, gate, verdict, basis, says",
     [
-        pytest.param(ev(), OK_SEGMENTS, PROMOTE, "+0.0100", id="clear-gain"),
-        pytest.param(ev(n=499), OK_SEGMENTS, INSUFFICIENT_EVIDENCE, "499 rows, the gate needs 500", id="too-few-rows"),
-        pytest.param(ev(n=2000, n_pos=19), [], INSUFFICIENT_EVIDENCE, "19 positives", id="too-few-positives"),
-        pytest.param(ev(n=2000, n_pos=1981), [], INSUFFICIENT_EVIDENCE, "19 negatives", id="too-few-negatives"),
-        pytest.param(ev(n=500, n_pos=20), [], PROMOTE, "", id="exactly-enough-rows"),
-        pytest.param(ev(), BAD_SEGMENT, REJECT, "'south' loses -0.0400", id="segment-regression"),
-        pytest.param(ev(delta=-0.02, ci_low=-0.03, ci_high=-0.01), [], REJECT, "entirely below 0", id="ci-below-zero"),
-        pytest.param(ev(delta=0.0, ci_low=-0.008, ci_high=0.008), [], INSUFFICIENT_EVIDENCE, "-0.0080", id="ci-reaches-margin"),
-        pytest.param(ev(delta=0.003, ci_low=-0.005, ci_high=0.01), [], INSUFFICIENT_EVIDENCE, "margin 0.0050", id="ci-low-equals-margin"),
-        pytest.param(ev(delta=0.0005, ci_low=-0.004, ci_high=0.006), [], REJECT, "below the minimum 0.0010", id="gain-too-small"),
-        pytest.param(ev(delta=0.001, ci_low=-0.004, ci_high=0.006), [], PROMOTE, "[-0.0040, +0.0060]", id="gain-equals-minimum"),
-        pytest.param(ev(delta=-0.001, ci_low=-0.004, ci_high=-0.0001), [], REJECT, "below the minimum", id="worse-within-margin"),
+        pytest.param(ev(), OK_SEGMENTS, None, {}, PROMOTE, SUPERIOR, "+0.0100", id="clear-gain"),
+        pytest.param(ev(), OK_SEGMENTS, STALE_WHY, {}, PROMOTE, SUPERIOR, "also known stale", id="clear-gain-stale-champion"),
+        pytest.param(ev(n=499), OK_SEGMENTS, None, {}, INSUFFICIENT_EVIDENCE, None, "499 rows, the gate needs 500", id="too-few-rows"),
+        pytest.param(ev(n=2000, n_pos=19), [], None, {}, INSUFFICIENT_EVIDENCE, None, "19 positives", id="too-few-positives"),
+        pytest.param(ev(n=2000, n_pos=1981), [], None, {}, INSUFFICIENT_EVIDENCE, None, "19 negatives", id="too-few-negatives"),
+        pytest.param(ev(n=500, n_pos=20), [], None, {}, PROMOTE, SUPERIOR, "", id="exactly-enough-rows"),
+        pytest.param(ev(), BAD_SEGMENT, STALE_WHY, {}, REJECT, None, "'south' loses -0.0400", id="segment-regression"),
+        pytest.param(ev(delta=-0.02, ci_low=-0.03, ci_high=-0.01), [], STALE_WHY, {}, REJECT, None, "entirely below 0",
+                     id="ci-below-zero"),
+        pytest.param(ev(delta=0.0, ci_low=-0.008, ci_high=0.008), [], STALE_WHY, {}, INSUFFICIENT_EVIDENCE, None, "-0.0080",
+                     id="ci-reaches-margin"),
+        pytest.param(ev(delta=0.003, ci_low=-0.005, ci_high=0.01), [], STALE_WHY, {}, INSUFFICIENT_EVIDENCE, None,
+                     "margin 0.0050", id="ci-low-equals-margin"),
+        # Non-inferior, not superior: only a stale champion is a reason to swap.
+        pytest.param(ev(delta=0.0005, ci_low=-0.004, ci_high=0.006), [], None, {}, REJECT, None,
+                     "no reason to swap: non-inferior within the margin 0.0050 but not shown superior", id="equal-fresh-champion"),
+        pytest.param(ev(delta=0.0005, ci_low=-0.004, ci_high=0.006), [], STALE_WHY, {}, PROMOTE, STALE,
+                     "known stale: a drift since 2026-02-04", id="equal-stale-champion"),
+        pytest.param(ev(delta=0.004, ci_low=0.001, ci_high=0.007), [], None, {}, REJECT, None, "not above gate.min_gain 0.0010",
+                     id="ci-low-equals-min-gain"),
+        pytest.param(ev(delta=0.004, ci_low=0.0011, ci_high=0.007), [], None, {}, PROMOTE, SUPERIOR, "superior",
+                     id="ci-low-just-above-min-gain"),
+        pytest.param(ev(delta=0.002, ci_low=0.0005, ci_high=0.004), [], None, {"min_gain": 0.0}, PROMOTE, SUPERIOR,
+                     "above gate.min_gain 0.0000", id="default-min-gain-is-zero"),
+        pytest.param(ev(delta=-0.001, ci_low=-0.004, ci_high=-0.0001), [], None, {}, REJECT, None, "no reason to swap",
+                     id="worse-within-margin"),
+        pytest.param(ev(delta=-0.001, ci_low=-0.004, ci_high=-0.0001), [], STALE_WHY, {}, REJECT, None,
+                     "shown worse on the rows judged", id="worse-within-margin-stale-champion"),
+        # The churn a swap causes: recorded always, capped when gate.max_churn is set.
+        pytest.param({**ev(), "churn": CHURN}, [], None, {}, PROMOTE, SUPERIOR, "flips 6.00% of the holdout's decisions",
+                     id="churn-recorded"),
+        pytest.param({**ev(), "churn": CHURN}, [], None, {"max_churn": 0.05}, REJECT, None, "more than gate.max_churn 0.05",
+                     id="churn-over-the-cap"),
+        pytest.param({**ev(), "churn": CHURN}, [], None, {"max_churn": 0.06}, PROMOTE, SUPERIOR, "flips 6.00%",
+                     id="churn-at-the-cap"),
+        pytest.param({**ev(delta=0.0005, ci_low=-0.004, ci_high=0.006), "churn": CHURN}, [], STALE_WHY, {"max_churn": 0.05},
+                     REJECT, None, "raise gate.max_churn", id="churn-cap-holds-on-a-stale-champion-too"),
     ],
 )
-def test_judge_challenger(evidence, segments, verdict, says):
-    v = judge_challenger(evidence, segments, GATE)
-    assert isinstance(v, Verdict) and v.verdict == verdict
+def test_judge_challenger(evidence, segments, stale, gate, verdict, basis, says):
+    v = judge_challenger(evidence, segments, GATE.model_copy(update=gate), stale=stale)
+    assert isinstance(v, Verdict) and (v.verdict, v.basis) == (verdict, basis)
     assert says in " ".join(v.reasons)
-    assert v.as_dict() == {"verdict": verdict, "reasons": list(v.reasons)}
+    assert v.as_dict() == {"verdict": verdict, "reasons": list(v.reasons), "basis": basis}
+
+
+@pytest.mark.parametrize(
+    "fired, onset, days, says",
+    [
+        pytest.param(set(), "2026-02-04", ["2026-02-04"], None, id="nothing-fired"),
+        pytest.param({"drift_persisted"}, None, ["2026-02-04"], None, id="drift-without-an-onset"),
+        pytest.param({"drift_persisted"}, "2026-02-04", ["2026-02-03", "2026-02-04"], None, id="judged-on-older-rows-too"),
+        pytest.param({"drift_cusum"}, "2026-02-04", ["2026-02-04", "2026-02-05"], "a drift since 2026-02-04 (drift_cusum)",
+                     id="drift-judged-since-the-onset"),
+        pytest.param({"alarm_estimated_drop"}, "2026-02-04", [], None, id="no-judged-days"),
+        pytest.param({"realized_change"}, None, ["2026-02-01"], "below its own holdout reference beyond noise (realized_change)",
+                     id="realized-drop-needs-no-onset"),
+        pytest.param({"model_age", "realized_below_floor"}, "2026-02-04", ["2026-02-04"], None, id="age-and-floor-are-not-staleness"),
+    ],
+)
+def test_champion_staleness(fired, onset, days, says):
+    got = champion_staleness(frozenset(fired), onset, days)
+    assert got is None if says is None else says in got
+
+
+def test_staleness_signals_are_the_policys():
+    from batch_scoring import policy
+
+    assert DRIFT_SIGNALS == policy.DRIFT_SIGNALS
+
+
+@pytest.mark.parametrize("task, a, b, kind, value", [
+    (BINARY, [0.1, 0.6, 0.7, 0.2], [0.1, 0.4, 0.8, 0.6], "decision_flips", 0.5),
+    (task_for("regression"), [1.0, 2.0, 3.0], [1.5, 2.0, 2.0], "mean_abs_change", 0.5),
+])
+def test_prediction_churn(task, a, b, kind, value):
+    got = prediction_churn(task, np.array(a), np.array(b), 0.5)
+    assert (got["kind"], got["value"]) == (kind, pytest.approx(value))
+    assert got["n"] == len(a)
 
 
 def test_too_few_rows_wins_over_a_segment_regression():
@@ -274,3 +343,18 @@ def test_judge_first_model(auc_value, n, n_pos, verdict, says):
 def test_judge_first_regression_model(r2, n, verdict, says):
     v = judge_first_model(r2, "r2", 0.0, True, REGRESSION.too_few(np.zeros(n), 500), n)
     assert v.verdict == verdict and says in " ".join(v.reasons)
+
+
+@pytest.mark.parametrize("rows, days, required, mde, says, days_needed", [
+    pytest.param(175, 14, None, None, "set training.holdout_max_days to at least 40 (now 14)", 40, id="too-few-rows"),
+    pytest.param(900, 14, 8700, 0.0156, "or gate.margin to 0.0156, the gain these 900 rows can resolve (now 0.0050)", 136,
+                 id="too-few-to-resolve-the-margin"),
+    pytest.param(0, 0, None, None, "holds 0 rows over 0 labelled days", None, id="nothing-labelled"),
+])
+def test_judgeable_by_says_what_would_judge(rows, days, required, mde, says, days_needed):
+    from training.evaluate import judge_settings, judgeable_by
+
+    gate = GateSettings(margin=0.005)
+    got = judgeable_by(rows, days, 14, required, mde, gate)
+    assert says in got["words"] and got["days_needed"] == days_needed
+    assert got["required_rows"] == max(required or 0, 500) and got["settings"] == judge_settings(gate, 14)

@@ -27,6 +27,7 @@ from nightshift.importer import (
     infer_calendar,
     infer_role,
     infer_task,
+    infer_time_index,
 )
 from nightshift.lake import FEATURES, LABELS, Lake
 from nightshift.settings import load_settings
@@ -517,3 +518,74 @@ def test_unsorted_rows_over_more_days_than_open_writers(tmp_path):
     for d in lake.partitions(FEATURES)[:5]:
         want = [f"r{i}" for i in np.flatnonzero(day == (np.datetime64(d) - np.datetime64("2026-01-01")).astype(int))]
         assert lake.read(FEATURES, d).column("id").to_pylist() == want
+
+
+# -- a column that only indexes time ----------------------------------------------------------
+D = [0, 0, 0, 1, 1, 2, 2, 2]  # each row's day
+
+
+@pytest.mark.parametrize("name, days, values, says", [
+    pytest.param("yr_code", D, [2020, 2020, 2020, 2021, 2021, 2021, 2021, 2021], "rising with the day (2 values",
+                 id="rising-with-the-day"),
+    pytest.param("since_launch", D, [5, 5, 5, 6, 6, 7, 7, 7], "rising with the day (3 values", id="a-day-counter"),
+    pytest.param("x", D, [7, 7, 7, 3, 3, 1, 1, 1], None, id="falling-is-not-an-index"),
+    pytest.param("month", D, [12, 12, 12, 1, 1, 2, 2, 2], "named like a period", id="a-period-name-may-wrap"),
+    pytest.param("fiscal_year", [0, 0, 0], [2026, 2026, 2026], "named like a period", id="a-period-name-on-one-day"),
+    pytest.param("store_count", [0, 0, 0], [4, 4, 4], None, id="a-constant-is-not-an-index"),
+    pytest.param("year", D, [2020, 2021, 2020, 2021, 2021, 2022, 2022, 2022], None, id="varies-within-a-day"),
+    pytest.param("birth_year", D, [1970, 1985, 1990, 1960, 2001, 1999, 1950, 1980], None, id="describes-the-row"),
+    pytest.param("year", [0, np.nan, 1, 1], [2020, 1999, np.nan, 2021], "rising", id="missing-values-are-left-out"),
+    pytest.param("year", [0], [2020], None, id="one-row"),
+])
+def test_infer_time_index(name, days, values, says):
+    got = infer_time_index(name, np.array(days, float), np.array(values, float))
+    assert got is None if says is None else says in got
+
+
+def census_like(n_days: int = 40, per_day: int = 24, seed: int = 0) -> pa.Table:
+    """A table with a `year` column that rises with the timestamp, as in a census extract."""
+    rng = np.random.default_rng(seed)
+    day = np.repeat(np.arange(n_days), per_day)
+    ts = np.datetime64("2019-12-10") + day.astype("timedelta64[D]") + rng.integers(0, 86_400, len(day)).astype("timedelta64[s]")
+    ts = ts.astype("datetime64[s]")
+    year = ts.astype("datetime64[Y]").astype(int) + 1970
+    return pa.table({"event_time": pa.array(ts).cast(pa.string()), "year": year, "age": rng.integers(18, 90, len(day)),
+                     "income": rng.normal(50, 10, len(day)).round(2), "churned": rng.integers(0, 2, len(day))})
+
+
+def test_a_year_column_is_left_out_with_a_note_and_the_flag_to_keep_it(tmp_path):
+    src = write_csv(census_like(), tmp_path / "t.csv")
+    report = run(tmp_path / "h", src)
+    assert "year" not in report.spec.features and report.spec.time_index == ()
+    assert [c.role for c in report.columns if c.name == "year"] == [Role.IGNORED]
+    note = next(n for n in report.notes if "'year'" in n)
+    assert "only indexes time" in note and "rising with the day" in note and "--keep-col year" in note
+    assert "age" in report.spec.features  # an integer that varies within a day stays
+
+
+def test_a_kept_time_index_is_a_feature_recorded_in_the_spec(tmp_path):
+    src = write_csv(census_like(), tmp_path / "t.csv")
+    report = run(tmp_path / "h", src, keep_cols=("year",))
+    assert "year" in report.spec.features and report.spec.time_index == ("year",)
+    assert any("kept as a" in n and "does not start a retrain on its own" in n for n in report.notes)
+    assert load_settings(env={"NIGHTSHIFT_HOME": str(tmp_path / "h")}).dataset.time_index == ("year",)
+
+
+def test_keep_col_names_a_column_that_exists(tmp_path):
+    src = write_csv(census_like(), tmp_path / "t.csv")
+    with pytest.raises(ImportFailed, match="--keep-col names columns that are not in the source: \\['yaer'\\]"):
+        run(tmp_path / "h", src, keep_cols=("yaer",))
+
+
+def test_a_table_too_thin_for_the_gates_holdout_is_told_the_setting_it_takes(tmp_path):
+    from nightshift.importer import GATE_HOLDOUT_SHARE, holdout_days_needed
+    from training.window import HOLDOUT_SHARE
+
+    assert GATE_HOLDOUT_SHARE == HOLDOUT_SHARE
+    assert holdout_days_needed(25, 500) == 40 and holdout_days_needed(0, 500) is None
+    report = run(tmp_path / "h", write_csv(census_like(per_day=24), tmp_path / "t.csv"))
+    note = next(n for n in report.notes if "holdout_max_days" in n)
+    assert "at 24.0 labelled rows a day the gate's holdout (half of them) needs 42 days" in note
+    assert "holdout_max_days = 42 under [training]" in note
+    thick = run(tmp_path / "h2", write_csv(census_like(per_day=200), tmp_path / "t2.csv"))
+    assert not any("holdout_max_days" in n for n in thick.notes)

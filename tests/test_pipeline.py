@@ -81,7 +81,11 @@ def test_drift_detected_retrain_judged_aliases_moved(world):
     from training.evaluate import effective_gate
 
     gate = effective_gate(world["settings"].gate, task_for("binary"))
-    assert ev["ci_low"] > -gate.margin and ev["gain"] >= gate.min_gain and ev["holdout_rows"] >= gate.min_rows
+    assert ev["ci_low"] > -gate.margin and ev["holdout_rows"] >= gate.min_rows
+    # A reason to swap: superior, or non-inferior on the rows since the onset of the drift the retrain answers.
+    assert (ev["basis"] == "superior" and ev["ci_low"] > gate.min_gain) or (
+        ev["basis"] == "stale" and f"a drift since {onset}" in ev["champion_stale"]), (ev["basis"], verdict["reasons"])
+    assert ev["churn"]["kind"] == "decision_flips" and 0 <= ev["churn"]["value"] <= 1
     # After the drift the gate judged on the holdout's rows since the onset, and the power check looked at those rows.
     chosen = ev["gate_holdout"]
     assert chosen["since_onset"] and chosen["onset"] == onset and min(ev["holdout_days"]) >= onset
@@ -101,6 +105,26 @@ def test_drift_detected_retrain_judged_aliases_moved(world):
     # time is the logical date: the promotion decided on night D takes effect from D+1
     assert registry.version_as_of(night["ds"]).version == "1"
     assert registry.version_as_of(add_days(night["ds"], 1)).version == new
+
+
+def test_replaying_the_recorded_policy_reproduces_its_decisions(world):
+    from batch_scoring.replay import render, replay_policy
+
+    s, lake = world["settings"], world["lake"]
+    got = replay_policy(s, START, world["last"])
+    # The history days before the first night have data but no decision: named, not replayed.
+    assert got["missing"] == [add_days(START, i) for i in range(HISTORY)]
+    assert got["replayed_nights"] == NIGHTS and got["replay_matches_history"] == 1, got["differ"]
+    assert got["recorded"] == got["replayed"] and got["recorded"]["retrains"] >= 1
+    assert got["nights_alarmed"] >= 1
+    assert "RESULT replay_matches_history=1" in render(got)
+
+    # Another policy, from the same records: a cooldown no retrain gets out of, and a drift that must persist longer.
+    other = replay_policy(s.with_overrides({"policy.drift_k": 5, "policy.drift_n": 5}), world["first"], world["last"],
+                          retrain_cost_s=60.0)
+    assert other["missing"] == [] and other["nights_alarmed"] == got["nights_alarmed"]
+    assert other["replayed"]["training_s"] == 60.0 * other["replayed"]["retrains"]
+    assert other["replayed"]["retrains"] <= other["recorded"]["retrains"]
 
 
 def test_every_night_has_its_partitions_and_lineage(world):
@@ -203,3 +227,4 @@ def test_rollback_restores_the_previous_champion_from_its_day(world):
         roll_back(s, ds, reason="again", version=previous)
     roll_back(s, ds, reason="undo")  # a second rollback undoes the first
     assert registry.current(CHAMPION).version == before
+

@@ -7,10 +7,12 @@ import pytest
 
 from batch_scoring.policy import (
     COOLDOWN,
+    DEFERRED,
     NO_ACTION,
     RETRAIN,
     WAIT,
     RetrainEvidence,
+    deferral_holds,
     labelled_since,
     pending_wait,
     should_retrain,
@@ -541,3 +543,63 @@ def test_a_realized_drop_must_last(name, days, persist_z, fired):
     assert by["realized_drop"].value == pytest.approx(0.10)  # the figure is recorded either way
     if fired and persist_z:
         assert "worse without its worst day" in by["realized_drop"].reason
+
+
+# -- a retrain that cannot be judged is not re-decided on unchanged grounds (table-driven) ---------------------
+SIZING = {"margin": 0.005, "min_rows": 500, "confidence": 0.95, "power_check": True, "assumed_correlation": 0.9,
+          "holdout_max_days": 14}
+JUDGEABLE = {"rows": 175, "days": 14, "max_days": 14, "required_rows": 500, "days_needed": 40, "resolvable_margin": None,
+             "settings": SIZING, "words": "the holdout holds 175 rows over 14 labelled days (12.5 a day) and judging "
+                                          "needs about 500: set training.holdout_max_days to at least 40 (now 14)"}
+GROWING = {**JUDGEABLE, "days": 10}  # the holdout had not reached holdout_max_days: more labels add rows
+DEFERRAL = dict(OK, realized=0.5, days_since_last_retrain=9, deferred_on="2026-01-01", deferred=JUDGEABLE,
+                holdout_rows_since_deferral=112.5, days_since_deferral=9, judge_settings=SIZING)
+
+DEFERRAL_CASES = [
+    ("capped holdout, same volume: held", {}, DEFERRED, "held: the retrain of 2026-01-01 could not be judged"),
+    ("held says what would make it judgeable", {}, DEFERRED, "set training.holdout_max_days to at least 40"),
+    ("the settings changed: decided again", {"judge_settings": {**SIZING, "holdout_max_days": 40}}, RETRAIN, "realized auc"),
+    ("a wider margin: decided again", {"judge_settings": {**SIZING, "margin": 0.04}}, RETRAIN, "realized auc"),
+    ("capped, but the daily volume rose enough", {"holdout_rows_since_deferral": 9 * 40.0}, RETRAIN, "realized auc"),
+    ("growing holdout, too few labels since: held", {"deferred": GROWING, "holdout_rows_since_deferral": 300.0},
+     DEFERRED, "held"),
+    ("growing holdout, the labels it lacked arrived", {"deferred": GROWING, "holdout_rows_since_deferral": 325.0},
+     RETRAIN, "realized auc"),
+    ("by hand always trains", {"manual": True}, RETRAIN, "by hand"),
+    ("no trigger: nothing to hold", {"realized": 0.82}, NO_ACTION, "no trigger"),
+    ("the cooldown answers first", {"days_since_last_retrain": 2}, COOLDOWN, "cooldown"),
+    ("no deferral on record", {"deferred": None, "deferred_on": None}, RETRAIN, "realized auc"),
+]
+
+
+@pytest.mark.parametrize("name,overrides,verdict,fragment", DEFERRAL_CASES, ids=[c[0] for c in DEFERRAL_CASES])
+def test_a_deferral_is_not_re_decided_on_unchanged_grounds(name, overrides, verdict, fragment):
+    decision = should_retrain(RetrainEvidence(**{**DEFERRAL, **overrides}), POLICY)
+    assert decision.verdict == verdict, decision.reasons
+    assert fragment in " ".join(decision.reasons)
+    assert deferral_holds(RetrainEvidence(**{**DEFERRAL, **overrides})) is None or verdict in (DEFERRED, NO_ACTION, COOLDOWN)
+
+
+def test_replay_policy_changes_the_policy_only(capsys):
+    from cli.main import main
+
+    assert main(["replay-policy", "--start", "2026-01-01", "--end", "2026-01-02", "--set", "gate.margin=0.1"]) == 2
+    assert "--set takes policy.KEY=VALUE" in capsys.readouterr().err
+
+
+ANSWERED = dict(OK, answered_drift="2026-01-05")
+
+
+@pytest.mark.parametrize("name,overrides,verdict,fragment", [
+    ("drift alone on an answered drift is not new evidence", {"drift_flags": (True,) * 5}, NO_ACTION,
+     "answered: the champion was promoted on the rows since the drift onset 2026-01-05"),
+    ("its realized metric below the floor is", {"drift_flags": (True,) * 5, "realized": 0.5}, RETRAIN, "realized auc"),
+    ("a drift on a champion that answered none retrains", {"drift_flags": (True,) * 5, "answered_drift": None}, RETRAIN,
+     "drift persisted"),
+    ("by hand always trains", {"drift_flags": (True,) * 5, "manual": True}, RETRAIN, "by hand"),
+    ("old age is its own trigger", {"model_age_days": 60}, RETRAIN, "60 days with data old"),
+], ids=lambda x: x if isinstance(x, str) and " " in x else None)
+def test_one_drift_one_answer(name, overrides, verdict, fragment):
+    decision = should_retrain(RetrainEvidence(**{**ANSWERED, **overrides}), POLICY)
+    assert decision.verdict == verdict, decision.reasons
+    assert fragment in " ".join(decision.reasons)

@@ -40,6 +40,20 @@ def test_a_holdout_too_small_for_the_margin_defers_with_the_numbers(settings, la
     words = " ".join(record["reasons"])
     assert f"{power['n']} rows cannot resolve the margin" in words and "gate.margin is 0.0050" in words
     assert "holdout rows" in words  # how many it would take
+    # ...and once, in the settings' words, what would make it judgeable: the days it takes, or the margin it resolves
+    judgeable = record["evidence"]["judgeable"]
+    assert judgeable["rows"] == power["n"] and judgeable["resolvable_margin"] == pytest.approx(power["mde"])
+    assert f"set training.holdout_max_days to at least {judgeable['days_needed']}" in words
+    assert f"or gate.margin to {power['mde']:.4f}" in words
+
+    # The next nights, on the same grounds, the policy holds the retrain instead of deciding (and deferring) it again.
+    from batch_scoring.policy import deferral_holds, gather_evidence
+
+    ev = gather_evidence(s, add_days(START, 30), lake)
+    assert ev.deferred_on == add_days(START, 29) and ev.deferred == judgeable
+    assert deferral_holds(ev).startswith(f"held: the retrain of {add_days(START, 29)} could not be judged")
+    wider = s.with_overrides({"gate.margin": round(power["mde"] + 0.001, 4)})
+    assert deferral_holds(gather_evidence(wider, add_days(START, 30), lake)) is None  # a change of settings: decided again
 
 
 def test_the_same_window_and_champion_skip_the_retrain(settings, lake):
@@ -90,7 +104,8 @@ def _drift_on_record(lake, ds: str, flagged: set[str]) -> None:
 
     days = [add_days(ds, -i) for i in range(4, -1, -1)]
     write_decision(lake, ds, "retrain", "RETRAIN", ["drift persisted: 3 of the last 5 nights"],
-                   {"evidence": {"drift_days": days, "drift_flags": [d in flagged for d in days]}})
+                   {"evidence": {"drift_days": days, "drift_flags": [d in flagged for d in days]},
+                    "signals": [{"name": "drift_persisted", "fired": True}]})
 
 
 def test_after_a_drift_the_gate_judges_on_the_holdout_rows_since_the_onset(settings, lake):
@@ -117,8 +132,19 @@ def test_after_a_drift_the_gate_judges_on_the_holdout_rows_since_the_onset(setti
     # the calibrator and the reference describe the same rows: the world production is in
     reference = read_model_card(registry.local_path("2")).reference
     assert reference.rows == chosen["rows"] and list(reference.days) == chosen["days"]
+    # The champion is known stale (a drift, judged on the rows since its onset): non-inferiority is a reason to swap,
+    # and the drift reference saved with the challenger is that world, so a promotion closes the drift episode.
+    assert ev["champion_stale"].startswith(f"a drift since {onset} (drift_persisted)")
+    assert out["verdict"] != "PROMOTE" or ev["basis"] in ("superior", "stale")
+    from training.bundle import load_bundle
+
+    v2 = load_bundle(registry.local_path("2"))
+    assert v2.meta["drift_reference"] == {"kind": "since_onset", "onset": onset, "rows": v2.reference().num_rows}
+    assert v2.reference().num_rows <= s.training.reference_size
 
     off = retrain(s.with_overrides({"gate.onset_aware": False}), ds, trigger="manual")
     ev = read_decision(lake, ds, "promotion")["evidence"]
     assert off["version"] == "3" and not ev["gate_holdout"]["since_onset"] and len(ev["holdout_days"]) == 5
     assert ev["holdout_rows"] == chosen["whole_rows"] and any("gate.onset_aware is off" in r for r in off["reasons"])
+    assert ev["champion_stale"] is None  # judged on older rows too: the drift says nothing about the champion there
+    assert load_bundle(registry.local_path("3")).meta["drift_reference"]["kind"] == "training_window"

@@ -144,6 +144,29 @@ def judge_power(power: dict[str, Any], gate: "GateSettings") -> PowerVerdict:
         f"It would take {need} (more days of labels, or raise training.holdout_max_days), or a wider gate.margin",), required)
 
 
+def judgeable_by(rows: int, days: int, max_days: int, required_rows: int | None, mde: float | None,
+                 gate: "GateSettings") -> dict[str, Any]:
+    """What would make a holdout that cannot judge able to (pure): the rows and days it would take, and the margin
+    its rows resolve now; with the settings it was sized under, so a policy can tell when its grounds change."""
+    need = max(int(required_rows or 0), gate.min_rows)
+    per_day = rows / days if days else 0.0
+    days_needed = int(np.ceil(need / per_day)) if per_day > 0 else None
+    words = [f"the holdout holds {rows} rows over {days} labelled days ({per_day:.1f} a day) and judging needs about {need}"]
+    if days_needed is not None:
+        words.append(f"set training.holdout_max_days to at least {days_needed} (now {max_days})")
+    if mde is not None and np.isfinite(mde) and rows >= gate.min_rows:
+        words.append(f"or gate.margin to {mde:.4f}, the gain these {rows} rows can resolve (now {gate.margin:.4f})")
+    return {"rows": int(rows), "days": int(days), "max_days": int(max_days), "required_rows": need,
+            "days_needed": days_needed, "resolvable_margin": None if mde is None or not np.isfinite(mde) else float(mde),
+            "settings": judge_settings(gate, max_days), "words": "; ".join(words[:1]) + (": " + ", ".join(words[1:]) if words[1:] else "")}
+
+
+def judge_settings(gate: "GateSettings", max_days: int) -> dict[str, Any]:
+    """The settings that decide whether a holdout can judge: a deferral's grounds change when they do."""
+    return {"margin": gate.margin, "min_rows": gate.min_rows, "confidence": gate.confidence, "power_check": gate.power_check,
+            "assumed_correlation": gate.assumed_correlation, "holdout_max_days": max_days}
+
+
 # -- which holdout judges ----------------------------------------------------------------
 @dataclass(frozen=True)
 class HoldoutChoice:
@@ -190,24 +213,89 @@ def choose_holdout(onset: str | None, holdout_days: list[str], onset_rows: int, 
 
 
 # -- verdicts -------------------------------------------------------------------------
+SUPERIOR, STALE = "superior", "stale"  # why a PROMOTE replaces the champion (`Verdict.basis`)
+
+# The policy's signal names (`batch_scoring.policy`) that make a champion known stale: the inputs
+# moved (a drift episode), or its realized metric fell below its own holdout reference beyond noise.
+DRIFT_SIGNALS = frozenset({"drift_persisted", "drift_cusum", "alarm_estimated_drop"})
+REALIZED_DROP_SIGNALS = frozenset({"realized_drop", "realized_change"})
+
+
 @dataclass(frozen=True)
 class Verdict:
     verdict: str  # PROMOTE | REJECT | INSUFFICIENT_EVIDENCE
     reasons: tuple[str, ...]
+    basis: str | None = None  # a PROMOTE's reason to swap: SUPERIOR or STALE
 
     def as_dict(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "reasons": list(self.reasons)}
+        return {"verdict": self.verdict, "reasons": list(self.reasons), "basis": self.basis}
 
 
-def judge_challenger(evidence: dict[str, Any], segments: list[dict[str, Any]], gate: "GateSettings") -> Verdict:
-    """Promote only on enough evidence, no segment regression, non-inferiority and the minimum gain.
+def champion_staleness(fired: frozenset[str] | set[str], onset: str | None, judged_days: list[str]) -> str | None:
+    """Why the champion is known stale, or None (pure).
+
+    Known stale: the retrain's decision fired a realized drop (the champion's realized metric
+    below its own holdout reference beyond noise), or it answered a drift (a drift signal fired)
+    and the challenger was judged on rows since the onset only, i.e. on the world production is in.
+    A drift whose challenger was judged on older rows says nothing about the champion there.
+    """
+    realized = sorted(set(fired) & REALIZED_DROP_SIGNALS)
+    if realized:
+        return f"the champion's realized metric is below its own holdout reference beyond noise ({', '.join(realized)})"
+    drift = sorted(set(fired) & DRIFT_SIGNALS)
+    if drift and onset is not None and judged_days and min(judged_days) >= onset:
+        return (f"a drift since {onset} ({', '.join(drift)}) and the challenger was judged on the rows since the onset "
+                f"({len(judged_days)} days)")
+    return None
+
+
+def prediction_churn(task: Task, p_champion: np.ndarray, p_challenger: np.ndarray, threshold: float) -> dict[str, Any]:
+    """What a swap changes for the consumers of the predictions, on the holdout.
+
+    Where the task scores a decision (binary: score >= threshold), the share of rows whose
+    decision flips; otherwise the mean absolute change of the prediction. Both report the mean
+    absolute change of the score.
+    """
+    a, b = np.asarray(p_champion, np.float64), np.asarray(p_challenger, np.float64)
+    names = [name for name, _ in task.output_fields()]
+    out: dict[str, Any] = {"n": int(len(a)), "mean_abs_change": float(np.mean(np.abs(a - b))) if len(a) else 0.0}
+    if "decision" in names:
+        i = names.index("decision")
+        da = task.output_arrays(a, threshold)[i].to_numpy(zero_copy_only=False)
+        db = task.output_arrays(b, threshold)[i].to_numpy(zero_copy_only=False)
+        out.update(kind="decision_flips", value=float(np.mean(da != db)) if len(a) else 0.0, threshold=float(threshold))
+    else:
+        out.update(kind="mean_abs_change", value=out["mean_abs_change"])
+    return out
+
+
+def _churn_words(churn: dict[str, Any] | None) -> str:
+    if not churn:
+        return ""
+    if churn["kind"] == "decision_flips":
+        return f"the swap flips {churn['value']:.2%} of the holdout's decisions (threshold {churn['threshold']:g})"
+    return f"the swap changes the holdout's predictions by {churn['value']:.4g} on average"
+
+
+def judge_challenger(evidence: dict[str, Any], segments: list[dict[str, Any]], gate: "GateSettings", *,
+                     stale: str | None = None) -> Verdict:
+    """Promote only with a reason to swap: superior, or non-inferior while the champion is known stale.
 
     `evidence`: `paired_bootstrap`'s output plus `too_few`, the task's reasons the holdout is
-    too small (empty when it is not).
+    too small (empty when it is not), and optionally `churn` (`prediction_churn`).
+    `stale`: why the champion is known stale (`champion_staleness`), None when it is not.
+
+    - SUPERIOR: the interval's lower bound is above gate.min_gain (0 by default): the challenger
+      is better, at the gate's confidence.
+    - STALE: the lower bound is above -gate.margin (non-inferior) and the champion is known stale.
+    Without either, a swap would change predictions (churn) for no shown gain: REJECT. An equal
+    challenger is thus promoted at most (1 - confidence) / 2 of the time on a fresh champion,
+    and one worse by the margin at most that often on a stale one (benchmarks/gate_calibration.py).
     """
     metric = evidence.get("metric", "metric")
     gain, lo, hi = evidence["gain"], evidence["ci_low"], evidence["ci_high"]
     ci = f"gain {gain:+.4f}, {evidence.get('confidence', gate.confidence):.0%} CI [{lo:+.4f}, {hi:+.4f}]"
+    churn = evidence.get("churn")
 
     if evidence.get("too_few"):
         return Verdict(INSUFFICIENT_EVIDENCE, tuple(evidence["too_few"]))
@@ -226,13 +314,29 @@ def judge_challenger(evidence: dict[str, Any], segments: list[dict[str, Any]], g
             f"cannot rule out a loss larger than the margin {gate.margin:.4f}: {ci} reaches {lo:+.4f} <= {-gate.margin:+.4f}",
         ))
 
-    if gain < gate.min_gain:
-        return Verdict(REJECT, (f"non-inferior but the gain is below the minimum {gate.min_gain:.4f}: {ci}",))
+    superior = lo > gate.min_gain
+    if not superior and stale is None:
+        return Verdict(REJECT, tuple(x for x in (
+            f"no reason to swap: non-inferior within the margin {gate.margin:.4f} but not shown superior ({ci}: the lower "
+            f"bound is not above gate.min_gain {gate.min_gain:.4f}), and the champion is not known stale (no drift answered "
+            f"on the rows since its onset, no realized drop below its holdout reference)",
+            _churn_words(churn)) if x))
 
-    return Verdict(PROMOTE, (
-        f"non-inferior within margin {gate.margin:.4f} and gain at least {gate.min_gain:.4f}: {ci}; "
-        f"{metric} {evidence['champion']:.4f} -> {evidence['challenger']:.4f} on {evidence['n']} rows",
-    ))
+    if not superior and hi < 0:  # a stale champion is still better on the rows judged: the swap would lose
+        return Verdict(REJECT, (f"the champion is known stale ({stale}) but the challenger is shown worse on the rows "
+                                f"judged: {ci} lies entirely below 0",))
+
+    if gate.max_churn is not None and churn and churn["value"] > gate.max_churn:
+        return Verdict(REJECT, (f"{_churn_words(churn)}, more than gate.max_churn {gate.max_churn:g}: raise gate.max_churn "
+                                f"to allow it, or keep the champion ({ci})",))
+
+    scored = f"{metric} {evidence['champion']:.4f} -> {evidence['challenger']:.4f} on {evidence['n']} rows"
+    words = [_churn_words(churn)] if churn else []
+    if superior:
+        why = f"superior: {ci}, the lower bound above gate.min_gain {gate.min_gain:.4f}; {scored}"
+        return Verdict(PROMOTE, (why, *([f"the champion is also known stale: {stale}"] if stale else []), *words), SUPERIOR)
+    return Verdict(PROMOTE, (f"non-inferior within the margin {gate.margin:.4f} and the champion is known stale: {stale}; "
+                             f"{ci}; {scored}", *words), STALE)
 
 
 def judge_first_model(value: float | None, metric: str, floor: float, higher_is_better: bool,
@@ -245,4 +349,4 @@ def judge_first_model(value: float | None, metric: str, floor: float, higher_is_
     if (value < floor) if higher_is_better else (value > floor):
         side = "below" if higher_is_better else "above"
         return Verdict(REJECT, (f"first model's holdout {metric} {value:.4f} is {side} the bar {floor:.4f} (gate.first_model_floor)",))
-    return Verdict(PROMOTE, (f"first model: holdout {metric} {value:.4f} meets the bar {floor:.4f} on {n} rows",))
+    return Verdict(PROMOTE, (f"first model: holdout {metric} {value:.4f} meets the bar {floor:.4f} on {n} rows",), "first_model")

@@ -54,7 +54,7 @@ def record_deferral(settings: "Settings", ds: str, window: dict[str, Any]) -> di
     verdict, reasons = window["action_verdict"], window["action_reasons"]
     evidence = {k: window.get(k) for k in ("first_day", "last_day", "train_rows", "holdout_rows", "holdout_days",
                                            "coverage", "notes", "fingerprint", "power", "gate_holdout", "champion_version",
-                                           "trigger")}
+                                           "trigger", "judgeable")}
     from nightshift.task import task_for
     from training.evaluate import effective_gate
 

@@ -29,7 +29,7 @@ from nightshift.dates import add_days
 from nightshift.lake import Lake
 from nightshift.registry import CHALLENGER, CHAMPION, Registry
 from nightshift.spec import EVENT_DS
-from nightshift.tables.decisions import latest_decision
+from nightshift.tables.decisions import latest_decision, read_decision
 from nightshift.task import task_for
 from training.promotion import DEFERRED, PROMOTE, UNCHANGED
 from training.window import build_window, fingerprint
@@ -60,7 +60,7 @@ def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", re
     """
     from model import architectures
     from model.bundle import load_bundle
-    from training.evaluate import choose_holdout, detectable_gain, effective_gate, judge_power
+    from training.evaluate import choose_holdout, detectable_gain, effective_gate, judge_power, judgeable_by
     from training.window import since_onset
 
     architectures.load_builder(architectures.builder_path(settings.model.architecture))
@@ -149,6 +149,12 @@ def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", re
             action, verdict = DEFER, UNCHANGED
             why = [f"the window's data (fingerprint {summary['fingerprint']}) and the champion v{champion_ref.version} are "
                    f"what the retrain of {last['ds']} saw: it would train the same challenger (verdict then: {last['verdict']})"]
+    if verdict == DEFERRED and (too_few or "power" in summary):  # say once what would make it judgeable
+        power = summary.get("power") or {}
+        summary["judgeable"] = judgeable_by(judged.num_rows, len(set(judged.column(EVENT_DS).to_pylist())),
+                                            settings.training.holdout_max_days,
+                                            judge_power(power, gate).required_rows if power else None, power.get("mde"), gate)
+        why = [*why, f"what would make it judgeable: {summary['judgeable']['words']}"]
     summary.update(action=action, action_verdict=verdict, action_reasons=why)
     if action == DEFER:
         log.info("retrain for %s stops before training: %s (%s)", ds, verdict, "; ".join(why))
@@ -409,7 +415,8 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
             extra["nightshift.cpu_fallback"] = fallback
         with tempfile.TemporaryDirectory() as tmp:
             bundle_dir = Path(tmp) / "model"
-            save_bundle(bundle_dir, result.model, preprocessor, meta, reference=_reference_sample(train, settings))
+            reference, meta["drift_reference"] = _reference_sample(train, settings, lake, window)
+            save_bundle(bundle_dir, result.model, preprocessor, meta, reference=reference)
             write_model_card(bundle_dir, _model_card(settings, lake, window, bundle_dir))
             # Losing candidates keep their child runs (metrics, no model); the winner's run holds the bundle.
             for i, got in enumerate(trained):
@@ -485,7 +492,8 @@ def _log_loser(registry, ds, got, name, trigger, reasons, settings, window, pare
 def evaluate_challenger(settings: "Settings", ds: str, window: dict[str, Any], version: str) -> dict[str, Any]:
     """Score champion and challenger on the same holdout and judge the challenger."""
     from model.bundle import load_bundle
-    from training.evaluate import effective_gate, judge_challenger, judge_first_model, paired_bootstrap, segment_deltas
+    from training.evaluate import (champion_staleness, effective_gate, judge_challenger, judge_first_model, paired_bootstrap,
+                                   prediction_churn, segment_deltas)
 
     lake = Lake.of(settings)
     registry = Registry(settings, lake)
@@ -519,12 +527,26 @@ def evaluate_challenger(settings: "Settings", ds: str, window: dict[str, Any], v
         if spec.segment:
             seg = holdout.column(spec.segment).to_numpy(zero_copy_only=False).astype(str)
             segments = segment_deltas(y, p_champion, p_challenger, seg, gate.min_segment_rows, task=task)
-        verdict = judge_challenger({**boot, "too_few": too_few}, segments, gate)
-        evidence.update({"first_model": False, **boot, "segments": segments, "power": window.get("power")})
+        churn = prediction_churn(task, p_champion, p_challenger, settings.scoring.threshold)
+        stale = champion_staleness(_fired_signals(lake, ds), chosen.get("onset"), holdout_days)
+        verdict = judge_challenger({**boot, "too_few": too_few, "churn": churn}, segments, gate, stale=stale)
+        evidence.update({"first_model": False, **boot, "segments": segments, "power": window.get("power"),
+                         "churn": churn, "champion_stale": stale})
     reasons = [*verdict.reasons, *chosen.get("reasons", [])]  # which rows judged, when there was a choice
-    evidence.update({"verdict": verdict.verdict, "reasons": reasons, "gate": gate.model_dump()})
+    evidence.update({"verdict": verdict.verdict, "basis": verdict.basis, "reasons": reasons, "gate": gate.model_dump()})
     log.info("challenger v%s on %s: %s (%s)", version, ds, verdict.verdict, "; ".join(reasons))
     return {"ds": ds, "version": version, "verdict": verdict.verdict, "reasons": reasons, "evidence": _jsonable(evidence)}
+
+
+def _fired_signals(lake: Lake, ds: str) -> frozenset[str]:
+    """The policy signals behind night `ds`'s retrain decision: those fired that night, and those of the
+    WAIT it carried out (empty without a record, e.g. a retrain by hand on a night with none)."""
+    record = read_decision(lake, ds, "retrain")
+    if record is None:
+        return frozenset()
+    ev = record["evidence"]
+    fired = {s["name"] for s in ev.get("signals") or () if s.get("fired")}
+    return frozenset(fired | set((ev.get("evidence") or {}).get("pending_signals") or ()))
 
 
 def judge(evaluation: dict[str, Any]) -> bool:
@@ -532,12 +554,31 @@ def judge(evaluation: dict[str, Any]) -> bool:
     return evaluation["verdict"] == PROMOTE
 
 
-def _reference_sample(train: pa.Table, settings: "Settings") -> pa.Table:
-    """A fixed-size, seeded sample of the training window: the drift reference saved with the model."""
+def _reference_sample(train: pa.Table, settings: "Settings", lake: Lake | None = None,
+                      window: dict[str, Any] | None = None) -> tuple[pa.Table, dict[str, Any]]:
+    """A fixed-size, seeded sample of the world the model answers: the drift reference saved with it, and what it is.
+
+    Its training window, unless the gate judges it on the rows since a drift onset: then the
+    window's and the holdout's rows since the onset, the world it was judged on. A promotion that
+    answers the drift thus moves the reference to the new world, which closes the episode (a new
+    reference resets the alarm); a training window of mostly older days would keep the alarm on
+    against the new champion, and each cooldown's end would retrain again on the same drift.
+    """
+    from training.window import since_onset
+
     spec = settings.dataset
-    n = min(settings.training.reference_size, train.num_rows)
-    idx = np.sort(np.random.default_rng(settings.training.seed).choice(train.num_rows, size=n, replace=False))
-    return train.select(list(spec.features)).take(pa.array(idx))
+    chosen = (window or {}).get("gate_holdout") or {}
+    source, what = train.select(list(spec.features)), {"kind": "training_window", "rows": train.num_rows}
+    onset, days = chosen.get("onset"), chosen.get("days") or []
+    if lake is not None and onset and days and min(days) >= onset:
+        holdout = pq.read_table(window["holdout"], filesystem=lake.fs)
+        world = pa.concat_tables([since_onset(train, onset).select(list(spec.features)),
+                                  since_onset(holdout, onset).select(list(spec.features))])
+        if world.num_rows >= settings.gate.min_rows:
+            source, what = world, {"kind": "since_onset", "onset": onset, "rows": world.num_rows}
+    n = min(settings.training.reference_size, source.num_rows)
+    idx = np.sort(np.random.default_rng(settings.training.seed).choice(source.num_rows, size=n, replace=False))
+    return source.take(pa.array(idx)), what
 
 
 def _jsonable(obj: Any) -> Any:
