@@ -110,7 +110,7 @@ def test_drift_detected_retrain_judged_aliases_moved(world):
 def test_replaying_the_recorded_policy_reproduces_its_decisions(world):
     from batch_scoring.replay import render, replay_policy
 
-    s, lake = world["settings"], world["lake"]
+    s = world["settings"]
     got = replay_policy(s, START, world["last"])
     # The history days before the first night have data but no decision: named, not replayed.
     assert got["missing"] == [add_days(START, i) for i in range(HISTORY)]

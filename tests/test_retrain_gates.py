@@ -136,7 +136,7 @@ def test_after_a_drift_the_gate_judges_on_the_holdout_rows_since_the_onset(setti
     # and the drift reference saved with the challenger is that world, so a promotion closes the drift episode.
     assert ev["champion_stale"].startswith(f"a drift since {onset} (drift_persisted)")
     assert out["verdict"] != "PROMOTE" or ev["basis"] in ("superior", "stale")
-    from training.bundle import load_bundle
+    from model.bundle import load_bundle
 
     v2 = load_bundle(registry.local_path("2"))
     assert v2.meta["drift_reference"] == {"kind": "since_onset", "onset": onset, "rows": v2.reference().num_rows}
