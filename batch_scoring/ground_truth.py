@@ -71,6 +71,7 @@ class DayInput:
     calibrated: np.ndarray | None = None  # every row's calibrated P(y=1); None: uncalibrated
     method: str = ""  # how the estimate was made (`calibration.method_words`)
     extra: dict[str, Any] | None = None  # columns passed through (label-quality counts, ...)
+    classes: tuple[str, ...] | None = None  # multiclass: the vocabulary `pred`'s columns follow
 
 
 @dataclass(frozen=True)
@@ -147,10 +148,13 @@ def performance_rows(task: Task, days: list[DayInput], ds: str, *, min_coverage:
     `recalibrate_min_rows` rows.
     """
     primary = task.primary.name
+    # Nightly refits are Platt's (binary); a multiclass estimate keeps the card's temperature.
     refits = recalibrations(days, lookback_days=recalibrate_days, min_rows=recalibrate_min_rows,
-                            target_rows=recalibrate_rows) if task.estimates else {}
+                            target_rows=recalibrate_rows) if task.calibration == "platt" else {}
     per_day = []
+    base = task
     for d in days:
+        task = base.bind(d.classes)
         if (refit := refits.get(d.prediction_ds)) is not None:
             d = replace(d, calibrated=refit.calibrator.apply(d.pred), method=refit.words(task.estimate_method))
         n_lab = min(len(d.y), len(d.pred))  # each scored row counts once
@@ -175,15 +179,16 @@ def performance_rows(task: Task, days: list[DayInput], ds: str, *, min_coverage:
             "calibrated": d.calibrated is not None and est is not None,
             "estimate_method": d.method or task.estimate_method, "estimate_error": error,
             "realized_metrics": realized, "estimated_metrics": {k: v for k, v in estimated.items() if v is not None},
-            "label_mean": float(np.mean(d.y)) if len(d.y) else None,
-            "mean_prediction": float(np.mean(d.pred)) if len(d.pred) else None, "model_version": d.version,
+            "label_mean": task.label_mean(d.y),
+            "mean_prediction": float(np.mean(task.headline(d.pred))) if len(d.pred) else None, "model_version": d.version,
             **(d.extra or {}),
         }))
     rows = []
     for d, _, _, row in per_day:
+        task = base.bind(d.classes)
         first = add_days(d.prediction_ds, -(window_days - 1))
         inside = [(s, e, r) for dd, s, e, r in per_day
-                  if first <= dd.prediction_ds <= d.prediction_ds and dd.version == d.version]
+                  if first <= dd.prediction_ds <= d.prediction_ds and dd.version == d.version and dd.classes == d.classes]
         real, real_se, real_n = task.from_stats(pool([s for s, _, _ in inside]))
         est, est_se, est_n = task.from_stats(pool([e for _, e, _ in inside]))
         rows.append({**row, "rolling_first_ds": inside[0][2]["prediction_ds"], "rolling_days": len(inside),
@@ -228,7 +233,6 @@ def measure_ground_truth(settings: "Settings", ds: str, *, lake: Lake | None = N
     lake = lake or Lake(settings.lake_uri)
     spec, policy, task = settings.dataset, settings.dataset.label_delay, task_for(settings.dataset.task)
     threshold = settings.scoring.threshold
-    out = task.prediction_column
     window = ds_range(add_days(ds, -policy.max_delay_days), ds)
     days = [d for d in window if lake.exists(PREDICTIONS, d)]
     known = labels_table.known(lake, spec, ds, window)  # arrival <= ds only
@@ -238,21 +242,33 @@ def measure_ground_truth(settings: "Settings", ds: str, *, lake: Lake | None = N
 
     inputs, cards = [], {}
     for day in days:
-        preds = lake.read(PREDICTIONS, day, columns=[spec.entity_id, out, "model_version"])
-        pred = preds.column(out).to_numpy()
+        # Multiclass: the night's class vocabulary is in its column names (`p__<class>`), the scoring model's.
+        day_task = task.from_schema(lake.dataset(PREDICTIONS, day).schema.names)
+        preds = lake.read(PREDICTIONS, day, columns=[spec.entity_id, *day_task.prediction_columns(), "model_version"])
+        pred = day_task.pred_of(preds)
         versions = np.asarray(preds.column("model_version").to_pylist(), dtype=object).astype(str)
         joined = labels_table.join(preds, labels, day, spec)
         y = task.labels(joined.column(spec.label), f"labels for predictions/ds={day}") if joined.num_rows else np.array([])
+        unseen = day_task.unseen(y)
+        if unseen:
+            log.warning("labels for predictions/ds=%s as known on %s: %d rows of classes the scoring model has never seen "
+                        "(%s); they are counted in unseen_labels and left out of the metrics. A retrain grows the "
+                        "vocabulary", day, ds, sum(unseen.values()), ", ".join(f"{c!r}: {n}" for c, n in sorted(unseen.items())))
         calibrated, method = None, task.estimate_method
         if task.estimates:
             cards.update(model_cards(settings, lake, set(versions.tolist()) - set(cards)))
             calibrated = calibrate(pred, versions, cards)
             method = method_words(cards[versions[0]] if len(versions) else UNCALIBRATED, task.estimate_method)
+        classes = getattr(day_task, "classes", None) or None
         inputs.append(DayInput(day, ",".join(sorted(set(versions.tolist()))), pred, y,
-                               joined.column(out).to_numpy() if joined.num_rows else np.array([]), calibrated, method,
+                               day_task.pred_of(joined) if joined.num_rows else np.array([]), calibrated, method,
                                extra={"duplicate_labels": known.duplicates.get(day, 0),
                                       "conflicting_labels": known.conflicts.get(day, 0),
-                                      "unknown_ids": labels_table.unknown_ids(preds, labels, day, spec)}))
+                                      "unknown_ids": labels_table.unknown_ids(preds, labels, day, spec),
+                                      **({"unseen_labels": sum(unseen.values()),
+                                          "unseen_classes": ",".join(sorted(unseen)) or None,
+                                          "rare_classes": ",".join(day_task.rare_classes(y)) or None} if classes else {})},
+                               classes=classes))
     rows = performance_rows(task, inputs, ds, min_coverage=policy.min_coverage, max_delay_days=policy.max_delay_days,
                             window_days=settings.policy.window_days, signal_min_coverage=settings.policy.signal_min_coverage,
                             threshold=threshold, recalibrate_days=settings.policy.recalibrate_days,
@@ -261,7 +277,7 @@ def measure_ground_truth(settings: "Settings", ds: str, *, lake: Lake | None = N
     performance.write(lake, ds, rows)
     counts = {"label_rows": known.rows, "duplicate_labels": sum(known.duplicates.values()),
               "conflicting_labels": sum(known.conflicts.values()), "unknown_ids": sum(r["unknown_ids"] for r in rows),
-              "held_labels": held}
+              "held_labels": held, "unseen_labels": sum(r.get("unseen_labels") or 0 for r in rows)}
     for r in rows:
         if r["duplicate_labels"] or r["conflicting_labels"] or r["unknown_ids"]:
             log.warning("labels for predictions/ds=%s as known on %s: %d duplicate rows (the latest arrival wins), "

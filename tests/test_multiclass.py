@@ -1,0 +1,283 @@
+"""Multiclass as a task: the class vocabulary, label checks, metrics (against scikit-learn), pooled
+statistics, temperature scaling, the CBPE estimate, the gate's resampled macro AUC and the head growth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
+
+from model.calibration import (ModelCard, TemperatureCalibrator, fit_model_card, fit_temperature, method_words,
+                               read_model_card, write_model_card)
+from model.preprocess import Preprocessor
+from nightshift import metrics as m
+from nightshift.task import MIN_CLASS_ROWS, LabelError, MulticlassTask, class_order, task_for
+
+ABC = task_for("multiclass", ["a", "b", "c"])
+
+
+def world(n: int, k: int = 3, *, sharp: float = 1.0, temperature: float = 1.0, seed: int = 0):
+    """Labels drawn from true class probabilities softmax(sharp * z); the model's probabilities are the truth
+    at `temperature` (1: calibrated; below 1: over-confident)."""
+    rng = np.random.default_rng(seed)
+    z = sharp * rng.normal(size=(n, k))
+    true = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    codes = (rng.random(n)[:, None] > np.cumsum(true, axis=1)).sum(axis=1)
+    shown = np.exp(z / temperature) / np.exp(z / temperature).sum(axis=1, keepdims=True)
+    names = np.array([chr(ord("a") + i) for i in range(k)], dtype=object)
+    return names[codes], shown
+
+
+# -- the vocabulary ---------------------------------------------------------------------
+@pytest.mark.parametrize("values, order", [
+    (["b", "c", "a", "b"], ("a", "b", "c")),
+    ([10, 2, 1, 2], ("1", "2", "10")),  # integers sort as numbers, not as text
+    (["gold", "10", "2"], ("10", "2", "gold")),  # mixed: as text
+    (["x"], ("x",)),
+])
+def test_the_first_vocabulary_is_the_sorted_distinct_classes(values, order):
+    assert class_order(values) == order
+    assert task_for("multiclass").vocabulary(np.array([str(v) for v in values], dtype=object)) == order
+
+
+@pytest.mark.parametrize("old, y, grown", [
+    (("a", "b", "c"), ["c", "a"], ("a", "b", "c")),  # nothing new: unchanged
+    (("a", "b", "c"), ["z", "a", "d", "z"], ("a", "b", "c", "z", "d")),  # new ones appended in order of appearance
+    (("b", "c"), ["a"], ("b", "c", "a")),  # never re-sorted: the old head rows keep their indices
+    (None, ["b", "a"], ("a", "b")),
+])
+def test_a_warm_retrain_appends_new_classes_after_the_old(old, y, grown):
+    assert task_for("multiclass").grown(old, np.array(y, dtype=object)) == grown
+
+
+@pytest.mark.parametrize("y, codes, unseen", [
+    (["a", "c", "b"], [0, 2, 1], {}),
+    (["a", "z", "z", "q"], [0, -1, -1, -1], {"z": 2, "q": 1}),
+    ([], [], {}),
+])
+def test_codes_and_unseen_classes(y, codes, unseen):
+    y = np.array(y, dtype=object)
+    assert ABC.codes(y).tolist() == codes
+    assert ABC.unseen(y) == unseen
+
+
+def test_the_vocabulary_travels_in_the_preprocessor_json_and_old_json_loads():
+    pre = Preprocessor({"x": (0.0, 1.0)}, {"c": ["u", "v"]}, None, ("a", "b", "c"))
+    back = Preprocessor.from_dict(pre.to_dict())
+    assert back.classes == ("a", "b", "c") and task_for("multiclass").n_outputs(back) == 3
+    old = pre.to_dict()
+    del old["classes"]  # a preprocessor.json from before multiclass
+    assert Preprocessor.from_dict(old).classes is None
+    assert "classes" not in Preprocessor({"x": (0.0, 1.0)}, {}).to_dict()  # binary/regression JSON unchanged
+
+
+def test_an_unbound_task_says_how_to_bind_it():
+    with pytest.raises(ValueError, match="bind it"):
+        task_for("multiclass").output_fields()
+
+
+# -- labels -----------------------------------------------------------------------------
+@pytest.mark.parametrize("col, out", [
+    (pa.array(["a", "b"]), ["a", "b"]),
+    (pa.array([2, 0, 11], pa.int8()), ["2", "0", "11"]),  # integer classes are their digits
+    (pa.array(["x", "y"]).dictionary_encode(), ["x", "y"]),
+    (pa.chunked_array([["a"], ["b"]]), ["a", "b"]),
+])
+def test_labels_are_class_values(col, out):
+    assert task_for("multiclass").labels(col, "t").tolist() == out
+
+
+@pytest.mark.parametrize("col, words", [
+    (pa.array(["a", None, "b"]), "must not be null; 1 of 3"),
+    (pa.array([0.5, 1.0]), r"a string or an integer\), but its type is double"),
+    (pa.array([True, False]), "its type is bool"),
+])
+def test_bad_labels_are_refused_with_the_rule(col, words):
+    with pytest.raises(LabelError, match=words):
+        task_for("multiclass").labels(col, "label column 'segment'")
+
+
+def test_training_targets_refuse_unseen_classes_and_one_class_is_untrainable():
+    assert ABC.targets(np.array(["c", "a"], dtype=object)).tolist() == [2, 0]
+    with pytest.raises(LabelError, match="'z'"):
+        ABC.targets(np.array(["a", "z"], dtype=object))
+    assert "alone" in ABC.untrainable(np.array(["a", "a"], dtype=object))
+    assert ABC.untrainable(np.array(["a", "b"], dtype=object)) is None
+
+
+# -- metrics against scikit-learn -----------------------------------------------------------
+@pytest.mark.parametrize("n, k, sharp, seed", [(600, 3, 1.0, 0), (2000, 4, 2.0, 1), (300, 5, 0.3, 2)])
+def test_metrics_agree_with_sklearn(n, k, sharp, seed):
+    y, p = world(n, k, sharp=sharp, seed=seed)
+    task = task_for("multiclass", class_order(y))
+    codes = task.codes(y)
+    assert np.bincount(codes).min() >= MIN_CLASS_ROWS  # every class counts in the macro AUC
+    got = task.evaluate(y, p)
+    assert got["macro_auc"] == pytest.approx(roc_auc_score(codes, p, multi_class="ovr", average="macro"), abs=1e-12)
+    assert got["log_loss"] == pytest.approx(log_loss(codes, p, labels=list(range(k))), rel=1e-9)
+    assert got["accuracy"] == pytest.approx(accuracy_score(codes, p.argmax(axis=1)))
+    assert got["macro_f1"] == pytest.approx(f1_score(codes, p.argmax(axis=1), average="macro"))
+    assert task.primary_value(y, p) == got["macro_auc"]
+    # Pooled statistics give the same metrics (the AUC on score bins, within 1e-4), split over any days.
+    pooled, se, rows = task.from_stats(m.pool([task.stats(y[i::3], p[i::3]) for i in range(3)]))
+    assert rows == n and se is not None and 0 < se < 0.1
+    assert pooled["macro_auc"] == pytest.approx(got["macro_auc"], abs=1e-4)
+    for name in ("log_loss", "accuracy", "macro_f1"):
+        assert pooled[name] == pytest.approx(got[name], rel=1e-9), name
+    # The whole-sample resample is the metric itself.
+    assert task.resampled(y, p)(np.arange(n)[None, :])[0] == pytest.approx(got["macro_auc"], abs=1e-12)
+
+
+@pytest.mark.parametrize("counts, rare, counted", [
+    ({"a": 300, "b": 300, "c": 5}, ["c"], 2),  # too rare: named, and left out of the macro AUC
+    ({"a": 300, "b": 300, "c": 0}, ["c"], 2),  # absent
+    ({"a": 300, "b": 300, "c": 300}, [], 3),
+])
+def test_a_rare_class_is_named_and_not_averaged_in(counts, rare, counted):
+    rng = np.random.default_rng(3)
+    y = np.array([c for c, n in counts.items() for _ in range(n)], dtype=object)
+    p = rng.dirichlet([1, 1, 1], len(y))
+    p[np.arange(len(y)), ABC.codes(y)] += 1.0
+    p /= p.sum(axis=1, keepdims=True)
+    assert ABC.rare_classes(y) == rare
+    assert any(f"'{c}'" in " ".join(ABC.caveats(y)) for c in rare) or not rare
+    eligible = [j for j, c in enumerate("abc") if counts[c] >= MIN_CLASS_ROWS]
+    codes = ABC.codes(y)
+    expect = np.mean([roc_auc_score(codes == j, p[:, j]) for j in eligible])
+    assert len(eligible) == counted and ABC.evaluate(y, p)["macro_auc"] == pytest.approx(expect)
+
+
+def test_too_few_needs_two_classes_with_enough_rows():
+    y = np.array(["a"] * 100 + ["b"] * 5, dtype=object)
+    assert "the macro AUC needs 20 rows of at least 2 classes" in " ".join(ABC.too_few(y, 50))
+    assert ABC.too_few(np.array(["a"] * 30 + ["b"] * 30, dtype=object), 50) == ()
+
+
+def test_unseen_labels_are_left_out_of_every_metric():
+    y, p = world(900, 3, sharp=1.5, seed=4)
+    extra = np.array(["zebra"] * 50, dtype=object)
+    with_unseen = (np.concatenate([y, extra]), np.vstack([p, np.full((50, 3), 1 / 3)]))
+    assert ABC.evaluate(*with_unseen) == ABC.evaluate(y, p)
+    assert ABC.unseen(with_unseen[0]) == {"zebra": 50}
+    # The gate's resamples index every row, the unseen ones included, and still leave them out.
+    n = len(with_unseen[0])
+    assert ABC.resampled(*with_unseen)(np.arange(n)[None, :])[0] == pytest.approx(ABC.primary_value(y, p))
+
+
+def test_scoring_columns_name_the_classes():
+    p = np.array([[0.2, 0.5, 0.3], [0.7, 0.1, 0.2]])
+    fields = ABC.output_fields()
+    assert [f for f, _ in fields] == ["class", "probability", "p__a", "p__b", "p__c"]
+    cls, prob, *per = ABC.output_arrays(p, 0.5)
+    assert cls.to_pylist() == ["b", "a"] and prob.to_pylist() == [0.5, 0.7]
+    table = pa.table(dict(zip([f for f, _ in fields], [cls, prob, *per])))
+    back = task_for("multiclass").from_schema(table.schema.names)
+    assert back.classes == ("a", "b", "c") and np.array_equal(back.pred_of(table), p)
+
+
+def test_align_lays_another_vocabulary_out_by_name():
+    wide = task_for("multiclass", ["a", "b", "c", "d"])
+    got = wide.align(np.array([[0.1, 0.2, 0.7]]), ("c", "a", "b"))
+    assert got.tolist() == [[0.2, 0.7, 0.1, 0.0]]
+
+
+# -- temperature scaling ----------------------------------------------------------------------
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_temperature_scaling_recovers_the_temperature(temperature):
+    y, p = world(20_000, 4, sharp=1.5, temperature=temperature, seed=5)
+    cal = fit_temperature(task_for("multiclass", "abcd").codes(y), p)
+    assert cal.t == pytest.approx(1 / temperature, rel=0.06)
+    q = cal.apply(p)
+    assert np.allclose(q.sum(axis=1), 1) and np.array_equal(q.argmax(axis=1), p.argmax(axis=1))
+
+
+def test_temperature_card_round_trips_and_needs_rows(tmp_path):
+    y, p = world(400, 3, sharp=1.5, temperature=0.5, seed=6)
+    card = fit_model_card(ABC, y, p)
+    assert isinstance(card.calibrator, TemperatureCalibrator) and card.reference.metric == "macro_auc"
+    write_model_card(tmp_path, card)
+    back = read_model_card(tmp_path)
+    assert back.calibrator == card.calibrator and "temperature-scaled" in method_words(back, ABC.estimate_method)
+    small = fit_model_card(ABC, y[:30], p[:30])
+    assert small.calibrator is None and "uncalibrated" in small.note
+    assert isinstance(ModelCard.from_dict(card.to_dict()).calibrator, TemperatureCalibrator)
+
+
+# -- the estimate before labels (CBPE) -----------------------------------------------------------
+def test_cbpe_on_calibrated_probabilities_is_close_to_realized():
+    errors_raw, errors_cal = {}, {}
+    y_fit, p_fit = world(5_000, 3, sharp=1.5, temperature=0.5, seed=10)  # over-confident model, its holdout
+    cal = fit_temperature(ABC.codes(y_fit), p_fit)
+    for name in ("macro_auc", "log_loss", "accuracy", "macro_f1"):
+        raw, calibrated = [], []
+        for seed in range(11, 15):
+            y, p = world(5_000, 3, sharp=1.5, temperature=0.5, seed=seed)
+            realized = ABC.evaluate(y, p)[name]
+            raw.append(ABC.estimate(p)[name] - realized)
+            calibrated.append(ABC.estimate(p, calibrated=cal.apply(p))[name] - realized)
+        errors_raw[name], errors_cal[name] = float(np.mean(raw)), float(np.mean(calibrated))
+    for name, tolerance in (("macro_auc", 0.01), ("log_loss", 0.02), ("accuracy", 0.01), ("macro_f1", 0.015)):
+        assert abs(errors_cal[name]) < tolerance, (name, errors_cal)
+        assert abs(errors_cal[name]) < abs(errors_raw[name]), (name, errors_raw, errors_cal)
+
+
+def test_estimate_stats_pool_like_realized_ones():
+    _, p = world(900, 3, sharp=1.0, seed=7)
+    whole = ABC.from_stats(ABC.estimate_stats(p))[0]
+    parts = ABC.from_stats(m.pool([ABC.estimate_stats(p[i::2]) for i in range(2)]))[0]
+    for name in whole:
+        assert parts[name] == pytest.approx(whole[name], abs=1e-9)
+
+
+# -- the gate -------------------------------------------------------------------------------------
+def test_the_paired_bootstrap_sees_a_better_multiclass_model():
+    from training.evaluate import paired_bootstrap
+
+    y, p_good = world(3_000, 3, sharp=2.0, seed=8)
+    noise = np.random.default_rng(9).dirichlet([1, 1, 1], len(y))
+    p_bad = 0.5 * p_good + 0.5 * noise
+    boot = paired_bootstrap(y, p_bad, p_good, n_boot=300, confidence=0.95, seed=0, task=ABC)
+    assert boot["metric"] == "macro_auc" and boot["gain"] > 0 and boot["ci_low"] > 0
+    same = paired_bootstrap(y, p_good, p_good, n_boot=100, confidence=0.95, seed=0, task=ABC)
+    assert same["gain"] == 0 and same["ci_low"] == same["ci_high"] == 0
+
+
+# -- training: loss goes down, the head grows ------------------------------------------------------
+def test_a_warm_start_grows_the_head_and_keeps_the_old_classes_rows(spec_multi):
+    import torch
+
+    from model.bundle import Bundle
+    from nightshift.settings import ModelSettings, TrainingSettings
+    from training.train import fit, init_model
+
+    table = _table(["a", "b", "c"], 600, seed=0)
+    model, pre = init_model("scratch", table, spec_multi, ModelSettings(), None, seed=0)
+    assert pre.classes == ("a", "b", "c")
+    result = fit(model, pre, table, spec_multi, TrainingSettings(epochs=3, batch_size=128, device="cpu"))
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    champion = Bundle(result.model, pre, {"task": "multiclass"})
+    grown_table = _table(["a", "b", "c", "d"], 600, seed=1)
+    warm, grown = init_model("warm", grown_table, spec_multi, ModelSettings(), champion, seed=0)
+    assert grown.classes == ("a", "b", "c", "d")
+    old, new = champion.model.state_dict(), warm.state_dict()
+    assert new["head.weight"].shape[0] == 4 and torch.equal(new["head.weight"][:3], old["head.weight"])
+    assert torch.equal(new["head.bias"][:3], old["head.bias"])
+    assert "head.weight" in warm.transplant_report.grown
+    assert Bundle(warm, grown, {"task": "multiclass"}).predict(grown_table).shape == (600, 4)
+
+
+def _table(classes: list[str], n: int, seed: int) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 2))
+    y = np.array(classes, dtype=object)[np.argmax(np.c_[x, -x.sum(axis=1), np.zeros(n)][:, :len(classes)]
+                                                    + rng.gumbel(size=(n, len(classes))), axis=1)]
+    return pa.table({"id": [str(i) for i in range(n)], "x0": x[:, 0], "x1": x[:, 1],
+                     "c": rng.choice(["u", "v"], n), "y": y.tolist()})
+
+
+@pytest.fixture
+def spec_multi():
+    from nightshift.spec import DatasetSpec
+
+    return DatasetSpec(entity_id="id", numeric=["x0", "x1"], categorical=["c"], label="y", task="multiclass")
