@@ -281,3 +281,22 @@ def spec_multi():
     from nightshift.spec import DatasetSpec
 
     return DatasetSpec(entity_id="id", numeric=["x0", "x1"], categorical=["c"], label="y", task="multiclass")
+
+
+# -- prediction drift -------------------------------------------------------------------------------
+@pytest.mark.parametrize("day_alpha, drifted", [((1, 1, 1), False), ((6, 1, 1), True)])
+def test_the_class_mix_and_the_confidence_replace_the_score_test(day_alpha, drifted):
+    from batch_scoring.drift import OUTPUT_CLASS_FEATURE, summary, test_night
+    from nightshift.settings import DriftSettings
+    from nightshift.tables.drift import OUTPUT_FEATURE
+
+    rng = np.random.default_rng(0)
+    ref, day = pa.table({"x": rng.normal(size=800)}), pa.table({"x": rng.normal(size=400)})
+    ref_out, day_out = rng.dirichlet((1, 1, 1), 800), rng.dirichlet(day_alpha, 400)
+    rows = test_night(ref, day, ["x"], [], DriftSettings(), seed=0, ref_out=ref_out, day_out=day_out)
+    output = {r["feature"]: r for r in rows if r["kind"] == "score"}
+    assert set(output) == {OUTPUT_CLASS_FEATURE, OUTPUT_FEATURE}
+    assert output[OUTPUT_CLASS_FEATURE]["test"] == "chi2" and output[OUTPUT_FEATURE]["test"] == "KS"
+    assert output[OUTPUT_CLASS_FEATURE]["drifted"] == drifted
+    assert summary("2026-01-01", rows)["score_drift"] == drifted
+    assert not rows[0]["night_drift"]  # the output alone raises no alarm, as for the other tasks
