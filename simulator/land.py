@@ -51,7 +51,7 @@ def simulate(
     day_ds = [add_days(start, i) for i in range(days)]
 
     small = pa.types.is_integer(world.label_type)  # 0/1 labels are kept as int8: a byte a row
-    drawn: list[tuple[np.ndarray, np.ndarray]] = []  # per feature day: (label int8 or float64, delay int16)
+    drawn: list[tuple[np.ndarray, np.ndarray]] = []  # per feature day: (label int8, float64 or class names, delay int16)
     for i in _track(range(days), progress, f"features {start}..{day_ds[-1]}"):
         table = world.features(i, day_ds[i], rows_per_day)
         lake.commit(FEATURES, day_ds[i], table)

@@ -17,7 +17,11 @@ plus Gaussian noise. The map is calibrated once per world on pre-drift rows so t
 reads like a delivery time in minutes: mean `TARGET_MEAN`, sd `TARGET_SD`, with `TARGET_R2`
 of its variance explained by x (noise sd = TARGET_SD * sqrt(1 - TARGET_R2), 5 minutes). It
 is not clipped: drift may move it (the incremental scenario without bound). Labels are
-rounded to 0.01. Both tasks draw the same features and the same label delays for a seed.
+rounded to 0.01. `multiclass`: the label is one of `CLASSES` (three card segments), drawn from
+softmax(class scores): the first class's score is the same hinged logit, the second's its own
+function of the interacting pair and the categories, the third's 0. So covariate drift hurts a
+model fitted before it here too, and the concept scenario turns the first score around. Every
+task draws the same features and the same label delays for a seed.
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ INTERACTION = 0.9
 TARGET_MEAN = 50.0  # regression: pre-drift mean of the target ("minutes")
 TARGET_SD = 10.0  # regression: pre-drift sd of the target
 TARGET_R2 = 0.75  # regression: share of the pre-drift target variance that E[y|x] explains
+CLASSES = ("basic", "gold", "platinum")  # multiclass: the label's classes, in the order of their scores
+SECOND_SCORE_SHIFT = -0.3  # multiclass: the second class's intercept
 
 # RNG streams of a day: each component has its own, so adding a component or a scenario does
 # not move the random numbers of the others.
@@ -165,6 +171,7 @@ class World:
         self._null_cat = m - 1
         new_effects = rng.choice([-1.0, 1.0], NEW_CATEGORIES) * rng.uniform(0.8, 1.6, NEW_CATEGORIES)
         self._new_effects = new_effects
+        self._second_effects = rng.normal(0.0, 0.6, self._cards[0])  # multiclass: the second score's category effects
         self._values = []
         for j, (col, c) in enumerate(zip(spec.categorical, self._cards)):
             extra = NEW_CATEGORIES if j == self._new_cat else 0
@@ -291,9 +298,13 @@ class World:
         return self.spec.task == TaskName.REGRESSION
 
     @property
+    def multiclass(self) -> bool:
+        return self.spec.task == TaskName.MULTICLASS
+
+    @property
     def label_type(self) -> pa.DataType:
-        """The Arrow type of the label: int64 (0/1) for binary, float64 for regression."""
-        return pa.float64() if self.regression else pa.int64()
+        """The Arrow type of the label: int64 (0/1) for binary, float64 for regression, string for multiclass."""
+        return pa.float64() if self.regression else pa.string() if self.multiclass else pa.int64()
 
     def _features_logit(self, features: pa.Table, day_index: int) -> np.ndarray:
         x = np.empty((features.num_rows, len(self.spec.numeric)))
@@ -305,8 +316,23 @@ class World:
         ]
         return self._logit(x, codes, concept=self._concept_changed(day_index))
 
+    def class_probabilities(self, features: pa.Table, day_index: int) -> np.ndarray:
+        """Multiclass: the true P(class|x) [n, len(CLASSES)] under the regime of `day_index`."""
+        z = self._features_logit(features, day_index)
+        x = np.nan_to_num(np.column_stack([pc.fill_null(pc.cast(features[c], pa.float64()), np.nan).to_numpy()
+                                           for c in self.spec.numeric[:4]]), nan=0.0)
+        first = pc.fill_null(pc.index_in(features[self.spec.categorical[0]], value_set=self._values[0]), -1)
+        cat = np.append(self._second_effects, 0.0)[first.to_numpy().astype(np.int64)]
+        second = SECOND_SCORE_SHIFT + 1.1 * x[:, 2] - 0.8 * x[:, 3] + 0.6 * np.cos(1.2 * x[:, 1]) + cat
+        scores = np.column_stack([z, second, np.zeros(len(z))])
+        e = np.exp(scores - scores.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
     def expected(self, features: pa.Table, day_index: int) -> np.ndarray:
-        """E[y|x] of each row under the regime of `day_index`: P(y=1|x) for binary, the mean target for regression."""
+        """E[y|x] of each row under the regime of `day_index`: P(y=1|x) for binary, the mean target for regression,
+        the class probabilities [n, K] for multiclass."""
+        if self.multiclass:
+            return self.class_probabilities(features, day_index)
         z = self._features_logit(features, day_index)
         if self.regression:
             return TARGET_MEAN + self._scale * (z - self._centre)
@@ -314,15 +340,20 @@ class World:
 
     def probability(self, features: pa.Table, day_index: int) -> np.ndarray:
         """The true P(y=1|x) of each row under the regime of `day_index` (binary worlds only)."""
-        if self.regression:
+        if self.regression or self.multiclass:
             raise ValueError("World.probability is for a binary world; use World.expected for E[y|x]")
         return self.expected(features, day_index)
 
     def draw_labels(self, features: pa.Table, day_index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Each row's label (int64 0/1, or float64 for regression) and its delay in days (>= 1), as arrays."""
+        """Each row's label (int64 0/1, float64 for regression, class names for multiclass) and its delay in
+        days (>= 1), as arrays."""
         mean = self.expected(features, day_index)
         label_rng = np.random.default_rng([self.seed, day_index, _LABEL])
-        if self.regression:
+        if self.multiclass:  # one draw from each row's class probabilities
+            u = label_rng.random(len(mean))
+            idx = np.minimum((u[:, None] > np.cumsum(mean, axis=1)).sum(axis=1), len(CLASSES) - 1)
+            y = np.array(CLASSES, dtype=object)[idx]
+        elif self.regression:
             y = np.round(mean + TARGET_SD * np.sqrt(1.0 - TARGET_R2) * label_rng.standard_normal(len(mean)), 2)
         else:
             y = (label_rng.random(len(mean)) < mean).astype(np.int64)
