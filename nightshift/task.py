@@ -162,6 +162,7 @@ class Task:
     # -- labels -------------------------------------------------------------------------
     label_rule: ClassVar[str]  # what a valid label is, in words
     label_words: ClassVar[bool]  # whether 'true'/'false' are labels
+    label_classes: ClassVar[bool] = False  # whether labels are class names (any text, whole numbers)
 
     @property
     def label_type(self) -> "pa.DataType":
@@ -569,6 +570,7 @@ class MulticlassTask(Task):
     calibration = "temperature"
     label_rule = "class values (strings or integers), no nulls"
     label_words = False
+    label_classes = True
 
     def __init__(self, classes: "tuple[str, ...] | list[str]" = ()):
         self.classes = tuple(str(c) for c in classes)

@@ -300,3 +300,75 @@ def test_the_class_mix_and_the_confidence_replace_the_score_test(day_alpha, drif
     assert output[OUTPUT_CLASS_FEATURE]["drifted"] == drifted
     assert summary("2026-01-01", rows)["score_drift"] == drifted
     assert not rows[0]["night_drift"]  # the output alone raises no alarm, as for the other tasks
+
+
+# -- import ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("values, task", [
+    (pa.array(["standard", "gold", "platinum", "gold"]), "multiclass"),  # the issue's three card segments
+    (pa.array([" Gold", "silver", "bronze", None]), "multiclass"),
+    (pa.array([1, 2, 3, 2, 1, 3, 1]), "multiclass"),  # a few repeated integer codes
+    (pa.array(["1", "2", "3", "3", "2", "1"]), "multiclass"),
+    (pa.array([3, 7, 0]), "regression"),  # all distinct: a number to predict, not codes
+    (pa.array([0.5, 1.0, 2.0, 0.5, 1.0, 2.0]), "regression"),  # not whole numbers
+    (pa.array(list(range(20)) * 3), "regression"),  # more codes than a small integer category has
+    (pa.array([0, 1, 1, 0]), "binary"),  # two values stay binary
+    (pa.array(["true", "false"]), "binary"),
+])
+def test_import_infers_multiclass_from_a_few_classes(values, task):
+    from nightshift.importer import infer_task
+
+    assert infer_task(values) == task
+
+
+@pytest.mark.parametrize("values, message", [
+    (pa.array([f"segment {i % 60}" for i in range(300)]), "60 distinct values in 300 labelled rows: too many to be classes"),
+    (pa.array([f"id-{i}" for i in range(40)]), "40 distinct values in 40 labelled rows"),  # nearly all distinct
+    (pa.array(["yes", "no"]), "2 distinct values are no multiclass label"),
+    (pa.array(["gold", "1", "silver"]), "mixed types"),
+])
+def test_import_refuses_what_is_no_class_label(values, message):
+    from nightshift.importer import ImportFailed, infer_task
+
+    with pytest.raises(ImportFailed, match=message):
+        infer_task(values)
+
+
+def test_a_table_with_card_segments_imports_as_multiclass(tmp_path):
+    """The issue's case: a label of three card segments went through import as `binary`, then was refused."""
+    import pyarrow.csv as pacsv
+
+    from nightshift.importer import ImportOptions, import_table
+    from nightshift.lake import LABELS, Lake
+
+    rng = np.random.default_rng(0)
+    n = 600
+    ts = (np.datetime64("2026-03-02") + np.sort(rng.integers(0, 3 * 86_400, n)).astype("timedelta64[s]")).astype(str)
+    segment = rng.choice(["standard", "gold", "platinum"], n).astype(object)
+    segment[::50] = None  # missing labels land as feature rows without a label
+    table = pa.table({"card": [f"c{i:05d}" for i in range(n)], "ts": ts.tolist(), "limit": rng.normal(5, 1, n),
+                      "region": rng.choice(["n", "s"], n), "segment": segment.tolist()})
+    pacsv.write_csv(table, tmp_path / "cards.csv")
+    home = tmp_path / "home"
+    report = import_table(ImportOptions(source=str(tmp_path / "cards.csv"), timestamp_col="ts", label_col="segment",
+                                        id_col="card", progress=False), env={"NIGHTSHIFT_HOME": str(home)})
+    assert report.task == "multiclass" and report.task_inferred and report.spec.task == "multiclass"
+    lake = Lake(str(home / "lake"))
+    labels = pa.concat_tables([lake.read(LABELS, d) for d in lake.partitions(LABELS)])
+    assert labels.schema.field("segment").type == pa.string()
+    assert set(labels.column("segment").to_pylist()) == {"standard", "gold", "platinum"}
+    assert labels.num_rows == n - len(segment[::50])
+    assert 'task = "multiclass"' in (home / "nightshift.toml").read_text()
+
+
+def test_an_import_with_too_many_classes_names_the_count(tmp_path):
+    import pyarrow.csv as pacsv
+
+    from nightshift.importer import ImportFailed, ImportOptions, import_table
+
+    n = 400
+    ts = (np.datetime64("2026-03-02") + np.arange(n).astype("timedelta64[m]")).astype(str)
+    table = pa.table({"ts": ts.tolist(), "x": np.arange(n, dtype=float), "label": [f"s{i % 80}" for i in range(n)]})
+    pacsv.write_csv(table, tmp_path / "t.csv")
+    with pytest.raises(ImportFailed, match="80 distinct values .* --task regression"):
+        import_table(ImportOptions(source=str(tmp_path / "t.csv"), timestamp_col="ts", label_col="label", progress=False),
+                     env={"NIGHTSHIFT_HOME": str(tmp_path / "home")})
