@@ -12,7 +12,7 @@ from model.calibration import (ModelCard, TemperatureCalibrator, fit_model_card,
                                read_model_card, write_model_card)
 from model.preprocess import Preprocessor
 from nightshift import metrics as m
-from nightshift.task import MIN_CLASS_ROWS, LabelError, MulticlassTask, class_order, task_for
+from nightshift.task import MIN_CLASS_ROWS, LabelError, class_order, task_for
 
 ABC = task_for("multiclass", ["a", "b", "c"])
 
@@ -372,3 +372,22 @@ def test_an_import_with_too_many_classes_names_the_count(tmp_path):
     with pytest.raises(ImportFailed, match="80 distinct values .* --task regression"):
         import_table(ImportOptions(source=str(tmp_path / "t.csv"), timestamp_col="ts", label_col="label", progress=False),
                      env={"NIGHTSHIFT_HOME": str(tmp_path / "home")})
+
+
+def test_readers_of_a_multiclass_predictions_partition(settings, lake):
+    """The predictions consumer reads the confidence; ground truth reads the night's vocabulary from its columns."""
+    from nightshift.consumer import summarize_partition
+    from nightshift.lake import PREDICTIONS
+    from nightshift.tables import predictions
+
+    s = settings.with_overrides({"dataset.task": "multiclass"})
+    schema = predictions.schema(s.dataset, pa.string(), ABC)
+    p = np.array([[0.2, 0.5, 0.3], [0.7, 0.1, 0.2]])
+    lineage = [pa.array(["v"] * 2) if name != "model_version" else pa.array(["3"] * 2) for name in predictions.LINEAGE]
+    lake.commit(PREDICTIONS, "2026-01-05", pa.Table.from_arrays([pa.array(["e1", "e2"]), *ABC.output_arrays(p, 0.5),
+                                                                  *lineage], schema=schema))
+    got = summarize_partition({"ds": "2026-01-05", "rows": 2, "model_version": "3"}, s)
+    assert got["output"] == "probability" and got["mean"] == pytest.approx(0.6)
+    day = task_for("multiclass").from_schema(lake.dataset(PREDICTIONS, "2026-01-05").schema.names)
+    assert day.classes == ("a", "b", "c") and np.array_equal(day.pred_of(lake.read(PREDICTIONS, "2026-01-05")), p)
+    assert "class" in predictions.repeating(schema) and "p__a" not in predictions.repeating(schema)

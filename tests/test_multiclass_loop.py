@@ -9,7 +9,6 @@ carry `class`, `probability` and `p__<class>`, and monitoring/performance the ma
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
