@@ -19,7 +19,7 @@ import pyarrow as pa
 from nightshift.dates import add_days, parse_ds
 from nightshift.lake import FEATURES, LABELS, Lake
 from nightshift.spec import EVENT_DS, DatasetSpec
-from simulator.world import SCENARIOS, LabelDelay, World, entity_ids
+from simulator.world import MULTICLASS_SCENARIOS, SCENARIOS, LabelDelay, World, entity_ids
 
 T = TypeVar("T")
 
@@ -43,8 +43,8 @@ def simulate(
         raise ValueError(f"days must be >= 1, got {days}")
     if rows_per_day < 1:
         raise ValueError(f"rows_per_day must be >= 1, got {rows_per_day}")
-    if scenario not in SCENARIOS:
-        raise ValueError(f"unknown scenario {scenario!r}; valid scenarios: {', '.join(SCENARIOS)}")
+    if scenario not in SCENARIOS + MULTICLASS_SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; valid scenarios: {', '.join(SCENARIOS + MULTICLASS_SCENARIOS)}")
     if scenario != "none" and not 0 <= onset < days:
         raise ValueError(f"onset must be a day index in 0..{days - 1} (day 0 is {start}), got {onset}")
     world = World(spec, seed=seed, scenario=scenario, onset=onset if scenario != "none" else 0, label_delay=label_delay)

@@ -47,6 +47,10 @@ SCENARIOS: tuple[str, ...] = (
     "new-categories",
 )
 
+# Multiclass worlds only: from the onset a fourth class appears (its own score, high where the fifth numeric
+# feature is high), so a model trained before it meets a label class it has never seen.
+MULTICLASS_SCENARIOS: tuple[str, ...] = ("new-class",)
+
 ARRIVAL_DS = "arrival_ds"  # in World.labels(): the day a label lands; routing only, not written to the lake
 
 MIN_NUMERIC = 4  # the ground truth needs four numeric roles: two hinges, an interacting pair
@@ -71,6 +75,8 @@ TARGET_SD = 10.0  # regression: pre-drift sd of the target
 TARGET_R2 = 0.75  # regression: share of the pre-drift target variance that E[y|x] explains
 CLASSES = ("basic", "gold", "platinum")  # multiclass: the label's classes, in the order of their scores
 SECOND_SCORE_SHIFT = -0.3  # multiclass: the second class's intercept
+NEW_CLASS = "titanium"  # the new-class scenario's fourth class
+NEW_CLASS_SHIFT = -1.5  # its intercept: about a sixth of the rows after the onset
 
 # RNG streams of a day: each component has its own, so adding a component or a scenario does
 # not move the random numbers of the others.
@@ -135,8 +141,10 @@ class World:
     """
 
     def __init__(self, spec: DatasetSpec, *, seed: int, scenario: str = "none", onset: int = 0, label_delay: LabelDelay = LabelDelay()):
-        if scenario not in SCENARIOS:
-            raise ValueError(f"unknown scenario {scenario!r}; valid scenarios: {', '.join(SCENARIOS)}")
+        if scenario not in SCENARIOS + MULTICLASS_SCENARIOS:
+            raise ValueError(f"unknown scenario {scenario!r}; valid scenarios: {', '.join(SCENARIOS + MULTICLASS_SCENARIOS)}")
+        if scenario in MULTICLASS_SCENARIOS and spec.task != TaskName.MULTICLASS:
+            raise ValueError(f"scenario {scenario!r} needs a multiclass world (dataset.task = 'multiclass'), not {spec.task}")
         if len(spec.numeric) < MIN_NUMERIC or len(spec.categorical) < MIN_CATEGORICAL:
             raise ValueError(
                 f"the simulator needs at least {MIN_NUMERIC} numeric and {MIN_CATEGORICAL} categorical features; "
@@ -188,7 +196,7 @@ class World:
         u = rng.random(rows)  # drawn on every day and scenario, so the streams stay aligned
         k = day_index - self.onset
         s = self.scenario
-        if k < 0 or s in ("none", "concept", "new-categories"):
+        if k < 0 or s in ("none", "concept", "new-categories", *MULTICLASS_SCENARIOS):
             return np.zeros(rows), np.zeros(rows)
         if s == "sudden-covariate":
             a = np.ones(rows)
@@ -325,8 +333,17 @@ class World:
         cat = np.append(self._second_effects, 0.0)[first.to_numpy().astype(np.int64)]
         second = SECOND_SCORE_SHIFT + 1.1 * x[:, 2] - 0.8 * x[:, 3] + 0.6 * np.cos(1.2 * x[:, 1]) + cat
         scores = np.column_stack([z, second, np.zeros(len(z))])
+        if self.scenario == "new-class":  # the fourth class's column is there from the start, 0 before the onset
+            x4 = np.nan_to_num(pc.fill_null(pc.cast(features[self.spec.numeric[4]], pa.float64()), np.nan).to_numpy(), nan=0.0)
+            new = NEW_CLASS_SHIFT + 2.0 * x4 if day_index >= self.onset else np.full(len(z), -np.inf)
+            scores = np.column_stack([scores, new])
         e = np.exp(scores - scores.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Multiclass: the label's classes, in the columns' order of `class_probabilities`."""
+        return (*CLASSES, NEW_CLASS) if self.scenario == "new-class" else CLASSES
 
     def expected(self, features: pa.Table, day_index: int) -> np.ndarray:
         """E[y|x] of each row under the regime of `day_index`: P(y=1|x) for binary, the mean target for regression,
@@ -351,8 +368,8 @@ class World:
         label_rng = np.random.default_rng([self.seed, day_index, _LABEL])
         if self.multiclass:  # one draw from each row's class probabilities
             u = label_rng.random(len(mean))
-            idx = np.minimum((u[:, None] > np.cumsum(mean, axis=1)).sum(axis=1), len(CLASSES) - 1)
-            y = np.array(CLASSES, dtype=object)[idx]
+            idx = np.minimum((u[:, None] > np.cumsum(mean, axis=1)).sum(axis=1), mean.shape[1] - 1)
+            y = np.array(self.classes, dtype=object)[idx]
         elif self.regression:
             y = np.round(mean + TARGET_SD * np.sqrt(1.0 - TARGET_R2) * label_rng.standard_normal(len(mean)), 2)
         else:

@@ -126,3 +126,54 @@ def test_multiclass_end_to_end_through_the_dags(multiclass_home):
     assert realized and set(realized[0]["realized_metrics"]) == {"macro_auc", "log_loss", "accuracy", "macro_f1"}
     assert all(r["estimated"] is not None and 0.5 < r["estimated"] < 1 for r in rows)
     assert all(r["unseen_labels"] == 0 for r in rows)
+
+
+def test_a_new_class_is_counted_nightly_then_a_warm_retrain_grows_the_head(multiclass_home):
+    """In-process: a fourth class appears; the nights go on scoring and count it (unseen_labels), a warm retrain
+    grows the head with the old rows copied, the gate judges both models in one vocabulary, and the nights after
+    score four classes."""
+    from batch_scoring.nightly import run_nights
+    from model.bundle import load_bundle
+    from nightshift.lake import PREDICTIONS, Lake
+    from nightshift.registry import CHAMPION, Registry
+    from nightshift.settings import load_settings
+    from nightshift.tables import performance
+    from nightshift.tables.decisions import read_decision
+    from simulator.land import simulate
+    from training.retrain import retrain
+
+    s = load_settings()
+    lake = Lake(s.lake_uri)
+    history, nights = 12, 6
+    simulate(lake, s.dataset, start=START, days=history + nights, rows_per_day=ROWS, scenario="new-class",
+             onset=history, seed=11, progress=False)
+    assert retrain(s, add_days(START, history - 1), trigger="bootstrap")["verdict"] == "PROMOTE"
+    first = add_days(START, history)
+    before = run_nights(s, first, add_days(START, history + 3), retrain=False, progress=False)
+    assert all(n["score"] if "score" in n else True for n in before)
+    night = add_days(START, history + 3)
+    rows = performance.read(lake, night)
+    counted = [r for r in rows if r["prediction_ds"] >= first and r["labelled"]]
+    assert counted and all(r["unseen_labels"] > 0 and r["unseen_classes"] == "titanium" for r in counted), rows
+    assert all(r["realized"] is not None for r in counted)  # the known classes are still measured
+    assert lake.read(PREDICTIONS, night).column_names[:5] == ["entity_id", "class", "probability", "p__basic", "p__gold"]
+
+    out = retrain(s, night, trigger="manual", reasons=["a new class"])
+    verdict = read_decision(lake, night, "promotion")
+    assert out["init_from"] == "warm" and verdict["verdict"] == "PROMOTE", verdict["reasons"]
+    ev = verdict["evidence"]
+    assert ev["classes"] == ["basic", "gold", "platinum", "titanium"] and ev["challenger"] > ev["champion"] + 0.05
+    bundle = load_bundle(Registry(s, lake).local_path(out["version"]))
+    champion = load_bundle(Registry(s, lake).local_path("1"))
+    assert bundle.preprocessor.classes == ("basic", "gold", "platinum", "titanium")
+    w_new, w_old = bundle.weights, champion.weights
+    grown = {k for k in w_new if w_new[k].shape != w_old[k].shape}  # the head's weight and bias, nothing else
+    assert grown == {"head.weight", "head.bias"} and all(w_new[k].shape[0] == 4 and w_old[k].shape[0] == 3 for k in grown)
+
+    run_nights(s, add_days(START, history + 4), add_days(START, history + nights - 1), retrain=False, progress=False)
+    last = lake.read(PREDICTIONS, add_days(START, history + nights - 1))
+    assert "p__titanium" in last.column_names and Registry(s, lake).current(CHAMPION).version == out["version"]
+    assert "titanium" in set(last.column("class").to_pylist())
+    newest = [r for r in performance.read(lake, add_days(START, history + nights - 1))
+              if r["model_version"] == out["version"] and r["labelled"]]
+    assert newest and all(r["unseen_labels"] == 0 and r["rare_classes"] is None for r in newest), newest
