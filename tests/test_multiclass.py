@@ -391,3 +391,14 @@ def test_readers_of_a_multiclass_predictions_partition(settings, lake):
     day = task_for("multiclass").from_schema(lake.dataset(PREDICTIONS, "2026-01-05").schema.names)
     assert day.classes == ("a", "b", "c") and np.array_equal(day.pred_of(lake.read(PREDICTIONS, "2026-01-05")), p)
     assert "class" in predictions.repeating(schema) and "p__a" not in predictions.repeating(schema)
+
+
+def test_gate_words_name_the_multiclass_metric_and_its_caveats():
+    from nightshift.words import gate_words
+
+    ev = {"metric": "macro_auc", "champion_version": "1", "champion": 0.74, "challenger": 0.76, "gain": 0.02,
+          "confidence": 0.95, "ci_low": 0.01, "ci_high": 0.03, "n": 796,
+          "caveats": ["classes with fewer than 20 rows are left out of the macro AUC: 'titanium' (4 rows)"]}
+    words = gate_words("PROMOTE", ["superior"], ev)
+    assert "macro_auc champion v1 0.7400 → challenger 0.7600" in words and "'titanium' (4 rows)" in words
+    assert "note:" not in gate_words("PROMOTE", ["superior"], {**ev, "caveats": []})
