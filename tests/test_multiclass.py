@@ -402,3 +402,17 @@ def test_gate_words_name_the_multiclass_metric_and_its_caveats():
     words = gate_words("PROMOTE", ["superior"], ev)
     assert "macro_auc champion v1 0.7400 → challenger 0.7600" in words and "'titanium' (4 rows)" in words
     assert "note:" not in gate_words("PROMOTE", ["superior"], {**ev, "caveats": []})
+
+
+def test_a_multiclass_world_exported_as_csv_imports_as_multiclass(tmp_path):
+    from nightshift.importer import ImportOptions, import_table
+    from nightshift.settings import load_settings
+    from simulator.export import world_csv
+
+    spec = load_settings(env={}).dataset
+    out = world_csv(tmp_path / "cards.csv", spec, start="2026-03-01", days=3, rows_per_day=300, seed=1,
+                    task="multiclass", label_time=True, censor=True)
+    report = import_table(ImportOptions(source=out["path"], timestamp_col="timestamp", label_col=spec.label,
+                                        id_col=spec.entity_id, label_time_col="label_time", progress=False),
+                          env={"NIGHTSHIFT_HOME": str(tmp_path / "home")})
+    assert report.task == "multiclass" and report.task_inferred
