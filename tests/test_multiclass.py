@@ -416,3 +416,13 @@ def test_a_multiclass_world_exported_as_csv_imports_as_multiclass(tmp_path):
                                         id_col=spec.entity_id, label_time_col="label_time", progress=False),
                           env={"NIGHTSHIFT_HOME": str(tmp_path / "home")})
     assert report.task == "multiclass" and report.task_inferred
+
+
+@pytest.mark.parametrize("values, conflicts", [(["gold", "basic", "gold"], {"d1": 1}), (["gold", "gold", "gold"], {})])
+def test_duplicate_class_labels_keep_the_latest_and_count_conflicts(values, conflicts):
+    from nightshift.tables.labels import latest_arrival
+
+    t = pa.table({"id": ["a", "a", "b"], "event_ds": ["d1"] * 3, "ds": ["d2", "d3", "d2"], "y": values})
+    kept, duplicates, found = latest_arrival(t, "id", "y")
+    assert duplicates == {"d1": 1} and found == conflicts
+    assert dict(zip(kept.column("id").to_pylist(), kept.column("y").to_pylist())) == {"a": values[1], "b": values[2]}
