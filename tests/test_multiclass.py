@@ -267,6 +267,26 @@ def test_a_warm_start_grows_the_head_and_keeps_the_old_classes_rows(spec_multi):
     assert Bundle(warm, grown, {"task": "multiclass"}).predict(grown_table).shape == (600, 4)
 
 
+@pytest.mark.gpu
+def test_cuda_bf16_fit_learns_the_classes(spec_multi):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from model.bundle import Bundle
+    from nightshift.settings import ModelSettings, TrainingSettings
+    from training.train import fit, init_model
+
+    table = _table(["a", "b", "c"], 4000, seed=0)
+    model, pre = init_model("scratch", table, spec_multi, ModelSettings(), None, seed=0)
+    result = fit(model, pre, table, spec_multi, TrainingSettings(epochs=4, batch_size=256, lr=1e-2, device="cuda",
+                                                                 require_gpu=True), valid_table=_table(["a", "b", "c"], 1000, seed=2))
+    assert result.device.startswith("cuda") and result.best["valid_macro_auc"] > 0.75
+    holdout = _table(["a", "b", "c"], 2000, seed=3)
+    pred = Bundle(result.model, pre, {"task": "multiclass"}).predict(holdout)
+    assert task_for("multiclass", pre.classes).evaluate(np.array(holdout.column("y").to_pylist(), dtype=object), pred)["macro_auc"] > 0.75
+
+
 def _table(classes: list[str], n: int, seed: int) -> pa.Table:
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 2))
