@@ -6,8 +6,12 @@ label by D (coverage), whether P has matured (`is_matured`: coverage >= `min_cov
 >= `max_delay_days`), every metric of the task realized on the labels so far with the
 primary metric's standard error, and the metrics estimated from the predictions alone where
 the task has a sound method (binary: CBPE, the expected metrics under the model's
-Platt-calibrated scores, `model.calibration`; regression: not estimated, said in
-`estimate_method`). Once P has matured, `estimate_error` = estimated - realized.
+Platt-calibrated scores, `model.calibration`; multiclass: one-vs-rest CBPE per class on the
+temperature-scaled probabilities, macro-averaged; regression: not estimated, said in
+`estimate_method`). Once P has matured, `estimate_error` = estimated - realized. Multiclass
+predictions are read through the night's own vocabulary (its `p__<class>` columns); labels of a
+class that vocabulary lacks are counted (`unseen_labels`, `unseen_classes`, and a warning) and
+left out of the metrics, and classes too rare for the macro AUC that day are named (`rare_classes`).
 
 Each row also carries a **rolling window**: the rows of the `policy.window_days` prediction
 days ending at P (scored by P's model version) pooled, every metric computed on the pooled
@@ -33,8 +37,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from model.calibration import (MIN_CLASS, UNCALIBRATED, Calibrator, ModelCard, fit_platt, method_words,
-                                    read_model_card)
+from model.calibration import (MIN_CLASS, UNCALIBRATED, Calibrator, ModelCard, TemperatureCalibrator, fit_platt,
+                               fit_temperature, method_words, read_model_card)
 from nightshift.dates import add_days, days_between, ds_range
 from nightshift.lake import PREDICTIONS, Lake
 from nightshift.metrics import pool
@@ -78,18 +82,21 @@ class DayInput:
 class Refit:
     """A calibrator refitted on the labels that have arrived for the days before a prediction day."""
 
-    calibrator: Calibrator
+    calibrator: Calibrator | TemperatureCalibrator
     first: str
     last: str
 
     def words(self, task_method: str) -> str:
         c = self.calibrator
+        if isinstance(c, TemperatureCalibrator):
+            return (f"{task_method}; temperature recalibrated (T={c.t:.4g}) on {c.rows} labelled rows of "
+                    f"prediction days {self.first}..{self.last}, as known on the night")
         return (f"{task_method}; Platt recalibrated (a={c.a:.4g}, b={c.b:.4g}) on {c.rows} labelled rows of "
                 f"prediction days {self.first}..{self.last}, as known on the night")
 
 
 def recalibrations(days: list[DayInput], *, lookback_days: int, min_rows: int, target_rows: int = 5_000,
-                   max_rows: int = 50_000, seed: int = 0) -> dict[str, Refit]:
+                   max_rows: int = 50_000, seed: int = 0, task: Task | None = None) -> dict[str, Refit]:
     """Per prediction day P, a Platt calibrator fitted on labelled rows of the days just before P that the
     same model version scored (labels arrived by tonight): the newest such day first, reaching back a
     day at a time until `target_rows` labelled rows are in hand, never more than `lookback_days` days.
@@ -103,6 +110,9 @@ def recalibrations(days: list[DayInput], *, lookback_days: int, min_rows: int, t
     P's estimate, so a matured day's estimate error is still out of sample. Each day contributes
     at most `max_rows / lookback_days` rows (a seeded sample), so the cost does not grow with the
     daily volume.
+
+    A multiclass `task` (its `calibration` is "temperature") refits the temperature instead, on the
+    rows whose class P's model knows, once they hold `min_rows` rows of at least two classes.
     """
     if lookback_days <= 0:
         return {}
@@ -127,8 +137,15 @@ def recalibrations(days: list[DayInput], *, lookback_days: int, min_rows: int, t
         prior.reverse()
         if not prior:
             continue
-        y = np.concatenate([sample[p.prediction_ds][0] for p in prior]).astype(np.float64)
         score = np.concatenate([sample[p.prediction_ds][1] for p in prior])
+        if task is not None and task.calibration == "temperature":
+            codes = task.bind(d.classes).codes(np.concatenate([sample[p.prediction_ds][0] for p in prior]))
+            known = codes >= 0
+            if known.sum() >= min_rows and len(np.unique(codes[known])) >= 2:
+                out[d.prediction_ds] = Refit(fit_temperature(codes[known], score[known]), prior[0].prediction_ds,
+                                             prior[-1].prediction_ds)
+            continue
+        y = np.concatenate([sample[p.prediction_ds][0] for p in prior]).astype(np.float64)
         positives = int(y.sum())
         if len(y) < min_rows or min(positives, len(y) - positives) < MIN_CLASS:
             continue
@@ -148,9 +165,8 @@ def performance_rows(task: Task, days: list[DayInput], ds: str, *, min_coverage:
     `recalibrate_min_rows` rows.
     """
     primary = task.primary.name
-    # Nightly refits are Platt's (binary); a multiclass estimate keeps the card's temperature.
     refits = recalibrations(days, lookback_days=recalibrate_days, min_rows=recalibrate_min_rows,
-                            target_rows=recalibrate_rows) if task.calibration == "platt" else {}
+                            target_rows=recalibrate_rows, task=task) if task.calibration is not None else {}
     per_day = []
     base = task
     for d in days:

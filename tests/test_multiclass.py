@@ -446,3 +446,26 @@ def test_duplicate_class_labels_keep_the_latest_and_count_conflicts(values, conf
     kept, duplicates, found = latest_arrival(t, "id", "y")
     assert duplicates == {"d1": 1} and found == conflicts
     assert dict(zip(kept.column("id").to_pylist(), kept.column("y").to_pylist())) == {"a": values[1], "b": values[2]}
+
+
+def test_a_nightly_temperature_refit_on_the_days_before_corrects_an_uncalibrated_estimate():
+    from batch_scoring.ground_truth import DayInput, performance_rows
+
+    days = []
+    for i in range(6):
+        y, p = world(2_000, 3, sharp=1.5, temperature=0.5, seed=40 + i)  # an over-confident model, no card calibrator
+        days.append(DayInput(f"2026-01-0{i + 1}", "1", p, y, p, None, classes=("a", "b", "c")))
+
+    def rows(refit_days: int):
+        return performance_rows(task_for("multiclass"), days, "2026-01-20", min_coverage=0.9, max_delay_days=30,
+                                window_days=3, signal_min_coverage=0.5, recalibrate_days=refit_days,
+                                recalibrate_min_rows=500)
+
+    plain, refit = rows(0), rows(3)
+    assert "recalibrated" not in plain[1]["estimate_method"]
+    assert "temperature recalibrated (T=" in refit[1]["estimate_method"] and "2026-01-01..2026-01-01" in refit[1]["estimate_method"]
+    assert refit[0]["estimated"] == plain[0]["estimated"]  # the first day has no days before it
+    for name in ("accuracy", "log_loss"):
+        err_plain = np.mean([abs(r["estimated_metrics"][name] - r["realized_metrics"][name]) for r in plain[1:]])
+        err_refit = np.mean([abs(r["estimated_metrics"][name] - r["realized_metrics"][name]) for r in refit[1:]])
+        assert err_refit < err_plain / 3, (name, err_plain, err_refit)
