@@ -592,7 +592,8 @@ class MulticlassTask(Task):
     def n_outputs(self, preprocessor) -> int:
         classes = getattr(preprocessor, "classes", None)
         if not classes or len(classes) < 2:
-            raise ValueError(f"a multiclass model needs a vocabulary of at least 2 classes, the preprocessor has {classes}")
+            raise ValueError(f"a multiclass model needs a vocabulary of at least 2 classes, the preprocessor has {classes}: "
+                             "a warm start from a model of another task has none; use init_from='transfer' or 'scratch'")
         return len(classes)
 
     def vocabulary(self, y):
