@@ -32,7 +32,11 @@ One night's tests (pure: `test_night`):
   category embeddings), with its permutation-test p-value.
 - The model's own output (the score for binary, the prediction for regression) gets a KS
   test (`KSDrift`) against the model's output on the reference. It is reported, and does not
-  raise the alarm on its own (it moves with drift that the features already show).
+  raise the alarm on its own (it moves with drift that the features already show). For
+  multiclass the output is class probabilities [n, K]: the mix of predicted classes gets a
+  chi-squared test (`ChiSquareDrift`, total-variation effect with its noise floor, as a
+  categorical feature; row `__predicted_class__`) and the confidence (the top probability) the
+  KS test (row `__score__`); both are reported the same way.
 - Significance alone is not a verdict: at large samples every test fires. A per-feature test
   (drift or unseen categories) drifts only if its p-value survives Benjamini-Hochberg across
   the night's per-feature tests AND its
@@ -129,10 +133,11 @@ def detect_drift(settings: "Settings", ds: str, *, lake: Lake | None = None, set
     else:
         idx = sample_indices(n_rows, cfg.sample_size, ds)
         sample = take_rows(lake, FEATURES, ds, idx, [*spec.features])
-        output = task_for(spec.task).prediction_column
-        day_out = take_rows(lake, PREDICTIONS, ds, idx, [output]).column(0).to_numpy()
+        task = task_for(spec.task).from_schema(lake.dataset(PREDICTIONS, ds).schema.names)
+        day_out = task.pred_of(take_rows(lake, PREDICTIONS, ds, idx, task.prediction_columns()))
+        ref_out = task.align(bundle.predict(reference), bundle.preprocessor.classes)
         rows = test_night(reference, sample, spec.numeric, spec.categorical, cfg, seed=_seed(ds),
-                          ref_out=bundle.predict(reference), day_out=day_out, embed=lambda t: embed(bundle, t),
+                          ref_out=ref_out, day_out=day_out, embed=lambda t: embed(bundle, t),
                           time_index=spec.time_index)
     for r in rows:
         r.update(model_version=version, reference_rows=reference.num_rows, sample_rows=0 if n_rows == 0 else len(idx),
@@ -149,7 +154,7 @@ def summary(ds: str, rows: list[dict]) -> dict:
     drifted = [r["feature"] for r in rows if r["drifted"] and r["kind"] not in ("score", "skip")]
     score = [r for r in rows if r["kind"] == "score"]
     return {"ds": ds, "drift": bool(first.get("day_drift")), "night_drift": bool(first.get("night_drift")),
-            "drifted_features": drifted, "score_drift": bool(score and score[0]["drifted"]),
+            "drifted_features": drifted, "score_drift": any(r["drifted"] for r in score),
             "night_p": first.get("night_p"), "cusum": first.get("cusum"), "episode_start": first.get("episode_start"),
             "model_version": first.get("model_version"), "sample_rows": first.get("sample_rows")}
 
@@ -180,6 +185,9 @@ def test_night(reference: pa.Table, sample: pa.Table, numeric: list[str], catego
         rows.append(_mmd_test(reference, sample, embed, cfg, seed))
     rows += [quality_row(c, "numeric" if c in numeric else "categorical", why) for c, why in quality.items()]
     if ref_out is not None and day_out is not None:
+        if np.ndim(ref_out) == 2:  # class probabilities: the predicted class mix, and the confidence
+            rows.append(_class_mix_test(np.argmax(ref_out, axis=1), np.argmax(day_out, axis=1), cfg, seed))
+            ref_out, day_out = np.max(ref_out, axis=1), np.max(day_out, axis=1)
         rows.append(_score_test(ref_out, day_out, cfg))
     counted = [r for r in rows if r["kind"] != "score" and r["feature"] not in time_index]
     night_p = simes([r["p_value"] if r["drifted"] or r["test"] == "quality" else 1.0 for r in counted])
@@ -484,6 +492,28 @@ def _score_test(ref_scores: np.ndarray, day_scores: np.ndarray, cfg: "DriftSetti
     row = _row(OUTPUT_FEATURE, "score", "KS", dist, p_val, dist, "ks_distance", floor, threshold=cfg.p_val)
     row["significant"] = p_val < cfg.p_val
     row["drifted"] = bool(row["significant"] and dist >= floor)
+    return row
+
+
+OUTPUT_CLASS_FEATURE = "__predicted_class__"  # the row that tests a multiclass model's mix of predicted classes
+
+
+def _class_mix_test(ref_classes: np.ndarray, day_classes: np.ndarray, cfg: "DriftSettings", seed: int) -> dict:
+    """Chi-squared on the predicted classes, judged like a categorical feature (total variation and its floor)."""
+    from alibi_detect.cd import ChiSquareDrift
+
+    # Codes 0..n-1 over the classes either side predicted: a class the reference never predicted is a category too.
+    cats, codes = np.unique(np.concatenate([ref_classes, day_classes]), return_inverse=True)
+    x_ref = codes[:len(ref_classes)].astype(np.float64).reshape(-1, 1)
+    x = codes[len(ref_classes):].astype(np.float64).reshape(-1, 1)
+    detector = ChiSquareDrift(x_ref, p_val=cfg.p_val, categories_per_feature={0: len(cats)})
+    out = detector.predict(x, return_p_val=True, return_distance=True)["data"]
+    p_val, stat = float(np.ravel(out["p_val"])[0]), float(np.ravel(out["distance"])[0])
+    effect = _tvd(x_ref[:, 0], x[:, 0])
+    floor = _tvd_floor(x_ref[:, 0], len(x), cfg.p_val, cfg.min_effect_categorical, seed)
+    row = _row(OUTPUT_CLASS_FEATURE, "score", "chi2", stat, p_val, effect, "total_variation", floor, threshold=cfg.p_val)
+    row["significant"] = p_val < cfg.p_val
+    row["drifted"] = bool(row["significant"] and effect >= floor)
     return row
 
 

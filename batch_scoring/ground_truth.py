@@ -6,8 +6,12 @@ label by D (coverage), whether P has matured (`is_matured`: coverage >= `min_cov
 >= `max_delay_days`), every metric of the task realized on the labels so far with the
 primary metric's standard error, and the metrics estimated from the predictions alone where
 the task has a sound method (binary: CBPE, the expected metrics under the model's
-Platt-calibrated scores, `model.calibration`; regression: not estimated, said in
-`estimate_method`). Once P has matured, `estimate_error` = estimated - realized.
+Platt-calibrated scores, `model.calibration`; multiclass: one-vs-rest CBPE per class on the
+temperature-scaled probabilities, macro-averaged; regression: not estimated, said in
+`estimate_method`). Once P has matured, `estimate_error` = estimated - realized. Multiclass
+predictions are read through the night's own vocabulary (its `p__<class>` columns); labels of a
+class that vocabulary lacks are counted (`unseen_labels`, `unseen_classes`, and a warning) and
+left out of the metrics, and classes too rare for the macro AUC that day are named (`rare_classes`).
 
 Each row also carries a **rolling window**: the rows of the `policy.window_days` prediction
 days ending at P (scored by P's model version) pooled, every metric computed on the pooled
@@ -33,8 +37,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from model.calibration import (MIN_CLASS, UNCALIBRATED, Calibrator, ModelCard, fit_platt, method_words,
-                                    read_model_card)
+from model.calibration import (MIN_CLASS, UNCALIBRATED, Calibrator, ModelCard, TemperatureCalibrator, fit_platt,
+                               fit_temperature, method_words, read_model_card)
 from nightshift.dates import add_days, days_between, ds_range
 from nightshift.lake import PREDICTIONS, Lake
 from nightshift.metrics import pool
@@ -71,24 +75,28 @@ class DayInput:
     calibrated: np.ndarray | None = None  # every row's calibrated P(y=1); None: uncalibrated
     method: str = ""  # how the estimate was made (`calibration.method_words`)
     extra: dict[str, Any] | None = None  # columns passed through (label-quality counts, ...)
+    classes: tuple[str, ...] | None = None  # multiclass: the vocabulary `pred`'s columns follow
 
 
 @dataclass(frozen=True)
 class Refit:
     """A calibrator refitted on the labels that have arrived for the days before a prediction day."""
 
-    calibrator: Calibrator
+    calibrator: Calibrator | TemperatureCalibrator
     first: str
     last: str
 
     def words(self, task_method: str) -> str:
         c = self.calibrator
+        if isinstance(c, TemperatureCalibrator):
+            return (f"{task_method}; temperature recalibrated (T={c.t:.4g}) on {c.rows} labelled rows of "
+                    f"prediction days {self.first}..{self.last}, as known on the night")
         return (f"{task_method}; Platt recalibrated (a={c.a:.4g}, b={c.b:.4g}) on {c.rows} labelled rows of "
                 f"prediction days {self.first}..{self.last}, as known on the night")
 
 
 def recalibrations(days: list[DayInput], *, lookback_days: int, min_rows: int, target_rows: int = 5_000,
-                   max_rows: int = 50_000, seed: int = 0) -> dict[str, Refit]:
+                   max_rows: int = 50_000, seed: int = 0, task: Task | None = None) -> dict[str, Refit]:
     """Per prediction day P, a Platt calibrator fitted on labelled rows of the days just before P that the
     same model version scored (labels arrived by tonight): the newest such day first, reaching back a
     day at a time until `target_rows` labelled rows are in hand, never more than `lookback_days` days.
@@ -102,6 +110,9 @@ def recalibrations(days: list[DayInput], *, lookback_days: int, min_rows: int, t
     P's estimate, so a matured day's estimate error is still out of sample. Each day contributes
     at most `max_rows / lookback_days` rows (a seeded sample), so the cost does not grow with the
     daily volume.
+
+    A multiclass `task` (its `calibration` is "temperature") refits the temperature instead, on the
+    rows whose class P's model knows, once they hold `min_rows` rows of at least two classes.
     """
     if lookback_days <= 0:
         return {}
@@ -126,8 +137,15 @@ def recalibrations(days: list[DayInput], *, lookback_days: int, min_rows: int, t
         prior.reverse()
         if not prior:
             continue
-        y = np.concatenate([sample[p.prediction_ds][0] for p in prior]).astype(np.float64)
         score = np.concatenate([sample[p.prediction_ds][1] for p in prior])
+        if task is not None and task.calibration == "temperature":
+            codes = task.bind(d.classes).codes(np.concatenate([sample[p.prediction_ds][0] for p in prior]))
+            known = codes >= 0
+            if known.sum() >= min_rows and len(np.unique(codes[known])) >= 2:
+                out[d.prediction_ds] = Refit(fit_temperature(codes[known], score[known]), prior[0].prediction_ds,
+                                             prior[-1].prediction_ds)
+            continue
+        y = np.concatenate([sample[p.prediction_ds][0] for p in prior]).astype(np.float64)
         positives = int(y.sum())
         if len(y) < min_rows or min(positives, len(y) - positives) < MIN_CLASS:
             continue
@@ -148,9 +166,11 @@ def performance_rows(task: Task, days: list[DayInput], ds: str, *, min_coverage:
     """
     primary = task.primary.name
     refits = recalibrations(days, lookback_days=recalibrate_days, min_rows=recalibrate_min_rows,
-                            target_rows=recalibrate_rows) if task.estimates else {}
+                            target_rows=recalibrate_rows, task=task) if task.calibration is not None else {}
     per_day = []
+    base = task
     for d in days:
+        task = base.bind(d.classes)
         if (refit := refits.get(d.prediction_ds)) is not None:
             d = replace(d, calibrated=refit.calibrator.apply(d.pred), method=refit.words(task.estimate_method))
         n_lab = min(len(d.y), len(d.pred))  # each scored row counts once
@@ -175,15 +195,16 @@ def performance_rows(task: Task, days: list[DayInput], ds: str, *, min_coverage:
             "calibrated": d.calibrated is not None and est is not None,
             "estimate_method": d.method or task.estimate_method, "estimate_error": error,
             "realized_metrics": realized, "estimated_metrics": {k: v for k, v in estimated.items() if v is not None},
-            "label_mean": float(np.mean(d.y)) if len(d.y) else None,
-            "mean_prediction": float(np.mean(d.pred)) if len(d.pred) else None, "model_version": d.version,
+            "label_mean": task.label_mean(d.y),
+            "mean_prediction": float(np.mean(task.headline(d.pred))) if len(d.pred) else None, "model_version": d.version,
             **(d.extra or {}),
         }))
     rows = []
     for d, _, _, row in per_day:
+        task = base.bind(d.classes)
         first = add_days(d.prediction_ds, -(window_days - 1))
         inside = [(s, e, r) for dd, s, e, r in per_day
-                  if first <= dd.prediction_ds <= d.prediction_ds and dd.version == d.version]
+                  if first <= dd.prediction_ds <= d.prediction_ds and dd.version == d.version and dd.classes == d.classes]
         real, real_se, real_n = task.from_stats(pool([s for s, _, _ in inside]))
         est, est_se, est_n = task.from_stats(pool([e for _, e, _ in inside]))
         rows.append({**row, "rolling_first_ds": inside[0][2]["prediction_ds"], "rolling_days": len(inside),
@@ -228,7 +249,6 @@ def measure_ground_truth(settings: "Settings", ds: str, *, lake: Lake | None = N
     lake = lake or Lake.of(settings)
     spec, policy, task = settings.dataset, settings.dataset.label_delay, task_for(settings.dataset.task)
     threshold = settings.scoring.threshold
-    out = task.prediction_column
     window = ds_range(add_days(ds, -policy.max_delay_days), ds)
     days = [d for d in window if lake.exists(PREDICTIONS, d)]
     known = labels_table.known(lake, spec, ds, window)  # arrival <= ds only
@@ -238,21 +258,33 @@ def measure_ground_truth(settings: "Settings", ds: str, *, lake: Lake | None = N
 
     inputs, cards = [], {}
     for day in days:
-        preds = lake.read(PREDICTIONS, day, columns=[spec.entity_id, out, "model_version"])
-        pred = preds.column(out).to_numpy()
+        # Multiclass: the night's class vocabulary is in its column names (`p__<class>`), the scoring model's.
+        day_task = task.from_schema(lake.dataset(PREDICTIONS, day).schema.names)
+        preds = lake.read(PREDICTIONS, day, columns=[spec.entity_id, *day_task.prediction_columns(), "model_version"])
+        pred = day_task.pred_of(preds)
         versions = np.asarray(preds.column("model_version").to_pylist(), dtype=object).astype(str)
         joined = labels_table.join(preds, labels, day, spec)
         y = task.labels(joined.column(spec.label), f"labels for predictions/ds={day}") if joined.num_rows else np.array([])
+        unseen = day_task.unseen(y)
+        if unseen:
+            log.warning("labels for predictions/ds=%s as known on %s: %d rows of classes the scoring model has never seen "
+                        "(%s); they are counted in unseen_labels and left out of the metrics. A retrain grows the "
+                        "vocabulary", day, ds, sum(unseen.values()), ", ".join(f"{c!r}: {n}" for c, n in sorted(unseen.items())))
         calibrated, method = None, task.estimate_method
         if task.estimates:
             cards.update(model_cards(settings, lake, set(versions.tolist()) - set(cards)))
             calibrated = calibrate(pred, versions, cards)
             method = method_words(cards[versions[0]] if len(versions) else UNCALIBRATED, task.estimate_method)
+        classes = getattr(day_task, "classes", None) or None
         inputs.append(DayInput(day, ",".join(sorted(set(versions.tolist()))), pred, y,
-                               joined.column(out).to_numpy() if joined.num_rows else np.array([]), calibrated, method,
+                               day_task.pred_of(joined) if joined.num_rows else np.array([]), calibrated, method,
                                extra={"duplicate_labels": known.duplicates.get(day, 0),
                                       "conflicting_labels": known.conflicts.get(day, 0),
-                                      "unknown_ids": labels_table.unknown_ids(preds, labels, day, spec)}))
+                                      "unknown_ids": labels_table.unknown_ids(preds, labels, day, spec),
+                                      **({"unseen_labels": sum(unseen.values()),
+                                          "unseen_classes": ",".join(sorted(unseen)) or None,
+                                          "rare_classes": ",".join(day_task.rare_classes(y)) or None} if classes else {})},
+                               classes=classes))
     rows = performance_rows(task, inputs, ds, min_coverage=policy.min_coverage, max_delay_days=policy.max_delay_days,
                             window_days=settings.policy.window_days, signal_min_coverage=settings.policy.signal_min_coverage,
                             threshold=threshold, recalibrate_days=settings.policy.recalibrate_days,
@@ -261,7 +293,7 @@ def measure_ground_truth(settings: "Settings", ds: str, *, lake: Lake | None = N
     performance.write(lake, ds, rows)
     counts = {"label_rows": known.rows, "duplicate_labels": sum(known.duplicates.values()),
               "conflicting_labels": sum(known.conflicts.values()), "unknown_ids": sum(r["unknown_ids"] for r in rows),
-              "held_labels": held}
+              "held_labels": held, "unseen_labels": sum(r.get("unseen_labels") or 0 for r in rows)}
     for r in rows:
         if r["duplicate_labels"] or r["conflicting_labels"] or r["unknown_ids"]:
             log.warning("labels for predictions/ds=%s as known on %s: %d duplicate rows (the latest arrival wins), "

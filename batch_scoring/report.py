@@ -34,7 +34,7 @@ def summarize(settings: "Settings", start: str, end: str) -> dict[str, Any]:
 
     lake = Lake.of(settings)
     spec, task = settings.dataset, task_for(settings.dataset.task)
-    out, metric = task.prediction_column, task.primary.name
+    metric = task.primary.name
     days = [d for d in ds_range(start, end) if lake.exists(PREDICTIONS, d)]
     alarms = [d for d in days if drift_table.day_alarm(lake, d)]
     decisions = read_decisions(lake, days, "retrain")
@@ -46,25 +46,29 @@ def summarize(settings: "Settings", start: str, end: str) -> dict[str, Any]:
     labels = labels_table.arrived(lake, spec, end, days)
     nights = []
     for d in days:
-        preds = lake.read(PREDICTIONS, d, columns=[spec.entity_id, out, "model_version"])
+        # Multiclass: each night's predictions follow the vocabulary of the model that scored it (its p__ columns).
+        night_task = task.from_schema(lake.dataset(PREDICTIONS, d).schema.names)
+        preds = lake.read(PREDICTIONS, d, columns=[spec.entity_id, *night_task.prediction_columns(), "model_version"])
         joined = labels_table.join(preds, labels, d, spec)
         y = task.labels(joined.column(spec.label), f"labels for {d}") if joined.num_rows else np.array([])
-        p = joined.column(out).to_numpy() if joined.num_rows else np.array([])
+        p = night_task.pred_of(joined) if joined.num_rows else np.array([])
         nights.append({"ds": d, "rows": preds.num_rows, "labelled": len(y), "y": y, "p": p,
+                       "classes": getattr(night_task, "classes", None),
                        "model_version": preds.column("model_version")[0].as_py() if preds.num_rows else None,
-                       "drift": d in alarms, metric: task.primary_value(y, p) if len(y) else None})
+                       "drift": d in alarms, metric: night_task.primary_value(y, p) if len(y) else None})
 
     periods, cause = _periods(nights, retrains, promotions, DRIFT_REASONS)
     pooled = {}
     for name, group in periods.items():
-        y = np.concatenate([n["y"] for n in group]) if group else np.array([])
-        p = np.concatenate([n["p"] for n in group]) if group else np.array([])
+        group_task = task.bind(tuple(dict.fromkeys(c for n in group for c in (n["classes"] or ()))) or None)
+        y = np.concatenate([n["y"] for n in group if len(n["y"])] or [np.array([])])
+        p = np.concatenate([group_task.align(n["p"], n["classes"]) for n in group if len(n["y"])] or [np.array([])])
         rows = sum(n["rows"] for n in group)
         pooled[name] = {"nights": f"{group[0]['ds']}..{group[-1]['ds']}" if group else "-", "n_nights": len(group),
-                        metric: task.primary_value(y, p) if len(y) else None,
+                        metric: group_task.primary_value(y, p) if len(y) else None,
                         "labelled": int(len(y)), "coverage": len(y) / rows if rows else None}
     for n in nights:
-        del n["y"], n["p"]
+        del n["y"], n["p"], n["classes"]
     return {"start": start, "end": end, "metric": metric, "higher_is_better": task.primary.higher_is_better,
             "days_scored": len(days), "drift_alarms": alarms, "cause": cause,
             "retrains": [{"ds": r["ds"], "reasons": r["reasons"]} for r in retrains],

@@ -100,7 +100,8 @@ def score_group(settings: "Settings", item: dict, model: str | None = None, *, r
         ref = ref or registry.resolve(ds, mode)
         bundle = bundle or load_bundle(registry.local_path(ref.version), allow_code_drift=settings.model.allow_code_drift)
     files = item["files"]
-    schema = predictions.schema(spec, lake.dataset(FEATURES, ds).schema.field(spec.entity_id).type)
+    task = bundle.task  # bound to the model's class vocabulary (multiclass): it names the output columns
+    schema = predictions.schema(spec, lake.dataset(FEATURES, ds).schema.field(spec.entity_id).type, task)
     key = write_key(run_id, item["fingerprint"], ref.version)
     total = 0.0
     threshold = settings.scoring.threshold
@@ -109,7 +110,7 @@ def score_group(settings: "Settings", item: dict, model: str | None = None, *, r
         if check is not None:
             check.batch(batch)
         pred = bundle.predict(batch)
-        return batch.column(spec.entity_id), task.output_arrays(pred, threshold), float(pred.sum())
+        return batch.column(spec.entity_id), task.output_arrays(pred, threshold), float(task.headline(pred).sum())
 
     def sink(result):  # one batch at a time, in order
         nonlocal total

@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--days", type=int, required=True)
     sp.add_argument("--rows-per-day", type=int, default=4000)
     sp.add_argument("--scenario", default="none", help="none, sudden-covariate, gradual-covariate, incremental, "
-                                                       "recurrent, seasonal, concept, new-categories")
+                                                       "recurrent, seasonal, concept, new-categories; new-class (multiclass only)")
     sp.add_argument("--onset", type=int, default=0, help="the drift's first day, counted from --start (0-based)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--task", choices=values(TaskName), help="the world's target (default: the spec's task)")

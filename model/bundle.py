@@ -87,7 +87,8 @@ class Bundle:
 
     @property
     def task(self) -> Task:
-        return task_for(self.meta.get("task", "binary"))
+        """The bundle's task, bound to its class vocabulary (multiclass)."""
+        return task_for(self.meta.get("task", "binary"), self.preprocessor.classes)
 
     @property
     def model(self) -> "nn.Module":
@@ -129,7 +130,8 @@ class Bundle:
         return self.net.logits(*self.preprocessor.transform(batch))
 
     def predict(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
-        """The task's prediction per row, float64: P(y=1) for binary, the value for regression."""
+        """The task's prediction per row, float64: P(y=1) for binary, the value for regression, the class
+        probabilities [n, K] in the vocabulary's order for multiclass."""
         return self.task.prediction(self.logits(batch), self.preprocessor.target)
 
     @property

@@ -9,6 +9,12 @@ unchanged) and stable at any size. Platt's target smoothing (positives count as
 (N+ + 1)/(N+ + 2), negatives as 1/(N- + 2)) keeps a small or separable holdout from pushing
 `a` to infinity.
 
+For **multiclass** the calibrator is **temperature scaling** (Guo et al. 2017): one number T,
+P = softmax(log p / T), fitted by the same rule on the same holdout (cross-entropy, a
+golden-section search over log T). One parameter for the same reasons as Platt: stable on a
+few hundred rows, and it never changes a row's ranking of the classes (argmax, per-class
+one-vs-rest order), so the estimated macro AUC moves only through the expected class counts.
+
 The same file holds the model's **reference**: its primary metric realized on that holdout,
 with its standard error and size, and the metrics estimated there from the calibrated
 scores. The policy compares production against it ("below the champion's own reference by a
@@ -61,6 +67,9 @@ class Calibrator:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def words(self) -> str:
+        return f"Platt-calibrated (a={self.a:.4g}, b={self.b:.4g}, fitted on {self.rows} holdout rows)"
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Calibrator":
         if d.get("method", "platt") != "platt":
@@ -69,6 +78,79 @@ class Calibrator:
         if not (math.isfinite(a) and math.isfinite(b)):
             raise ValueError(f"calibrator parameters must be finite, got a={a}, b={b}")
         return cls(a=a, b=b, rows=int(d.get("rows", 0)), positives=int(d.get("positives", 0)))
+
+
+@dataclass(frozen=True)
+class TemperatureCalibrator:
+    """Temperature scaling of multiclass probabilities: softmax(log p / t); pure numpy to apply."""
+
+    t: float
+    rows: int
+    classes: int
+    method: str = "temperature"
+
+    def apply(self, prob: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities [n, K] (float64)."""
+        z = np.log(np.clip(np.asarray(prob, np.float64), _EPS, 1.0)) / self.t
+        if z.ndim != 2:
+            raise ValueError(f"temperature scaling takes probabilities [n, K], got shape {z.shape}")
+        z = np.exp(z - z.max(axis=1, keepdims=True)) if len(z) else z
+        return z / z.sum(axis=1, keepdims=True) if len(z) else z
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def words(self) -> str:
+        return f"temperature-scaled (T={self.t:.4g}, fitted on {self.rows} holdout rows)"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TemperatureCalibrator":
+        t = float(d["t"])
+        if not (math.isfinite(t) and t > 0):
+            raise ValueError(f"a temperature must be finite and positive, got t={t}")
+        return cls(t=t, rows=int(d.get("rows", 0)), classes=int(d.get("classes", 0)))
+
+
+def fit_temperature(codes: np.ndarray, prob: np.ndarray, *, lo: float = 0.05, hi: float = 20.0,
+                    iters: int = 80) -> TemperatureCalibrator:
+    """The temperature that minimises the cross-entropy of softmax(log p / T) on class indices `codes`:
+    a golden-section search over log T in [lo, hi] (the loss is unimodal in log T)."""
+    codes = np.asarray(codes, np.int64)
+    logp = np.log(np.clip(np.asarray(prob, np.float64), _EPS, 1.0))
+    if logp.ndim != 2 or len(codes) != len(logp) or len(codes) == 0:
+        raise ValueError(f"temperature scaling needs class indices [n] and probabilities [n, K], got {codes.shape} and {logp.shape}")
+    if codes.min() < 0 or codes.max() >= logp.shape[1]:
+        raise ValueError(f"class indices must lie in [0, {logp.shape[1]})")
+    rows = np.arange(len(codes))
+
+    def loss(log_t: float) -> float:
+        z = logp / math.exp(log_t)
+        zmax = z.max(axis=1, keepdims=True)
+        return float(np.sum(np.log(np.exp(z - zmax).sum(axis=1)) + zmax[:, 0] - z[rows, codes]))
+
+    a, b = math.log(lo), math.log(hi)
+    g = (math.sqrt(5) - 1) / 2
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = loss(c), loss(d)
+    for _ in range(iters):
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = loss(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = loss(d)
+    return TemperatureCalibrator(t=float(math.exp((a + b) / 2)), rows=int(len(codes)), classes=int(logp.shape[1]))
+
+
+def calibrator_from_dict(d: dict[str, Any]) -> "Calibrator | TemperatureCalibrator":
+    """A calibrator from its JSON, by its method."""
+    kinds = {"platt": Calibrator, "temperature": TemperatureCalibrator}
+    method = d.get("method", "platt")
+    if method not in kinds:
+        raise ValueError(f"unknown calibrator method {method!r}; this version knows {', '.join(kinds)}")
+    return kinds[method].from_dict(d)
 
 
 def fit_platt(y: np.ndarray, score: np.ndarray, *, max_iter: int = 100, tol: float = 1e-10) -> Calibrator:
@@ -140,7 +222,7 @@ class Reference:
 class ModelCard:
     """What `calibration.json` holds: the calibrator (None: uncalibrated) and the holdout reference."""
 
-    calibrator: Calibrator | None = None
+    calibrator: "Calibrator | TemperatureCalibrator | None" = None
     reference: Reference | None = None
     note: str = ""
 
@@ -155,7 +237,7 @@ class ModelCard:
     def from_dict(cls, d: dict[str, Any]) -> "ModelCard":
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} document (format {d.get('format') if isinstance(d, dict) else None!r})")
-        return cls(calibrator=Calibrator.from_dict(d["calibrator"]) if d.get("calibrator") else None,
+        return cls(calibrator=calibrator_from_dict(d["calibrator"]) if d.get("calibrator") else None,
                    reference=Reference.from_dict(d["reference"]) if d.get("reference") else None,
                    note=str(d.get("note", "")))
 
@@ -190,8 +272,28 @@ def method_words(card: ModelCard, task_method: str) -> str:
         return task_method
     if card.calibrator is None:
         return f"{task_method}; uncalibrated: the model has no calibrator, raw scores taken as probabilities"
-    c = card.calibrator
-    return f"{task_method}; Platt-calibrated (a={c.a:.4g}, b={c.b:.4g}, fitted on {c.rows} holdout rows)"
+    return f"{task_method}; {card.calibrator.words()}"
+
+
+def _platt(task: Any, y: np.ndarray, pred: np.ndarray):
+    n_pos = int(np.sum(y))
+    if len(y) >= MIN_CALIBRATION_ROWS and min(n_pos, len(y) - n_pos) >= MIN_CLASS:
+        return fit_platt(y, pred), ""
+    return None, (f"uncalibrated: the holdout has {len(y)} rows, {n_pos} positive; a calibrator needs "
+                  f"{MIN_CALIBRATION_ROWS} rows and {MIN_CLASS} of each class")
+
+
+def _temperature(task: Any, y: np.ndarray, pred: np.ndarray):
+    codes = task.codes(y)
+    seen = codes >= 0  # labels of classes the model never saw cannot calibrate it
+    present = len(np.unique(codes[seen]))
+    if int(seen.sum()) >= MIN_CALIBRATION_ROWS and present >= 2:
+        return fit_temperature(codes[seen], pred[seen]), ""
+    return None, (f"uncalibrated: the holdout has {int(seen.sum())} rows of {present} known classes; a temperature "
+                  f"needs {MIN_CALIBRATION_ROWS} rows and 2 classes")
+
+
+_FITTERS = {"platt": _platt, "temperature": _temperature}  # by `Task.calibration`
 
 
 def _num(v: Any) -> float | None:
@@ -200,20 +302,16 @@ def _num(v: Any) -> float | None:
 
 def fit_model_card(task: Any, y: np.ndarray, pred: np.ndarray, threshold: float = 0.5,
                    days: tuple[str, ...] | list[str] = ()) -> ModelCard:
-    """The card a retrain writes: a Platt calibrator where the task estimates (binary) and the holdout
-    allows, and the holdout reference (realized and estimated primary metric, standard errors)."""
+    """The card a retrain writes: the task's calibrator (`task.calibration`: Platt for binary, temperature
+    scaling for multiclass) where the holdout allows, and the holdout reference (realized and estimated
+    primary metric, standard errors). A multiclass `task` must be bound to the model's vocabulary."""
     y, pred = np.asarray(y), np.asarray(pred, np.float64)
     primary = task.primary.name
     calibrator, note = None, ""
     if len(y) == 0:
         return ModelCard(note="the holdout was empty: no calibrator and no reference")
-    if task.estimates:
-        n_pos = int(np.sum(y))
-        if len(y) >= MIN_CALIBRATION_ROWS and min(n_pos, len(y) - n_pos) >= MIN_CLASS:
-            calibrator = fit_platt(y, pred)
-        else:
-            note = (f"uncalibrated: the holdout has {len(y)} rows, {n_pos} positive; a calibrator needs "
-                    f"{MIN_CALIBRATION_ROWS} rows and {MIN_CLASS} of each class")
+    if task.calibration is not None:
+        calibrator, note = _FITTERS[task.calibration](task, y, pred)
     realized, se, _ = task.from_stats(task.stats(y, pred, threshold))
     exact = task.evaluate(y, pred, threshold)
     est_stats = task.estimate_stats(pred, threshold, calibrator.apply(pred) if calibrator else None)

@@ -27,10 +27,11 @@ Columnar = pa.RecordBatch | pa.Table
 
 
 class Preprocessor:
-    """Numeric means/stds, categorical vocabularies and, for regression, the target's scale."""
+    """Numeric means/stds, categorical vocabularies, for regression the target's scale, and for
+    multiclass the label's class vocabulary (`classes`, in the head's output order; None otherwise)."""
 
     def __init__(self, numeric: dict[str, tuple[float, float]], categorical: dict[str, list[str]],
-                 target: tuple[float, float] | None = None):
+                 target: tuple[float, float] | None = None, classes: "tuple[str, ...] | list[str] | None" = None):
         self.numeric = tuple(numeric)
         self.means = np.array([numeric[c][0] for c in self.numeric], dtype=np.float64)
         self.stds = np.array([numeric[c][1] for c in self.numeric], dtype=np.float64)
@@ -40,6 +41,7 @@ class Preprocessor:
         self._value_sets = [pa.array(v, pa.string()) for v in self.vocabularies]
         # (mean, std) the network's output is standardised with (regression); None for binary.
         self.target = None if target is None else (float(target[0]), float(target[1]))
+        self.classes = None if classes is None else tuple(str(c) for c in classes)
 
     def __repr__(self) -> str:
         return f"Preprocessor(numeric={len(self.numeric)}, cardinalities={self.cardinalities})"
@@ -48,7 +50,8 @@ class Preprocessor:
     @classmethod
     def fit(cls, table: Columnar, spec: DatasetSpec) -> Preprocessor:
         """Means/stds ignoring missing values; vocabularies = sorted distinct non-null values;
-        the target's scale when the task standardises it (and the label is in `table`)."""
+        the target's scale when the task standardises it and the class vocabulary when it has one
+        (and the label is in `table`)."""
         numeric = {}
         for name in spec.numeric:
             x = _floats(_column(table, name))
@@ -59,11 +62,12 @@ class Preprocessor:
             # not become millions of standard deviations and saturate the network.
             numeric[name] = (mean, std if std >= _MIN_STD else 1.0)
         categorical = {name: sorted(_distinct(_column(table, name))) for name in spec.categorical}
-        target = None
+        target = classes = None
         if table.schema.get_field_index(spec.label) >= 0:
             task = task_for(spec.task)
-            target = task.target_stats(task.labels(_column(table, spec.label), f"label column {spec.label!r}"))
-        return cls(numeric, categorical, target)
+            y = task.labels(_column(table, spec.label), f"label column {spec.label!r}")
+            target, classes = task.target_stats(y), task.vocabulary(y)
+        return cls(numeric, categorical, target, classes)
 
     def extend(self, table: Columnar) -> Preprocessor:
         """A new preprocessor that keeps every index and appends categories first seen in `table`.
@@ -76,7 +80,13 @@ class Preprocessor:
             new = distinct.filter(pc.invert(pc.is_in(distinct, value_set=value_set))).to_pylist()
             categorical[name] = [*vocab, *new]
         numeric = {c: (float(m), float(s)) for c, m, s in zip(self.numeric, self.means, self.stds)}
-        return Preprocessor(numeric, categorical, self.target)
+        return Preprocessor(numeric, categorical, self.target, self.classes)
+
+    def with_classes(self, classes: "tuple[str, ...] | None") -> Preprocessor:
+        """The same preprocessor with another class vocabulary (a warm retrain's grown one)."""
+        d = self.to_dict()
+        d["classes"] = None if classes is None else list(classes)
+        return Preprocessor.from_dict(d)
 
     # -- applying ---------------------------------------------------------------------
     @property
@@ -115,6 +125,7 @@ class Preprocessor:
             "numeric": [{"name": c, "mean": float(m), "std": float(s)} for c, m, s in zip(self.numeric, self.means, self.stds)],
             "categorical": [{"name": c, "vocabulary": list(v)} for c, v in zip(self.categorical, self.vocabularies)],
             "target": None if self.target is None else {"mean": self.target[0], "std": self.target[1]},
+            **({} if self.classes is None else {"classes": list(self.classes)}),
         }
 
     @classmethod
@@ -124,7 +135,8 @@ class Preprocessor:
         numeric = {f["name"]: (float(f["mean"]), float(f["std"])) for f in d["numeric"]}
         categorical = {f["name"]: [str(v) for v in f["vocabulary"]] for f in d["categorical"]}
         target = d.get("target")
-        return cls(numeric, categorical, None if target is None else (target["mean"], target["std"]))
+        # `classes` (multiclass only) is absent from every older preprocessor.json: it loads with None.
+        return cls(numeric, categorical, None if target is None else (target["mean"], target["std"]), d.get("classes"))
 
 
 def _column(data: Columnar, name: str) -> pa.Array | pa.ChunkedArray:

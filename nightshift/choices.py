@@ -13,6 +13,7 @@ class TaskName(StrEnum):
 
     BINARY = "binary"
     REGRESSION = "regression"
+    MULTICLASS = "multiclass"
 
 
 class Architecture(StrEnum):

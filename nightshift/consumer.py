@@ -21,7 +21,7 @@ def summarize_partition(extra: dict[str, Any], settings=None) -> dict[str, Any]:
                          "nightly_scoring's confirm_champion; trigger the consumer from a nightly run")
     settings = settings or load_settings()
     lake, ds = Lake.of(settings), extra["ds"]
-    output = task_for(settings.dataset.task).output_fields()[0][0]
+    output = task_for(settings.dataset.task).prediction_column  # the score, the prediction, the confidence
     table = lake.read(PREDICTIONS, ds, columns=[output, "model_version"])
     versions = sorted(set(pc.unique(table["model_version"]).to_pylist()))
     if table.num_rows != extra.get("rows") or versions != [extra.get("model_version")]:

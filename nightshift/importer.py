@@ -37,8 +37,12 @@ Role inference (the rule, printed with every import; `--numeric`/`--categorical`
   retrain on its own.
 
 Task inference (`--task` overrides): binary if the label's non-null values are all 0/1 or
-booleans (bool, 0/1 ints, 0.0/1.0 floats, strings "0"/"1"/"true"/"false"; landed as int64 0/1),
-else regression if they are all numbers (landed as float64).
+booleans (bool, 0/1 ints, 0.0/1.0 floats, strings "0"/"1"/"true"/"false"; landed as int64 0/1);
+multiclass if they are text with 3 to `MAX_CLASSES` distinct values, or integers with 3 to
+`MAX_INT_CATEGORIES` distinct values that repeat (at most half as many as the sampled labels;
+landed as strings: the integer 2 is the class "2"); else
+regression if they are all numbers (landed as float64). Text with more distinct values than
+`MAX_CLASSES`, or nearly all distinct, is refused with the count: no class label looks like that.
 
 Policies:
 - The day of a row is the UTC date of its timestamp (a timestamp without a zone is UTC).
@@ -80,7 +84,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from nightshift.choices import CalendarKind, TaskName
-from nightshift.task import task_for
+from nightshift.task import MAX_CLASSES, task_for
 from nightshift.lake import FEATURES, LABELS, ROW_GROUP_ROWS, Lake
 from nightshift.settings import REPO_ROOT, PathSettings, default_home
 from nightshift.spec import (
@@ -282,26 +286,68 @@ def holdout_days_needed(labelled_per_day: float, min_rows: int) -> int | None:
 
 
 def infer_task(labels: pa.Array | pa.ChunkedArray) -> TaskName:
-    """binary if every non-null label is 0/1 or a boolean, regression if every one is a number; else ImportFailed."""
+    """binary if every non-null label is 0/1 or a boolean; multiclass if they are a few classes (text, or small
+    integers); regression if every one is a number; else ImportFailed."""
     kinds = _classify_labels(pa.concat_arrays(labels.chunks) if isinstance(labels, pa.ChunkedArray) else labels)
     valid = ~kinds.missing
     if not valid.any():
-        raise ImportFailed("cannot infer the task: the label has no values in the sample. Pass --task binary|regression.")
+        raise ImportFailed("cannot infer the task: the label has no values in the sample. "
+                           "Pass --task binary|regression|multiclass.")
     text = kinds.text & valid
+    values = kinds.values[valid]
     if text.any():
         shown = ", ".join(repr(v) for v in pc.filter(labels, pa.array(text)).to_pylist()[:EXAMPLES])
         if (kinds.number | kinds.boolword)[valid].any():
             raise ImportFailed(f"cannot infer the task: the label has mixed types (numbers and text such as {shown}). "
-                               "Clean the label column: 0/1 for a binary task, numbers for regression.")
-        raise ImportFailed(f"cannot infer the task: label values such as {shown} are neither 0/1 nor numbers. "
-                           "Recode them as 0/1 (binary) or numbers (regression).")
-    values = kinds.values[valid]
+                               "Clean the label column: 0/1 for a binary task, numbers for regression, class names "
+                               "for multiclass (or pass --task multiclass to take every value as a class name).")
+        distinct = len(set(_class_strings(labels, kinds).filter(pa.array(valid)).to_pylist()))
+        if distinct >= 3:
+            _check_class_count(distinct, int(valid.sum()))
+            return TaskName.MULTICLASS
+        raise ImportFailed(f"cannot infer the task: label values such as {shown} are neither 0/1 nor numbers, and "
+                           f"{distinct} distinct values are no multiclass label (it needs 3 or more). "
+                           "Recode them as 0/1 (binary), or pass --task multiclass.")
     if (kinds.boolword[valid] | np.isin(values, (0.0, 1.0))).all():
         return TaskName.BINARY
     if kinds.boolword[valid].any():
         raise ImportFailed("cannot infer the task: the label mixes true/false with numbers other than 0/1. "
                            "Recode it as 0/1 (binary) or numbers (regression).")
+    distinct = np.unique(values)
+    if np.all(distinct == np.round(distinct)) and 3 <= len(distinct) <= MAX_INT_CATEGORIES and len(distinct) <= len(values) / 2:
+        return TaskName.MULTICLASS  # a few repeated integer codes: classes (pass --task regression for a count to predict)
     return TaskName.REGRESSION
+
+
+class TooManyClasses(ImportFailed):
+    """A text label with too many distinct values to be a class label."""
+
+
+def _check_class_count(distinct: int, rows: int) -> None:
+    """Refuse a text label with too many distinct values to be classes, naming the count and the fix."""
+    if distinct > MAX_CLASSES or (distinct > ID_LIKE_DISTINCT // 10 and distinct > 0.9 * rows):
+        raise TooManyClasses(f"the label has {distinct:,} distinct values in {rows:,} labelled rows: too many to be "
+                           f"classes (a multiclass label has at most {MAX_CLASSES}, and repeats). If it is a number to "
+                           "predict, pass --task regression; otherwise recode it into fewer classes upstream.")
+
+
+def _class_strings(col: pa.Array | pa.ChunkedArray, kinds: "_LabelKinds") -> pa.Array:
+    """Label values as class names: text trimmed (case kept), integers as their digits ("2.0" -> "2"),
+    booleans as true/false; null where missing or not a whole number."""
+    col = _plain(col)
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    whole = np.isfinite(kinds.values) & (kinds.values == np.round(kinds.values))
+    digits = np.where(whole, kinds.values, 0).astype(np.int64).astype(str).astype(object)
+    if pa.types.is_boolean(col.type):
+        out = np.where(kinds.values == 1, "true", "false").astype(object)
+    elif pa.types.is_string(col.type):
+        raw = np.asarray(pc.utf8_trim_whitespace(col).to_pylist(), dtype=object)
+        out = np.where(kinds.number, digits, np.where(kinds.boolword, np.char.lower(raw.astype(str)).astype(object), raw))
+    else:
+        out = digits
+    bad = kinds.missing | (kinds.number & ~whole)
+    return pa.array(out.tolist(), pa.string(), mask=bad)
 
 
 def infer_calendar(days: list[str]) -> Calendar:
@@ -929,6 +975,8 @@ def _infer_task_to_scan(labels: pa.ChunkedArray) -> TaskName:
     value with its row number and count (the sample is only the file's start)."""
     try:
         return infer_task(labels)
+    except TooManyClasses:
+        raise
     except ImportFailed:
         kinds = _classify_labels(labels)
         if kinds.missing.all():
@@ -1023,6 +1071,7 @@ class _Scan:
     label_kinds: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # number/boolword/text -> count
     label_examples: dict[str, list[tuple[int, Any]]] = field(default_factory=lambda: defaultdict(list))
     label_problem: bool = False  # a label value that cannot land (judged at the end, on the whole file)
+    classes: set[str] = field(default_factory=set)  # multiclass: the label's distinct classes (up to MAX_CLASSES + 1)
 
     def label_files_days(self) -> list[str]:
         return sorted(self.label_files)
@@ -1137,12 +1186,22 @@ def _scan_batch(batch: pa.RecordBatch, scan: _Scan, plan: _Plan, o: ImportOption
                 idx = np.flatnonzero(mask)[: EXAMPLES - len(have)]
                 have.extend(zip(rows[idx].tolist(), label_col.take(pa.array(idx)).to_pylist()))
     task = task_for(plan.task)
+    classes = None
     if task.label_words:  # binary: numbers must be 0/1, and true/false count as labels
         not01 = kinds.number & labelled & task.invalid_labels(kinds.values)
         _note(scan, "label_not_binary", o.label_col, f"a {task.name.value} label is {task.label_rule}",
               "Recode the label as 0/1, or pass --task regression if it is a number to predict.",
               True, not01, rows, label_col)
         usable = labelled & ~kinds.text & ~not01
+    elif task.label_classes:  # multiclass: any text, whole numbers or true/false is a class name
+        not_whole = kinds.number & labelled & task.invalid_labels(kinds.values)
+        _note(scan, "label_not_class", o.label_col, f"a {task.name.value} label is {task.label_rule}",
+              "Recode the label as class names or whole numbers, or pass --task regression if it is a number to predict.",
+              True, not_whole, rows, label_col)
+        usable = labelled & ~not_whole
+        classes = _class_strings(label_col, kinds)
+        if len(scan.classes) <= MAX_CLASSES:
+            scan.classes.update(pc.unique(classes.drop_null()).to_pylist()[:MAX_CLASSES + 1])
     else:
         usable = labelled & kinds.number
     if (labelled & ~usable).any():
@@ -1184,7 +1243,7 @@ def _scan_batch(batch: pa.RecordBatch, scan: _Scan, plan: _Plan, o: ImportOption
     if arrived.any():
         event_ds = _day_strings(day)
         values = np.where(arrived, kinds.values, 0.0)
-        label = pa.array(values).cast(plan.label_type)
+        label = classes if classes is not None else pa.array(values).cast(plan.label_type)
         lb = pa.RecordBatch.from_arrays([ids, event_ds, label, pa.array(rows)], schema=label_schema)
         for d, part in _by_day(lb, arrival, arrived):
             spill.write("labels", d, part)
@@ -1194,6 +1253,16 @@ def _scan_batch(batch: pa.RecordBatch, scan: _Scan, plan: _Plan, o: ImportOption
 def _finish_label_checks(scan: _Scan, plan: _Plan, o: ImportOptions) -> None:
     """Mixed types and non-numeric labels are judged on the whole file, with the first examples of each kind."""
     task = task_for(plan.task)
+    if task.label_classes:  # every kind is a class name; only the number of classes can be wrong
+        if len(scan.classes) > MAX_CLASSES:
+            issue = Issue("label_too_many_classes", o.label_col, f"a multiclass label has at most {MAX_CLASSES} classes",
+                          "Pass --task regression if it is a number to predict; otherwise recode it into fewer classes "
+                          "upstream.", True)
+            issue.count = len(scan.classes)
+            issue.examples = [(0, c) for c in sorted(scan.classes)[:EXAMPLES]]
+            scan.issues[issue.kind] = issue
+            scan.label_problem = True
+        return
     bad_kinds, good_kinds = (["text"], ["number", "boolword"]) if task.label_words else (["text", "boolword"], ["number"])
     bad = sum(scan.label_kinds[k] for k in bad_kinds)
     if not bad:

@@ -1,21 +1,26 @@
-"""The task: everything that differs between binary classification and regression, in one place.
+"""The task: everything that differs between binary classification, regression and multiclass, in one place.
 
 Every layer asks `task_for(spec.task)` instead of branching on the task's name: training for
 the loss, the output link and the label check; scoring for its output columns; ground truth
 for the metrics and the estimate; the policy and the gate for the primary metric, its
-direction and what a "gain" is. Adding `multiclass` means adding one class here.
+direction and what a "gain" is.
 
-| | binary | regression |
-|---|---|---|
-| loss, link | BCE with logits, sigmoid | MSE on the standardised target, affine back |
-| labels | 0/1 (bool, integer or float), no nulls | finite numbers, no nulls |
-| primary metric | AUC, higher is better | RMSE, lower is better |
-| secondary | log loss, Brier, accuracy at the threshold | MAE, R² |
-| scoring columns | `score` (probability), `decision` (0/1) | `prediction` |
-| gate's gain | AUC(challenger) - AUC(champion) | relative RMSE reduction: 1 - RMSE(challenger)/RMSE(champion) |
-| estimate before labels | expected metrics under the Platt-calibrated scores (CBPE) | not estimated |
-| first model's bar | AUC >= 0.65 | R² >= 0 (beats predicting the mean) |
-| gate margin (default) | 0.005 AUC points | 0.02 (2% of RMSE) |
+| | binary | regression | multiclass |
+|---|---|---|---|
+| loss, link | BCE with logits, sigmoid | MSE on the standardised target, affine back | cross-entropy, softmax |
+| labels | 0/1 (bool, integer or float), no nulls | finite numbers, no nulls | class values (strings or integers), no nulls |
+| primary metric | AUC, higher is better | RMSE, lower is better | macro one-vs-rest AUC, higher is better |
+| secondary | log loss, Brier, accuracy at the threshold | MAE, R² | log loss, accuracy, macro F1 |
+| scoring columns | `score` (probability), `decision` (0/1) | `prediction` | `class`, `probability`, `p__<class>` per class |
+| gate's gain | AUC(challenger) - AUC(champion) | relative RMSE reduction: 1 - RMSE(challenger)/RMSE(champion) | macro AUC difference |
+| estimate before labels | expected metrics under the Platt-calibrated scores (CBPE) | not estimated | one-vs-rest CBPE per class on temperature-scaled probabilities, macro-averaged |
+| first model's bar | AUC >= 0.65 | R² >= 0 (beats predicting the mean) | macro AUC >= 0.65 |
+| gate margin (default) | 0.005 AUC points | 0.02 (2% of RMSE) | 0.005 macro AUC points |
+
+Multiclass is the one task with state: its class vocabulary (`MulticlassTask.classes`), fixed
+by the first model's training labels (sorted) and grown by warm retrains (new classes appended
+in order of appearance). It lives in the model's preprocessor JSON; `bind` gives the task for
+one vocabulary, and a predictions table carries it in its `p__<class>` column names.
 
 The regression gain is relative so that one `gate.margin` (e.g. 0.005: half a percent of
 RMSE) means the same on any target scale.
@@ -23,6 +28,7 @@ RMSE) means the same on any target scale.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -79,9 +85,67 @@ class Task:
     first_model_metric: ClassVar[Metric]
     default_first_model_floor: ClassVar[float]
 
+    calibration: ClassVar[str | None] = None  # the calibrator `model.calibration` fits for the estimate (None: none)
+
     def n_outputs(self, preprocessor) -> int:
         """How many logits the network's head gives per row (one for binary and regression)."""
         return 1
+
+    # -- the class vocabulary (multiclass only; the other tasks have none) -----------------
+    def bind(self, classes: "tuple[str, ...] | list[str] | None") -> "Task":
+        """The task for a model with this class vocabulary (the same task where it has none)."""
+        return self
+
+    def vocabulary(self, y: np.ndarray) -> tuple[str, ...] | None:
+        """The class vocabulary a first model fixes from its training labels (None: the task has none)."""
+        return None
+
+    def grown(self, classes: tuple[str, ...] | None, y: np.ndarray) -> tuple[str, ...] | None:
+        """`classes` with the classes first seen in `y` appended (a warm retrain's vocabulary)."""
+        return classes
+
+    def targets(self, y: np.ndarray) -> np.ndarray:
+        """Checked labels -> what the loss trains on (float32 here; class indices for multiclass)."""
+        return np.asarray(y).astype(np.float32)
+
+    def untrainable(self, y: np.ndarray) -> str | None:
+        """Why these labels cannot train the task beyond the row count (None: they can)."""
+        return None
+
+    def prediction_columns(self) -> list[str]:
+        """The predictions table's columns the metrics read (`pred_of` stacks them)."""
+        return [self.prediction_column]
+
+    def pred_of(self, table: "pa.Table") -> np.ndarray:
+        """A predictions table's predictions as the metrics take them."""
+        return table.column(self.prediction_column).to_numpy()
+
+    def from_schema(self, names: list[str]) -> "Task":
+        """The task bound to the vocabulary a predictions table's columns carry (itself where there is none)."""
+        return self
+
+    def align(self, pred: np.ndarray, classes: tuple[str, ...] | None) -> np.ndarray:
+        """Predictions of a model with vocabulary `classes` laid out in this task's vocabulary."""
+        return pred
+
+    def headline(self, pred: np.ndarray) -> np.ndarray:
+        """One number per row for summaries and the output drift test (the score; multiclass: the confidence)."""
+        return np.asarray(pred, np.float64)
+
+    def label_mean(self, y: np.ndarray) -> float | None:
+        return float(np.mean(y)) if len(y) else None
+
+    def unseen(self, y: np.ndarray) -> dict[str, int]:
+        """Label values the model's vocabulary lacks, with their counts (multiclass only)."""
+        return {}
+
+    def rare_classes(self, y: np.ndarray) -> list[str]:
+        """Classes too rare in `y` to count in the primary metric, named (multiclass only)."""
+        return []
+
+    def caveats(self, y: np.ndarray) -> list[str]:
+        """What a judge on `y` should know that is no reason to refuse judging (rare or unseen classes)."""
+        return []
 
     @property
     def metrics(self) -> tuple[Metric, ...]:
@@ -98,6 +162,7 @@ class Task:
     # -- labels -------------------------------------------------------------------------
     label_rule: ClassVar[str]  # what a valid label is, in words
     label_words: ClassVar[bool]  # whether 'true'/'false' are labels
+    label_classes: ClassVar[bool] = False  # whether labels are class names (any text, whole numbers)
 
     @property
     def label_type(self) -> "pa.DataType":
@@ -193,6 +258,7 @@ class BinaryTask(Task):
     default_drop_margin = 0.02
     first_model_metric = Metric("auc", True)
     default_first_model_floor = 0.65
+    calibration = "platt"
     label_rule = "0/1 (or true/false)"
     label_words = True
 
@@ -273,6 +339,12 @@ class BinaryTask(Task):
         if n_pos < MIN_CLASS_ROWS or len(y) - n_pos < MIN_CLASS_ROWS:
             reasons.append(f"holdout has {n_pos} positives and {len(y) - n_pos} negatives, the gate needs {MIN_CLASS_ROWS} of each")
         return tuple(reasons)
+
+    def untrainable(self, y):
+        positives = int(np.sum(np.asarray(y) == 1))
+        if positives in (0, len(y)):
+            return f"{positives} positives, {len(y) - positives} negatives"
+        return None
 
     def resampled(self, y, pred):
         y, pred = m.check_binary(y, pred)
@@ -451,12 +523,390 @@ class RegressionTask(Task):
         return g if g.ndim else float(g)
 
 
-TASKS: dict[TaskName, Task] = {TaskName.BINARY: BinaryTask(), TaskName.REGRESSION: RegressionTask()}
+PROBABILITY_PREFIX = "p__"  # a multiclass predictions table has one `p__<class>` column per class
+MAX_CLASSES = 50  # more distinct label values than this is no class label (the import refuses it)
 
 
-def task_for(name: "TaskName | str") -> Task:
+def class_order(values) -> tuple[str, ...]:
+    """A first model's class vocabulary: the distinct values, sorted (as numbers when every one is an integer)."""
+    distinct = sorted({str(v) for v in values})
     try:
-        return TASKS[TaskName(name)]
+        return tuple(sorted(distinct, key=lambda v: (int(v), v)))
+    except ValueError:
+        return tuple(distinct)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    z = np.exp(x - x.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+class MulticlassTask(Task):
+    """One label among a fixed, ordered class vocabulary (`classes`), stored in the model's preprocessor.
+
+    The registry holds the task unbound (no vocabulary); `bind(classes)` gives the task for one
+    model, `from_schema` the task a predictions table's `p__<class>` columns describe. Labels are
+    class values (checked and returned as strings: the integer 2 is the class "2"); predictions
+    are probabilities [n, K] in the vocabulary's order. A label whose class is not in the
+    vocabulary is *unseen*: it is counted (`unseen`) and left out of every metric, never an error
+    at scoring time. A class with fewer than MIN_CLASS_ROWS rows is left out of the macro AUC and
+    named (`rare_classes`, `caveats`).
+    """
+
+    name = TaskName.MULTICLASS
+    primary = Metric("macro_auc", True)
+    secondary = (Metric("log_loss", False), Metric("accuracy", True), Metric("macro_f1", True))
+    prediction_column = "probability"  # the predicted class's probability (the confidence)
+    estimate_method = ("multiclass CBPE: one-vs-rest CBPE per class on the calibrated probabilities, macro-averaged "
+                       "(NannyML's method)")
+    gain_unit = "macro AUC points"
+    default_metric_floor = 0.70
+    default_margin = 0.005
+    default_segment_margin = 0.03
+    default_drop_margin = 0.02
+    first_model_metric = Metric("macro_auc", True)
+    default_first_model_floor = 0.65
+    calibration = "temperature"
+    label_rule = "class values (strings or integers), no nulls"
+    label_words = False
+    label_classes = True
+
+    def __init__(self, classes: "tuple[str, ...] | list[str]" = ()):
+        self.classes = tuple(str(c) for c in classes)
+        self._index = {c: i for i, c in enumerate(self.classes)}
+
+    def __repr__(self) -> str:
+        return f"MulticlassTask(classes={list(self.classes)})"
+
+    def _need(self) -> int:
+        if not self.classes:
+            raise ValueError("the multiclass task has no class vocabulary here: bind it to the model's "
+                             "(`task.bind(preprocessor.classes)`, `bundle.task`) or to a predictions table's (`from_schema`)")
+        return len(self.classes)
+
+    # -- vocabulary -----------------------------------------------------------------------
+    def bind(self, classes):
+        return self if classes is None else MulticlassTask(classes)
+
+    def n_outputs(self, preprocessor) -> int:
+        classes = getattr(preprocessor, "classes", None)
+        if not classes or len(classes) < 2:
+            raise ValueError(f"a multiclass model needs a vocabulary of at least 2 classes, the preprocessor has {classes}: "
+                             "a warm start from a model of another task has none; use init_from='transfer' or 'scratch'")
+        return len(classes)
+
+    def vocabulary(self, y):
+        return class_order(y)
+
+    def grown(self, classes, y):
+        if classes is None:
+            return class_order(y)
+        seen = set(classes)
+        new = [c for c in dict.fromkeys(str(v) for v in y) if c not in seen]  # in order of first appearance
+        return (*classes, *new)
+
+    def codes(self, y: np.ndarray) -> np.ndarray:
+        """Class values (or class indices, when integer-typed) -> indices into the vocabulary; -1: unseen."""
+        y = np.asarray(y)
+        if y.dtype.kind in "iu":
+            return y.astype(np.int64)
+        self._need()
+        if len(y) == 0:
+            return np.zeros(0, np.int64)
+        values, inverse = np.unique(y.astype(str), return_inverse=True)
+        lookup = np.array([self._index.get(v, -1) for v in values.tolist()], np.int64)
+        return lookup[inverse.reshape(-1)]
+
+    def targets(self, y):
+        codes = self.codes(y)
+        if (codes < 0).any():
+            raise LabelError(f"labels of classes {sorted(self.unseen(y))} are not in the model's vocabulary "
+                             f"{list(self.classes)}: grow the vocabulary (a warm start does) before training")
+        return codes
+
+    def untrainable(self, y):
+        present = sorted(set(np.asarray(y).astype(str).tolist()))
+        return None if len(present) >= 2 else f"class {present[0] if present else None!r} alone"
+
+    def unseen(self, y):
+        y = np.asarray(y)
+        if len(y) == 0 or y.dtype.kind in "iu":
+            return {}
+        values, counts = np.unique(y.astype(str), return_counts=True)
+        return {v: int(c) for v, c in zip(values.tolist(), counts.tolist()) if v not in self._index}
+
+    def _counts(self, y) -> tuple[tuple[str, ...], np.ndarray]:
+        """Rows per class: over the vocabulary when bound (unseen labels left out), else over `y`'s classes."""
+        if not self.classes:
+            names, counts = np.unique(np.asarray(y).astype(str), return_counts=True)
+            order = class_order(names.tolist())
+            lookup = dict(zip(names.tolist(), counts.tolist()))
+            return order, np.array([lookup[c] for c in order], np.int64)
+        codes = self.codes(y)
+        return self.classes, np.bincount(codes[codes >= 0], minlength=len(self.classes))
+
+    def rare_classes(self, y):
+        names, counts = self._counts(y)
+        return [c for c, n in zip(names, counts) if n < MIN_CLASS_ROWS]
+
+    def caveats(self, y):
+        out = []
+        names, counts = self._counts(y)
+        rare = [f"{c!r} ({int(n)} rows)" for c, n in zip(names, counts) if n < MIN_CLASS_ROWS]
+        if rare:
+            out.append(f"classes with fewer than {MIN_CLASS_ROWS} rows are left out of the macro AUC: {', '.join(rare)}")
+        unseen = self.unseen(y) if self.classes else {}
+        if unseen:
+            out.append(f"labels of classes the model has never seen are left out of every metric: "
+                       f"{', '.join(f'{c!r} ({n} rows)' for c, n in sorted(unseen.items()))}")
+        return out
+
+    # -- labels ---------------------------------------------------------------------------
+    @property
+    def label_type(self):
+        import pyarrow as pa
+
+        return pa.string()
+
+    def invalid_labels(self, values):
+        return ~np.isfinite(values) | (values != np.round(values))
+
+    def labels(self, col, where):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        t = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t)):
+            raise LabelError(f"{where}: a multiclass label must be a class value (a string or an integer), but its type is "
+                             f"{col.type}. Cast it upstream, or re-import with --task regression if it is a number to predict.")
+        if pa.types.is_dictionary(col.type):
+            col = pc.cast(col, t)
+        nulls = col.null_count
+        if nulls:
+            raise LabelError(f"{where}: a multiclass label must not be null; {nulls} of {len(col)} values are. "
+                             "Fix them upstream; a missing label is simply not landed.")
+        return np.asarray(pc.cast(col, pa.string()).to_pylist() if len(col) else [], dtype=object)
+
+    # -- training -------------------------------------------------------------------------
+    def loss(self, out, y, target):
+        import torch.nn.functional as F
+
+        return F.cross_entropy(out.float(), y.long())
+
+    def link(self, out, target):
+        import torch
+
+        return torch.softmax(out.double(), dim=1)
+
+    def prediction(self, out, target):
+        return _softmax(out)
+
+    # -- scoring --------------------------------------------------------------------------
+    def output_fields(self):
+        import pyarrow as pa
+
+        self._need()
+        return [("class", pa.string()), ("probability", pa.float64()),
+                *[(f"{PROBABILITY_PREFIX}{c}", pa.float64()) for c in self.classes]]
+
+    def output_arrays(self, pred, threshold):
+        import pyarrow as pa
+
+        pred = np.asarray(pred, np.float64)
+        best = pred.argmax(axis=1) if len(pred) else np.zeros(0, np.int64)
+        names = pa.array(list(self.classes), pa.string())
+        return [names.take(pa.array(best)), pa.array(pred.max(axis=1) if len(pred) else [], pa.float64()),
+                *[pa.array(pred[:, k], pa.float64()) for k in range(self._need())]]
+
+    def prediction_columns(self):
+        return [f"{PROBABILITY_PREFIX}{c}" for c in self.classes] if self.classes else []
+
+    def pred_of(self, table):
+        cols = self.prediction_columns()
+        if not cols:
+            raise ValueError("the multiclass task has no class vocabulary here: bind it with `from_schema` first")
+        if table.num_rows == 0:
+            return np.zeros((0, len(cols)))
+        return np.column_stack([table.column(c).to_numpy() for c in cols]).astype(np.float64)
+
+    def from_schema(self, names):
+        return self.bind([n[len(PROBABILITY_PREFIX):] for n in names if n.startswith(PROBABILITY_PREFIX)])
+
+    def align(self, pred, classes):
+        if classes is None or tuple(classes) == self.classes:
+            return pred
+        pred = np.asarray(pred, np.float64)
+        out = np.zeros((len(pred), self._need()))
+        for j, c in enumerate(classes):
+            if c in self._index:
+                out[:, self._index[c]] = pred[:, j]
+        return out
+
+    def headline(self, pred):
+        pred = np.asarray(pred, np.float64)
+        return pred.max(axis=1) if pred.ndim == 2 and len(pred) else np.zeros(len(pred))
+
+    def label_mean(self, y):
+        return None
+
+    # -- metrics --------------------------------------------------------------------------
+    def _pair(self, y, pred) -> tuple[np.ndarray, np.ndarray]:
+        """(class indices, probabilities) of the rows whose class the vocabulary has."""
+        k = self._need()
+        codes = self.codes(y)
+        pred = np.asarray(pred, np.float64)
+        if pred.ndim != 2 or pred.shape != (len(codes), k):
+            raise ValueError(f"multiclass predictions must be [n, {k}] probabilities for {len(codes)} labels, got {pred.shape}")
+        if not np.all(np.isfinite(pred)):
+            raise ValueError("predictions must be finite")
+        keep = codes >= 0
+        return codes[keep], pred[keep]
+
+    def _eligible(self, counts: np.ndarray, n: float) -> np.ndarray:
+        return (counts >= MIN_CLASS_ROWS) & (n - counts > 0)
+
+    def evaluate(self, y, pred, threshold=0.5):
+        from sklearn.metrics import accuracy_score, f1_score, log_loss
+
+        codes, p = self._pair(y, pred)
+        if len(codes) == 0:
+            return {x.name: None for x in self.metrics}
+        k = p.shape[1]
+        q = np.clip(p, 1e-15, 1.0)
+        q = q / q.sum(axis=1, keepdims=True)
+        guess = p.argmax(axis=1)
+        return {"macro_auc": self._macro_auc(codes, p),
+                "log_loss": float(log_loss(codes, q, labels=list(range(k)))),
+                "accuracy": float(accuracy_score(codes, guess)),
+                "macro_f1": float(f1_score(codes, guess, average="macro", zero_division=0))}
+
+    def _macro_auc(self, codes, p) -> float | None:
+        counts = np.bincount(codes, minlength=p.shape[1])
+        eligible = np.flatnonzero(self._eligible(counts, len(codes)))
+        if not len(eligible):
+            return None
+        return float(np.mean([m.auc((codes == j).astype(np.int64), p[:, j]) for j in eligible]))
+
+    def primary_value(self, y, pred):
+        codes, p = self._pair(y, pred)
+        return self._macro_auc(codes, p) if len(codes) else None
+
+    def too_few(self, y, min_rows):
+        reasons = list(super().too_few(y, min_rows))
+        names, counts = self._counts(y)
+        if int(np.sum(self._eligible(counts, counts.sum()))) < 2:
+            shown = ", ".join(f"{c!r}: {int(n)}" for c, n in zip(names, counts))
+            reasons.append(f"holdout rows per class ({shown}): the macro AUC needs {MIN_CLASS_ROWS} rows of at least 2 classes")
+        return tuple(reasons)
+
+    def resampled(self, y, pred):
+        """Macro AUC per resample over the classes eligible on all of `y`. Resamples index every row of `y`;
+        rows of unseen classes sit in a score group of their own that no AUC counts (left out, as in `evaluate`)."""
+        k = self._need()
+        codes = self.codes(y)
+        pred = np.asarray(pred, np.float64)
+        if pred.shape != (len(codes), k):
+            raise ValueError(f"multiclass predictions must be [n, {k}] probabilities for {len(codes)} labels, got {pred.shape}")
+        known = codes >= 0
+        counts = np.bincount(codes[known], minlength=k)
+        per_class = []
+        for j in np.flatnonzero(self._eligible(counts, int(known.sum()))):
+            groups, n_groups = m.score_groups(pred[known, j])
+            g = np.full(len(codes), n_groups, np.int64)  # unseen rows: group n_groups, dropped below
+            g[known] = groups
+            per_class.append(((codes == j).astype(np.int64), g, n_groups))
+
+        def on(idx):
+            b = idx.shape[0]
+            if not per_class:
+                return np.full(b, np.nan)
+            aucs = []
+            for yk, g, ng in per_class:
+                key = (np.arange(b, dtype=np.int64)[:, None] * (ng + 1) + g[idx]) * 2 + yk[idx]
+                cells = np.bincount(key.ravel(), minlength=b * (ng + 1) * 2).reshape(b, ng + 1, 2)[:, :ng]
+                aucs.append(m.auc_from_groups(cells[..., 1], cells[..., 0]))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a resample without a class's rows: NaN, skipped
+                return np.nanmean(np.stack(aucs), axis=0)
+        return on
+
+    def gain(self, champion, challenger):
+        return challenger - champion
+
+    # -- pooled windows and the estimate --------------------------------------------------
+    def _bins(self, p: np.ndarray, weights_pos: np.ndarray, weights_neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        k = p.shape[1]
+        bins = m.score_bins(p)
+        pos = np.stack([np.bincount(bins[:, j], weights=weights_pos[:, j], minlength=m.SCORE_BINS) for j in range(k)])
+        neg = np.stack([np.bincount(bins[:, j], weights=weights_neg[:, j], minlength=m.SCORE_BINS) for j in range(k)])
+        return pos, neg
+
+    def stats(self, y, pred, threshold=0.5):
+        codes, p = self._pair(y, pred)
+        k = self._need()
+        onehot = np.zeros((len(codes), k))
+        onehot[np.arange(len(codes)), codes] = 1.0
+        return self._stats_from(p, onehot)
+
+    def _stats_from(self, p: np.ndarray, c: np.ndarray) -> dict[str, Any]:
+        """The statistics with `c` [n, K] the (expected) class membership: one-hot labels, or calibrated probabilities."""
+        k = p.shape[1]
+        guess = np.zeros_like(c)
+        if len(p):
+            guess[np.arange(len(p)), p.argmax(axis=1)] = 1.0
+        pos, neg = self._bins(p, c, 1.0 - c)
+        q = np.clip(p, 1e-15, 1.0)
+        q = q / q.sum(axis=1, keepdims=True) if len(q) else q
+        return {"n": float(len(p)), "n_k": c.sum(axis=0) if len(p) else np.zeros(k), "pos": pos, "neg": neg,
+                "log_loss": float(-np.sum(c * np.log(q))), "correct": float(np.sum(guess * c)),
+                "tp": (guess * c).sum(axis=0), "fp": (guess * (1.0 - c)).sum(axis=0), "fn": ((1.0 - guess) * c).sum(axis=0)}
+
+    def estimate_stats(self, pred, threshold=0.5, calibrated=None):
+        """CBPE one-vs-rest per class: each row is a member of class k with weight c_k (its calibrated probability;
+        the raw one when `calibrated` is None), ranked by its own raw p_k; expected counts follow."""
+        p = np.asarray(pred, np.float64)
+        if p.ndim != 2 or len(p) < 2:
+            return None
+        c = p if calibrated is None else np.asarray(calibrated, np.float64)
+        return self._stats_from(p, np.clip(c, 0.0, 1.0))
+
+    def estimate(self, pred, threshold=0.5, calibrated=None):
+        stats = self.estimate_stats(pred, threshold, calibrated)
+        return self.from_stats(stats)[0] if stats else None
+
+    @property
+    def estimates(self) -> bool:
+        return True
+
+    def from_stats(self, stats):
+        if not stats or stats["n"] <= 0:
+            return {x.name: None for x in self.metrics}, None, 0
+        n, n_k = stats["n"], np.asarray(stats["n_k"], np.float64)
+        aucs = m.auc_from_groups(stats["pos"], stats["neg"])
+        eligible = np.flatnonzero(self._eligible(n_k, n) & np.isfinite(aucs))
+        macro, se = None, None
+        if len(eligible):
+            macro = float(np.mean(aucs[eligible]))
+            ses = [m.hanley_mcneil_se(float(aucs[j]), n_k[j], n - n_k[j]) for j in eligible]
+            # The classes' one-vs-rest AUCs taken as independent: an approximation (they share rows).
+            se = float(np.sqrt(sum(s * s for s in ses if s is not None)) / len(eligible)) if all(s is not None for s in ses) else None
+        tp, fp, fn = (np.asarray(stats[x], np.float64) for x in ("tp", "fp", "fn"))
+        den = 2 * tp + fp + fn
+        present = den > 1e-12  # sklearn's default: the classes among the labels or the predictions
+        f1 = float(np.mean(2 * tp[present] / den[present])) if present.any() else None
+        metrics = {"macro_auc": macro, "log_loss": stats["log_loss"] / n, "accuracy": stats["correct"] / n, "macro_f1": f1}
+        return metrics, se, int(round(n))
+
+
+TASKS: dict[TaskName, Task] = {TaskName.BINARY: BinaryTask(), TaskName.REGRESSION: RegressionTask(),
+                               TaskName.MULTICLASS: MulticlassTask()}
+
+
+def task_for(name: "TaskName | str", classes: "tuple[str, ...] | list[str] | None" = None) -> Task:
+    """The task by name; with `classes`, bound to that class vocabulary (multiclass)."""
+    try:
+        return TASKS[TaskName(name)].bind(classes)
     except ValueError:
         raise ValueError(f"unknown task {name!r}; Nightshift knows {', '.join(t.value for t in TaskName)}") from None
 

@@ -25,6 +25,8 @@ def gate_words(verdict: str | None, reasons: list[str], ev: dict[str, Any]) -> s
         parts.append(f"v{ev['from_version']} → v{ev.get('to_version')}")
     if reasons:
         parts.append("rule: " + "; ".join(reasons))
+    if ev.get("caveats"):  # multiclass: classes left out of the macro AUC, labels of classes the models never saw
+        parts.append("note: " + "; ".join(ev["caveats"]))
     return " · ".join(parts)
 
 

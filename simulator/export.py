@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from nightshift.choices import TaskName
 from nightshift.dates import add_days, parse_ds
 from nightshift.spec import DatasetSpec
-from simulator.world import SCENARIOS, LabelDelay, World
+from simulator.world import MULTICLASS_SCENARIOS, SCENARIOS, LabelDelay, World
 
 TIMESTAMP = "timestamp"  # world_csv: when the row happened
 LABEL_TIME = "label_time"  # world_csv: when its label arrived
@@ -149,8 +149,8 @@ def world_csv(
     day, as in an export taken at the end of the range. `compress=True` writes `PATH.gz`.
     """
     _check_range(start, days, rows_per_day)
-    if scenario not in SCENARIOS:
-        raise ValueError(f"unknown scenario {scenario!r}; valid scenarios: {', '.join(SCENARIOS)}")
+    if scenario not in SCENARIOS + MULTICLASS_SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; valid scenarios: {', '.join(SCENARIOS + MULTICLASS_SCENARIOS)}")
     if scenario != "none" and not 0 <= onset < days:
         raise ValueError(f"onset must be a day index in 0..{days - 1} (day 0 is {start}), got {onset}")
     if task is not None:

@@ -19,7 +19,7 @@ import pyarrow as pa
 from nightshift.dates import add_days, parse_ds
 from nightshift.lake import FEATURES, LABELS, Lake
 from nightshift.spec import EVENT_DS, DatasetSpec
-from simulator.world import SCENARIOS, LabelDelay, World, entity_ids
+from simulator.world import MULTICLASS_SCENARIOS, SCENARIOS, LabelDelay, World, entity_ids
 
 T = TypeVar("T")
 
@@ -43,15 +43,15 @@ def simulate(
         raise ValueError(f"days must be >= 1, got {days}")
     if rows_per_day < 1:
         raise ValueError(f"rows_per_day must be >= 1, got {rows_per_day}")
-    if scenario not in SCENARIOS:
-        raise ValueError(f"unknown scenario {scenario!r}; valid scenarios: {', '.join(SCENARIOS)}")
+    if scenario not in SCENARIOS + MULTICLASS_SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; valid scenarios: {', '.join(SCENARIOS + MULTICLASS_SCENARIOS)}")
     if scenario != "none" and not 0 <= onset < days:
         raise ValueError(f"onset must be a day index in 0..{days - 1} (day 0 is {start}), got {onset}")
     world = World(spec, seed=seed, scenario=scenario, onset=onset if scenario != "none" else 0, label_delay=label_delay)
     day_ds = [add_days(start, i) for i in range(days)]
 
     small = pa.types.is_integer(world.label_type)  # 0/1 labels are kept as int8: a byte a row
-    drawn: list[tuple[np.ndarray, np.ndarray]] = []  # per feature day: (label int8 or float64, delay int16)
+    drawn: list[tuple[np.ndarray, np.ndarray]] = []  # per feature day: (label int8, float64 or class names, delay int16)
     for i in _track(range(days), progress, f"features {start}..{day_ds[-1]}"):
         table = world.features(i, day_ds[i], rows_per_day)
         lake.commit(FEATURES, day_ds[i], table)

@@ -17,7 +17,11 @@ plus Gaussian noise. The map is calibrated once per world on pre-drift rows so t
 reads like a delivery time in minutes: mean `TARGET_MEAN`, sd `TARGET_SD`, with `TARGET_R2`
 of its variance explained by x (noise sd = TARGET_SD * sqrt(1 - TARGET_R2), 5 minutes). It
 is not clipped: drift may move it (the incremental scenario without bound). Labels are
-rounded to 0.01. Both tasks draw the same features and the same label delays for a seed.
+rounded to 0.01. `multiclass`: the label is one of `CLASSES` (three card segments), drawn from
+softmax(class scores): the first class's score is the same hinged logit, the second's its own
+function of the interacting pair and the categories, the third's 0. So covariate drift hurts a
+model fitted before it here too, and the concept scenario turns the first score around. Every
+task draws the same features and the same label delays for a seed.
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ SCENARIOS: tuple[str, ...] = (
     "new-categories",
 )
 
+# Multiclass worlds only: from the onset a fourth class appears (its own score, high where the fifth numeric
+# feature is high), so a model trained before it meets a label class it has never seen.
+MULTICLASS_SCENARIOS: tuple[str, ...] = ("new-class",)
+
 ARRIVAL_DS = "arrival_ds"  # in World.labels(): the day a label lands; routing only, not written to the lake
 
 MIN_NUMERIC = 4  # the ground truth needs four numeric roles: two hinges, an interacting pair
@@ -65,6 +73,10 @@ INTERACTION = 0.9
 TARGET_MEAN = 50.0  # regression: pre-drift mean of the target ("minutes")
 TARGET_SD = 10.0  # regression: pre-drift sd of the target
 TARGET_R2 = 0.75  # regression: share of the pre-drift target variance that E[y|x] explains
+CLASSES = ("basic", "gold", "platinum")  # multiclass: the label's classes, in the order of their scores
+SECOND_SCORE_SHIFT = -0.3  # multiclass: the second class's intercept
+NEW_CLASS = "titanium"  # the new-class scenario's fourth class
+NEW_CLASS_SHIFT = -1.5  # its intercept: about a sixth of the rows after the onset
 
 # RNG streams of a day: each component has its own, so adding a component or a scenario does
 # not move the random numbers of the others.
@@ -129,8 +141,10 @@ class World:
     """
 
     def __init__(self, spec: DatasetSpec, *, seed: int, scenario: str = "none", onset: int = 0, label_delay: LabelDelay = LabelDelay()):
-        if scenario not in SCENARIOS:
-            raise ValueError(f"unknown scenario {scenario!r}; valid scenarios: {', '.join(SCENARIOS)}")
+        if scenario not in SCENARIOS + MULTICLASS_SCENARIOS:
+            raise ValueError(f"unknown scenario {scenario!r}; valid scenarios: {', '.join(SCENARIOS + MULTICLASS_SCENARIOS)}")
+        if scenario in MULTICLASS_SCENARIOS and spec.task != TaskName.MULTICLASS:
+            raise ValueError(f"scenario {scenario!r} needs a multiclass world (dataset.task = 'multiclass'), not {spec.task}")
         if len(spec.numeric) < MIN_NUMERIC or len(spec.categorical) < MIN_CATEGORICAL:
             raise ValueError(
                 f"the simulator needs at least {MIN_NUMERIC} numeric and {MIN_CATEGORICAL} categorical features; "
@@ -165,6 +179,7 @@ class World:
         self._null_cat = m - 1
         new_effects = rng.choice([-1.0, 1.0], NEW_CATEGORIES) * rng.uniform(0.8, 1.6, NEW_CATEGORIES)
         self._new_effects = new_effects
+        self._second_effects = rng.normal(0.0, 0.6, self._cards[0])  # multiclass: the second score's category effects
         self._values = []
         for j, (col, c) in enumerate(zip(spec.categorical, self._cards)):
             extra = NEW_CATEGORIES if j == self._new_cat else 0
@@ -181,7 +196,7 @@ class World:
         u = rng.random(rows)  # drawn on every day and scenario, so the streams stay aligned
         k = day_index - self.onset
         s = self.scenario
-        if k < 0 or s in ("none", "concept", "new-categories"):
+        if k < 0 or s in ("none", "concept", "new-categories", *MULTICLASS_SCENARIOS):
             return np.zeros(rows), np.zeros(rows)
         if s == "sudden-covariate":
             a = np.ones(rows)
@@ -291,9 +306,13 @@ class World:
         return self.spec.task == TaskName.REGRESSION
 
     @property
+    def multiclass(self) -> bool:
+        return self.spec.task == TaskName.MULTICLASS
+
+    @property
     def label_type(self) -> pa.DataType:
-        """The Arrow type of the label: int64 (0/1) for binary, float64 for regression."""
-        return pa.float64() if self.regression else pa.int64()
+        """The Arrow type of the label: int64 (0/1) for binary, float64 for regression, string for multiclass."""
+        return pa.float64() if self.regression else pa.string() if self.multiclass else pa.int64()
 
     def _features_logit(self, features: pa.Table, day_index: int) -> np.ndarray:
         x = np.empty((features.num_rows, len(self.spec.numeric)))
@@ -305,8 +324,32 @@ class World:
         ]
         return self._logit(x, codes, concept=self._concept_changed(day_index))
 
+    def class_probabilities(self, features: pa.Table, day_index: int) -> np.ndarray:
+        """Multiclass: the true P(class|x) [n, len(CLASSES)] under the regime of `day_index`."""
+        z = self._features_logit(features, day_index)
+        x = np.nan_to_num(np.column_stack([pc.fill_null(pc.cast(features[c], pa.float64()), np.nan).to_numpy()
+                                           for c in self.spec.numeric[:4]]), nan=0.0)
+        first = pc.fill_null(pc.index_in(features[self.spec.categorical[0]], value_set=self._values[0]), -1)
+        cat = np.append(self._second_effects, 0.0)[first.to_numpy().astype(np.int64)]
+        second = SECOND_SCORE_SHIFT + 1.1 * x[:, 2] - 0.8 * x[:, 3] + 0.6 * np.cos(1.2 * x[:, 1]) + cat
+        scores = np.column_stack([z, second, np.zeros(len(z))])
+        if self.scenario == "new-class":  # the fourth class's column is there from the start, 0 before the onset
+            x4 = np.nan_to_num(pc.fill_null(pc.cast(features[self.spec.numeric[4]], pa.float64()), np.nan).to_numpy(), nan=0.0)
+            new = NEW_CLASS_SHIFT + 2.0 * x4 if day_index >= self.onset else np.full(len(z), -np.inf)
+            scores = np.column_stack([scores, new])
+        e = np.exp(scores - scores.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Multiclass: the label's classes, in the columns' order of `class_probabilities`."""
+        return (*CLASSES, NEW_CLASS) if self.scenario == "new-class" else CLASSES
+
     def expected(self, features: pa.Table, day_index: int) -> np.ndarray:
-        """E[y|x] of each row under the regime of `day_index`: P(y=1|x) for binary, the mean target for regression."""
+        """E[y|x] of each row under the regime of `day_index`: P(y=1|x) for binary, the mean target for regression,
+        the class probabilities [n, K] for multiclass."""
+        if self.multiclass:
+            return self.class_probabilities(features, day_index)
         z = self._features_logit(features, day_index)
         if self.regression:
             return TARGET_MEAN + self._scale * (z - self._centre)
@@ -314,15 +357,20 @@ class World:
 
     def probability(self, features: pa.Table, day_index: int) -> np.ndarray:
         """The true P(y=1|x) of each row under the regime of `day_index` (binary worlds only)."""
-        if self.regression:
+        if self.regression or self.multiclass:
             raise ValueError("World.probability is for a binary world; use World.expected for E[y|x]")
         return self.expected(features, day_index)
 
     def draw_labels(self, features: pa.Table, day_index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Each row's label (int64 0/1, or float64 for regression) and its delay in days (>= 1), as arrays."""
+        """Each row's label (int64 0/1, float64 for regression, class names for multiclass) and its delay in
+        days (>= 1), as arrays."""
         mean = self.expected(features, day_index)
         label_rng = np.random.default_rng([self.seed, day_index, _LABEL])
-        if self.regression:
+        if self.multiclass:  # one draw from each row's class probabilities
+            u = label_rng.random(len(mean))
+            idx = np.minimum((u[:, None] > np.cumsum(mean, axis=1)).sum(axis=1), mean.shape[1] - 1)
+            y = np.array(self.classes, dtype=object)[idx]
+        elif self.regression:
             y = np.round(mean + TARGET_SD * np.sqrt(1.0 - TARGET_R2) * label_rng.standard_normal(len(mean)), 2)
         else:
             y = (label_rng.random(len(mean)) < mean).astype(np.int64)

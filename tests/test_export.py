@@ -156,7 +156,7 @@ def test_world_csv_refuses_bad_arguments(spec, tmp_path):
     with pytest.raises(ValueError, match="reserves"):
         world_csv(tmp_path / "x.csv", spec.model_copy(update={"label": "timestamp"}), start=START, days=1, rows_per_day=10)
     with pytest.raises(ValueError):
-        world_csv(tmp_path / "x.csv", spec, start=START, days=1, rows_per_day=10, task="multiclass")
+        world_csv(tmp_path / "x.csv", spec, start=START, days=1, rows_per_day=10, task="ordinal")
     assert not (tmp_path / "x.csv").exists()
 
 

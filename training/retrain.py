@@ -76,7 +76,7 @@ def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", re
             return None
         y = task.labels(holdout.column(spec.label), "holdout labels")
         return detectable_gain(y, champion.predict(holdout), confidence=gate.confidence,
-                               correlation=gate.assumed_correlation, task=task, seed=gate.seed)
+                               correlation=gate.assumed_correlation, task=champion.task, seed=gate.seed)
 
     # After a drift the gate judges on the holdout's rows since the onset, and the power check
     # looks at the same rows (`training.evaluate.choose_holdout`).
@@ -455,7 +455,8 @@ def _model_card(settings: "Settings", lake: Lake, window: dict[str, Any], bundle
     if holdout.num_rows == 0:
         return fit_model_card(task, np.array([]), np.array([]))
     y = task.labels(holdout.column(settings.dataset.label), "holdout labels")
-    card = fit_model_card(task, y, load_bundle(bundle_dir).predict(holdout), settings.scoring.threshold, days)
+    bundle = load_bundle(bundle_dir)
+    card = fit_model_card(bundle.task, y, bundle.predict(holdout), settings.scoring.threshold, days)
     log.info("calibration on %d holdout rows: %s; reference %s", len(y), card.calibrator or card.note or "none",
              card.reference and f"{card.reference.metric} {card.reference.realized}")
     return card
@@ -502,8 +503,18 @@ def evaluate_challenger(settings: "Settings", ds: str, window: dict[str, Any], v
     holdout, holdout_days = _judged_holdout(lake, window)
     chosen = window.get("gate_holdout") or {}
     y = task.labels(holdout.column(spec.label), "holdout labels")
-    p_challenger = load_bundle(registry.local_path(version), allow_code_drift=settings.model.allow_code_drift).predict(holdout)
+    challenger = load_bundle(registry.local_path(version), allow_code_drift=settings.model.allow_code_drift)
+    p_challenger = challenger.predict(holdout)
     champion_ref = champion_at_end_of(registry, ds)
+    champion = load_bundle(registry.local_path(champion_ref.version),
+                           allow_code_drift=settings.model.allow_code_drift) if champion_ref else None
+    # Multiclass: both models' probabilities in one vocabulary (the challenger's, then any class only the
+    # champion knows); a class a model lacks scores 0 for it (a one-vs-rest AUC of 0.5).
+    classes = challenger.preprocessor.classes
+    if classes is not None and champion is not None and champion.preprocessor.classes is not None:
+        classes = (*classes, *(c for c in champion.preprocessor.classes if c not in classes))
+    task = task.bind(classes)
+    p_challenger = task.align(p_challenger, challenger.preprocessor.classes)
     too_few = task.too_few(y, gate.min_rows)
 
     evidence: dict[str, Any] = {"ds": ds, "holdout_rows": int(len(y)), "holdout_days": holdout_days, "gate_holdout": chosen,
@@ -512,6 +523,10 @@ def evaluate_challenger(settings: "Settings", ds: str, window: dict[str, Any], v
                                 "retrain_reasons": window.get("reasons", []), "notes": window.get("notes", []),
                                 "task": task.name.value, "gain_unit": task.gain_unit,
                                 "champion_version": champion_ref.version if champion_ref else None}
+    if classes is not None:
+        evidence.update(classes=list(classes), caveats=task.caveats(y))
+        for caveat in evidence["caveats"]:
+            log.warning("gate for challenger v%s on %s: %s", version, ds, caveat)
     if champion_ref is None:
         metric = task.first_model_metric
         floor = gate.first_model_floor if gate.first_model_floor is not None else task.default_first_model_floor
@@ -520,7 +535,7 @@ def evaluate_challenger(settings: "Settings", ds: str, window: dict[str, Any], v
         evidence.update({"first_model": True, "metric": metric.name, "value": value, "floor": floor,
                          "metrics": task.evaluate(y, p_challenger, settings.scoring.threshold) if len(y) else {}})
     else:
-        p_champion = load_bundle(registry.local_path(champion_ref.version), allow_code_drift=settings.model.allow_code_drift).predict(holdout)
+        p_champion = task.align(champion.predict(holdout), champion.preprocessor.classes)
         boot = paired_bootstrap(y, p_champion, p_challenger, n_boot=gate.n_boot, confidence=gate.confidence,
                                 seed=gate.seed, task=task)
         segments = []

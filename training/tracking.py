@@ -78,12 +78,22 @@ def write_signature(bundle_dir: Path, settings: "Settings", run_id: str) -> None
     from mlflow.models import Model, ModelSignature
     from mlflow.types import ColSpec, Schema
 
+    import json
+
+    from model.bundle import PREPROCESSOR
     from nightshift.task import task_for
 
     spec = settings.dataset
     inputs = [ColSpec("double", c) for c in spec.numeric] + [ColSpec("string", c) for c in spec.categorical]
-    arrow_to_mlflow = {"double": "double", "int64": "long", "bool": "boolean", "int8": "long", "float": "float"}
-    outputs = [ColSpec(arrow_to_mlflow.get(str(t), "double"), name) for name, t in task_for(spec.task).output_fields()]
+    arrow_to_mlflow = {"double": "double", "int64": "long", "bool": "boolean", "int8": "long", "float": "float",
+                       "string": "string"}
+    pre = Path(bundle_dir) / PREPROCESSOR
+    classes = json.loads(pre.read_text()).get("classes") if pre.is_file() else None  # multiclass: the output columns
+    try:
+        fields = task_for(spec.task, classes).output_fields()
+    except ValueError:  # a losing candidate's run holds no bundle: a multiclass one has no vocabulary to name columns by
+        return
+    outputs = [ColSpec(arrow_to_mlflow.get(str(t), "double"), name) for name, t in fields]
     Model(artifact_path="model", run_id=run_id,
           signature=ModelSignature(Schema(inputs), Schema(outputs))).save(str(Path(bundle_dir) / "MLmodel"))
 

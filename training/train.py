@@ -64,8 +64,13 @@ def _with_target(preprocessor: Preprocessor, table: pa.Table, spec) -> Preproces
     """The same features, with the target's scale fitted on `table`'s labels (None for binary)."""
     task = task_for(spec.task)
     d = preprocessor.to_dict()
-    stats = task.target_stats(task.labels(_label_column(table, spec.label), f"label column {spec.label!r}"))
+    y = task.labels(_label_column(table, spec.label), f"label column {spec.label!r}")
+    stats = task.target_stats(y)
     d["target"] = None if stats is None else {"mean": stats[0], "std": stats[1]}
+    classes = task.vocabulary(y)
+    d.pop("classes", None)
+    if classes is not None:
+        d["classes"] = list(classes)
     return Preprocessor.from_dict(d)
 
 
@@ -109,6 +114,11 @@ def init_model(
             )
         # Keep the source's scaling and indices, and append categories first seen since.
         preprocessor = old.extend(train_table)
+        task = task_for(spec.task)
+        if init_from == "warm" and old.classes is not None:
+            # Classes first seen since are appended after the old ones, so the old head rows keep their meaning.
+            y = task.labels(_label_column(train_table, spec.label), f"label column {spec.label!r}")
+            preprocessor = preprocessor.with_classes(task.grown(old.classes, y))
         if init_from == "transfer":
             # A new target (another label, or a regression head on a binary source): the
             # target's scale comes from this window's labels, and the head starts afresh.
@@ -119,6 +129,10 @@ def init_model(
         source_state = {k: v.detach().to("cpu") for k, v in champion.model.state_dict().items()}
         report = transplant(model, source_state, growable=arch.growable(model), head_prefixes=arch.head_prefixes(model),
                             keep_head=init_from == "warm", mode=init_from)
+        if init_from == "warm" and old.classes is not None and preprocessor.classes != old.classes:
+            _grow_head(model, source_state, arch.head_prefixes(model), len(old.classes), len(preprocessor.classes), report)
+            log.info("warm start: the head grew from %d to %d classes (new: %s); the old classes' rows are copied",
+                     len(old.classes), len(preprocessor.classes), list(preprocessor.classes[len(old.classes):]))
         model.transplant_report = report
         log.info("%s start from %s: %s", init_from, source["builder"], report.summary())
         if init_from == "transfer":
@@ -132,6 +146,36 @@ def init_model(
         raise ValueError(f"init_from must be one of {', '.join(INIT_FROM)}, got {init_from!r}")
     log.info("init_from=%s: %s, cardinalities %s", init_from, _n_params(model), preprocessor.cardinalities)
     return model, preprocessor
+
+
+def _grow_head(model: nn.Module, source: dict[str, torch.Tensor], prefixes: tuple[str, ...], k_old: int, k_new: int,
+               report: TransplantReport) -> None:
+    """Copy the old head's per-class rows into a head grown from `k_old` to `k_new` classes.
+
+    `transplant` copies by exact shape, so the head's output tensors (first dimension the class
+    count) were left freshly initialised; their first `k_old` rows are the old classes', in the
+    same order (the vocabulary only appends), and are copied here. The new classes' rows keep the
+    fresh initialisation. Moved from `initialised` to `grown` in the report.
+    """
+    state = model.state_dict()
+    grown = {}
+    with torch.no_grad():
+        for name, fresh in state.items():
+            old = source.get(name)
+            if old is None or not is_head(name, prefixes) or fresh.ndim == 0:
+                continue
+            if old.shape[0] == k_old and fresh.shape[0] == k_new and tuple(old.shape[1:]) == tuple(fresh.shape[1:]):
+                t = fresh.clone()
+                t[:k_old] = old.to(fresh.dtype)
+                grown[name] = t
+    if not grown:
+        raise ValueError(f"the head grew from {k_old} to {k_new} classes but no head tensor has {k_old} rows to copy: "
+                         "use init_from='scratch'")
+    model.load_state_dict({**state, **grown}, strict=True)
+    for name in grown:
+        if name in report.initialised:
+            report.initialised.remove(name)
+        report.grown.append(name)
 
 
 def json_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -198,12 +242,10 @@ def check_trainable(y: np.ndarray, task: Task, where: str, min_rows: int = 1) ->
     if len(y) < min_rows:
         raise UntrainableWindow(f"{where} holds {len(y)} labelled rows, fewer than the {min_rows} needed to train "
                                 "(training.min_train_rows): land more labelled days or widen the window")
-    if task.name == "binary":
-        positives = int(np.sum(y == 1))
-        if positives in (0, len(y)):
-            raise UntrainableWindow(f"{where} holds {len(y)} labelled rows of one class only ({positives} positives, "
-                                    f"{len(y) - positives} negatives): a classifier needs both; widen the window or "
-                                    "check the label column upstream")
+    problem = task.untrainable(y)
+    if problem is not None:
+        raise UntrainableWindow(f"{where} holds {len(y)} labelled rows of one class only ({problem}): a classifier needs "
+                                "two or more; widen the window or check the label column upstream")
 
 
 def fit(
@@ -238,7 +280,7 @@ def fit(
 
     if train_table.num_rows == 0:
         raise UntrainableWindow("the training table has no rows")
-    task, target = task_for(spec.task), preprocessor.target
+    task, target = task_for(spec.task, preprocessor.classes), preprocessor.target
     # The data goes to the device once; every batch below is an index-select there.
     x_num, x_cat, y = _tensors(preprocessor, train_table, spec.label, device, task)
     valid = _tensors(preprocessor, valid_table, spec.label, device, task) if valid_table is not None and valid_table.num_rows else None
@@ -350,9 +392,8 @@ def fit(
 
 def _tensors(preprocessor: Preprocessor, table: pa.Table, label: str, device: torch.device, task: Task):
     x_num, x_cat = preprocessor.transform(table)
-    y = task.labels(_label_column(table, label), f"label column {label!r}")
-    return (torch.from_numpy(x_num).to(device), torch.from_numpy(x_cat).to(device),
-            torch.from_numpy(y.astype(np.float32)).to(device))
+    y = task.targets(task.labels(_label_column(table, label), f"label column {label!r}"))
+    return (torch.from_numpy(x_num).to(device), torch.from_numpy(x_cat).to(device), torch.from_numpy(y).to(device))
 
 
 def labels(table: pa.Table, label: str, task: str = "binary") -> np.ndarray:

@@ -164,7 +164,12 @@ def latest_arrival(labels: pa.Table, entity_id: str, label: str) -> tuple[pa.Tab
     duplicates = dict(sorted(dropped.items()))
     conflicts: dict[str, int] = {}
     if dropped:
-        values = pc.fill_null(pc.cast(t.column(label), pa.float64()), np.nan).to_numpy(zero_copy_only=False)
+        col = t.column(label)
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):  # class names: compared by their code
+            values = np.unique(np.asarray(col.to_pylist(), dtype=object).astype(str), return_inverse=True)[1]
+            values = values.reshape(-1).astype(np.float64)
+        else:
+            values = pc.fill_null(pc.cast(col, pa.float64()), np.nan).to_numpy(zero_copy_only=False)
         starts = np.flatnonzero(first)  # each (entity, event day) group is a run of sorted rows
         lo, hi = np.minimum.reduceat(values, starts), np.maximum.reduceat(values, starts)
         kept_days = ev[first]

@@ -41,9 +41,13 @@ SCHEMA = pa.schema([
     ("rolling_labelled", pa.int64()), ("rolling_realized", pa.float64()), ("rolling_realized_se", pa.float64()),
     ("rolling_estimated", pa.float64()), ("rolling_estimated_se", pa.float64()),
     ("rolling_realized_metrics", _METRICS), ("rolling_estimated_metrics", _METRICS),
+    # Multiclass only (None otherwise, and in nights before them): labels of classes the scoring model never
+    # saw (counted, left out of the metrics), their names, and the classes too rare that day for the macro AUC.
+    ("unseen_labels", pa.int64()), ("unseen_classes", pa.string()), ("rare_classes", pa.string()),
 ])
 _MAPS = ("realized_metrics", "estimated_metrics", "rolling_realized_metrics", "rolling_estimated_metrics")
-_LATER = ("duplicate_labels", "conflicting_labels", "unknown_ids", *(f.name for f in SCHEMA if f.name.startswith(
+_LATER = ("duplicate_labels", "conflicting_labels", "unknown_ids", "unseen_labels", "unseen_classes", "rare_classes",
+          *(f.name for f in SCHEMA if f.name.startswith(
     ("signal_ready", "realized_se", "estimated_se", "estimated_uncalibrated", "calibrated", "estimate_error", "rolling_"))))
 
 

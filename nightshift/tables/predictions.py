@@ -1,7 +1,9 @@
 """`predictions/ds=D/` (and `shadow/ds=D/`): one row per scored entity, with its lineage.
 
 Columns: the entity id, the task's output columns (`score`, `decision` for binary;
-`prediction` for regression; see `nightshift.task`), then the lineage every row carries:
+`prediction` for regression; `class`, `probability` and one `p__<class>` per class of the
+scoring model's vocabulary for multiclass, so the schema can differ between nights scored by
+models of different vocabularies; see `nightshift.task`), then the lineage every row carries:
 which model (name, version, alias, how it was chosen, MLflow run), which input (a content
 fingerprint of the features partition) and which code.
 """
@@ -23,17 +25,21 @@ if TYPE_CHECKING:
 LINEAGE = ("model_name", "model_version", "model_alias", "model_selection", "mlflow_run_id", "input_fingerprint", "code_version")
 
 
-def schema(spec: "DatasetSpec", id_type: pa.DataType) -> pa.Schema:
+def schema(spec: "DatasetSpec", id_type: pa.DataType, task=None) -> pa.Schema:
+    """The partition's schema; `task`: the scoring model's (bound to its class vocabulary for multiclass)."""
     from nightshift.task import task_for
 
-    return pa.schema([(spec.entity_id, id_type), *task_for(spec.task).output_fields()]
+    task = task if task is not None else task_for(spec.task)
+    return pa.schema([(spec.entity_id, id_type), *task.output_fields()]
                      + [(name, pa.string()) for name in LINEAGE])
 
 
 def repeating(schema: pa.Schema) -> list[str]:
     """The columns whose values repeat down a partition, worth dictionary-encoding: the lineage
-    and any integer output (a decision); never the ids or the scores, which are mostly distinct."""
-    return [f.name for f in schema if f.name in LINEAGE or (pa.types.is_integer(f.type) and f.name != schema.names[0])]
+    and any integer or text output (a decision, a predicted class); never the ids or the scores,
+    which are mostly distinct."""
+    return [f.name for f in schema if f.name in LINEAGE or ((pa.types.is_integer(f.type) or pa.types.is_string(f.type))
+                                                            and f.name != schema.names[0])]
 
 
 class PredictionWriter:
