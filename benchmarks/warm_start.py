@@ -10,6 +10,9 @@ for `--max-epochs` epochs, validated after each on days 21..22 (10,000 rows each
 
 `warm_time_ratio_<world>` = warm's time to scratch's best validation AUC / scratch's time to
 its best (init and data preparation included; inf if warm never gets there).
+`warm_time_ratio_<world>_tol` = the same with warm's bar lowered by `TOLERANCE` (0.002, the
+gap the issue accepts): where both starts converge to one quality, scratch's best is the
+luckiest of its epochs, and warm's plateau a few 1e-4 below it never "reaches" it.
 `warm_auc_gap_<world>` = warm's best validation AUC - scratch's best.
 
 The reversing world (`concept`: the old relation turned around at day 14) is where warm
@@ -41,6 +44,7 @@ from training.retrain import pick_best  # noqa: E402
 from training.train import fit, init_model  # noqa: E402
 
 VALID_ROWS = 10_000
+TOLERANCE = 0.002
 WORLDS = {  # world: (scenario, window days)
     "refresh": ("none", range(0, 21)),
     "gradual": ("gradual-covariate", range(7, 21)),
@@ -71,10 +75,12 @@ def run(architecture: str, world_name: str, seed: int, per_day: int, epochs: int
     s_best, s_time = _best(scratch)
     w_best, _ = _best(warm)
     w_time = next((t for t, a in warm if a >= s_best), None)
+    w_time_tol = next((t for t, a in warm if a >= s_best - TOLERANCE), None)
     pick = pick_best([{"score": w_best, "higher_is_better": True}, {"score": s_best, "higher_is_better": True}])
     return {"architecture": architecture, "world": world_name, "seed": seed, "scratch_best": s_best, "scratch_s": s_time,
             "warm_best": w_best, "warm_s": w_time, "ratio": (w_time / s_time) if w_time is not None else float("inf"),
-            "gap": w_best - s_best, "warm_first_epoch": warm[0][1], "champion_auc": champion_auc,
+            "ratio_tol": (w_time_tol / s_time) if w_time_tol is not None else float("inf"),
+            "warm_tol_s": w_time_tol, "gap": w_best - s_best, "warm_first_epoch": warm[0][1], "champion_auc": champion_auc,
             "picked": "warm" if pick == 0 else "scratch"}
 
 
@@ -92,14 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     results = []
     print(f"{'architecture':<15}{'world':<10}{'seed':>5}{'scratch best':>13}{'at s':>7}{'warm best':>11}{'warm at s':>10}"
-          f"{'ratio':>7}{'gap':>9}{'warm ep1':>9}  picked")
+          f"{'ratio':>7}{'at -0.002':>10}{'ratio':>7}{'gap':>9}{'warm ep1':>9}  picked")
     for architecture in args.architectures.split(","):
         for world in args.worlds.split(","):
             for seed in range(args.seeds):
                 r = run(architecture, world, seed, args.rows_per_day, args.max_epochs)
                 results.append(r)
                 print(f"{architecture:<15}{world:<10}{seed:>5}{r['scratch_best']:>13.4f}{r['scratch_s']:>7.1f}"
-                      f"{r['warm_best']:>11.4f}{(r['warm_s'] or float('nan')):>10.1f}{r['ratio']:>7.2f}{r['gap']:>+9.4f}"
+                      f"{r['warm_best']:>11.4f}{(r['warm_s'] or float('nan')):>10.1f}{r['ratio']:>7.2f}"
+                      f"{(r['warm_tol_s'] or float('nan')):>10.1f}{r['ratio_tol']:>7.2f}{r['gap']:>+9.4f}"
                       f"{r['warm_first_epoch']:>9.4f}  {r['picked']}", flush=True)
     facts = []
     for architecture in args.architectures.split(","):
@@ -108,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             rs = [r for r in results if r["architecture"] == architecture and r["world"] == world]
             if rs:
                 facts.append(f"warm_time_ratio_{world}{tag}={statistics.mean(r['ratio'] for r in rs):.3f}")
+                facts.append(f"warm_time_ratio_{world}{tag}_tol={statistics.mean(r['ratio_tol'] for r in rs):.3f}")
                 facts.append(f"warm_auc_gap_{world}{tag}={min(r['gap'] for r in rs):+.4f}")
         rev = [r for r in results if r["architecture"] == architecture and r["world"] == "reversing"]
         if rev:
