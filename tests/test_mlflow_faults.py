@@ -226,7 +226,9 @@ def test_a_failed_alias_move_leaves_no_history_entry(home, monkeypatch, proxy):
     proxy.set("pass")
     assert registry.current(CHAMPION).version == "1"
     assert [(e.alias, e.version) for e in registry.history()] == [(CHAMPION, "1")]
-    assert not [p for p in (Path(settings.lake_uri) / "registry" / "aliases").iterdir() if p.name.startswith("_")]
+    folder = Path(settings.lake_uri) / "registry" / "aliases"
+    assert not [p for p in folder.iterdir() if p.name.startswith("_") and p.name != "_seq"]  # no staged entry left
+    assert sorted(p.name for p in (folder / "_seq").iterdir()) == ["000001"]  # the failed move's seq claim released
 
 
 def test_a_failed_history_write_puts_the_alias_back(home, monkeypatch, proxy):
@@ -261,7 +263,8 @@ def test_a_move_interrupted_after_mlflow_is_published_by_the_next_move(home, mon
     registry.promote("1", ds="2026-01-01", reason="first")
     aliases.stage(registry.lake, AliasEvent(2, "2026-01-02", CHAMPION, "2", "1", None, "crashed", "test"))
     registry.client.set_registered_model_alias("crash-model", CHAMPION, "2")  # MLflow moved, then the crash
-    aliases.stage(registry.lake, AliasEvent(2, "2026-01-02", CHALLENGER, "3", None, None, "never made", "test"))
+    # a second move staged after it (seq 3: a seq is claimed once) whose MLflow move never happened
+    aliases.stage(registry.lake, AliasEvent(3, "2026-01-02", CHALLENGER, "3", None, None, "never made", "test"))
     registry.move_alias(CHALLENGER, "3", ds="2026-01-03", reason="next", decided_by="test")
     got = [(e.seq, e.alias, e.version) for e in registry.history()]
     assert got == [(1, CHAMPION, "1"), (2, CHAMPION, "2"), (3, CHALLENGER, "3")]

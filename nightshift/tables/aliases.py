@@ -111,10 +111,15 @@ def publish(lake: Lake, staged: str) -> None:
 
 
 def discard(lake: Lake, staged: str) -> None:
-    try:
-        lake.fs.delete_file(staged)
-    except FileNotFoundError:
-        pass
+    """Drop a staged event that MLflow never made, and release its seq's claim (moves are serialised by the
+    lake's lock, so the next move may take that seq again: the history keeps no gap for a move that never was)."""
+    name = posixpath.basename(staged)
+    seq = name[len(_PENDING):].split("-", 1)[0] if name.startswith(_PENDING) else ""
+    for path in (staged, *([posixpath.join(_claims(lake), seq)] if seq.isdigit() else [])):
+        try:
+            lake.fs.delete_file(path)
+        except FileNotFoundError:
+            pass
 
 
 def pending(lake: Lake) -> list[tuple[str, AliasEvent]]:
