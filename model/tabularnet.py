@@ -91,39 +91,23 @@ class TabularNet(nn.Module):
         return cls(d["n_numeric_inputs"], list(d["cardinalities"]), d["embedding_dim"], tuple(d["hidden"]), d["dropout"],
                    n_outputs=int(d.get("n_outputs", 1)))
 
-    def new_head(self) -> TabularNet:
-        """A freshly initialised head on the same backbone (transfer learning: a new target)."""
-        self.head = nn.Linear(self.head.in_features, self.n_outputs, device=self.head.weight.device, dtype=self.head.weight.dtype)
-        return self
-
-    def body_parameters(self) -> list[nn.Parameter]:
-        """Embeddings and backbone: what transfer learning freezes first."""
-        return [*self.embeddings.parameters(), *self.backbone.parameters()]
-
-    @torch.no_grad()
     def grow_embeddings(self, new_cardinalities: list[int]) -> TabularNet:
-        """Enlarge embedding tables in place; old rows are kept exactly.
+        """Enlarge embedding tables in place by the one growth rule (`model.transplant`): old rows kept
+        exactly, a new category starting as the mean of the known ones."""
+        from model.transplant import transplant
 
-        A new row starts as the mean of the existing non-OOV rows, so a category first
-        seen since the champion was trained starts out like an average known one rather
-        than like a random point or like "unknown".
-        """
         new_cardinalities = [int(c) for c in new_cardinalities]
         if len(new_cardinalities) != len(self.cardinalities):
             raise ValueError(f"got {len(new_cardinalities)} cardinalities for {len(self.cardinalities)} categorical features")
         shrunk = [(i, old, new) for i, (old, new) in enumerate(zip(self.cardinalities, new_cardinalities)) if new < old]
         if shrunk:
             raise ValueError(f"embedding tables can only grow; these would shrink (feature, old, new): {shrunk}")
-        for i, (old, new) in enumerate(zip(self.cardinalities, new_cardinalities)):
-            if new == old:
-                continue
-            weight = self.embeddings[i].weight
-            known = weight[1:] if old > 1 else weight  # only the OOV row exists: start from it
-            fill = known.mean(dim=0, keepdim=True).expand(new - old, -1)
-            grown = nn.Embedding(new, self.embedding_dim, device=weight.device, dtype=weight.dtype)
-            grown.weight.copy_(torch.cat([weight, fill], dim=0))
-            self.embeddings[i] = grown
+        source = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        weight = self.embeddings[0].weight if self.cardinalities else None
+        self.embeddings = nn.ModuleList(nn.Embedding(c, self.embedding_dim, device=weight.device, dtype=weight.dtype)
+                                        for c in new_cardinalities) if weight is not None else self.embeddings
         self.cardinalities = new_cardinalities
+        transplant(self, source, growable=self.growable, head_prefixes=self.head_prefixes)
         return self
 
 
