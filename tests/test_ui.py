@@ -145,7 +145,11 @@ def test_browser_logs_in_and_sees_model_health(server):
     wait = WebDriverWait(driver, 60)
     try:
         driver.get(server["base"] + "/")
-        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "input[type=password]")))  # the login form
+        # the login form; "/" redirects to it, and a look during that navigation is aborted (chromedriver), so retry it
+        from selenium.common.exceptions import WebDriverException
+
+        WebDriverWait(driver, 60, ignored_exceptions=(WebDriverException,)).until(
+            EC.presence_of_element_located((By.CSS_SELECTOR, "input[type=password]")))
         driver.find_element(By.CSS_SELECTOR, "input[name=username]").send_keys("admin")
         driver.find_element(By.CSS_SELECTOR, "input[type=password]").send_keys(server["password"])
         driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
