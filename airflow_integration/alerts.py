@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from nightshift.lake import Lake
     from nightshift.settings import Settings
 
-log = logging.getLogger("nightshift.alerts")
+log = logging.getLogger("airflow_integration.alerts")
 
 DRIFT, RETRAIN, VERDICT, PROMOTION, ROLLBACK, FAILURE = "drift", "retrain", "verdict", "promotion", "rollback", "failure"
 EVENTS = (DRIFT, RETRAIN, VERDICT, ROLLBACK, FAILURE)  # what a notifier is attached for (VERDICT covers promotions)

@@ -7,7 +7,7 @@ again for what its step needs: pyarrow (about 1 s), torch and mlflow (about 2.5 
 alibi-detect (about 10 s). This executor's workers import them once, when they start, before
 forking any task; a night then costs the work, not the imports.
 
-Use it with `AIRFLOW__CORE__EXECUTOR=nightshift.executor.PreloadingLocalExecutor` (the
+Use it with `AIRFLOW__CORE__EXECUTOR=airflow_integration.executor.PreloadingLocalExecutor` (the
 embedded stack does). `NIGHTSHIFT_PRELOAD` lists the modules (comma-separated; empty turns
 preloading off). A module that cannot be imported is logged and skipped: a task that needs
 it then fails on its own import, with its own error.
@@ -40,10 +40,10 @@ PRELOAD_ENV = "NIGHTSHIFT_PRELOAD"
 DEFAULT_PRELOAD = (
     "numpy", "pyarrow.dataset", "pyarrow.parquet", "pyarrow.compute", "torch", "sklearn.metrics", "scipy.stats",
     "mlflow", "alibi_detect.cd", "nightshift.settings", "nightshift.lake", "nightshift.registry",
-    "batch_scoring.contract", "batch_scoring.score", "batch_scoring.drift", "batch_scoring.ground_truth",
-    "batch_scoring.policy", "model.bundle", "training.train", "training.evaluate", "training.retrain",
+    "batch_scoring.contract", "batch_scoring.score", "monitoring.drift", "monitoring.ground_truth",
+    "monitoring.policy", "model.bundle", "training.train", "training.evaluate", "training.retrain",
 )
-log = logging.getLogger("nightshift.executor")
+log = logging.getLogger("airflow_integration.executor")
 EXIT_POLL_S = 0.02  # how often a supervisor polls for its task's exit once the task has closed every socket
 
 

@@ -73,7 +73,7 @@ class ModelHealthLink(BaseOperatorLink):
     name = "Model health"
 
     def get_link(self, operator, *, ti_key) -> str:
-        from nightshift.alerts import PAGE_ROUTE
+        from airflow_integration.alerts import PAGE_ROUTE
 
         return f"{_settings(ti_key).airflow_url}{PAGE_ROUTE}"
 

@@ -1,6 +1,6 @@
 """The "Model health" page as HTML with server-side SVG charts: nothing is loaded from the internet.
 
-Pure functions of the data `nightshift.health.page()` returns, so they test without a server.
+Pure functions of the data `airflow_integration.health.page()` returns, so they test without a server.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import html
 import json
 from typing import Any
 
-from nightshift.words import _f, gate_words, retrain_words, segment_words
+from airflow_integration.words import number, gate_words, retrain_words, segment_words
 
 E = html.escape
 
@@ -66,7 +66,7 @@ def performance_svg(perf: dict[str, Any], timeline: list[dict[str, Any]], width:
         out.append(f'<circle class="{cls}" cx="{x[d["ds"]]:.1f}" cy="{y(d["realized"]):.1f}" r="3">'
                    f'<title>{d["ds"]} v{E(str(d["model_version"]))}: realized {metric} {d["realized"]:.4f} '
                    f'({"matured" if d["matured"] else "provisional"}, {(d["coverage"] or 0):.0%} labelled as of {d["as_of"]}); '
-                   f'estimated {_f(d["estimated"])}</title></circle>')
+                   f'estimated {number(d["estimated"])}</title></circle>')
     step = max(1, n // 8)
     for i, d in enumerate(days):
         if i % step == 0:

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 
-def _f(x: float | None, fmt: str = ".4f") -> str:
+def number(x: float | None, fmt: str = ".4f") -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
@@ -15,11 +15,11 @@ def gate_words(verdict: str | None, reasons: list[str], ev: dict[str, Any]) -> s
     """A gate verdict and its evidence in one line a person reads."""
     parts = [verdict or "?"]
     if ev.get("first_model"):
-        parts.append(f"first model: holdout {ev.get('metric')} {_f(ev.get('value'))} on {ev.get('holdout_rows')} rows")
+        parts.append(f"first model: holdout {ev.get('metric')} {number(ev.get('value'))} on {ev.get('holdout_rows')} rows")
     elif isinstance(ev.get("gain"), (int, float)):
-        parts.append(f"{ev.get('metric')} champion v{ev.get('champion_version', '?')} {_f(ev.get('champion'))} → "
-                     f"challenger {_f(ev.get('challenger'))}, gain {ev['gain']:+.4f} "
-                     f"({_f(ev.get('confidence', 0), '.0%')} CI {_f(ev.get('ci_low'), '+.4f')}…{_f(ev.get('ci_high'), '+.4f')}), "
+        parts.append(f"{ev.get('metric')} champion v{ev.get('champion_version', '?')} {number(ev.get('champion'))} → "
+                     f"challenger {number(ev.get('challenger'))}, gain {ev['gain']:+.4f} "
+                     f"({number(ev.get('confidence', 0), '.0%')} CI {number(ev.get('ci_low'), '+.4f')}…{number(ev.get('ci_high'), '+.4f')}), "
                      f"n={ev.get('n')}")
     elif ev.get("from_version"):
         parts.append(f"v{ev['from_version']} → v{ev.get('to_version')}")
@@ -46,9 +46,9 @@ def retrain_words(ev: dict[str, Any], policy: dict[str, Any], signals: list[dict
         parts.append(f"drift CUSUM {cusum['value']:.2f} ({at})")
     metric = ev.get("metric", "metric")
     if ev.get("realized") is not None:
-        parts.append(f"realized {metric} {_f(ev['realized'])} on {ev.get('realized_day')} (floor {ev.get('floor')})")
+        parts.append(f"realized {metric} {number(ev['realized'])} on {ev.get('realized_day')} (floor {ev.get('floor')})")
     if ev.get("estimated") is not None:
-        parts.append(f"estimated {metric} {_f(ev['estimated'])}")
+        parts.append(f"estimated {metric} {number(ev['estimated'])}")
     if ev.get("model_age_days") is not None:
         parts.append(f"model age {ev['model_age_days']} days with data (max {policy.get('max_model_age_days')})")
     if ev.get("days_since_last_retrain") is not None:

@@ -69,7 +69,7 @@ def commit_scores(ctx: StepContext) -> dict:
 
 def detect_drift(ctx: StepContext) -> dict:
     """The night's tests (nights may run in parallel); its alarm is settled in order by `confirm_champion`."""
-    from batch_scoring.drift import detect_drift as detect
+    from monitoring.drift import detect_drift as detect
 
     return detect(ctx.settings, ctx.ds, settle=False)
 
@@ -77,8 +77,8 @@ def detect_drift(ctx: StepContext) -> dict:
 def confirm_champion(ctx: StepContext) -> dict:
     """Make sure night `ds` was scored (and drift-checked) by the model in force; redo it if not.
     Then settle the night's drift alarm from the previous night's state (this step runs in date order)."""
-    from batch_scoring.drift import detect_drift as detect
-    from batch_scoring.drift import settle_alarm
+    from monitoring.drift import detect_drift as detect
+    from monitoring.drift import settle_alarm
     from batch_scoring.score import score_partition
 
     settings, ds = ctx.settings, ctx.ds
@@ -119,13 +119,13 @@ def flag_drift(ctx: StepContext) -> dict:
 
 
 def measure_ground_truth(ctx: StepContext) -> dict:
-    from batch_scoring.ground_truth import measure_ground_truth as measure
+    from monitoring.ground_truth import measure_ground_truth as measure
 
     return measure(ctx.settings, ctx.ds)
 
 
 def decide_retrain(ctx: StepContext) -> dict:
-    from batch_scoring.policy import decide_retrain as decide
+    from monitoring.policy import decide_retrain as decide
 
     return decide(ctx.settings, ctx.ds)
 

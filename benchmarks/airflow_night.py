@@ -5,7 +5,7 @@ work), for each executor named in `--executors`:
 - `inprocess`: `nightshift nightly --start --end` (the flow's steps in one process), timed
   per night from its own loop;
 - `local`: Airflow's stock LocalExecutor (every task imports what its step needs);
-- `preload`: `nightshift.executor.PreloadingLocalExecutor` (workers import the heavy
+- `preload`: `airflow_integration.executor.PreloadingLocalExecutor` (workers import the heavy
   libraries once; tasks are forked from them). The embedded stack's default.
 
 Airflow runs are a real scheduler backfill (the embedded stack's parallelism, 3 unless `AIRFLOW__CORE__PARALLELISM` says otherwise; SQLite, `--max-active-runs 3`).
@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 START, HISTORY = "2026-02-01", 14
-EXECUTORS = {"local": "LocalExecutor", "preload": "nightshift.executor.PreloadingLocalExecutor"}
+EXECUTORS = {"local": "LocalExecutor", "preload": "airflow_integration.executor.PreloadingLocalExecutor"}
 
 
 def world(home: Path, nights: int, rows: int) -> None:
@@ -62,7 +62,7 @@ def _env(home: Path) -> dict:
 def inprocess(home: Path, first: str, last: str, nights: int) -> dict:
     code = (
         "import json, time; from nightshift.settings import load_settings; from batch_scoring.nightly import run_nights\n"
-        "from nightshift.executor import DEFAULT_PRELOAD, preload; preload(list(DEFAULT_PRELOAD))  # imports once, as a worker\n"
+        "from airflow_integration.executor import DEFAULT_PRELOAD, preload; preload(list(DEFAULT_PRELOAD))  # imports once, as a worker\n"
         "s = load_settings(); t = time.perf_counter()\n"
         f"r = run_nights(s, {first!r}, {last!r}, retrain=False, progress=False)\n"
         "print(json.dumps({'seconds': time.perf_counter() - t, 'nights': len(r)}))"

@@ -9,7 +9,7 @@ holdout reference fitted as a retrain does (`model.calibration.fit_model_card`),
 drift reference sampled from its training window. Then each scenario runs night by night
 through the same pure functions the nightly flow calls, with no lake and no MLflow:
 
-- drift: `batch_scoring.drift.test_night` (feature tests, unseen categories, the mean test, MMD, the score
+- drift: `monitoring.drift.test_night` (feature tests, unseen categories, the mean test, MMD, the score
   test, FDR, size-dependent floors) and `advance` (the CUSUM alarm);
 - ground truth as known on D: labels arrive with the world's delays; `ground_truth.performance_rows`
   (maturity, the calibrated estimate, rolling windows) then `policy.metric_evidence`;
@@ -146,9 +146,9 @@ def champion(spec, settings, world, volume: int, seed: int):
 
 def run_world(spec, settings, bundle, card, reference, scenario: str, volume: int, seed: int, nights: int,
               answer: str = "none") -> Run:
-    from batch_scoring.drift import AlarmRule, AlarmState, advance, embed, test_night
-    from batch_scoring.ground_truth import DayInput, performance_rows
-    from batch_scoring.policy import RetrainEvidence, labelled_since, metric_evidence, should_retrain, wait_evidence
+    from monitoring.drift import AlarmRule, AlarmState, advance, embed, test_night
+    from monitoring.ground_truth import DayInput, performance_rows
+    from monitoring.policy import RetrainEvidence, labelled_since, metric_evidence, should_retrain, wait_evidence
     from nightshift import metrics as m
     from nightshift.dates import add_days
     from nightshift.task import drop_margin, metric_floor, task_for

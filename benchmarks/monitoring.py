@@ -40,7 +40,7 @@ def job_score(n: int) -> dict:
 
 def job_monitor(n: int) -> dict:
     t0 = time.perf_counter()
-    from batch_scoring.drift import detect_drift
+    from monitoring.drift import detect_drift
     from nightshift.settings import load_settings
 
     imported = time.perf_counter() - t0

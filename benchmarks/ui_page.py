@@ -110,7 +110,7 @@ def main() -> None:
     app = model_health.create_app()
     app.dependency_overrides[model_health.require_user] = lambda: "bench"
     client = TestClient(app)
-    from nightshift import health
+    from airflow_integration import health
 
     health.clear_cache()
     t = time.perf_counter()

@@ -3,7 +3,7 @@
     nightshift import data.csv.gz --timestamp-col event_time --label-col churned --id-col customer_id
     python -m cli.import_command s3://bucket/table.parquet --timestamp-col ts --label-col y --task regression
 
-The work is done by `nightshift.importer` (see its docstring for every rule); this module
+The work is done by `importer.core` (see its docstring for every rule); this module
 parses flags, prints the report and turns a refusal into exit code 2.
 """
 
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     """Import, print the report; 0 on success, 2 with `nightshift import: error: ...` on a refusal."""
     from rich.console import Console
 
-    from nightshift.importer import ImportFailed, ImportOptions, import_table, render_report
+    from importer.core import ImportFailed, ImportOptions, import_table, render_report
 
     console = Console()
     options = ImportOptions(

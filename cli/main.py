@@ -87,7 +87,7 @@ def cmd_rollback(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from batch_scoring.report import plot, render, summarize
+    from monitoring.report import plot, render, summarize
 
     summary = summarize(_settings(args), args.start, args.end)
     print(render(summary))
@@ -100,7 +100,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_replay_policy(args) -> int:
-    from batch_scoring.replay import render, replay_policy
+    from monitoring.replay import render, replay_policy
     from nightshift.settings import parse_value
 
     overrides = {}

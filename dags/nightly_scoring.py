@@ -51,10 +51,10 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Asset, Param, dag, task
 
 from batch_scoring.flows import NIGHTLY  # step definitions only: nothing heavy
-from nightshift.alerts import NightshiftNotifier
+from airflow_integration.alerts import NightshiftNotifier
 from nightshift.choices import ModelSelection, values
 from nightshift.flow import StepContext, run_step
-from nightshift.links import ModelHealthLink
+from airflow_integration.links import ModelHealthLink
 from nightshift.settings import (  # pydantic only: Airflow has it loaded already
     lake_table_uri,
     run_settings,

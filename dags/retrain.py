@@ -38,9 +38,9 @@ from datetime import datetime, timezone
 
 from airflow.sdk import Param, dag, task
 
-from nightshift.alerts import NightshiftNotifier
+from airflow_integration.alerts import NightshiftNotifier
 from nightshift.choices import InitFrom, Trigger, values
-from nightshift.links import MLFLOW_LINKS
+from airflow_integration.links import MLFLOW_LINKS
 from nightshift.settings import (
     run_settings,  # pydantic only: Airflow has it loaded already
 )
@@ -109,7 +109,7 @@ def retrain():
     # the evidence is logged in words, not as a dict
     @task(multiple_outputs=False, show_return_value_in_logs=False)
     def evaluate_challenger(window: dict, trained: dict, params: dict | None = None, ds: str | None = None) -> dict:
-        from nightshift.words import gate_words, segment_words
+        from airflow_integration.words import gate_words, segment_words
 
         result = _run("evaluate_challenger", ds, params, prepare_window=window, train_challenger=trained)
         log.info("gate for challenger v%s: %s", result["version"],

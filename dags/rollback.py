@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 
 from airflow.sdk import Param, dag, task
 
-from nightshift.alerts import NightshiftNotifier
+from airflow_integration.alerts import NightshiftNotifier
 from nightshift.settings import (
     run_settings,  # pydantic only: Airflow has it loaded already
 )
@@ -52,7 +52,7 @@ DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 def rollback():
     @task(on_success_callback=NightshiftNotifier("rollback"))
     def roll_back(params: dict | None = None) -> dict:
-        from nightshift.health import champions_in_words
+        from airflow_integration.health import champions_in_words
         from nightshift.lake import Lake
         from training.promotion import roll_back as run
 

@@ -325,7 +325,7 @@ def alarm_drop_signal(ev: RetrainEvidence, z: float | None, margin: float) -> Si
 def cusum_signal(ev: RetrainEvidence, retrains_per_200_nights: float | None) -> Signal:
     """The drift alarm's CUSUM against the retrain interval: the h whose in-control run length is
     200 / `retrains_per_200_nights` nights at the alarm's own k (pure). None: off, recorded without a threshold."""
-    from batch_scoring.drift import cusum_h
+    from monitoring.drift import cusum_h
 
     if ev.drift_cusum is None or ev.drift_cusum_k is None:
         return Signal("drift_cusum", False, None, None, None, None)
@@ -567,7 +567,7 @@ def gather_evidence(settings: "Settings", ds: str, lake: Lake, manual: bool = Fa
     """What night `ds` knows: earlier drift verdicts, ground truth, champion age, last retrain.
 
     `history`: the earlier nights' retrain records to hold the cooldown and a waiting retrain to,
-    instead of the lake's (a policy replay's own decisions, `batch_scoring.replay`).
+    instead of the lake's (a policy replay's own decisions, `monitoring.replay`).
     """
     policy, task = settings.policy, task_for(settings.dataset.task)
     in_force = Registry(settings, lake).version_as_of(ds)  # the champion that scored tonight

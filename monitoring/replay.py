@@ -32,7 +32,7 @@ DEGRADED_SIGNALS = frozenset({"realized_below_floor", "estimated_below_floor", "
 
 def replay_policy(settings: "Settings", start: str, end: str, *, retrain_cost_s: float | None = None) -> dict[str, Any]:
     """Replay `settings.policy` over the nights `start`..`end` with data; the recorded decisions beside it."""
-    from batch_scoring.policy import RETRAIN, gather_evidence, should_retrain
+    from monitoring.policy import RETRAIN, gather_evidence, should_retrain
 
     lake = Lake.of(settings)
     days = lake.partitions(FEATURES)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 def summarize(settings: "Settings", start: str, end: str) -> dict[str, Any]:
-    from batch_scoring.policy import DRIFT_REASONS, RETRAIN
+    from monitoring.policy import DRIFT_REASONS, RETRAIN
 
     lake = Lake.of(settings)
     spec, task = settings.dataset, task_for(settings.dataset.task)

@@ -77,54 +77,54 @@ def create_app() -> FastAPI:
 
     @app.get("/health", response_class=HTMLResponse)
     def page(request: Request, user: User, nights: str | None = None) -> HTMLResponse:
-        from health_page import render
+        from airflow_integration.page import render
 
-        from nightshift import health
+        from airflow_integration import health
 
         settings, lake = _context()
         data = health.page(lake, settings.model.name, _nights(nights))
         return HTMLResponse(render(data, mlflow_url=settings.mlflow_url, api="api"))
 
     def _json(build) -> Response:
-        from health_page import to_json
+        from airflow_integration.page import to_json
 
         return Response(to_json(build()), media_type="application/json")
 
     @app.get("/api/page")
     def page_data(user: User, nights: str | None = None) -> Response:
-        from nightshift import health
+        from airflow_integration import health
 
         settings, lake = _context()
         return _json(lambda: health.page(lake, settings.model.name, _nights(nights)))
 
     @app.get("/api/timeline")
     def timeline(user: User) -> Response:
-        from nightshift import health
+        from airflow_integration import health
 
         return _json(lambda: health.champion_timeline(_context()[1]))
 
     @app.get("/api/performance")
     def performance(user: User) -> Response:
-        from nightshift import health
+        from airflow_integration import health
 
         return _json(lambda: health.performance_series(_context()[1]))
 
     @app.get("/api/drift")
     def drift(user: User, nights: str | None = None) -> Response:
-        from nightshift import health
+        from airflow_integration import health
 
         return _json(lambda: health.drift_matrix(_context()[1], _nights(nights)))
 
     @app.get("/api/decisions")
     def decisions(user: User) -> Response:
-        from nightshift import health
+        from airflow_integration import health
 
         lake = _context()[1]
         return _json(lambda: {"retrains": health.retrain_decisions(lake), "verdicts": health.verdicts(lake)})
 
     @app.get("/api/nights")
     def nights(user: User) -> Response:
-        from nightshift import health
+        from airflow_integration import health
 
         return _json(lambda: health.nights(_context()[1]))
 
@@ -142,7 +142,7 @@ def _warm_in_background() -> None:
         import time
 
         try:
-            from nightshift import health
+            from airflow_integration import health
 
             start = time.perf_counter()
             lake = _context()[1]

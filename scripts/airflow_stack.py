@@ -56,8 +56,8 @@ def airflow_env(home: Path, port: int | None = None, extra: dict[str, str] | Non
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,
         # LocalExecutor whose workers import torch, pyarrow, mlflow and alibi-detect once, so each task
-        # (forked from a worker) does not import them again: see nightshift/executor.py
-        "AIRFLOW__CORE__EXECUTOR": "nightshift.executor.PreloadingLocalExecutor",
+        # (forked from a worker) does not import them again: see airflow_integration/executor.py
+        "AIRFLOW__CORE__EXECUTOR": "airflow_integration.executor.PreloadingLocalExecutor",
         # Three task slots on two cores: a task spends much of its life in Airflow's start-up and API calls,
         # so a third slot keeps the cores busy (a quiet night 7.0-7.6 s instead of 8.3-8.5 s; one more worker, ~1 GB)
         "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM", "3"),

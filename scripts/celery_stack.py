@@ -118,9 +118,9 @@ class Topology:
             "AIRFLOW__CORE__PARALLELISM": "3",
             "AIRFLOW__CELERY__BROKER_URL": self.redis_url,
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.airflow_db,
-            # Airflow's Celery config plus the task supervisor's exit fix (see nightshift/celery_config.py)
+            # Airflow's Celery config plus the task supervisor's exit fix (see airflow_integration/celery_config.py)
             "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": os.environ.get("AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS",
-                                                                     "nightshift.celery_config.CELERY_CONFIG"),
+                                                                     "airflow_integration.celery_config.CELERY_CONFIG"),
             # the Redis server is shared: a key prefix keeps this topology's queues its own
             "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": f"{self.name}:",
             "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),

@@ -90,7 +90,7 @@ def main() -> int:
         return fail(home, "nightly_scoring", failed[0] if failed else "", console)
 
     console.print("[bold]5. What happened[/]")
-    from batch_scoring.report import plot, render, summarize
+    from monitoring.report import plot, render, summarize
 
     summary = summarize(settings, first_night, last_night)
     console.print(render(summary), highlight=False)

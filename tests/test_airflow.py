@@ -146,7 +146,7 @@ def test_backfill_hands_off_to_retrain_through_the_scheduler(tmp_path, postgres_
     conf = json.loads(conf) if isinstance(conf, (str, bytes)) else conf
     # passed on as decided, not re-derived: a drift alarm (persisted, too strong to be noise, or corroborated by
     # tonight's estimate)
-    from batch_scoring.policy import DRIFT_REASONS
+    from monitoring.policy import DRIFT_REASONS
 
     assert conf["trigger"] == "nightly" and any(r.startswith(DRIFT_REASONS)
                                                 for r in conf["reasons"]), conf
@@ -160,7 +160,7 @@ def test_backfill_hands_off_to_retrain_through_the_scheduler(tmp_path, postgres_
         s = load_settings()
         lake, registry = Lake(s.lake_uri), Registry(s)
         # the notifiers ran in real tasks: one drift alert for the incident, the decision, and the verdicts
-        from nightshift.alerts import sent
+        from airflow_integration.alerts import sent
         from nightshift.tables.drift import day_alarm
 
         alerts = sent(lake)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from nightshift.alerts import END, START, drift_transition
+from airflow_integration.alerts import END, START, drift_transition
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,7 +92,7 @@ def _drift_nights(lake, pattern: str, start: str = "2026-04-01") -> list[str]:
 
 
 def test_a_drift_that_persists_five_nights_is_one_alert_when_it_starts_and_one_when_it_ends(settings, lake, smtp):
-    from nightshift.alerts import notify, sent
+    from airflow_integration.alerts import notify, sent
 
     s = settings.with_overrides(EMAIL)
     days = _drift_nights(lake, "..DDDDD..")
@@ -119,10 +119,10 @@ def test_a_drift_that_persists_five_nights_is_one_alert_when_it_starts_and_one_w
 
 
 def test_the_default_channel_only_logs(settings, lake, caplog):
-    from nightshift.alerts import notify
+    from airflow_integration.alerts import notify
 
     days = _drift_nights(lake, ".D")
-    with caplog.at_level("WARNING", logger="nightshift.alerts"):
+    with caplog.at_level("WARNING", logger="airflow_integration.alerts"):
         for ds in days:
             notify("drift", settings, ds)
     assert settings.alerts.channels == ("log",)
@@ -131,7 +131,7 @@ def test_the_default_channel_only_logs(settings, lake, caplog):
 
 
 def test_an_unreachable_channel_fails_loudly_and_is_not_recorded(settings, lake, monkeypatch):
-    from nightshift.alerts import notify, sent
+    from airflow_integration.alerts import notify, sent
 
     conn = {"conn_type": "smtp", "host": "127.0.0.1", "port": 9, "extra": {"disable_tls": True, "disable_ssl": True,
                                                                            "from_email": "n@example.com", "retry_limit": 0,
@@ -154,7 +154,7 @@ def test_a_failed_task_delivers_one_email_through_a_real_airflow_run(tmp_path, s
     (dags / "alert_probe.py").write_text(textwrap.dedent("""
         from datetime import datetime, timezone
         from airflow.sdk import dag, task
-        from nightshift.alerts import NightshiftNotifier
+        from airflow_integration.alerts import NightshiftNotifier
 
         @dag(schedule=None, start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
              default_args={"on_failure_callback": NightshiftNotifier("failure"), "retries": 0})
@@ -197,7 +197,7 @@ def test_a_webhook_gets_the_verdict_as_json(settings, lake):
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    from nightshift.alerts import notify
+    from airflow_integration.alerts import notify
     from nightshift.tables.decisions import write_decision
 
     posts = []
@@ -251,7 +251,7 @@ def test_a_webhook_gets_the_verdict_as_json(settings, lake):
      "[Nightshift] rollback on 2026-04-05: champion v5 -> v4: reason: calibration broke"),
 ])
 def test_which_decisions_alert_and_what_they_say(settings, lake, kind, verdict, reasons, evidence, version, expected):
-    from nightshift.alerts import alert_for
+    from airflow_integration.alerts import alert_for
     from nightshift.tables.decisions import write_decision
 
     write_decision(lake, "2026-04-05", kind, verdict, reasons, evidence, model_version=version)
@@ -263,7 +263,7 @@ def test_which_decisions_alert_and_what_they_say(settings, lake, kind, verdict, 
 def test_a_failure_alert_names_the_task_the_day_and_the_error(settings):
     from types import SimpleNamespace
 
-    from nightshift.alerts import failure_alert
+    from airflow_integration.alerts import failure_alert
 
     ti = SimpleNamespace(dag_id="retrain", task_id="train_challenger", run_id="nightly__2026-04-05", try_number=2)
     alert = failure_alert(settings.with_overrides({"ui.airflow_url": "http://af"}),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batch_scoring.report import _periods
+from monitoring.report import _periods
 from nightshift.choices import CalendarKind
 from nightshift.spec import Calendar
 
@@ -68,7 +68,7 @@ def retrain(ds, reasons, days=(), flags=()):
                  {"before drift": 3, "after drift": 7, "after promotion": 0}, id="decided on the drift CUSUM"),
 ])
 def test_report_periods_split_by_cause(retrains, promotions, expected):
-    from batch_scoring.policy import DRIFT_REASONS
+    from monitoring.policy import DRIFT_REASONS
 
     periods, cause = _periods(NIGHTS, retrains, promotions, DRIFT_REASONS)
     assert {k: len(v) for k, v in periods.items()} == expected

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from batch_scoring.ground_truth import DayInput, is_matured, performance_rows, recalibrations, signal_ready
+from monitoring.ground_truth import DayInput, is_matured, performance_rows, recalibrations, signal_ready
 from nightshift import metrics as m
 from model.calibration import (CALIBRATION, UNCALIBRATED, Calibrator, ModelCard, fit_model_card, fit_platt,
                                     method_words, read_model_card, write_model_card)

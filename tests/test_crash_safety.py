@@ -385,7 +385,7 @@ def _score(settings, ref, ds, point) -> None:
 
 
 def _measure(settings, ref, ds, point) -> None:
-    from batch_scoring.ground_truth import measure_ground_truth
+    from monitoring.ground_truth import measure_ground_truth
 
     measure_ground_truth(settings, ds, lake=_killing_lake(settings.lake_uri, point))
 

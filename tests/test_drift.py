@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from batch_scoring.drift import (
+from monitoring.drift import (
     MEAN_FEATURE,
     AlarmRule,
     AlarmState,
@@ -352,7 +352,7 @@ def test_settling_in_order_carries_the_state_and_replays_nights_never_settled(se
 
 
 def test_a_skipped_night_has_no_alarm_and_carries_the_state(settings, lake):
-    from batch_scoring.drift import skip_row
+    from monitoring.drift import skip_row
     from nightshift.tables import drift as drift_table
 
     _night(lake, "2026-05-01", D, True)
@@ -376,7 +376,7 @@ def test_a_baseline_reference_needs_its_period():
 
 
 def test_the_baseline_reference_is_drawn_once_from_its_period(settings, lake):
-    from batch_scoring.drift import baseline_reference
+    from monitoring.drift import baseline_reference
     from nightshift.lake import FEATURES
     from simulator.world import World
 

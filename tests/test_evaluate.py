@@ -298,7 +298,7 @@ def test_champion_staleness(fired, onset, days, says):
 
 
 def test_staleness_signals_are_the_policys():
-    from batch_scoring import policy
+    from monitoring import policy
 
     assert DRIFT_SIGNALS == policy.DRIFT_SIGNALS
 

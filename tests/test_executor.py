@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from nightshift.executor import DEFAULT_PRELOAD, PRELOAD_ENV, preload, preload_modules
+from airflow_integration.executor import DEFAULT_PRELOAD, PRELOAD_ENV, preload, preload_modules
 
 CASES = [
     ("unset: the default list", None, list(DEFAULT_PRELOAD)),
@@ -42,10 +42,10 @@ def test_the_embedded_stack_uses_it(tmp_path):
     import airflow_stack
 
     env = airflow_stack.airflow_env(tmp_path, 8080)
-    assert env["AIRFLOW__CORE__EXECUTOR"] == "nightshift.executor.PreloadingLocalExecutor"
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "airflow_integration.executor.PreloadingLocalExecutor"
 
 
-CELERY_CONFIG = "nightshift.celery_config.CELERY_CONFIG"
+CELERY_CONFIG = "airflow_integration.celery_config.CELERY_CONFIG"
 
 
 def test_the_celery_workers_load_the_fix(tmp_path):
@@ -68,7 +68,7 @@ import os, sys, time, uuid
 import structlog
 from airflow.sdk.execution_time.supervisor import WatchedSubprocess
 if sys.argv[1] == "patched":
-    from nightshift.executor import patch_supervisor_exit_wait
+    from airflow_integration.executor import patch_supervisor_exit_wait
     assert patch_supervisor_exit_wait() and patch_supervisor_exit_wait()  # idempotent
 elif sys.argv[1] == "celery":  # as a Celery worker loads its configuration, from [celery] celery_config_options
     from airflow.configuration import conf

@@ -61,7 +61,7 @@ print(json.dumps(out))
 
 
 def test_rollback_errors_name_the_champions(lake):
-    from nightshift.health import champions_in_words
+    from airflow_integration.health import champions_in_words
     from nightshift.tables.aliases import AliasEvent, append
 
     assert champions_in_words(lake) == "no champion yet"

@@ -57,7 +57,7 @@ def glitch(request, tmp_path_factory):
 
 
 def test_a_one_night_glitch_costs_an_alert_not_a_retrain(glitch):
-    from nightshift.alerts import alert_for
+    from airflow_integration.alerts import alert_for
     from nightshift.tables.decisions import read_decision
 
     nights, lake, day = glitch["nights"], glitch["lake"], glitch["day"]

@@ -49,7 +49,7 @@ def _night(lake, n: int, *, alarm: bool, version: str = "1", rows: int = 100, fe
 
 @pytest.fixture
 def fresh():
-    from nightshift import health
+    from airflow_integration import health
 
     health.clear_cache()
     yield health
@@ -109,7 +109,7 @@ def test_champion_timeline_carries_the_gate_evidence(lake, fresh):
     timeline = fresh.champion_timeline(lake)
     assert [(e["version"], e["verdict"]) for e in timeline] == [("1", None), ("2", "PROMOTE")]
     assert fresh.champion_now(lake)["version"] == "2"
-    from nightshift.words import gate_words, segment_words
+    from airflow_integration.words import gate_words, segment_words
 
     words = gate_words("PROMOTE", timeline[1]["reasons"], timeline[1]["evidence"])
     assert words == ("PROMOTE · auc champion v1 0.8000 → challenger 0.8200, gain +0.0200 (95% CI +0.0100…+0.0300), "
@@ -135,7 +135,7 @@ def test_a_withdrawn_wait_shows_beside_the_wait_it_ends(lake, fresh):
 
 
 def test_the_page_renders_its_charts_and_escapes_names(lake, fresh):
-    from health_page import render
+    from airflow_integration.page import render
 
     for n in range(3):
         _night(lake, n, alarm=n == 1, feature="<script>x</script>")

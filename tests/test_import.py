@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from nightshift.choices import CalendarKind, TaskName
-from nightshift.importer import (
+from importer.core import (
     ImportFailed,
     ImportOptions,
     Role,
@@ -502,7 +502,7 @@ def test_any_fsspec_uri(tmp_path):
 def test_unsorted_rows_over_more_days_than_open_writers(tmp_path):
     """Rows in random day order across 45 days: the spill evicts writers (at most 32 open) and still keeps
     each day's rows in file order."""
-    from nightshift import importer
+    from importer import core as importer
 
     rng = np.random.default_rng(3)
     n = 4_000
@@ -578,7 +578,7 @@ def test_keep_col_names_a_column_that_exists(tmp_path):
 
 
 def test_a_table_too_thin_for_the_gates_holdout_is_told_the_setting_it_takes(tmp_path):
-    from nightshift.importer import GATE_HOLDOUT_SHARE, holdout_days_needed
+    from importer.core import GATE_HOLDOUT_SHARE, holdout_days_needed
     from training.window import HOLDOUT_SHARE
 
     assert GATE_HOLDOUT_SHARE == HOLDOUT_SHARE

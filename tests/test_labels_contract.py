@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from batch_scoring.contract import ContractViolation, validate_labels
-from batch_scoring.ground_truth import measure_ground_truth
+from monitoring.ground_truth import measure_ground_truth
 from nightshift.lake import LABELS, PREDICTIONS
 from nightshift.spec import EVENT_DS
 from nightshift.tables import labels as labels_table

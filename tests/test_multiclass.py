@@ -306,7 +306,7 @@ def spec_multi():
 # -- prediction drift -------------------------------------------------------------------------------
 @pytest.mark.parametrize("day_alpha, drifted", [((1, 1, 1), False), ((6, 1, 1), True)])
 def test_the_class_mix_and_the_confidence_replace_the_score_test(day_alpha, drifted):
-    from batch_scoring.drift import OUTPUT_CLASS_FEATURE, summary, test_night
+    from monitoring.drift import OUTPUT_CLASS_FEATURE, summary, test_night
     from nightshift.settings import DriftSettings
     from nightshift.tables.drift import OUTPUT_FEATURE
 
@@ -335,7 +335,7 @@ def test_the_class_mix_and_the_confidence_replace_the_score_test(day_alpha, drif
     (pa.array(["true", "false"]), "binary"),
 ])
 def test_import_infers_multiclass_from_a_few_classes(values, task):
-    from nightshift.importer import infer_task
+    from importer.core import infer_task
 
     assert infer_task(values) == task
 
@@ -347,7 +347,7 @@ def test_import_infers_multiclass_from_a_few_classes(values, task):
     (pa.array(["gold", "1", "silver"]), "mixed types"),
 ])
 def test_import_refuses_what_is_no_class_label(values, message):
-    from nightshift.importer import ImportFailed, infer_task
+    from importer.core import ImportFailed, infer_task
 
     with pytest.raises(ImportFailed, match=message):
         infer_task(values)
@@ -357,7 +357,7 @@ def test_a_table_with_card_segments_imports_as_multiclass(tmp_path):
     """The issue's case: a label of three card segments went through import as `binary`, then was refused."""
     import pyarrow.csv as pacsv
 
-    from nightshift.importer import ImportOptions, import_table
+    from importer.core import ImportOptions, import_table
     from nightshift.lake import LABELS, Lake
 
     rng = np.random.default_rng(0)
@@ -383,7 +383,7 @@ def test_a_table_with_card_segments_imports_as_multiclass(tmp_path):
 def test_an_import_with_too_many_classes_names_the_count(tmp_path):
     import pyarrow.csv as pacsv
 
-    from nightshift.importer import ImportFailed, ImportOptions, import_table
+    from importer.core import ImportFailed, ImportOptions, import_table
 
     n = 400
     ts = (np.datetime64("2026-03-02") + np.arange(n).astype("timedelta64[m]")).astype(str)
@@ -414,7 +414,7 @@ def test_readers_of_a_multiclass_predictions_partition(settings, lake):
 
 
 def test_gate_words_name_the_multiclass_metric_and_its_caveats():
-    from nightshift.words import gate_words
+    from airflow_integration.words import gate_words
 
     ev = {"metric": "macro_auc", "champion_version": "1", "champion": 0.74, "challenger": 0.76, "gain": 0.02,
           "confidence": 0.95, "ci_low": 0.01, "ci_high": 0.03, "n": 796,
@@ -425,7 +425,7 @@ def test_gate_words_name_the_multiclass_metric_and_its_caveats():
 
 
 def test_a_multiclass_world_exported_as_csv_imports_as_multiclass(tmp_path):
-    from nightshift.importer import ImportOptions, import_table
+    from importer.core import ImportOptions, import_table
     from nightshift.settings import load_settings
     from simulator.export import world_csv
 
@@ -449,7 +449,7 @@ def test_duplicate_class_labels_keep_the_latest_and_count_conflicts(values, conf
 
 
 def test_a_nightly_temperature_refit_on_the_days_before_corrects_an_uncalibrated_estimate():
-    from batch_scoring.ground_truth import DayInput, performance_rows
+    from monitoring.ground_truth import DayInput, performance_rows
 
     days = []
     for i in range(6):

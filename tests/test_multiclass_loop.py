@@ -181,9 +181,9 @@ def test_a_new_class_is_counted_nightly_then_a_warm_retrain_grows_the_head(multi
     assert newest and all(r["unseen_labels"] == 0 and r["rare_classes"] is None for r in newest), newest
     # The Model health page renders the multiclass metric and the output drift rows.
     sys.path.insert(0, str(REPO / "plugins"))
-    from health_page import render
+    from airflow_integration.page import render
 
-    from nightshift import health
+    from airflow_integration import health
 
     page = render(health.page(lake, s.model.name, None))
     assert "Performance over time (macro_auc)" in page and "__predicted_class__" in page

@@ -108,7 +108,7 @@ def test_drift_detected_retrain_judged_aliases_moved(world):
 
 
 def test_replaying_the_recorded_policy_reproduces_its_decisions(world):
-    from batch_scoring.replay import render, replay_policy
+    from monitoring.replay import render, replay_policy
 
     s = world["settings"]
     got = replay_policy(s, START, world["last"])
@@ -163,7 +163,7 @@ def test_rescoring_gives_identical_content(world):
 
 def test_monitoring_never_reads_labels_from_the_future(world):
     """Ground truth on night D is unchanged by labels that arrive after D."""
-    from batch_scoring.ground_truth import measure_ground_truth
+    from monitoring.ground_truth import measure_ground_truth
 
     s, lake = world["settings"], world["lake"]
     ds = add_days(world["first"], 3)

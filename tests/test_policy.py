@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from batch_scoring.policy import (
+from monitoring.policy import (
     COOLDOWN,
     DEFERRED,
     NO_ACTION,
@@ -141,7 +141,7 @@ def test_every_signal_is_recorded_fired_or_not():
 
 
 def test_metric_evidence_reads_the_champions_newest_ready_window():
-    from batch_scoring.policy import metric_evidence
+    from monitoring.policy import metric_evidence
     from model.calibration import Reference
 
     def row(p, version, matured, ready, realized):
@@ -167,7 +167,7 @@ def test_metric_evidence_reads_the_champions_newest_ready_window():
 
 # -- the realized change: a drop with an unknown onset, against the holdout and the champion's own days ----------
 def _days(values, se=0.04, n=150, first=1):
-    from batch_scoring.policy import DayFigure
+    from monitoring.policy import DayFigure
 
     return tuple(DayFigure(f"2026-01-{first + i:02d}", v, se, n) for i, v in enumerate(values))
 
@@ -255,7 +255,7 @@ def _quiet_change_retrains(z: float, reps: int, volume: int = 200, nights: int =
     a random walk's mean (so a day's figure firms up night by night, as in production); its SE is Hanley-McNeil's.
     The holdout has 3 days' rows, as in the drift lab.
     """
-    from batch_scoring.policy import DayFigure, change_signal
+    from monitoring.policy import DayFigure, change_signal
     from nightshift.metrics import hanley_mcneil_se
     from simulator.world import LabelDelay
 
@@ -465,14 +465,14 @@ def test_a_retrain_decided_on_drift_alone_waits_for_the_alarm_to_last(name, over
 
 
 def test_the_retrain_interval_is_the_alarms_own_rule_at_a_rarer_rate():
-    from batch_scoring.drift import cusum_h
+    from monitoring.drift import cusum_h
 
     assert cusum_h(0.5, 200) == pytest.approx(3.4942)  # the alarm's h at 0.5 false alarms per 100 nights
     assert cusum_h(0.5, 2000) == pytest.approx(5.7496)  # 0.1 false retrains per 200 nights
 
 
 def test_wait_evidence_reads_the_signals_that_started_the_wait():
-    from batch_scoring.policy import wait_evidence
+    from monitoring.policy import wait_evidence
 
     records = [{"ds": "2026-03-04", "verdict": "NO_ACTION", "reasons": ["no trigger fired"], "evidence": {}},
                {"ds": "2026-03-05", "verdict": "WAIT", "reasons": ["waiting ...", "drift too strong to be noise"],
@@ -523,7 +523,7 @@ def test_the_decision_evidence_in_words_names_the_drift_cusum_and_its_interval(e
     """Words from the record as the policy wrote it: its evidence, its policy, and its signals with their thresholds."""
     from dataclasses import asdict
 
-    from nightshift.words import retrain_words
+    from airflow_integration.words import retrain_words
 
     decision = should_retrain(RetrainEvidence(**{**OK, **ev}), PolicySettings(**policy), margin=0.02)
     assert retrain_words(ev, policy, [asdict(x) for x in decision.signals]) == expected

@@ -47,7 +47,7 @@ def test_a_holdout_too_small_for_the_margin_defers_with_the_numbers(settings, la
     assert f"or gate.margin to {power['mde']:.4f}" in words
 
     # The next nights, on the same grounds, the policy holds the retrain instead of deciding (and deferring) it again.
-    from batch_scoring.policy import deferral_holds, gather_evidence
+    from monitoring.policy import deferral_holds, gather_evidence
 
     ev = gather_evidence(s, add_days(START, 30), lake)
     assert ev.deferred_on == add_days(START, 29) and ev.deferred == judgeable

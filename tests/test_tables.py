@@ -51,7 +51,7 @@ def test_predictions_nights_read_the_committed_files_only(any_lake):
 
 
 def test_alias_history_and_alert_ledger(any_lake):
-    from nightshift.alerts import Alert, already_sent, record_sent, sent
+    from airflow_integration.alerts import Alert, already_sent, record_sent, sent
     from nightshift.tables import aliases
 
     lake = any_lake
@@ -66,7 +66,7 @@ def test_alias_history_and_alert_ledger(any_lake):
 
 
 def test_the_health_page_readers_see_each_new_commit(any_lake):
-    from nightshift import health
+    from airflow_integration import health
     from nightshift.tables import decisions
 
     lake = any_lake

@@ -215,7 +215,7 @@ def choose_holdout(onset: str | None, holdout_days: list[str], onset_rows: int, 
 # -- verdicts -------------------------------------------------------------------------
 SUPERIOR, STALE = "superior", "stale"  # why a PROMOTE replaces the champion (`Verdict.basis`)
 
-# The policy's signal names (`batch_scoring.policy`) that make a champion known stale: the inputs
+# The policy's signal names (`monitoring.policy`) that make a champion known stale: the inputs
 # moved (a drift episode), or its realized metric fell below its own holdout reference beyond noise.
 DRIFT_SIGNALS = frozenset({"drift_persisted", "drift_cusum", "alarm_estimated_drop"})
 REALIZED_DROP_SIGNALS = frozenset({"realized_drop", "realized_change"})

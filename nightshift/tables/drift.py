@@ -1,4 +1,4 @@
-"""`monitoring/drift/ds=D/`: one row per test of the night (see `batch_scoring.drift`).
+"""`monitoring/drift/ds=D/`: one row per test of the night (see `monitoring.drift`).
 
 Rows: one per feature (KS or chi-squared), one per categorical feature for its unseen
 categories, two multivariate (Hotelling's T² on the numeric means, MMD), one for the model's own output, and one per feature that

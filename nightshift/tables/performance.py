@@ -12,7 +12,7 @@ scores (`estimated_uncalibrated`), whether the estimate used a calibrator (`cali
 `estimate_error` (estimated - realized, once the day has matured), and the rolling window
 ending at the day: `rolling_first_ds`, `rolling_days`, `rolling_rows`, `rolling_labelled`,
 `rolling_realized` / `_se` / `_metrics`, `rolling_estimated` / `_se` / `_metrics` (pooled
-rows of the days scored by the same model version; see `batch_scoring.ground_truth`).
+rows of the days scored by the same model version; see `monitoring.ground_truth`).
 """
 
 from __future__ import annotations
