@@ -1,31 +1,33 @@
 """The nightly flow, defined once: the `nightly_scoring` DAG wires these steps, `nightshift nightly` runs them.
 
-Import-light: DAG files read it at parse time (the step functions are imported only when a
-step runs).
+Import-light: DAG files read it at parse time. The step functions are named directly; their
+module imports what each step needs inside the step, so reading the flow imports nothing heavy.
 """
 
+from batch_scoring import nightly
 from nightshift.flow import BRANCH, GATE, HANDOFF, Flow, Step
+from training.flows import RETRAIN
 
 NIGHTLY = Flow("nightly_scoring", (
-    Step("validate", "batch_scoring.nightly:validate", kind=GATE,
+    Step("validate", nightly.validate, kind=GATE,
          doc="the input contract on features/ds=D, then the scoring plan (the day's file groups); "
              "a day the calendar does not expect is skipped with a record"),
-    Step("score", "batch_scoring.nightly:score", after=("validate",), map_over="validate",
+    Step("score", nightly.score, after=("validate",), map_over="validate",
          doc="one file group of features/ds=D scored into a staged part (mapped: one task per group, each retried alone)"),
-    Step("commit_scores", "batch_scoring.nightly:commit_scores", after=("score",),
+    Step("commit_scores", nightly.commit_scores, after=("score",),
          doc="predictions/ds=D, with lineage: the groups' parts committed at once, when all are in"),
-    Step("detect_drift", "batch_scoring.nightly:detect_drift", after=("commit_scores",), doc="monitoring/drift/ds=D"),
-    Step("confirm_champion", "batch_scoring.nightly:confirm_champion", after=("detect_drift",), ordered=True,
+    Step("detect_drift", nightly.detect_drift, after=("commit_scores",), doc="monitoring/drift/ds=D"),
+    Step("confirm_champion", nightly.confirm_champion, after=("detect_drift",), ordered=True,
          doc="rescore if a promotion landed after tonight was scored"),
-    Step("flag_drift", "batch_scoring.nightly:flag_drift", after=("confirm_champion",),
+    Step("flag_drift", nightly.flag_drift, after=("confirm_champion",),
          doc="runs (green in the grid) only on a drift alarm, naming the drifted features; skipped otherwise"),
-    Step("measure_ground_truth", "batch_scoring.nightly:measure_ground_truth", after=("confirm_champion",), ordered=True,
+    Step("measure_ground_truth", nightly.measure_ground_truth, after=("confirm_champion",), ordered=True,
          doc="monitoring/performance/ds=D, as known on D"),
-    Step("decide_retrain", "batch_scoring.nightly:decide_retrain", after=("measure_ground_truth",), ordered=True,
-         kind=BRANCH, choose="batch_scoring.nightly:wants_retrain", choices=("trigger_retrain",),
+    Step("decide_retrain", nightly.decide_retrain, after=("measure_ground_truth",), ordered=True,
+         kind=BRANCH, choose=nightly.wants_retrain, choices=("trigger_retrain",),
          doc="the retrain policy's record; it goes on to trigger_retrain only when the policy asks for a retrain"),
-    Step("trigger_retrain", "batch_scoring.nightly:retrain_conf", after=("decide_retrain", "confirm_champion"), kind=HANDOFF,
-         flow="training.flows:RETRAIN",
+    Step("trigger_retrain", nightly.retrain_conf, after=("decide_retrain", "confirm_champion"), kind=HANDOFF,
+         flow=RETRAIN,
          doc="start the retrain with the decision's reasons, and wait for its verdict. It is downstream of "
              "confirm_champion too, so the next night's ordered steps wait for it: the night is closed when it has "
              "run or been skipped"),

@@ -16,13 +16,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 from nightshift.dates import ds_range
-from nightshift.flow import StepContext, run_flow
-from nightshift.lake import FEATURES, PREDICTIONS, Lake
-from nightshift.registry import Registry
-from nightshift.tables import drift as drift_table
-from nightshift.tables.decisions import write_decision
-from nightshift.tables.predictions import scored_by
+
+if TYPE_CHECKING:  # the lake, its tables and the runner import pyarrow: each step imports what it uses
+    from nightshift.flow import StepContext
 
 log = logging.getLogger("nightshift.nightly")
 
@@ -37,10 +36,11 @@ def validate(ctx: StepContext) -> list[dict] | None:
     error. Each item carries the contract's counts for the day (`checked`).
     """
     from batch_scoring.contract import validate_partition
+    from nightshift.lake import FEATURES
+    from nightshift.tables.decisions import write_decision
 
-    s, ds = ctx.settings, ctx.ds
+    s, ds, lake = ctx.settings, ctx.ds, ctx.lake
     calendar = s.dataset.calendar
-    lake = Lake.of(s)
     if not calendar.expects(ds) and not lake.exists(FEATURES, ds):
         reason = f"{ds} is not a day the dataset's calendar expects data (calendar: {calendar.kind.value})"
         write_decision(lake, ds, "night", SKIPPED, [reason], {"calendar": calendar.model_dump(mode="json")})
@@ -57,21 +57,21 @@ def score(ctx: StepContext) -> dict:
     """One file group of the night (a mapped step: one per item of `validate`'s plan)."""
     from batch_scoring.score import score_group
 
-    return score_group(ctx.settings, ctx.item, ctx.params.get("model"), run_id=ctx.run_id)
+    return score_group(ctx.settings, ctx.item, ctx.params.get("model"), run_id=ctx.run_id, lake=ctx.lake)
 
 
 def commit_scores(ctx: StepContext) -> dict:
     """The night's groups, committed as one partition once every group has finished."""
     from batch_scoring.score import commit_scores as commit
 
-    return commit(ctx.settings, ctx.ds, ctx.results["score"])
+    return commit(ctx.settings, ctx.ds, ctx.results["score"], lake=ctx.lake)
 
 
 def detect_drift(ctx: StepContext) -> dict:
     """The night's tests (nights may run in parallel); its alarm is settled in order by `confirm_champion`."""
     from monitoring.drift import detect_drift as detect
 
-    return detect(ctx.settings, ctx.ds, settle=False)
+    return detect(ctx.settings, ctx.ds, lake=ctx.lake, settle=False)
 
 
 def confirm_champion(ctx: StepContext) -> dict:
@@ -80,11 +80,13 @@ def confirm_champion(ctx: StepContext) -> dict:
     from monitoring.drift import detect_drift as detect
     from monitoring.drift import settle_alarm
     from batch_scoring.score import score_partition
+    from nightshift.lake import PREDICTIONS
+    from nightshift.tables import drift as drift_table
+    from nightshift.tables.predictions import scored_by
 
-    settings, ds = ctx.settings, ctx.ds
-    lake = Lake.of(settings)
+    settings, ds, lake = ctx.settings, ctx.ds, ctx.lake
     mode = ctx.params.get("model") or settings.scoring.model
-    expected = Registry(settings, lake).resolve(ds, mode)
+    expected = ctx.registry.resolve(ds, mode)
     actual = scored_by(lake, ds)
     rescored = actual != expected.version
     if rescored:
@@ -101,7 +103,9 @@ def confirm_champion(ctx: StepContext) -> dict:
 def flag_drift(ctx: StepContext) -> dict:
     """Night `ds`'s drift verdict, in words: `alarm` is False on a quiet night (the DAG's task then
     shows as skipped, so alarms stand out in the grid)."""
-    lake, ds = Lake.of(ctx.settings), ctx.ds
+    from nightshift.tables import drift as drift_table
+
+    lake, ds = ctx.lake, ctx.ds
     rows = drift_table.read(lake, ds)
     hit = sorted((r for r in rows if r["drifted"]), key=lambda r: -(r["effect_size"] or 0))
     words = [drift_table.words(r) for r in hit]
@@ -119,15 +123,19 @@ def flag_drift(ctx: StepContext) -> dict:
 
 
 def measure_ground_truth(ctx: StepContext) -> dict:
+    """The labels that have arrived by `ds`: realized performance per scored night, and the estimate
+    for nights still unlabelled, into `monitoring/performance/ds=D`."""
     from monitoring.ground_truth import measure_ground_truth as measure
 
-    return measure(ctx.settings, ctx.ds)
+    return measure(ctx.settings, ctx.ds, lake=ctx.lake)
 
 
 def decide_retrain(ctx: StepContext) -> dict:
+    """The retrain policy on the night's drift and performance records: its decision, recorded in
+    `monitoring/decisions`, with the reasons and the hand-off's conf when it asks for a retrain."""
     from monitoring.policy import decide_retrain as decide
 
-    return decide(ctx.settings, ctx.ds)
+    return decide(ctx.settings, ctx.ds, lake=ctx.lake)
 
 
 def wants_retrain(ctx: StepContext, decision: dict) -> bool:
@@ -164,6 +172,8 @@ def run_nights(settings, start: str, end: str, *, model: str | None = None, retr
 
 
 def _night(flow, settings, ds: str, params: dict, progress: bool) -> dict:
+    from nightshift.flow import run_flow
+
     results = run_flow(flow, settings, ds, params, progress=progress)
     out = {"ds": ds, "skipped": results.get("validate") is None, **results}
     if "trigger_retrain" in results:

@@ -53,7 +53,7 @@ from airflow.sdk import Asset, Param, dag, task
 from batch_scoring.flows import NIGHTLY  # step definitions only: nothing heavy
 from airflow_integration.alerts import NightshiftNotifier
 from nightshift.choices import ModelSelection, values
-from nightshift.flow import StepContext, run_step
+from nightshift.flow import StepContext
 from airflow_integration.links import ModelHealthLink
 from nightshift.settings import (  # pydantic only: Airflow has it loaded already
     lake_table_uri,
@@ -79,7 +79,12 @@ def _context(ds: str, params: dict, *, item=None, run_id: str = "", **results) -
 
 def _run(step: str, ds: str, params: dict, **kwargs) -> dict:
     """Run one step of the nightly flow, as `nightshift nightly` does."""
-    return run_step(NIGHTLY, step, _context(ds, params, **kwargs))
+    return STEP(step).run(_context(ds, params, **kwargs))
+
+
+def doc(step: str) -> str:
+    """The task's doc_md: the flow's doc for the step, and its function's docstring."""
+    return STEP(step).doc_md
 
 
 @dag(
@@ -98,15 +103,17 @@ def _run(step: str, ds: str, params: dict, **kwargs) -> dict:
     },
 )
 def nightly_scoring():
-    @task.short_circuit  # returns the night's scoring plan: what `score` maps over
+    @task.short_circuit(doc_md=doc("validate"))  # returns the night's scoring plan: what `score` maps over
     def validate(ds: str | None = None, params: dict | None = None) -> list[dict] | None:
+        """The input contract on the night's features, then the scoring plan."""
         log.info("resolved settings: %s", json.dumps(run_settings(params).resolved(), default=str))
         return _run("validate", ds, params)  # None: a day off the calendar, skipped with a record
 
     # multiple_outputs=False: a task returns one XCom, not one more API call per key of its dict
     @task(multiple_outputs=False, map_index_template="{{ scoring_group }}", retries=1,
-          retry_delay=timedelta(seconds=10))
+          retry_delay=timedelta(seconds=10), doc_md=doc("score"))
     def score(group: dict, ds: str | None = None, params: dict | None = None, run_id: str | None = None) -> dict:
+        """One file group scored into a staged part."""
         from airflow.sdk import get_current_context
 
         files = group["files"]
@@ -114,27 +121,31 @@ def nightly_scoring():
                                                   + (f" +{len(files) - 1} files" if len(files) > 1 else ""))
         return _run("score", ds, params, item=group, run_id=run_id)
 
-    @task(multiple_outputs=False)
+    @task(multiple_outputs=False, doc_md=doc("commit_scores"))
     def commit_scores(groups: list[dict], ds: str | None = None, params: dict | None = None) -> dict:
+        """The staged parts committed as predictions/ds=D, at once."""
         return _run("commit_scores", ds, params, score=list(groups))
 
-    @task(multiple_outputs=False)
+    @task(multiple_outputs=False, doc_md=doc("detect_drift"))
     def detect_drift(ds: str | None = None, params: dict | None = None) -> dict:
+        """The night's drift tests."""
         return _run("detect_drift", ds, params)
 
     # The night's predictions are final here (rescored if a promotion landed meanwhile), so the
     # Asset event is emitted here, once, and not by the speculative `score`.
     @task(multiple_outputs=False, depends_on_past=STEP("confirm_champion").ordered, wait_for_downstream=True,
           outlets=[PREDICTIONS], priority_weight=ORDERED,
-          on_success_callback=NightshiftNotifier("drift"))
+          on_success_callback=NightshiftNotifier("drift"), doc_md=doc("confirm_champion"))
     def confirm_champion(ds: str | None = None, params: dict | None = None, outlet_events=None) -> dict:
+        """The night scored by the champion really in force; its drift alarm settled in order."""
         result = _run("confirm_champion", ds, params)
         outlet_events[PREDICTIONS].extra = {k: result[k] for k in ("ds", "rows", "model_version", "rescored")}
         return result
 
     # the drifted features are logged in words
-    @task(multiple_outputs=False, show_return_value_in_logs=False, priority_weight=ORDERED)
+    @task(multiple_outputs=False, show_return_value_in_logs=False, priority_weight=ORDERED, doc_md=doc("flag_drift"))
     def flag_drift(ds: str | None = None, params: dict | None = None) -> dict:
+        """Green on a drift alarm, skipped otherwise."""
         from airflow.sdk.exceptions import AirflowSkipException
 
         result = _run("flag_drift", ds, params)
@@ -142,16 +153,19 @@ def nightly_scoring():
             raise AirflowSkipException(f"no drift alarm on {ds}")
         return result
 
-    @task(multiple_outputs=False, depends_on_past=STEP("measure_ground_truth").ordered, priority_weight=ORDERED)
+    @task(multiple_outputs=False, depends_on_past=STEP("measure_ground_truth").ordered, priority_weight=ORDERED,
+          doc_md=doc("measure_ground_truth"))
     def measure_ground_truth(ds: str | None = None, params: dict | None = None) -> dict:
+        """The labels that have arrived: realized and estimated performance."""
         return _run("measure_ground_truth", ds, params)
 
     # The decision and its branch are one task: a task less on the path each night waits for.
     @task.branch(depends_on_past=STEP("decide_retrain").ordered, priority_weight=ORDERED,
-                 on_success_callback=NightshiftNotifier("retrain"))
+                 on_success_callback=NightshiftNotifier("retrain"), doc_md=doc("decide_retrain"))
     def decide_retrain(ds: str | None = None, params: dict | None = None, ti=None) -> list[str]:
+        """The retrain policy's decision, and its branch: trigger_retrain only when it asks for a retrain."""
         ctx = _context(ds, params)
-        result = run_step(NIGHTLY, "decide_retrain", ctx)
+        result = STEP("decide_retrain").run(ctx)
         log.info("retrain decision for %s: %s, because %s", ds, result["verdict"], "; ".join(result["reasons"]))
         ti.xcom_push(key=DECISION, value=result)  # the record, for trigger_retrain's conf
         chosen, _ = STEP("decide_retrain").follow(STEP("decide_retrain").taken(ctx, result))
@@ -169,6 +183,7 @@ def nightly_scoring():
         poke_interval=5,
         deferrable=True,  # wait in the triggerer, not in a worker slot
         priority_weight=ORDERED,
+        doc_md=doc("trigger_retrain"),
     )
 
     # main flow

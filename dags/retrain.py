@@ -54,7 +54,7 @@ VERDICT = NightshiftNotifier("verdict")
 
 def _run(step: str, ds: str | None, params: dict, **results):
     """Run one step of the retrain flow, as `nightshift retrain` does."""
-    from nightshift.flow import StepContext, run_step
+    from nightshift.flow import StepContext
 
     day = params.get("ds") or ds
     if not day:
@@ -62,7 +62,12 @@ def _run(step: str, ds: str | None, params: dict, **results):
     def settings():
         return run_settings(params, training__init_from=params.get("init_from"))
 
-    return run_step(RETRAIN, step, StepContext(settings, day, dict(params), results))
+    return STEP(step).run(StepContext(settings, day, dict(params), results))
+
+
+def doc(step: str) -> str:
+    """The task's doc_md: the flow's doc for the step, and its function's docstring."""
+    return STEP(step).doc_md
 
 
 @dag(
@@ -88,27 +93,33 @@ def _run(step: str, ds: str | None, params: dict, **results):
 )
 def retrain():
     # multiple_outputs=False: a task returns one XCom, not one more API call per key of its dict
-    @task(multiple_outputs=False)
+    @task(multiple_outputs=False, doc_md=doc("prepare_window"))
     def prepare_window(params: dict | None = None, ds: str | None = None) -> dict:
+        """The training window as known on the day, and whether training can pay off."""
         log.info("resolved settings: %s", json.dumps(run_settings(params).resolved(), default=str))
         return _run("prepare_window", ds, params)
 
-    @task.branch
+    @task.branch(doc_md=doc("ready_to_train"))
     def ready_to_train(window: dict, params: dict | None = None, ds: str | None = None) -> str:
+        """Train, or defer with the reason."""
         yes, no = STEP("ready_to_train").choices
         return yes if _run("ready_to_train", ds, params, prepare_window=window) else no
 
-    @task(multiple_outputs=False, queue=STEP("train_challenger").queue, pool=STEP("train_challenger").pool)
+    @task(multiple_outputs=False, queue=STEP("train_challenger").queue, pool=STEP("train_challenger").pool,
+          doc_md=doc("train_challenger"))
     def train_challenger(window: dict, params: dict | None = None, ds: str | None = None) -> dict:
+        """Train, log to MLflow, register the challenger (on the gpu queue)."""
         return _run("train_challenger", ds, params, prepare_window=window)
 
-    @task(multiple_outputs=False, on_success_callback=VERDICT)
+    @task(multiple_outputs=False, on_success_callback=VERDICT, doc_md=doc("defer"))
     def defer(window: dict, params: dict | None = None, ds: str | None = None) -> dict:
+        """Record why the retrain did not train."""
         return _run("defer", ds, params, prepare_window=window)
 
     # the evidence is logged in words, not as a dict
-    @task(multiple_outputs=False, show_return_value_in_logs=False)
+    @task(multiple_outputs=False, show_return_value_in_logs=False, doc_md=doc("evaluate_challenger"))
     def evaluate_challenger(window: dict, trained: dict, params: dict | None = None, ds: str | None = None) -> dict:
+        """The paired bootstrap on the holdout, and the gate's verdict, logged in words."""
         from airflow_integration.words import gate_words, segment_words
 
         result = _run("evaluate_challenger", ds, params, prepare_window=window, train_challenger=trained)
@@ -118,20 +129,23 @@ def retrain():
             log.info("per segment (gain, rows): %s", segments)
         return result
 
-    @task.branch(show_return_value_in_logs=False)
+    @task.branch(show_return_value_in_logs=False, doc_md=doc("judge"))
     def judge(evaluation: dict, params: dict | None = None, ds: str | None = None) -> str:
+        """Promote or reject, as the verdict says."""
         yes, no = STEP("judge").choices
         chosen = yes if _run("judge", ds, params, evaluate_challenger=evaluation) else no
         log.info("verdict %s for v%s, so: %s (%s)", evaluation["verdict"], evaluation["version"], chosen,
                  "; ".join(evaluation["reasons"]))
         return chosen
 
-    @task(multiple_outputs=False, on_success_callback=VERDICT)
+    @task(multiple_outputs=False, on_success_callback=VERDICT, doc_md=doc("promote"))
     def promote(evaluation: dict, params: dict | None = None, ds: str | None = None) -> dict:
+        """Move champion to the challenger."""
         return _run("promote", ds, params, evaluate_challenger=evaluation)
 
-    @task(multiple_outputs=False, on_success_callback=VERDICT)
+    @task(multiple_outputs=False, on_success_callback=VERDICT, doc_md=doc("reject"))
     def reject(evaluation: dict, params: dict | None = None, ds: str | None = None) -> dict:
+        """Keep the champion, with the reasons."""
         return _run("reject", ds, params, evaluate_challenger=evaluation)
 
     # main flow

@@ -1,9 +1,16 @@
 """One definition of a flow's steps, run by both the DAGs and the in-process CLI.
 
-A `Flow` is a small graph of `Step`s. Each step names the function that does its work as
-`"module:function"` (imported only when the step runs, so DAG files can read a flow at parse
-time without importing anything heavy). Every step function has the same signature,
-`fn(ctx: StepContext) -> dict`, and returns a small dict of references, never data.
+A `Flow` is a small graph of `Step`s. Each step names the function that does its work
+directly (`Step("validate", nightly.validate)`: go-to-definition works, and nothing is looked up
+by name at run time). Step modules import their heavy dependencies inside the functions, so a
+DAG file can read a flow at parse time without importing anything heavy (a test holds every DAG
+to that). Every step function has the same signature, `fn(ctx: StepContext) -> dict`, and
+returns a small dict of references, never data. Its docstring, after the step's own `doc`, is
+the task's `doc_md` in the Airflow grid (`Step.doc_md`).
+
+One `StepContext` carries a run's settings, lake and registry, each built once on first use:
+in-process, once for the whole run (hand-offs included, where the settings do not change); in
+Airflow, once per task process.
 
 Kinds of step:
 - `task`: runs its function;
@@ -29,50 +36,63 @@ test holds their task ids and edges to the definition.
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from nightshift.lake import Lake
+    from nightshift.registry import Registry
     from nightshift.settings import Settings
 
 TASK, GATE, BRANCH, HANDOFF, JOIN = "task", "gate", "branch", "handoff", "join"
 
 
+StepFunction = Callable[["StepContext"], Any]
+
+
 @dataclass(frozen=True)
 class Step:
     id: str
-    call: str | None = None  # "module:function"; None for a join
+    call: StepFunction | None = None  # the step's function; None for a join
     after: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()  # earlier steps whose results it reads (Airflow: XCom arguments, so also edges)
     kind: str = TASK
     ordered: bool = False
     choices: tuple[str, ...] = ()  # branch: (when taken, when not); one choice: that step, or nothing
-    choose: str | None = None  # branch: "module:function", (ctx, result) -> taken; default bool(result)
-    flow: str | None = None  # handoff: the flow it starts, as "module:attribute"
+    choose: Callable[["StepContext", Any], bool] | None = None  # branch: (ctx, result) -> taken; default bool(result)
+    flow: "Flow | None" = None  # handoff: the flow it starts
     queue: str | None = None
     pool: str | None = None
     trigger_rule: str = "all_success"
     map_over: str | None = None  # an earlier step whose result is a list: run once per item
     doc: str = ""
 
-    def function(self) -> Callable[["StepContext"], Any]:
-        return _resolve(self.call or "")
+    def run(self, ctx: "StepContext") -> Any:
+        """The step's work: its function on the context."""
+        if self.call is None:
+            raise TypeError(f"step {self.id!r} is a {self.kind} and has no function to run")
+        return self.call(ctx)
 
     def taken(self, ctx: "StepContext", result: Any) -> bool:
         """A branch's choice: `choices[0]` when True."""
-        return bool(_resolve(self.choose)(ctx, result) if self.choose else result)
+        return bool(self.choose(ctx, result) if self.choose else result)
 
     def follow(self, taken: bool) -> tuple[str | None, str | None]:
         """A branch's (chosen, other) step ids for a choice; None where a one-choice branch goes nowhere."""
         yes, no = self.choices[0], (self.choices[1] if len(self.choices) > 1 else None)
         return (yes, no) if taken else (no, yes)
 
-
-def _resolve(ref: str) -> Any:
-    module, _, name = ref.partition(":")
-    return getattr(importlib.import_module(module), name)
+    @property
+    def doc_md(self) -> str:
+        """What the Airflow grid shows for the step's task: its doc, then its function and that function's docstring."""
+        parts = [self.doc[:1].upper() + self.doc[1:] + ("" if self.doc.endswith(".") else ".")] if self.doc else []
+        if self.call is not None:
+            parts.append(f"Runs `{self.call.__module__}.{self.call.__qualname__}`.")
+            if self.call.__doc__:
+                parts.append(inspect.cleandoc(self.call.__doc__))
+        return "\n\n".join(parts)
 
 
 @dataclass(frozen=True)
@@ -97,8 +117,13 @@ class Flow:
 
 @dataclass
 class StepContext:
-    """What a step sees. `settings` may be given as a zero-argument function: it is resolved on first
-    use, so a step that never reads them (a branch on an upstream result) does not pay for loading them."""
+    """What a step sees: the run's settings, lake and registry, the night, the params, and the results
+    of the steps it reads.
+
+    `settings` may be given as a zero-argument function: it is resolved on first use, so a step that
+    never reads them (a branch on an upstream result) does not pay for loading them. The lake and the
+    registry are built from the settings on first use and then shared by every step that runs on this
+    context (and by mapped items and hand-offs with unchanged settings)."""
 
     settings_source: "Settings | Callable[[], Settings]"
     ds: str
@@ -107,6 +132,8 @@ class StepContext:
     progress: bool = False
     item: Any = None  # a mapped step's own item (one of `map_over`'s list)
     run_id: str = ""  # the run this step belongs to (Airflow's run_id; in-process, one per run_flow)
+    _lake: "Lake | None" = field(default=None, repr=False)
+    _registry: "Registry | None" = field(default=None, repr=False)
 
     @property
     def settings(self) -> "Settings":
@@ -114,26 +141,37 @@ class StepContext:
             self.settings_source = self.settings_source()
         return self.settings_source
 
+    @property
+    def lake(self) -> "Lake":
+        """The run's lake (`Lake.of(settings)`), built once."""
+        if self._lake is None:
+            from nightshift.lake import Lake
 
-def run_step(flow: Flow, step_id: str, ctx: StepContext) -> Any:
-    """Run one step's function (what a DAG task body does)."""
-    return flow.step(step_id).function()(ctx)
+            self._lake = Lake.of(self.settings)
+        return self._lake
 
+    @property
+    def registry(self) -> "Registry":
+        """The run's model registry, on the run's lake, built once (MLflow is imported on first use)."""
+        if self._registry is None:
+            from nightshift.registry import Registry
 
-def load_flow(ref: str) -> Flow:
-    """The flow a `"module:attribute"` reference names."""
-    return _resolve(ref)
+            self._registry = Registry(self.settings, self.lake)
+        return self._registry
 
 
 def run_flow(flow: Flow, settings: "Settings", ds: str, params: dict[str, Any] | None = None, *,
-             progress: bool = False, on_step: Callable[[str, Any], None] | None = None) -> dict[str, Any]:
+             progress: bool = False, on_step: Callable[[str, Any], None] | None = None,
+             _shared: StepContext | None = None) -> dict[str, Any]:
     """Run a flow in-process, in dependency order, following gates, branches and hand-offs.
 
-    Returns every step's result by step id; skipped steps are absent.
+    Returns every step's result by step id; skipped steps are absent. One context serves the whole
+    run, so the lake and the registry are built once (a hand-off with unchanged settings shares them).
     """
     import uuid
 
-    ctx = StepContext(settings, ds, dict(params or {}), {}, progress, run_id=f"inprocess-{uuid.uuid4().hex[:12]}")
+    ctx = StepContext(settings, ds, dict(params or {}), {}, progress, run_id=f"inprocess-{uuid.uuid4().hex[:12]}",
+                      _lake=_shared._lake if _shared else None, _registry=_shared._registry if _shared else None)
     skipped: set[str] = set()
     done: set[str] = set()
     for step in _topological(flow):
@@ -148,15 +186,15 @@ def run_flow(flow: Flow, settings: "Settings", ds: str, params: dict[str, Any] |
         if step.kind == JOIN:
             result: Any = {}
         elif step.kind == HANDOFF:
-            conf = step.function()(ctx)
-            target = load_flow(step.flow)
-            result = {"conf": conf, "results": run_flow(target, settings.with_overrides(conf.get("settings")), conf["ds"],
-                                                        conf, progress=progress, on_step=on_step)}
+            conf = step.run(ctx)
+            overrides = conf.get("settings")
+            result = {"conf": conf, "results": run_flow(step.flow, settings.with_overrides(overrides), conf["ds"], conf,
+                                                        progress=progress, on_step=on_step,
+                                                        _shared=None if overrides else ctx)}
         elif step.map_over:
-            fn = step.function()
-            result = [fn(dataclasses.replace(ctx, item=item)) for item in ctx.results[step.map_over]]
+            result = [step.run(dataclasses.replace(ctx, item=item)) for item in ctx.results[step.map_over]]
         else:
-            result = step.function()(ctx)
+            result = step.run(ctx)
         ctx.results[step.id] = result
         done.add(step.id)
         if on_step:

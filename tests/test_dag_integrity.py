@@ -125,11 +125,11 @@ def test_the_in_process_runner_follows_gates_and_branches():
 
 
     flow = Flow("f", (
-        Step("gate", "tests.test_dag_integrity:_gate", kind=GATE),
-        Step("a", "tests.test_dag_integrity:_record", after=("gate",)),
-        Step("pick", "tests.test_dag_integrity:_pick", after=("a",), kind=BRANCH, choices=("yes", "no")),
-        Step("yes", "tests.test_dag_integrity:_record", after=("pick",)),
-        Step("no", "tests.test_dag_integrity:_record", after=("pick",)),
+        Step("gate", _gate, kind=GATE),
+        Step("a", _record, after=("gate",)),
+        Step("pick", _pick, after=("a",), kind=BRANCH, choices=("yes", "no")),
+        Step("yes", _record, after=("pick",)),
+        Step("no", _record, after=("pick",)),
         Step("end", after=("yes", "no"), kind=JOIN, trigger_rule="none_failed_min_one_success"),
     ))
     ran = run_flow(flow, None, "2026-01-01", {"open": True, "pick": False})
@@ -143,10 +143,10 @@ def test_a_decision_and_its_branch_are_one_step():
     from nightshift.flow import BRANCH, Flow, Step, run_flow
 
     flow = Flow("f", (
-        Step("decide", "tests.test_dag_integrity:_decide", kind=BRANCH, choose="tests.test_dag_integrity:_wants",
+        Step("decide", _decide, kind=BRANCH, choose=_wants,
              choices=("act",)),
-        Step("other", "tests.test_dag_integrity:_record"),
-        Step("act", "tests.test_dag_integrity:_record", after=("decide", "other")),
+        Step("other", _record),
+        Step("act", _record, after=("decide", "other")),
     ))
     ran = run_flow(flow, None, "2026-01-01", {"act": True})
     assert set(ran) == {"decide", "other", "act"} and ran["decide"] == {"act": True, "why": "asked"}
