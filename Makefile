@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install browser demo test test-fast test-gpu lint airflow stop bench clean
+.PHONY: install browser demo check test test-fast test-gpu lint airflow stop bench clean
 
 install: $(STAMP)
 
@@ -35,11 +35,20 @@ browser:
 demo: install          ## simulated world -> real Airflow backfill -> drift -> retrain -> promotion
 	$(PY) scripts/demo.py
 
-test: install browser  ## the whole suite (unit, data, model, DAG integrity, Airflow + MLflow integration, the browser)
-	$(PY) -m pytest
+# pytest-xdist: one worker per core (2 on the reference machine); tests that start an Airflow stack share one
+# worker (the airflow_stack group, see tests/conftest.py), the rest spread. The 20 slowest tests are printed.
+XDIST ?= -n auto --dist loadgroup
 
-test-fast: install     ## everything but the integration tests
-	$(PY) -m pytest -m "not integration"
+check: install         ## the contributor's loop (under 3 minutes): lint, the unit tests, two nights through the loop
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest tests/unit -m "not integration" $(XDIST) -q
+	bash scripts/smoke.sh
+
+test: install browser  ## the whole suite (unit, integration: Airflow + MLflow + S3 + Postgres/Redis, the browser)
+	$(PY) -m pytest $(XDIST)
+
+test-fast: install     ## everything but the integration and browser tests
+	$(PY) -m pytest -m "not integration" $(XDIST)
 
 test-gpu: install      ## only the CUDA tests (skipped without a GPU)
 	$(PY) -m pytest -m gpu

@@ -61,7 +61,7 @@ on the nights after, so the retrain starts even if tonight's signals have gone q
 it was decided on drift alone (drift persisted, drift CUSUM, alarm with an estimated drop) and
 the drift alarm episode has ended since: then the data is back to its reference and the wait
 is withdrawn (NO_ACTION, "withdrawn: ..."). A one-night glitch that reads as overwhelming
-drift (a sensor off by 2 sd for one night, `tests/test_glitch.py`) thus costs an alert, not a retrain.
+drift (a sensor off by 2 sd for one night, `tests/integration/test_glitch.py`) thus costs an alert, not a retrain.
 
 One drift, one answer: a champion promoted on the rows since a drift's onset (`answered_drift`,
 from its promotion record) answered that drift, and its drift reference is that world. Drift

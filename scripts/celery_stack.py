@@ -14,7 +14,7 @@ and drops and deletes all of them. `executor="local"` runs the same thing on the
 LocalExecutor instead of the workers, for comparison.
 
 Everything is driven through Airflow's public REST API (`Api`): a JWT from `/auth/token`,
-then `/api/v2/...`. Used by tests/test_topology.py and benchmarks/topology.py.
+then `/api/v2/...`. Used by tests/integration/test_topology.py and benchmarks/topology.py.
 """
 
 from __future__ import annotations

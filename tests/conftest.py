@@ -1,4 +1,14 @@
-"""Shared fixtures: every test gets its own Nightshift home (lake, MLflow store, model cache)."""
+"""Shared fixtures: every test gets its own Nightshift home (lake, MLflow store, model cache).
+
+The suite's three folders are its three kinds, and each folder marks its tests:
+- `tests/unit`: pure logic and code on a real local lake, no services (`make check` runs these);
+- `tests/integration` (marked `integration`): real Airflow, MLflow, the S3 endpoint, whole loops;
+- `tests/browser` (marked `integration` and `browser`): the Model health page in headless Chromium.
+
+`make test` runs them all under pytest-xdist. A test that starts an Airflow stack (scheduler,
+triggerer, api-server and their log servers) joins the `airflow_stack` xdist group, so two stacks
+never share the machine's fixed log-server ports at once; everything else spreads over the workers.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +17,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+KINDS = {"integration": ("integration",), "browser": ("integration", "browser")}
+STACK_FILES = {"test_airflow.py", "test_any_table.py", "test_byom.py", "test_multiclass_loop.py", "test_topology.py",
+               "test_ui.py"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -19,6 +34,11 @@ def pytest_collection_modifyitems(config, items):
         has_cuda = torch.cuda.is_available()
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (none found)")
     for item in items:
+        path = Path(str(item.fspath))
+        for mark in KINDS.get(path.parent.name, ()):
+            item.add_marker(getattr(pytest.mark, mark))
+        if path.name in STACK_FILES or "starts_airflow" in item.keywords:
+            item.add_marker(pytest.mark.xdist_group("airflow_stack"))
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(skip_gpu)
 

@@ -25,7 +25,7 @@ def world(home, settings, tmp_path):
     from nightshift.tables import aliases
     from nightshift.tables.aliases import AliasEvent
     from simulator.land import simulate
-    from tests.test_robustness import tiny_bundle
+    from tests.unit.test_robustness import tiny_bundle
 
     side = Lake(str(tmp_path / "side"))
     simulate(side, settings.dataset, start=START, days=DAYS, rows_per_day=1500, seed=11, progress=False)

@@ -21,7 +21,7 @@ import pytest
 from nightshift.dates import add_days
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "byom"
 sys.path.insert(0, str(REPO / "scripts"))
 

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 TIMEOUT_S = 6  # the configured total; a failure must come within it (plus process overhead)
 SLACK_S = 3
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

@@ -20,7 +20,7 @@ import pytest
 from nightshift.dates import add_days
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
 
 START, HISTORY, NIGHTS, ROWS, ONSET_NIGHT = "2026-06-01", 14, 5, 1500, 1

@@ -16,7 +16,7 @@ import pytest
 
 from nightshift.lake import PREDICTIONS, Lake, PartitionMissing
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DS = "2026-03-01"
 PART_ROWS = 20_000
 

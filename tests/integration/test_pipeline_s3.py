@@ -1,6 +1,6 @@
 """The nightly loop with the lake in an S3 bucket (moto on 127.0.0.1, the delta backend), in-process.
 
-The same short world as tests/test_pipeline.py: bootstrap, nights with a sudden drift, a
+The same short world as tests/integration/test_pipeline.py: bootstrap, nights with a sudden drift, a
 retrain and a promotion, every partition committed as a Delta table in the bucket.
 """
 

@@ -17,7 +17,7 @@ import pytest
 
 from airflow_integration.alerts import END, START, drift_transition
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("previous, tonight, expected", [

@@ -23,7 +23,7 @@ from nightshift.spec import DatasetSpec
 SPEC = ModelSpec(n_numeric=6, cardinalities=[5, 3], n_outputs=1, params={})
 
 
-# -- modules the load checks must refuse (importable by path: tests.test_architectures:NAME) ----------
+# -- modules the load checks must refuse (importable by path: tests.unit.test_architectures:NAME) ----------
 class _Good(nn.Module):
     def __init__(self, spec):
         super().__init__()
@@ -86,17 +86,17 @@ def raises(spec):
 
 
 LOAD_CHECKS = [
-    ("a good module", "tests.test_architectures:good", None),
+    ("a good module", "tests.unit.test_architectures:good", None),
     ("the built-in tabularnet", "tabularnet", None),
     ("the built-in ft_transformer", "ft_transformer", None),
-    ("logits [n] instead of [n, 1]", "tests.test_architectures:squeezed", r"must return logits \[n, n_outputs\] = \[3, 1\], got \(3,\)"),
-    ("NaN logits", "tests.test_architectures:nan", "non-finite logits"),
-    ("batch statistics at inference", "tests.test_architectures:batch_stats", "scores differently alone than inside a batch"),
-    ("forward fails", "tests.test_architectures:broken", r"forward\(x_num \[3, 6\] float, x_cat \[3, 2\] long\) failed"),
-    ("build returns no module", "tests.test_architectures:not_a_module", "must return a torch.nn.Module, got str"),
-    ("build raises", "tests.test_architectures:raises", "build\\(spec\\) failed .*CUDA out of memory"),
+    ("logits [n] instead of [n, 1]", "tests.unit.test_architectures:squeezed", r"must return logits \[n, n_outputs\] = \[3, 1\], got \(3,\)"),
+    ("NaN logits", "tests.unit.test_architectures:nan", "non-finite logits"),
+    ("batch statistics at inference", "tests.unit.test_architectures:batch_stats", "scores differently alone than inside a batch"),
+    ("forward fails", "tests.unit.test_architectures:broken", r"forward\(x_num \[3, 6\] float, x_cat \[3, 2\] long\) failed"),
+    ("build returns no module", "tests.unit.test_architectures:not_a_module", "must return a torch.nn.Module, got str"),
+    ("build raises", "tests.unit.test_architectures:raises", "build\\(spec\\) failed .*CUDA out of memory"),
     ("a module that does not import", "no_such_package.models:build", "does not import"),
-    ("no such function", "tests.test_architectures:missing", "has no callable 'missing'"),
+    ("no such function", "tests.unit.test_architectures:missing", "has no callable 'missing'"),
     ("not a path", "my model", "neither a built-in"),
 ]
 
@@ -256,7 +256,7 @@ def test_changed_code_is_refused_naming_both_hashes_unless_allowed(user_package,
 
 
 def test_a_bundle_from_before_the_switch_still_loads(tmp_path, spec):
-    from tests.test_robustness import features, tiny_bundle
+    from tests.unit.test_robustness import features, tiny_bundle
 
     table = features(spec)
     bundle = tiny_bundle(tmp_path / "bundle", spec, table)
@@ -297,9 +297,9 @@ def test_a_model_too_large_for_memory_fails_the_retrain_with_its_size_and_the_se
     table = pa.table({"id": [str(i) for i in range(64)], "a": np.linspace(0, 1, 64), "c": ["x", "y"] * 32,
                       "y": [0, 1] * 32})
     pre = Preprocessor.fit(table, spec)
-    module = arch.build_recorded("tests.test_architectures:hungry", ModelSpec(pre.n_numeric_inputs, pre.cardinalities, 1, {}))
+    module = arch.build_recorded("tests.unit.test_architectures:hungry", ModelSpec(pre.n_numeric_inputs, pre.cardinalities, 1, {}))
     with pytest.raises(ModelTooLarge, match=r"out of memory on cpu training batches of 32 rows: "
-                                            r"tests.test_architectures:hungry .* parameters. Lower training.batch_size"):
+                                            r"tests.unit.test_architectures:hungry .* parameters. Lower training.batch_size"):
         fit(module, pre, table, spec, TrainingSettings(epochs=1, batch_size=32, device="cpu"))
 
 

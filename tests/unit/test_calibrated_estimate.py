@@ -98,7 +98,7 @@ def test_small_holdouts_and_regression_get_no_calibrator_but_a_reference():
 
 
 def test_bundle_round_trip_with_and_without_calibration(tmp_path, spec):
-    from tests.test_robustness import features, tiny_bundle
+    from tests.unit.test_robustness import features, tiny_bundle
     from model.bundle import load_bundle
 
     table = features(spec)

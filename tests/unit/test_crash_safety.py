@@ -356,7 +356,7 @@ def killable(tmp_path_factory):
             os.environ[k] = v
 
 
-REPO_TOML = Path(__file__).resolve().parents[1] / "nightshift.toml"
+REPO_TOML = Path(__file__).resolve().parents[2] / "nightshift.toml"
 
 
 def _save_bundle(home: str, name: str) -> None:

@@ -57,7 +57,7 @@ def test_the_celery_workers_load_the_fix(tmp_path):
     sys.path.insert(0, "scripts")
     import celery_stack
 
-    compose = yaml.safe_load((Path(__file__).resolve().parents[1] / "docker-compose.yaml").read_text())
+    compose = yaml.safe_load((Path(__file__).resolve().parents[2] / "docker-compose.yaml").read_text())
     assert compose["x-airflow-env"]["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] == CELERY_CONFIG
     env = celery_stack.Topology(tmp_path / "home").env()
     assert env["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] == CELERY_CONFIG
@@ -102,7 +102,7 @@ def test_a_supervisor_notices_its_task_exit_once_the_sockets_close(mode):
 
     env = {**os.environ, "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": CELERY_CONFIG}
     out = subprocess.run([sys.executable, "-c", SUPERVISE, mode], capture_output=True, text=True, timeout=60, env=env,
-                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
     assert out.returncode == 0, out.stderr[-2000:]
     seconds, code = out.stdout.splitlines()[-1].split()  # the last line: Airflow may log above it
     assert code == "0"

@@ -12,7 +12,7 @@ import pytest
 from nightshift.dates import add_days
 from nightshift.lake import PREDICTIONS
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins"))
 
 START = "2026-05-01"
 

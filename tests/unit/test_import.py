@@ -32,7 +32,7 @@ from importer.core import (
 from nightshift.lake import FEATURES, LABELS, Lake
 from nightshift.settings import load_settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from nightshift.task import task_for
 from model.folded import FoldedNet, expected_shapes, misfit
 from model.tabularnet import TabularNet, predict_logits
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 ARCHITECTURES = [
     # (n_numeric_inputs, cardinalities, embedding_dim, hidden)
@@ -144,7 +144,7 @@ def test_the_numpy_link_is_the_torch_link(task):
 
 
 def test_loading_a_bundle_and_scoring_imports_no_torch(tmp_path, spec):
-    from tests.test_robustness import features, tiny_bundle
+    from tests.unit.test_robustness import features, tiny_bundle
 
     table = features(spec)
     bundle = tiny_bundle(tmp_path / "bundle", spec, table)

@@ -258,4 +258,4 @@ def test_the_posix_backend_never_imports_deltalake(tmp_path):
     code = (f"from nightshift.lake import Lake, FEATURES; import pyarrow as pa, sys; l = Lake({str(tmp_path)!r}); "
             "l.commit(FEATURES, '2026-01-01', pa.table({'a': [1]})); l.read(FEATURES, '2026-01-01'); "
             "assert 'deltalake' not in sys.modules and 'boto3' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACKAGES = sorted(p.parent.name for p in REPO.glob("*/__init__.py") if p.parent.name not in {"tests"})
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from model.bundle import META, WEIGHTS, BundleCorrupt, load_bundle, save_bundle
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DS = "2026-01-03"
 
 
@@ -220,7 +220,7 @@ def test_ruff_with_the_security_and_airflow_rules_passes():
 # -- the bad-input matrix through `nightshift nightly`: features and labels alike -----------------
 
 def _feature_breaks(spec):
-    from tests.test_contract import BREAKS
+    from tests.unit.test_contract import BREAKS
 
     out = [(f"features: {name}", lambda d, s=spec, b=brk: b(d, s)) for name, brk, _, _ in BREAKS]
     out.append(("features: empty", lambda d: [d.__setitem__(k, v[:0]) for k, v in list(d.items())]))
@@ -228,7 +228,7 @@ def _feature_breaks(spec):
 
 
 def _label_breaks(spec):
-    from tests.test_labels_contract import BAD_LABELS
+    from tests.unit.test_labels_contract import BAD_LABELS
 
     return [(f"labels: {name}", brk) for name, brk, _, _ in BAD_LABELS]
 
@@ -241,7 +241,7 @@ def test_the_bad_input_matrix_gives_named_errors_and_no_traceback(home, settings
     from nightshift.spec import EVENT_DS
     from nightshift.tables import aliases
     from nightshift.tables.aliases import AliasEvent
-    from tests.test_contract import good
+    from tests.unit.test_contract import good
 
     cases = _feature_breaks(spec) + _label_breaks(spec)
     tracebacks, refused = 0, 0
