@@ -228,7 +228,7 @@ def _feature_breaks(spec):
 
 
 def _label_breaks(spec):
-    from tests.unit.test_labels_contract import BAD_LABELS
+    from tests.integration.test_labels_contract import BAD_LABELS
 
     return [(f"labels: {name}", brk) for name, brk, _, _ in BAD_LABELS]
 
