@@ -438,6 +438,7 @@ def test_never_writes_the_repository_settings(tmp_path):
 CAP_MIB = 340
 
 
+@pytest.mark.integration  # in make test, not make check: a subprocess importing a CSV larger than its memory cap
 def test_import_under_a_memory_cap_smaller_than_the_file(tmp_path):
     """The whole `python -m cli.import_command` process stays under CAP_MIB resident while importing a larger CSV.
 

@@ -233,6 +233,7 @@ def _label_breaks(spec):
     return [(f"labels: {name}", brk) for name, brk, _, _ in BAD_LABELS]
 
 
+@pytest.mark.integration  # in make test, not make check: every bad partition through the real `nightshift nightly` CLI
 def test_the_bad_input_matrix_gives_named_errors_and_no_traceback(home, settings, spec, tmp_path, capsys):
     """Every bad features or labels partition, through `nightshift nightly`: exit 2, one line naming the
     partition, column and rule, no traceback, and nothing committed for that night."""

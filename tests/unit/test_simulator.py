@@ -261,6 +261,7 @@ def test_new_categories_appear_only_after_onset(spec, lakes):
     assert np.abs(p - world.probability(unknown, ONSET)).max() > 0.05
 
 
+@pytest.mark.integration  # in make test, not make check: fits gradient boosting on whole simulated worlds (about a minute)
 def test_sudden_covariate_drift_hurts_an_old_model_and_retraining_helps(spec):
     """An old model loses AUC on drifted rows; one fitted on drifted rows does clearly better there."""
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -408,6 +409,7 @@ def test_concept_changes_expected_y_given_x_in_regression(reg_spec):
         assert (gap.max() == 0) if i < ONSET else (gap.mean() > 4), (i, gap.mean())  # minutes
 
 
+@pytest.mark.integration  # in make test, not make check: fits gradient boosting on whole simulated worlds (about a minute)
 def test_sudden_covariate_drift_raises_an_old_regressors_rmse_and_refitting_lowers_it(reg_spec):
     """A regressor fitted before the drift loses accuracy on drifted rows; a refit on drifted rows wins it back."""
     from sklearn.ensemble import HistGradientBoostingRegressor
