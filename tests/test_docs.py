@@ -39,18 +39,23 @@ def test_settings_page_names_every_key(settings):
     assert "| `model.params` | table | `{}` |" in page
 
 
-@pytest.mark.parametrize("key, default, bounds", [
-    ("drift.p_val", "`0.05`", "> 0, < 1"),
-    ("policy.drift_cusum_retrains_per_200_nights", "`0.1`", "> 0, ≤ 50"),
-    ("gate.margin", "unset", "≥ 0"),
-    ("dataset.entity_id", "required", ""),
-    ("training.drift_candidates", '`["warm:sliding", "warm:recent", "scratch:recent"]`', ""),
-    ("paths.home", '`"<repo>/.nightshift"`', ""),  # the machine's own path never reaches the page
+@pytest.mark.parametrize("key, kind, default", [
+    ("drift.p_val", "float, &gt; 0, &lt; 1", "`0.05`"),
+    ("policy.drift_cusum_retrains_per_200_nights", "float or unset, &gt; 0, ≤ 50", "`0.1`"),
+    ("gate.margin", "float or unset, ≥ 0", "unset"),
+    ("dataset.entity_id", "str", "required"),
+    ("training.drift_candidates", "list of str", '`["warm:sliding", "warm:recent", "scratch:recent"]`'),
+    ("paths.home", "str", '`"<repo>/.nightshift"`'),  # the machine's own path never reaches the page
 ])
-def test_settings_page_shows_defaults_and_bounds(key, default, bounds):
+def test_settings_page_shows_types_bounds_and_defaults(key, kind, default):
     row = next(line for line in gen_docs.settings_page().splitlines() if line.startswith(f"| `{key}` |"))
     cells = [c.strip() for c in row.strip("|").split(" | ")]
-    assert cells[2] == default and cells[3] == bounds, row
+    assert cells[1:3] == [kind, default], row
+
+
+def test_settings_page_shows_placeholders_as_text():
+    row = next(line for line in gen_docs.settings_page().splitlines() if line.startswith("| `paths.lake` |"))
+    assert row.endswith("| default: &lt;home&gt;/lake |")  # not an HTML tag the browser would swallow
 
 
 def test_settings_descriptions_fall_back_to_comments_and_choices():
