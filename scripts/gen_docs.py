@@ -16,12 +16,13 @@ them without building the site.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import enum
 import importlib
 import inspect
 import io
+import functools
 import json
-import os
 import sys
 import tokenize
 import types
@@ -223,9 +224,10 @@ def _options(parser: argparse.ArgumentParser) -> list[str]:
 def cli_page() -> str:
     from cli.main import build_parser
 
-    os.environ["COLUMNS"] = "100"  # argparse wraps usage to the terminal's width: the page must not depend on it
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for p in (parser, *sub.choices.values()):  # argparse wraps usage to the terminal: the page must not depend on it
+        p.formatter_class = functools.partial(p.formatter_class, width=100)
     helps = {c.dest: c.help for c in sub._choices_actions}
     out = [GENERATED, "# CLI reference", "",
            "Every subcommand of `nightshift` and its arguments, generated from the argparse parser in",
@@ -235,10 +237,9 @@ def cli_page() -> str:
            "## nightshift", "", "```", parser.format_usage().strip(), "```", "",
            "Options that go before the subcommand:", "", *_options(parser)]
     for name, sp in sub.choices.items():
-        about = " ".join((sp.description or "").split())
-        if not about.startswith(helps.get(name) or ""):  # a description that is more than the help says both
-            about = f"{helps[name]}\n\n{about}"
-        out += [f"## nightshift {name}", "", about or helps.get(name) or "", ""]
+        short, about = helps.get(name) or "", " ".join((sp.description or "").split())
+        text = about if about.startswith(short) else "\n\n".join(filter(None, [short, about]))  # the longer, once
+        out += [f"## nightshift {name}", "", text, ""]
         out += ["```", sp.format_usage().strip(), "```", "", *_options(sp)]
     return "\n".join(out)
 
@@ -259,8 +260,8 @@ def _schema_rows(fields) -> list[str]:
             *[f"| `{n}` | {f'`{t}`' if isinstance(t, pa.DataType) else _cell(t)} |" for n, t in fields], ""]
 
 
-def _first_paragraphs(doc: str | None) -> str:
-    return (doc or "").strip()
+def _doc(module) -> str:
+    return (module.__doc__ or "").strip()
 
 
 def lake_tables() -> list[tuple[str, str | None]]:
@@ -312,8 +313,8 @@ def lake_page() -> str:
            "The lake's tables and their columns, generated from `nightshift/lake.py` and the table modules under",
            "`nightshift/tables/` (each owns its schema, its writer and its typed readers). How to read them:",
            "[Reading the predictions](../guide/predictions.md).", "", "## Layout", "",
-           "### The `posix` backend", "", _first_paragraphs(lake.__doc__), "",
-           "### The `delta` backend", "", _first_paragraphs(lake_delta.__doc__), "",
+           "### The `posix` backend", "", _doc(lake), "",
+           "### The `delta` backend", "", _doc(lake_delta), "",
            "### Paths", "",
            "| path | table |", "|---|---|"]
     tables = lake_tables()
@@ -333,16 +334,16 @@ def lake_page() -> str:
         if name:
             documented[name] = table
         if module is not None:
-            out += [f"Owned by `nightshift/tables/{name}.py`.", "", _first_paragraphs(module.__doc__), ""]
+            out += [f"Owned by `nightshift/tables/{name}.py`.", "", _doc(module), ""]
         else:
             out += ["Landed by upstream (the simulator in the demo, `nightshift import` for your own table): one "
                     "row per entity to score on day D.", ""]
         out += _columns(table, module)
     from nightshift.tables import aliases
 
-    fields = [(f.name, _type_name(f.type)) for f in __import__("dataclasses").fields(aliases.AliasEvent)]
+    fields = [(f.name, _type_name(f.type)) for f in dataclasses.fields(aliases.AliasEvent)]
     out += ["## registry/aliases", "", "Owned by `nightshift/tables/aliases.py`.", "",
-            _first_paragraphs(aliases.__doc__), "", "Each event (`AliasEvent`) is one JSON object:", "",
+            _doc(aliases), "", "Each event (`AliasEvent`) is one JSON object:", "",
             "| key | type |", "|---|---|", *[f"| `{n}` | {_cell(t)} |" for n, t in fields], ""]
     return "\n".join(out)
 
