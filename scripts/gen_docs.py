@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
+import functools
 import importlib
 import inspect
 import io
-import functools
 import json
 import sys
 import tokenize
@@ -39,10 +39,6 @@ def _cell(text: object) -> str:
     (outside code spans, where Markdown would otherwise show the entity itself)."""
     parts = " ".join(str(text).split()).replace("|", "\\|").split("`")
     return "`".join(p if i % 2 else p.replace("<", "&lt;").replace(">", "&gt;") for i, p in enumerate(parts))
-
-
-def _code(value: str) -> str:
-    return f"`{value}`" if value else ""
 
 
 # -- settings --------------------------------------------------------------------------------------
