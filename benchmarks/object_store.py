@@ -13,7 +13,7 @@ Prints `RESULT key=value` lines:
   on the delta backend on local disk over the same on the posix backend, at `--score-rows`.
 
 The moto server runs in its own process, so its request handling does not share the
-benchmark's GIL. Measured on 2 busy shared cores (README, Performance): 50 kills, partial 0,
+benchmark's GIL. Measured on 2 busy shared cores (docs/benchmarks.md): 50 kills, partial 0,
 mixed 0, rerun identical 1; commit ratio 1.12 at 1M rows; score ratio 1.08 at 10M rows
 (`--score-rows 10000000`; the default 2M, ratio 0.98, runs in about 3 minutes).
 

@@ -127,7 +127,8 @@ def cmd_settings(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The `nightshift` parser: every subcommand and flag (the docs' CLI reference is generated from it)."""
     p = argparse.ArgumentParser(prog="nightshift", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="nightshift.toml to use (default: $NIGHTSHIFT_CONFIG or the repo's)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -195,8 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     from cli import import_command
 
     import_command.add_parser(sub).set_defaults(fn=import_command.run)
+    return p
 
-    args = p.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # this process's own environment
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)

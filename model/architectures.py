@@ -1,6 +1,6 @@
 """Which network a retrain builds: a registry of built-ins, or a user's `package.module:build`.
 
-The contract a module meets (README, "Your own model"):
+The contract a module meets (docs/guide/your-model.md, "Your own model"):
 
 - `model.architecture = "package.module:build"` and `model.params = {...}` in settings;
 - `build(spec) -> nn.Module`, where `spec` has `n_numeric: int`, `cardinalities: list[int]`

@@ -39,7 +39,8 @@ _FROZEN = ConfigDict(frozen=True, extra="forbid")
 class PathSettings(BaseModel):
     model_config = _FROZEN
 
-    home: str = str(REPO_ROOT / ".nightshift")
+    home: str = Field(str(REPO_ROOT / ".nightshift"), description="the folder that holds the lake, the MLflow store "
+                      "and the Airflow home (env NIGHTSHIFT_HOME); default: .nightshift/ in the repo")
     lake: str = ""  # default: <home>/lake
     lake_backend: Literal["posix", "delta"] = Field("posix", description="how the lake commits a partition: 'posix' "
                                                     "(Hive-partitioned Parquet swapped in by rename(2), serialised by "
@@ -90,7 +91,7 @@ class ModelSettings(BaseModel):
 
     name: str = "nightshift-model"  # the MLflow registered model name
     architecture: str = Field("tabularnet", description="the network a scratch retrain builds: a built-in ('tabularnet', "
-                              "'ft_transformer') or your own 'package.module:build' (README: Your own model)")
+                              "'ft_transformer') or your own 'package.module:build' (docs/guide/your-model.md)")
     params: dict[str, Any] = Field(default_factory=dict, description="passed to the builder as spec.params; for "
                                    "tabularnet they override hidden, embedding_dim and dropout below")
     allow_code_drift: bool = Field(False, description="score and promote a bundle whose model code's source hash differs "
@@ -133,10 +134,12 @@ class TrainingSettings(BaseModel):
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
     seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    require_gpu: bool = False
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU (logged, and "
+                                                   "the MLflow run tagged nightshift.cpu_fallback)")
+    require_gpu: bool = Field(False, description="fail instead of training on CPU when no CUDA device is found")
     reference_size: int = Field(10000, ge=100, description="rows of the training window saved as drift reference (large beside drift.sample_size, so nights tested against it are nearly independent)")
-    min_train_rows: int = Field(500, ge=1)
+    min_train_rows: int = Field(500, ge=1, description="a window with fewer labelled rows is deferred, with a record "
+                                "that names its days and counts")
     transfer_from: str | None = Field(None, description="init_from=transfer: the source model, 'VERSION' of this registered "
                                       "model or 'NAME:VERSION' of another; None: the champion")
     freeze_epochs: int = Field(3, ge=0, description="init_from=transfer: epochs that train the new head on a frozen backbone")
@@ -239,7 +242,7 @@ class PolicySettings(BaseModel):
     model_config = _FROZEN
 
     drift_k: int = Field(3, ge=1, description="retrain when k of the last n days drifted")
-    drift_n: int = Field(5, ge=1)
+    drift_n: int = Field(5, ge=1, description="the nights with data that drift_k counts over")
     drift_cusum_retrains_per_200_nights: float | None = Field(
         0.1, gt=0, le=50, description="drift CUSUM: retrain when the drift alarm's CUSUM reaches an interval that noise "
         "alone would cross this many times per 200 quiet nights (0.1: h 5.75 at the alarm's k 0.5, against the alarm's own "
@@ -305,8 +308,9 @@ class PolicySettings(BaseModel):
 class GateSettings(BaseModel):
     model_config = _FROZEN
 
-    n_boot: int = Field(1000, ge=100)
-    confidence: float = Field(0.95, gt=0.5, lt=1)
+    n_boot: int = Field(1000, ge=100, description="bootstrap resamples of the paired gain")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="level of the gain's confidence interval (and of the "
+                              "power check's minimum detectable gain)")
     margin: float | None = Field(None, ge=0, description="non-inferiority margin, in the task's gain unit; None: the "
                                  "task's default (0.005 AUC points; 0.02, i.e. 2% of RMSE)")
     min_gain: float = Field(0.0, ge=0, description="superiority: the challenger replaces a champion that is not known stale "
@@ -317,7 +321,8 @@ class GateSettings(BaseModel):
     min_rows: int = Field(500, ge=1, description="minimum holdout rows (binary: and at least 20 of each class)")
     segment_margin: float | None = Field(None, ge=0, description="largest loss, in the gain unit, allowed in any segment; "
                                          "None: the task's default (0.03 AUC points; 0.10 of RMSE)")
-    min_segment_rows: int = Field(200, ge=1)
+    min_segment_rows: int = Field(200, ge=1, description="a segment value with fewer holdout rows is not judged "
+                                  "against segment_margin")
     first_model_floor: float | None = Field(None, description="absolute bar for the very first champion; None: the task's "
                                             "default (AUC >= 0.65; R2 >= 0)")
     power_check: bool = Field(True, description="before training, defer a retrain whose holdout cannot resolve the margin")

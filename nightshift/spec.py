@@ -58,10 +58,11 @@ class Calendar(BaseModel):
 class DatasetSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    entity_id: str
-    numeric: tuple[str, ...]
-    categorical: tuple[str, ...] = ()
-    label: str
+    entity_id: str = Field(description="the column that identifies a row's entity; labels join on it")
+    numeric: tuple[str, ...] = Field(description="numeric feature columns")
+    categorical: tuple[str, ...] = Field((), description="categorical feature columns (embedded; unseen values map "
+                                         "to an unknown row)")
+    label: str = Field(description="the label column (ground truth), in labels/")
     task: TaskName = TaskName.BINARY
     segment: str | None = Field(None, description="categorical column whose values get per-segment guardrails")
     label_delay: LabelDelayPolicy = LabelDelayPolicy()

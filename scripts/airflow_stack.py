@@ -63,7 +63,7 @@ def airflow_env(home: Path, port: int | None = None, extra: dict[str, str] | Non
         "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM", "3"),
         # How long an idle scheduler loop sleeps (Airflow's default 1 s): each step of a night waits on average
         # about half of it before the scheduler sees its upstream done. 0.3 s cut a quiet night by a third;
-        # 0.15 s gained nothing more (benchmarks/airflow_night.py, README "Performance").
+        # 0.15 s gained nothing more (benchmarks/airflow_night.py, docs/benchmarks.md).
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": env.get("AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME", "0.3"),
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",

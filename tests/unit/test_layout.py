@@ -70,3 +70,25 @@ def test_one_context_builds_the_lake_once(settings):
 
     ctx = StepContext(source, "2026-01-01")
     assert ctx.lake is ctx.lake and len(built) == 1
+
+
+# Who may import whom: the one-way direction docs/development.md draws. A package not listed imports only
+# the kernel. cli/, dags/ and plugins/ sit on top and may import anything.
+MAY_IMPORT = {
+    "nightshift": set(),
+    "model": {"nightshift"},
+    "training": {"model", "nightshift"},
+    "monitoring": {"training", "model", "nightshift"},
+    "batch_scoring": {"monitoring", "training", "model", "nightshift"},
+    "importer": {"nightshift"},
+    "airflow_integration": {"nightshift"},
+    "simulator": {"nightshift"},
+}
+
+
+@pytest.mark.parametrize("package", sorted(MAY_IMPORT))
+def test_imports_flow_one_way(package):
+    others = set(PACKAGES) - {package}
+    bad = sorted({f"{p.relative_to(REPO)}:{line} imports {m}" for p in (REPO / package).rglob("*.py")
+                  for line, m in _imports(p) if m.split(".")[0] in others - MAY_IMPORT[package]})
+    assert not bad, f"{package}/ may import only {sorted(MAY_IMPORT[package]) or 'the standard and third-party libraries'}:\n" + "\n".join(bad)

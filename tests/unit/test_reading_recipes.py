@@ -1,4 +1,4 @@
-"""The README's "Reading the predictions" recipes, run as written, on each backend (S3: a moto bucket)."""
+"""The recipes of docs/guide/predictions.md ("Reading the predictions"), run as written, on each backend (S3: a moto bucket)."""
 
 from __future__ import annotations
 
