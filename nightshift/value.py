@@ -134,6 +134,12 @@ def decide(score: np.ndarray, threshold: float) -> np.ndarray:
     return np.asarray(score, np.float64) >= threshold
 
 
+def row_values(model: ValueModel, y: np.ndarray, pred: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Each labelled row's realized value for a model that decides at `threshold` (unused without a decision)."""
+    decision = decide(pred, threshold) if model.decides else None
+    return model.realized(y, pred, decision)
+
+
 def decision_threshold(setting: "float | str", recorded: float | None) -> float:
     """The threshold a version decides with: the number in `scoring.threshold`, or with "value" the one
     picked on its holdout and recorded on it (`FALLBACK_THRESHOLD` for a version that records none)."""

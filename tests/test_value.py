@@ -176,3 +176,126 @@ def test_an_env_override_is_named_as_the_source(tmp_path):
     with pytest.raises(ValueError) as err:
         _load(tmp_path, "[value]\ntp = 10\nfp = -2\nfn = -5\ntn = 0\n", env={"NIGHTSHIFT__VALUE__TN": "zero"})
     assert "value.tn: " in str(err.value) and "NIGHTSHIFT__VALUE__TN='zero'" in str(err.value)
+
+
+# -- the gate: the value gain on the metric's resamples ------------------------------------------
+def _holdout(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(-1.0, 1.5, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(np.int64)
+    champion = 1 / (1 + np.exp(-(0.6 * z + rng.normal(0, 1.2, n))))
+    challenger = 1 / (1 + np.exp(-(z + rng.normal(0, 0.5, n))))
+    return y, champion, challenger
+
+
+def test_the_value_gain_gets_its_interval_from_the_metrics_resamples():
+    from nightshift.metrics import resample_indices
+    from nightshift.value import row_values
+    from training.evaluate import paired_bootstrap
+
+    y, a, b = _holdout(600, 1)
+    va, vb = row_values(M, y, a, 0.5), row_values(M, y, b, 0.3)  # each at its own threshold
+    got = paired_bootstrap(y, a, b, n_boot=300, confidence=0.9, seed=4, values=(va, vb))
+    naive = [vb[i].mean() - va[i].mean() for i in np.concatenate(list(resample_indices(600, 300, 4)))
+             if 0 < y[i].sum() < len(i)]  # the resamples the AUC's interval counts
+    v = got["business_value"]
+    assert v["gain"] == pytest.approx(vb.mean() - va.mean()) and v["n_boot"] == got["n_boot"] == len(naive)
+    assert v["ci_low"] == pytest.approx(np.quantile(naive, 0.05)) and v["ci_high"] == pytest.approx(np.quantile(naive, 0.95))
+    assert v["champion"] == pytest.approx(va.mean()) and v["challenger"] == pytest.approx(vb.mean())
+    # without a cost matrix the evidence is as before
+    assert "business_value" not in paired_bootstrap(y, a, b, n_boot=300, confidence=0.9, seed=4)
+
+
+def test_gate_metric_value_decides_on_the_value_with_the_same_rules():
+    from nightshift.settings import GateSettings
+    from training.evaluate import deciding, judge_challenger
+
+    gate = GateSettings(metric="value", margin=0.1)
+    base = {"metric": "auc", "champion": 0.80, "challenger": 0.80, "gain": 0.0, "ci_low": -0.01, "ci_high": 0.01, "n": 900,
+            "confidence": 0.95, "too_few": ()}
+    better = {**base, "business_value": {"champion": 1.0, "challenger": 1.4, "gain": 0.4, "ci_low": 0.2, "ci_high": 0.6, "se": 0.1}}
+    assert judge_challenger(deciding(better, "task"), [], gate).verdict == "REJECT"  # the AUC shows no gain
+    verdict = judge_challenger(deciding(better, "value"), [], gate)
+    assert verdict.verdict == "PROMOTE" and verdict.basis == "superior" and "value 1.0000 -> 1.4000" in verdict.reasons[0]
+    close = {**base, "business_value": {**better["business_value"], "gain": 0.0, "ci_low": -0.05, "ci_high": 0.05}}
+    assert judge_challenger(deciding(close, "value"), [], gate, stale="drift").basis == "stale"  # within the value margin
+    wide = {**base, "business_value": {**better["business_value"], "gain": 0.0, "ci_low": -0.2, "ci_high": 0.2}}
+    assert judge_challenger(deciding(wide, "value"), [], gate, stale="drift").verdict == "INSUFFICIENT_EVIDENCE"
+    with pytest.raises(ValueError, match="cost matrix"):
+        deciding(base, "value")
+
+
+def test_the_value_power_check_is_the_means_standard_error():
+    from training.evaluate import detectable_value_gain
+
+    v = np.random.default_rng(0).normal(1.0, 4.0, 10_000)
+    p = detectable_value_gain(v, confidence=0.95, correlation=0.9)
+    assert p["se_metric"] == pytest.approx(np.std(v, ddof=1) / 100)
+    assert p["mde"] == pytest.approx(1.959964 * p["se_metric"] * np.sqrt(0.2), rel=1e-5)
+    assert detectable_value_gain(v[:1], confidence=0.95, correlation=0.9)["mde"] == float("inf")
+
+
+def test_churn_counts_flips_between_each_models_own_threshold():
+    from training.evaluate import _churn_words, prediction_churn
+
+    a, b = np.array([0.2, 0.4, 0.6]), np.array([0.2, 0.4, 0.6])
+    same = prediction_churn(task_for("binary"), a, b, 0.5)
+    assert same["value"] == 0 and "challenger_threshold" not in same
+    moved = prediction_churn(task_for("binary"), a, b, 0.5, 0.3)
+    assert moved["value"] == pytest.approx(1 / 3) and "thresholds 0.5 -> 0.3" in _churn_words(moved)
+
+
+# -- the card records the threshold; ground truth values each day --------------------------------
+def test_the_card_picks_and_records_the_threshold_only_when_asked(tmp_path):
+    from model.calibration import fit_model_card, read_model_card, write_model_card
+
+    y, _, p = _holdout(3000, 2)
+    fixed = fit_model_card(task_for("binary"), y, p, 0.5, value_model=M)
+    assert fixed.threshold is None and fixed.value["threshold"] == 0.5 and not fixed.value["picked"]
+    assert fixed.value["per_row"] == pytest.approx(M.realized(y, p, p >= 0.5).mean())
+    picked = fit_model_card(task_for("binary"), y, p, 0.5, value_model=M, pick_threshold=True)
+    t, best = M.best_threshold(y, p)
+    assert picked.threshold == t != 0.5 and picked.value["per_row"] == pytest.approx(best)
+    assert best > fixed.value["per_row"]
+    assert picked.reference.metrics["accuracy"] == pytest.approx(np.mean((p >= t) == (y == 1)))  # at the picked threshold
+    write_model_card(tmp_path, picked)
+    assert read_model_card(tmp_path) == picked
+    assert fit_model_card(task_for("binary"), y, p, 0.5).value is None  # no cost matrix: no value
+
+
+def test_ground_truth_values_each_day_at_the_decisions_scoring_made():
+    from model.calibration import fit_platt
+    from monitoring.ground_truth import DayInput, performance_rows
+
+    rows_per_day, days = 4000, []
+    for i in range(3):
+        y, _, p = _holdout(rows_per_day, 10 + i)
+        c = fit_platt(y, p).apply(p)
+        decision = p >= 0.3  # the version decides at 0.3
+        labelled = rows_per_day if i < 2 else 0
+        days.append(DayInput(f"2026-01-0{i + 1}", "1", p, y[:labelled], p[:labelled], c, decision=decision,
+                             y_decision=decision[:labelled], threshold=0.3))
+    out = performance_rows(task_for("binary"), days, "2026-01-03", min_coverage=0.9, max_delay_days=30, window_days=3,
+                           signal_min_coverage=0.5, value_model=M)
+    first = out[0]
+    y0, p0 = days[0].y, days[0].y_pred
+    assert first["realized_value"] == pytest.approx(M.realized(y0, p0, p0 >= 0.3).mean())
+    assert first["realized_value_total"] == pytest.approx(M.realized(y0, p0, p0 >= 0.3).sum())
+    assert first["estimated_value_total"] == pytest.approx(first["estimated_value"] * rows_per_day)
+    assert first["decision_threshold"] == 0.3
+    assert abs(first["value_estimate_error"]) < 0.15  # calibrated: the estimate is near what the labels realized
+    assert out[2]["realized_value"] is None and out[2]["estimated_value"] is not None  # before labels: the estimate
+    plain = performance_rows(task_for("binary"), days, "2026-01-03", min_coverage=0.9, max_delay_days=30, window_days=3,
+                             signal_min_coverage=0.5)
+    assert "realized_value" not in plain[0]  # no cost matrix: no value columns written (null in the table)
+
+
+def test_regression_values_realized_only():
+    from monitoring.ground_truth import DayInput, performance_rows
+
+    y = np.array([10.0, 10.0, 10.0])
+    p = np.array([12.0, 7.0, 10.0])
+    out = performance_rows(task_for("regression"), [DayInput("2026-01-01", "1", p, y, p)], "2026-01-02", min_coverage=0.9,
+                           max_delay_days=30, window_days=3, signal_min_coverage=0.5, value_model=RegressionValue(1, 3))
+    assert out[0]["realized_value_total"] == pytest.approx(-11.0) and out[0]["estimated_value"] is None
+    assert out[0]["decision_threshold"] is None
