@@ -47,9 +47,10 @@ def value_words(ev: dict[str, Any]) -> str:
     if thresholds.get("champion") is not None and thresholds.get("challenger") is not None \
             and thresholds["champion"] != thresholds["challenger"]:
         at = f", thresholds {thresholds['champion']:.3g} → {thresholds['challenger']:.3g}"
+    crossfit = ", challenger cross-fitted" if v.get("crossfit") else ""
     return (f"value{deciding} {number(v.get('champion'), '.4g')} → {number(v.get('challenger'), '.4g')}{unit}, "
             f"gain {v['gain']:+.4g} ({number(v.get('confidence', 0), '.0%')} CI {number(v.get('ci_low'), '+.4g')}…"
-            f"{number(v.get('ci_high'), '+.4g')}){at}")
+            f"{number(v.get('ci_high'), '+.4g')}){at}{crossfit}")
 
 
 def segment_words(ev: dict[str, Any]) -> str:

@@ -515,7 +515,7 @@ def _log_loser(registry, ds, got, name, trigger, reasons, settings, window, pare
 def evaluate_challenger(settings: "Settings", ds: str, window: dict[str, Any], version: str) -> dict[str, Any]:
     """Score champion and challenger on the same holdout and judge the challenger."""
     from model.bundle import load_bundle
-    from nightshift.value import row_values
+    from nightshift.value import crossfit_values, row_values
     from training.evaluate import (champion_staleness, deciding, effective_gate, judge_challenger, judge_first_model,
                                    paired_bootstrap, prediction_churn, segment_deltas)
 
@@ -552,6 +552,17 @@ def evaluate_challenger(settings: "Settings", ds: str, window: dict[str, Any], v
             log.warning("gate for challenger v%s on %s: %s", version, ds, caveat)
     value_model = settings.value_model()
     t_challenger = model_threshold(settings, challenger)
+    v_challenger, crossfit = None, None
+    if value_model is not None and len(y):
+        if settings.scoring.threshold == "value" and challenger.card.threshold is not None:
+            # Its threshold was picked on these very rows: valued there, it would look better than it will do.
+            v_challenger, folds = crossfit_values(value_model, y, p_challenger, seed=gate.seed)
+            crossfit = {"folds": len(folds), "thresholds": folds,
+                        "words": (f"the challenger is valued cross-fitted: each half of the holdout at the threshold picked "
+                                  f"on the other ({', '.join(f'{t:.4g}' for t in folds)}), since its own "
+                                  f"({t_challenger:.4g}) was picked on these rows")}
+        else:
+            v_challenger = row_values(value_model, y, p_challenger, t_challenger)
     if champion_ref is None:
         metric = task.first_model_metric
         floor = gate.first_model_floor if gate.first_model_floor is not None else task.default_first_model_floor
@@ -560,18 +571,20 @@ def evaluate_challenger(settings: "Settings", ds: str, window: dict[str, Any], v
         evidence.update({"first_model": True, "metric": metric.name, "value": value, "floor": floor,
                          "metrics": task.evaluate(y, p_challenger, t_challenger) if len(y) else {}})
         if value_model is not None and len(y):  # recorded, not judged: the first model's bar is the task's metric
-            evidence["business_value"] = {"challenger": float(np.mean(row_values(value_model, y, p_challenger, t_challenger))),
-                                          "n": int(len(y)), **_value_terms(value_model, None, t_challenger)}
+            evidence["business_value"] = {"challenger": float(np.mean(v_challenger)), "n": int(len(y)),
+                                          **_value_terms(value_model, None, t_challenger),
+                                          **({"crossfit": crossfit} if crossfit else {})}
     else:
         p_champion = task.align(champion.predict(holdout), champion.preprocessor.classes)
         t_champion = model_threshold(settings, champion)
         values = None
         if value_model is not None:  # each model's rows valued at the decision threshold it scores with
-            values = (row_values(value_model, y, p_champion, t_champion), row_values(value_model, y, p_challenger, t_challenger))
+            values = (row_values(value_model, y, p_champion, t_champion), v_challenger)
         boot = paired_bootstrap(y, p_champion, p_challenger, n_boot=gate.n_boot, confidence=gate.confidence,
                                 seed=gate.seed, task=task, values=values)
         if values is not None:
-            boot["business_value"].update(_value_terms(value_model, t_champion, t_challenger))
+            boot["business_value"].update(_value_terms(value_model, t_champion, t_challenger),
+                                          **({"crossfit": crossfit} if crossfit else {}))
         segments = []
         if spec.segment:
             seg = holdout.column(spec.segment).to_numpy(zero_copy_only=False).astype(str)
