@@ -19,7 +19,11 @@ The same file holds the model's **reference**: its primary metric realized on th
 with its standard error and size, and the metrics estimated there from the calibrated
 scores. The policy compares production against it ("below the champion's own reference by a
 margin"), so that signal needs no absolute floor. Scoring-side code reads the file with
-`read_model_card` (plain JSON, no torch, nothing unpickled). A bundle without the file (made
+`read_model_card` (plain JSON, no torch, nothing unpickled).
+
+With a `[value]` cost matrix the card also holds the holdout's business value at the decision
+threshold (`value`), and with `scoring.threshold = "value"` the threshold picked there to
+maximise it (`threshold`): the version's own, which scoring then decides with. A bundle without the file (made
 before it existed) loads as before; its estimate then says "uncalibrated" and the
 reference-based signals stay silent.
 """

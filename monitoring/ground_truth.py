@@ -19,6 +19,12 @@ rows (not a mean of daily metrics), realized (labels arrived by D) and estimated
 reads the window ending at the newest day with enough labels (`signal_ready`) for its
 realized-drop signal, and the one ending tonight for its estimated-drop signal.
 
+With a `[value]` cost matrix (`nightshift.value`) each row also carries the day's business value:
+realized per labelled row and in total, at the decisions scoring made (the predictions'
+`decision` column, binary), and expected per scored row and in total before labels (binary:
+from the same calibrated scores as the metric's estimate, refits included), with the estimate's
+error once matured (`day_value`). Regression is valued on its labels only.
+
 `performance_rows` is the pure part (arrays in, rows out): the drift lab calls it on simulated
 nights without a lake. Labels are checked and deduplicated by `nightshift.tables.labels` (the
 latest arrival wins). Each row also counts what the labels got wrong: duplicate rows,

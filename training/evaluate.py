@@ -4,6 +4,10 @@ The metric, its direction and what a "gain" is come from the task (`nightshift.t
 AUC points for binary, the relative RMSE reduction for regression. The judges are pure
 functions of the evidence, so every rule has a table-driven test.
 
+With a `[value]` cost matrix the bootstrap also gives the business value gain per row
+(`nightshift.value`) its interval, on the same resamples; `gate.metric = "value"` makes it the
+deciding gain (`deciding`), judged by the same rules.
+
 The power check runs before training. From the champion's predictions on the holdout the
 retrain would get, it estimates the standard error of the paired gain and the minimum
 detectable gain at the configured confidence. If that exceeds the margin, no challenger
