@@ -197,6 +197,11 @@ def value_episodes(lake: Lake) -> dict[str, Any]:
     the labels known by the newest night, else estimated before labels. The reference is the value per
     row the scoring champion showed on its gate holdout (its promotion's evidence), else its realized
     value per row over its labelled days before the episode.
+
+    The value per row also moves with the world (a drift that raises the base rate can raise it while
+    the model gets worse), so an answered episode also says what answering at once would have earned:
+    `forgone`, the answering challenger's value gain per row as its gate measured it (with the
+    interval's ends, `forgone_low` / `forgone_high`) times the rows the old champion scored meanwhile.
     """
     perf = performance_series(lake)
     if not perf.get("value"):
@@ -237,9 +242,16 @@ def episodes_cost(nights: list[str], alarm: list[bool | None], days: list[dict[s
             reference = sum(d["realized_value"] * (d["labelled"] or 0) for d in before) / rows if rows else None
             source = f"its realized value over {len(before)} labelled days before the episode" if rows else "none"
         status = "answered" if answer else ("open" if still_on else "ended")
+        cost = episode_cost(span, reference)
+        # What answering at once would have earned: the answer's value gain per row, as its gate measured it
+        # (on the rows since the onset, where it judged there), over the rows the old champion scored meanwhile.
+        gain = ((answer or {}).get("evidence") or {}).get("business_value") or {}
+        rows = sum(int(d.get("rows") or 0) for d in span)
+        forgone = ({k: rows * gain[g] for k, g in (("forgone", "gain"), ("forgone_low", "ci_low"), ("forgone_high", "ci_high"))}
+                   if "gain" in gain else {"forgone": None, "forgone_low": None, "forgone_high": None})
         out.append({"start": first, "last_alarm": last, "through": stop, "status": status,
                     "answered_by": answer["version"] if answer else None, "champion": version,
-                    "reference_from": source, **episode_cost(span, reference)})
+                    "reference_from": source, **cost, **forgone})
     return {"episodes": out, "currency": currency}
 
 

@@ -96,7 +96,8 @@ def _episodes_table(value: dict[str, Any]) -> str:
         return '<p class="empty">No drift episode yet.</p>'
     unit = f" ({E(value['currency'])})" if value.get("currency") else ""
     out = [(f"<table id=\"episodes\"><tr><th>drift episode</th><th>counted through</th><th>status</th><th>champion</th>"
-            f"<th class=\"num\">value lost{unit}</th><th class=\"num\">reference per row</th><th>days</th></tr>")]
+            f"<th class=\"num\">value lost{unit}</th><th class=\"num\">reference per row</th>"
+            f"<th class=\"num\">forgone before the answer{unit}</th><th>days</th></tr>")]
     for r in reversed(rows):
         status = {"answered": f"answered by v{E(str(r['answered_by']))}", "ended": "ended without a promotion",
                   "open": "still on"}[r["status"]]
@@ -105,8 +106,16 @@ def _episodes_table(value: dict[str, Any]) -> str:
                    f"<td>{'v' + E(str(r['champion'])) if r['champion'] else '–'}</td>"
                    f"<td class=\"num\">{number(r['lost'], ',.2f')}</td>"
                    f"<td class=\"num\" title=\"from {E(r['reference_from'])}\">{number(r['reference'], '.4g')}</td>"
+                   f"<td class=\"num\">{_forgone(r)}</td>"
                    f"<td>{r['days']} days, {r['rows']:,} rows{unknown}</td></tr>")
     return "".join(out) + "</table>"
+
+
+def _forgone(r: dict[str, Any]) -> str:
+    if r.get("forgone") is None:
+        return "–"
+    return (f"{number(r['forgone'], ',.2f')} <span class=\"tick\">({number(r['forgone_low'], ',.0f')}…"
+            f"{number(r['forgone_high'], ',.0f')})</span>")
 
 
 def _heat(ratio: float) -> str:
@@ -235,7 +244,9 @@ def _value_section(data: dict[str, Any]) -> list[str]:
             '<h3>What each drift episode cost before it was answered</h3>', _episodes_table(value),
             ('<p class="sub">Lost: each prediction day of the episode, rows × (the scoring champion\'s value per row on '
              'its gate holdout − the day\'s value per row, realized where labels are known, else estimated), from the '
-             'first alarm night through the night of the promotion that answered it.</p>')]
+             'first alarm night through the night of the promotion that answered it. The value per row also moves '
+             'with the world, so an answered episode also shows what answering at once would have earned: the '
+             'answer\'s value gain per row, as its gate measured it (95% interval), times the rows scored meanwhile.</p>')]
 
 
 def _badge(v: str | None) -> str:

@@ -175,8 +175,11 @@ def test_the_value_chart_and_what_each_drift_episode_cost(lake, fresh):
         add_days(START, 1), add_days(START, 3), "answered", "2")
     # three days of 100 rows at 1.0 a row against v1's holdout value of 2.0 a row
     assert episode["lost"] == pytest.approx(300.0) and episode["reference"] == 2.0 and episode["days"] == 3
+    # answering at once would have earned v2's gate gain, 0.8 a row (0.5..1.1), on those 300 rows
+    assert (episode["forgone"], episode["forgone_low"], episode["forgone_high"]) == pytest.approx((240.0, 150.0, 330.0))
     html = render(fresh.page(lake, "m"), mlflow_url=None)
     assert 'id="value-chart"' in html and 'id="episodes"' in html and "answered by v2" in html and "300.00" in html
+    assert "240.00" in html
     assert "value 1 → 1.8 EUR/row, gain +0.8 (95% CI +0.5…+1.1)" in html
 
 
@@ -195,6 +198,7 @@ def test_episodes_cost(alarm, moves, status, through, reference):
     timeline = [{"ds": ds, "version": v, "decided_by": "retrain", "evidence": {}} for ds, v in moves]
     (e,) = episodes_cost(nights, alarm, days, timeline)["episodes"]
     assert (e["status"], e["through"], e["reference"]) == (status, through, reference)
+    assert e["forgone"] is None  # no answer with a measured value gain
     if reference is not None:  # v1's realized value before the episode, 3.0 a row, against 1.0 a row in it
         assert e["lost"] == pytest.approx(e["rows"] * 2.0) and "before the episode" in e["reference_from"]
     else:
