@@ -218,7 +218,7 @@ def render(data: dict[str, Any], *, mlflow_url: str | None = None, api: str = "a
             f"({E(champ['decided_by'])}: {E(champ['reason'])})" if champ else "<b id=\"champion-version\">no champion yet</b>")
     parts = [f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title><style>{_CSS}</style></head><body>",
              f"<h1>{title}</h1><p class=\"sub\">{head}</p>",
-             (f'<nav><a href="#performance">Performance</a>'
+             ('<nav><a href="#performance">Performance</a>'
               + ('<a href="#value">Value</a>' if data["performance"].get("value") else "")
               + f'<a href="#drift">Drift</a><a href="#champions">Champions</a>'
               f'<a href="#retrains">Retrain decisions</a><a href="#verdicts">Verdicts</a><a href="#nights">Nights</a>'
