@@ -1,8 +1,9 @@
 """Model health: the data behind the Airflow "Model health" page, read through the tables' readers.
 
 Four questions, each answered from the lake alone (no MLflow, no Airflow DB, nothing heavy):
-why did it retrain, what did the gate decide and on what evidence, how is the model doing,
-and which model scored which night. Every function returns plain JSON-able data; the plugin
+why did it retrain, what did the gate decide and on what evidence, how is the model doing
+(and, with a cost matrix, what it earned and what each drift episode cost), and which model
+scored which night. Every function returns plain JSON-able data; the plugin
 (`plugins/model_health.py`) renders it.
 
 Each table's partitions are read once and kept: every call lists the table's root (partition
@@ -156,7 +157,7 @@ def performance_series(lake: Lake) -> dict[str, Any]:
     """Per prediction day, what the newest night knows: realized metric, coverage, matured or
     provisional; and the estimate made on the day itself (before any label)."""
     cols = ["prediction_ds", "age_days", "rows", "labelled", "coverage", "matured", "metric", "realized", "estimated",
-            "model_version"]
+            "model_version", "realized_value", "estimated_value", "realized_value_total"]
     sig, rows = _partition_rows(lake, PERFORMANCE, lambda days: _by_ds(performance.history(lake, cols, days).to_pylist()))
     return _derive(lake, "performance", sig, lambda: _performance(rows))
 
@@ -164,20 +165,94 @@ def performance_series(lake: Lake) -> dict[str, Any]:
 def _performance(rows: list[dict]) -> dict[str, Any]:
     rows = sorted(rows, key=lambda r: (r["prediction_ds"], r["ds"]))
     latest: dict[str, dict] = {}
-    estimate: dict[str, float | None] = {}
+    estimate: dict[str, tuple[float | None, float | None]] = {}
     metric = None
     for r in rows:
         metric = metric or r["metric"]
         latest[r["prediction_ds"]] = r  # rows are in night order: the last one is the newest knowledge
         if r["age_days"] == 0 or r["prediction_ds"] not in estimate:  # the estimate made before any label
-            estimate[r["prediction_ds"]] = r["estimated"]
+            estimate[r["prediction_ds"]] = (r["estimated"], r.get("estimated_value"))
     days = []
     for p in sorted(latest):
         r = latest[p]
+        est, est_value = estimate.get(p, (None, None))
         days.append({"ds": p, "realized": r["realized"], "coverage": r["coverage"], "labelled": r["labelled"],
-                     "rows": r["rows"], "matured": bool(r["matured"]), "as_of": r["ds"], "estimated": estimate.get(p),
-                     "model_version": r["model_version"]})
-    return {"metric": metric, "days": days}
+                     "rows": r["rows"], "matured": bool(r["matured"]), "as_of": r["ds"], "estimated": est,
+                     "model_version": r["model_version"], "realized_value": r.get("realized_value"),
+                     "estimated_value": est_value, "realized_value_total": r.get("realized_value_total")})
+    has_value = any(d["realized_value"] is not None or d["estimated_value"] is not None for d in days)
+    return {"metric": metric, "days": days, "value": has_value}
+
+
+# -- business value -------------------------------------------------------------------------
+
+def value_episodes(lake: Lake) -> dict[str, Any]:
+    """Each drift alarm episode and the business value it cost before it was answered (a cost matrix set).
+
+    An episode is a run of nights with the drift alarm on. It is *answered* by the first champion move a
+    retrain made during it; its cost counts the prediction days from its first alarm night through the
+    night of that promotion (the old champion still scored it), or through its last alarm night when it
+    ended without one, or through the newest night while it is still on. Each day loses
+    `rows x (reference - value per row)` (`nightshift.value.episode_cost`), the day's value realized on
+    the labels known by the newest night, else estimated before labels. The reference is the value per
+    row the scoring champion showed on its gate holdout (its promotion's evidence), else its realized
+    value per row over its labelled days before the episode.
+
+    The value per row also moves with the world (a drift that raises the base rate can raise it while
+    the model gets worse), so an answered episode also says what answering at once would have earned:
+    `forgone`, the answering challenger's value gain per row as its gate measured it (with the
+    interval's ends, `forgone_low` / `forgone_high`) times the rows the old champion scored meanwhile.
+    """
+    perf = performance_series(lake)
+    if not perf.get("value"):
+        return {"episodes": [], "currency": ""}
+    matrix = drift_matrix(lake)  # each read is cached; the sums below are a few hundred additions
+    return episodes_cost(matrix["nights"], matrix["alarm"], perf["days"], champion_timeline(lake))
+
+
+def episodes_cost(nights: list[str], alarm: list[bool | None], days: list[dict[str, Any]],
+                  timeline: list[dict[str, Any]]) -> dict[str, Any]:
+    """`value_episodes` on plain data (pure): alarm per night, the performance days, the champion timeline."""
+    from nightshift.value import episode_cost
+
+    checked = [(n, bool(a)) for n, a in zip(nights, alarm) if a is not None]  # a skipped night neither starts nor ends one
+    runs, start, last_on = [], None, None
+    for night, on in checked:
+        if on:
+            start, last_on = start or night, night
+        elif start is not None:
+            runs.append((start, last_on, False))
+            start = None
+    if start is not None:
+        runs.append((start, last_on, True))
+    moves = [e for e in timeline if e.get("decided_by") == "retrain" and e.get("version") is not None]
+    holdout_value = {e["version"]: (e.get("evidence") or {}).get("business_value", {}).get("challenger") for e in moves}
+    currency = next((e["evidence"]["business_value"].get("currency") or "" for e in reversed(moves)
+                     if (e.get("evidence") or {}).get("business_value")), "")
+    out = []
+    for first, last, still_on in runs:
+        answer = next((e for e in moves if first <= e["ds"] <= last), None)
+        stop = answer["ds"] if answer else last
+        span = [d for d in days if first <= d["ds"] <= stop]
+        version = span[0]["model_version"] if span else None
+        reference, source = holdout_value.get(version), "its gate holdout"
+        if reference is None and version is not None:
+            before = [d for d in days if d["ds"] < first and d["model_version"] == version and d["realized_value"] is not None]
+            rows = sum(d["labelled"] or 0 for d in before)
+            reference = sum(d["realized_value"] * (d["labelled"] or 0) for d in before) / rows if rows else None
+            source = f"its realized value over {len(before)} labelled days before the episode" if rows else "none"
+        status = "answered" if answer else ("open" if still_on else "ended")
+        cost = episode_cost(span, reference)
+        # What answering at once would have earned: the answer's value gain per row, as its gate measured it
+        # (on the rows since the onset, where it judged there), over the rows the old champion scored meanwhile.
+        gain = ((answer or {}).get("evidence") or {}).get("business_value") or {}
+        rows = sum(int(d.get("rows") or 0) for d in span)
+        forgone = ({k: rows * gain[g] for k, g in (("forgone", "gain"), ("forgone_low", "ci_low"), ("forgone_high", "ci_high"))}
+                   if "gain" in gain else {"forgone": None, "forgone_low": None, "forgone_high": None})
+        out.append({"start": first, "last_alarm": last, "through": stop, "status": status,
+                    "answered_by": answer["version"] if answer else None, "champion": version,
+                    "reference_from": source, **cost, **forgone})
+    return {"episodes": out, "currency": currency}
 
 
 # -- drift ----------------------------------------------------------------------------------
@@ -248,5 +323,5 @@ def page(lake: Lake, model: str, last_nights: int | None = None) -> dict[str, An
         for f in [pool.submit(fn, lake) for fn in (decision_history, performance_series, drift_matrix, nights)]:
             f.result()
     return {"model": model, "champion": champion_now(lake), "timeline": champion_timeline(lake),
-            "performance": performance_series(lake), "drift": drift_matrix(lake, last_nights),
+            "performance": performance_series(lake), "value": value_episodes(lake), "drift": drift_matrix(lake, last_nights),
             "retrains": retrain_decisions(lake), "verdicts": verdicts(lake), "nights": nights(lake)}

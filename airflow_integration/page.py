@@ -16,7 +16,8 @@ E = html.escape
 
 # -- charts -------------------------------------------------------------------------------
 
-def performance_svg(perf: dict[str, Any], timeline: list[dict[str, Any]], width: int = 960, height: int = 300) -> str:
+def performance_svg(perf: dict[str, Any], timeline: list[dict[str, Any]], width: int = 960, height: int = 300,
+                    chart_id: str = "perf-chart", fmt: str = ".4f", tick: str = ".3f") -> str:
     """Realized metric per prediction day (filled: matured, hollow: provisional), its label coverage
     as a band at the foot, the estimate as a dashed line, and each champion change as a rule."""
     days = perf["days"]
@@ -35,12 +36,12 @@ def performance_svg(perf: dict[str, Any], timeline: list[dict[str, Any]], width:
     def y(v: float) -> float:
         return top + h - (v - lo) / (hi - lo) * h
 
-    out = [(f'<svg id="perf-chart" class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+    out = [(f'<svg id="{chart_id}" class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
            f'role="img" aria-label="{E(metric)} over time">')]
     for i in range(5):  # y grid
         v = lo + (hi - lo) * i / 4
         out.append(f'<line x1="{left}" x2="{left + w}" y1="{y(v):.1f}" y2="{y(v):.1f}" class="grid"/>'
-                   f'<text x="{left - 4}" y="{y(v) + 4:.1f}" class="tick" text-anchor="end">{v:.3f}</text>')
+                   f'<text x="{left - 4}" y="{y(v) + 4:.1f}" class="tick" text-anchor="end">{v:{tick}}</text>')
     band_top, band_h = top + h + 8, 24  # coverage band: 0..100% of rows labelled
     out.append(f'<text x="{left - 4}" y="{band_top + 16}" class="tick" text-anchor="end">cov</text>')
     bw = max(w / n - 1, 1)
@@ -64,9 +65,9 @@ def performance_svg(perf: dict[str, Any], timeline: list[dict[str, Any]], width:
             continue
         cls = "matured" if d["matured"] else "provisional"
         out.append(f'<circle class="{cls}" cx="{x[d["ds"]]:.1f}" cy="{y(d["realized"]):.1f}" r="3">'
-                   f'<title>{d["ds"]} v{E(str(d["model_version"]))}: realized {metric} {d["realized"]:.4f} '
+                   f'<title>{d["ds"]} v{E(str(d["model_version"]))}: realized {E(metric)} {d["realized"]:{fmt}} '
                    f'({"matured" if d["matured"] else "provisional"}, {(d["coverage"] or 0):.0%} labelled as of {d["as_of"]}); '
-                   f'estimated {number(d["estimated"])}</title></circle>')
+                   f'estimated {number(d["estimated"], fmt)}</title></circle>')
     step = max(1, n // 8)
     for i, d in enumerate(days):
         if i % step == 0:
@@ -76,6 +77,45 @@ def performance_svg(perf: dict[str, Any], timeline: list[dict[str, Any]], width:
               '<span class="k est"></span>estimated (before labels) <span class="k cov"></span>label coverage '
               '<span class="k promo"></span>champion change</div>')
     return "".join(out) + legend
+
+
+def value_svg(perf: dict[str, Any], timeline: list[dict[str, Any]], currency: str = "") -> str:
+    """Business value per row of each prediction day, realized (labels known) and estimated before labels,
+    drawn as the metric is; nothing without a cost matrix."""
+    if not perf.get("value"):
+        return ""
+    unit = f"value per row ({currency})" if currency else "value per row"
+    days = [{**d, "realized": d["realized_value"], "estimated": d["estimated_value"]} for d in perf["days"]]
+    return performance_svg({"metric": unit, "days": days}, timeline, chart_id="value-chart", fmt=".4g", tick=".3g")
+
+
+def _episodes_table(value: dict[str, Any]) -> str:
+    """Each drift episode and the value it lost before it was answered (see `health.value_episodes`)."""
+    rows = value.get("episodes") or []
+    if not rows:
+        return '<p class="empty">No drift episode yet.</p>'
+    unit = f" ({E(value['currency'])})" if value.get("currency") else ""
+    out = [(f"<table id=\"episodes\"><tr><th>drift episode</th><th>counted through</th><th>status</th><th>champion</th>"
+            f"<th class=\"num\">value lost{unit}</th><th class=\"num\">reference per row</th>"
+            f"<th class=\"num\">forgone before the answer{unit}</th><th>days</th></tr>")]
+    for r in reversed(rows):
+        status = {"answered": f"answered by v{E(str(r['answered_by']))}", "ended": "ended without a promotion",
+                  "open": "still on"}[r["status"]]
+        unknown = f", {r['unknown_days']} without a value" if r["unknown_days"] else ""
+        out.append(f"<tr><td>{r['start']}</td><td>{r['through']}</td><td>{status}</td>"
+                   f"<td>{'v' + E(str(r['champion'])) if r['champion'] else '–'}</td>"
+                   f"<td class=\"num\">{number(r['lost'], ',.2f')}</td>"
+                   f"<td class=\"num\" title=\"from {E(r['reference_from'])}\">{number(r['reference'], '.4g')}</td>"
+                   f"<td class=\"num\">{_forgone(r)}</td>"
+                   f"<td>{r['days']} days, {r['rows']:,} rows{unknown}</td></tr>")
+    return "".join(out) + "</table>"
+
+
+def _forgone(r: dict[str, Any]) -> str:
+    if r.get("forgone") is None:
+        return "–"
+    return (f"{number(r['forgone'], ',.2f')} <span class=\"tick\">({number(r['forgone_low'], ',.0f')}…"
+            f"{number(r['forgone_high'], ',.0f')})</span>")
 
 
 def _heat(ratio: float) -> str:
@@ -153,7 +193,7 @@ def drift_svg(drift: dict[str, Any], width: int = 960) -> str:
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:16px;color:#1a202c;background:#fff}
-h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:24px 0 8px;border-bottom:1px solid #e2e8f0;padding-bottom:4px}
+h1{font-size:20px;margin:0 0 4px} h3{font-size:14px;margin:16px 0 6px} h2{font-size:16px;margin:24px 0 8px;border-bottom:1px solid #e2e8f0;padding-bottom:4px}
 .sub{color:#4a5568;margin:0 0 12px} .empty{color:#718096}
 table{border-collapse:collapse;font-size:13px;width:100%} td,th{border-bottom:1px solid #edf2f7;padding:4px 6px;text-align:left;vertical-align:top}
 th{background:#f7fafc} .num{text-align:right;font-variant-numeric:tabular-nums}
@@ -178,11 +218,14 @@ def render(data: dict[str, Any], *, mlflow_url: str | None = None, api: str = "a
             f"({E(champ['decided_by'])}: {E(champ['reason'])})" if champ else "<b id=\"champion-version\">no champion yet</b>")
     parts = [f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title><style>{_CSS}</style></head><body>",
              f"<h1>{title}</h1><p class=\"sub\">{head}</p>",
-             (f'<nav><a href="#performance">Performance</a><a href="#drift">Drift</a><a href="#champions">Champions</a>'
+             ('<nav><a href="#performance">Performance</a>'
+              + ('<a href="#value">Value</a>' if data["performance"].get("value") else "")
+              + f'<a href="#drift">Drift</a><a href="#champions">Champions</a>'
               f'<a href="#retrains">Retrain decisions</a><a href="#verdicts">Verdicts</a><a href="#nights">Nights</a>'
               f' · data: <a href="{api}/page">JSON</a></nav>'),
              f'<h2 id="performance">Performance over time ({E(data["performance"].get("metric") or "")})</h2>',
              performance_svg(data["performance"], data["timeline"]),
+             *_value_section(data),
              '<h2 id="drift">Drift per feature and night</h2>', drift_svg(data["drift"]),
              '<h2 id="champions">Champion timeline</h2>', _timeline_table(data["timeline"], mlflow_url),
              '<h2 id="retrains">Retrain decisions</h2>', _retrain_table(data["retrains"]),
@@ -190,6 +233,20 @@ def render(data: dict[str, Any], *, mlflow_url: str | None = None, api: str = "a
              '<h2 id="nights">Per night</h2>', _nights_table(data["nights"]),
              "</body></html>"]
     return "".join(parts)
+
+
+def _value_section(data: dict[str, Any]) -> list[str]:
+    """The business value chart and the drift episodes' cost: only with a cost matrix (value in the lake)."""
+    if not data["performance"].get("value"):
+        return []
+    value = data.get("value") or {}
+    return ['<h2 id="value">Business value</h2>', value_svg(data["performance"], data["timeline"], value.get("currency", "")),
+            '<h3>What each drift episode cost before it was answered</h3>', _episodes_table(value),
+            ('<p class="sub">Lost: each prediction day of the episode, rows × (the scoring champion\'s value per row on '
+             'its gate holdout − the day\'s value per row, realized where labels are known, else estimated), from the '
+             'first alarm night through the night of the promotion that answered it. The value per row also moves '
+             'with the world, so an answered episode also shows what answering at once would have earned: the '
+             'answer\'s value gain per row, as its gate measured it (95% interval), times the rows scored meanwhile.</p>')]
 
 
 def _badge(v: str | None) -> str:

@@ -23,11 +23,34 @@ def gate_words(verdict: str | None, reasons: list[str], ev: dict[str, Any]) -> s
                      f"n={ev.get('n')}")
     elif ev.get("from_version"):
         parts.append(f"v{ev['from_version']} → v{ev.get('to_version')}")
+    if value := value_words(ev):
+        parts.append(value)
     if reasons:
         parts.append("rule: " + "; ".join(reasons))
     if ev.get("caveats"):  # multiclass: classes left out of the macro AUC, labels of classes the models never saw
         parts.append("note: " + "; ".join(ev["caveats"]))
     return " · ".join(parts)
+
+
+def value_words(ev: dict[str, Any]) -> str:
+    """The business value beside the metric (a cost matrix set): per row, with its paired CI; '' without one."""
+    v = ev.get("business_value") or {}
+    if not v:
+        return ""
+    unit = f" {v['currency']}/row" if v.get("currency") else "/row"
+    thresholds = v.get("thresholds") or {}
+    if "gain" not in v:  # the first model: recorded, not judged
+        at = f" at threshold {thresholds['challenger']:.3g}" if thresholds.get("challenger") is not None else ""
+        return f"value {number(v.get('challenger'), '.4g')}{unit}{at}"
+    deciding = " (deciding)" if ev.get("decided_on") == "value" else ""
+    at = ""
+    if thresholds.get("champion") is not None and thresholds.get("challenger") is not None \
+            and thresholds["champion"] != thresholds["challenger"]:
+        at = f", thresholds {thresholds['champion']:.3g} → {thresholds['challenger']:.3g}"
+    crossfit = ", challenger cross-fitted" if v.get("crossfit") else ""
+    return (f"value{deciding} {number(v.get('champion'), '.4g')} → {number(v.get('challenger'), '.4g')}{unit}, "
+            f"gain {v['gain']:+.4g} ({number(v.get('confidence', 0), '.0%')} CI {number(v.get('ci_low'), '+.4g')}…"
+            f"{number(v.get('ci_high'), '+.4g')}){at}{crossfit}")
 
 
 def segment_words(ev: dict[str, Any]) -> str:

@@ -104,7 +104,7 @@ def score_group(settings: "Settings", item: dict, model: str | None = None, *, r
     schema = predictions.schema(spec, lake.dataset(FEATURES, ds).schema.field(spec.entity_id).type, task)
     key = write_key(run_id, item["fingerprint"], ref.version)
     total = 0.0
-    threshold = settings.scoring.threshold
+    threshold = bundle.decision_threshold(settings.scoring.threshold)  # "value": the version's own
 
     def compute(batch):  # on several threads at once: the check locks its own state, the bundle keeps none
         if check is not None:

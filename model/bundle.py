@@ -139,6 +139,18 @@ class Bundle:
         """The calibrator and holdout reference (`UNCALIBRATED` for a bundle without calibration.json)."""
         return read_model_card(self.path) if self.path is not None else ModelCard()
 
+    def decision_threshold(self, setting: "float | str") -> float:
+        """The threshold this version decides at: `scoring.threshold`, or with "value" the one picked for
+        business value on its holdout and recorded in its card (0.5, with a warning, for a version without one)."""
+        from nightshift.value import FALLBACK_THRESHOLD, decision_threshold
+
+        recorded = self.card.threshold if setting == "value" else None
+        if setting == "value" and recorded is None:
+            log.warning("scoring.threshold = \"value\" but model bundle %s records no value-picked threshold (trained "
+                        "before the setting, or without a cost matrix): it decides at %g until a retrain picks one",
+                        self.path, FALLBACK_THRESHOLD)
+        return decision_threshold(setting, recorded)
+
     def reference(self) -> pa.Table:
         """The drift reference saved with the model: a fixed-size sample of its training window."""
         import pyarrow.parquet as pq

@@ -19,7 +19,11 @@ The same file holds the model's **reference**: its primary metric realized on th
 with its standard error and size, and the metrics estimated there from the calibrated
 scores. The policy compares production against it ("below the champion's own reference by a
 margin"), so that signal needs no absolute floor. Scoring-side code reads the file with
-`read_model_card` (plain JSON, no torch, nothing unpickled). A bundle without the file (made
+`read_model_card` (plain JSON, no torch, nothing unpickled).
+
+With a `[value]` cost matrix the card also holds the holdout's business value at the decision
+threshold (`value`), and with `scoring.threshold = "value"` the threshold picked there to
+maximise it (`threshold`): the version's own, which scoring then decides with. A bundle without the file (made
 before it existed) loads as before; its estimate then says "uncalibrated" and the
 reference-based signals stay silent.
 """
@@ -225,13 +229,16 @@ class ModelCard:
     calibrator: "Calibrator | TemperatureCalibrator | None" = None
     reference: Reference | None = None
     note: str = ""
+    threshold: float | None = None  # the decision threshold picked for business value (scoring.threshold = "value")
+    value: dict[str, Any] | None = None  # business value on the holdout at the decision threshold (a cost matrix set)
 
     def calibrate(self, score: np.ndarray) -> np.ndarray:
         return np.asarray(score, np.float64) if self.calibrator is None else self.calibrator.apply(score)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "calibrator": self.calibrator.to_dict() if self.calibrator else None,
-                "reference": self.reference.to_dict() if self.reference else None, "note": self.note}
+                "reference": self.reference.to_dict() if self.reference else None, "note": self.note,
+                "threshold": self.threshold, "value": self.value}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelCard":
@@ -239,7 +246,8 @@ class ModelCard:
             raise ValueError(f"not a {FORMAT} document (format {d.get('format') if isinstance(d, dict) else None!r})")
         return cls(calibrator=calibrator_from_dict(d["calibrator"]) if d.get("calibrator") else None,
                    reference=Reference.from_dict(d["reference"]) if d.get("reference") else None,
-                   note=str(d.get("note", "")))
+                   note=str(d.get("note", "")), threshold=_num(d.get("threshold")),
+                   value=dict(d["value"]) if d.get("value") else None)
 
 
 UNCALIBRATED = ModelCard(note="no calibration.json: a bundle made before calibrators existed")
@@ -301,10 +309,15 @@ def _num(v: Any) -> float | None:
 
 
 def fit_model_card(task: Any, y: np.ndarray, pred: np.ndarray, threshold: float = 0.5,
-                   days: tuple[str, ...] | list[str] = ()) -> ModelCard:
+                   days: tuple[str, ...] | list[str] = (), value_model: Any = None,
+                   pick_threshold: bool = False) -> ModelCard:
     """The card a retrain writes: the task's calibrator (`task.calibration`: Platt for binary, temperature
     scaling for multiclass) where the holdout allows, and the holdout reference (realized and estimated
-    primary metric, standard errors). A multiclass `task` must be bound to the model's vocabulary."""
+    primary metric, standard errors). A multiclass `task` must be bound to the model's vocabulary.
+
+    With a cost matrix (`value_model`, `nightshift.value`), also the holdout's business value at the
+    decision threshold, realized and expected; with `pick_threshold` (scoring.threshold = "value") that
+    threshold is first picked to maximise the realized value there, and recorded as the version's own."""
     y, pred = np.asarray(y), np.asarray(pred, np.float64)
     primary = task.primary.name
     calibrator, note = None, ""
@@ -312,6 +325,10 @@ def fit_model_card(task: Any, y: np.ndarray, pred: np.ndarray, threshold: float 
         return ModelCard(note="the holdout was empty: no calibrator and no reference")
     if task.calibration is not None:
         calibrator, note = _FITTERS[task.calibration](task, y, pred)
+    picked = None
+    if value_model is not None and pick_threshold and value_model.decides:
+        picked, _ = value_model.best_threshold(y, pred)
+        threshold = picked
     realized, se, _ = task.from_stats(task.stats(y, pred, threshold))
     exact = task.evaluate(y, pred, threshold)
     est_stats = task.estimate_stats(pred, threshold, calibrator.apply(pred) if calibrator else None)
@@ -320,4 +337,12 @@ def fit_model_card(task: Any, y: np.ndarray, pred: np.ndarray, threshold: float 
                           se=se, rows=int(len(y)), estimated=estimated.get(primary), estimated_se=est_se,
                           metrics={k: v for k, v in exact.items() if v is not None},
                           estimated_metrics={k: v for k, v in estimated.items() if v is not None}, days=tuple(days))
-    return ModelCard(calibrator=calibrator, reference=reference, note=note)
+    value = None
+    if value_model is not None:
+        decision = pred >= threshold if value_model.decides else None
+        expected = value_model.expected(pred, decision, calibrator.apply(pred) if calibrator else None)
+        value = {"per_row": float(np.mean(value_model.realized(y, pred, decision))),
+                 "estimated_per_row": None if expected is None else float(np.mean(expected)), "rows": int(len(y)),
+                 "threshold": float(threshold) if value_model.decides else None, "picked": picked is not None,
+                 "matrix": value_model.matrix(), "currency": value_model.currency}
+    return ModelCard(calibrator=calibrator, reference=reference, note=note, threshold=picked, value=value)

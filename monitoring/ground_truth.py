@@ -19,6 +19,12 @@ rows (not a mean of daily metrics), realized (labels arrived by D) and estimated
 reads the window ending at the newest day with enough labels (`signal_ready`) for its
 realized-drop signal, and the one ending tonight for its estimated-drop signal.
 
+With a `[value]` cost matrix (`nightshift.value`) each row also carries the day's business value:
+realized per labelled row and in total, at the decisions scoring made (the predictions'
+`decision` column, binary), and expected per scored row and in total before labels (binary:
+from the same calibrated scores as the metric's estimate, refits included), with the estimate's
+error once matured (`day_value`). Regression is valued on its labels only.
+
 `performance_rows` is the pure part (arrays in, rows out): the drift lab calls it on simulated
 nights without a lake. Labels are checked and deduplicated by `nightshift.tables.labels` (the
 latest arrival wins). Each row also counts what the labels got wrong: duplicate rows,
@@ -46,9 +52,12 @@ from nightshift.spec import EVENT_DS
 from nightshift.tables import labels as labels_table
 from nightshift.tables import performance
 from nightshift.task import Task, task_for
+from nightshift.value import decide, decision_threshold
+from nightshift.value import summary as value_summary
 
 if TYPE_CHECKING:
     from nightshift.settings import Settings
+    from nightshift.value import ValueModel
 
 log = logging.getLogger("nightshift.ground_truth")
 
@@ -76,6 +85,9 @@ class DayInput:
     method: str = ""  # how the estimate was made (`calibration.method_words`)
     extra: dict[str, Any] | None = None  # columns passed through (label-quality counts, ...)
     classes: tuple[str, ...] | None = None  # multiclass: the vocabulary `pred`'s columns follow
+    decision: np.ndarray | None = None  # binary: every scored row's decision as scoring made it (None: score >= threshold)
+    y_decision: np.ndarray | None = None  # the labelled rows' decisions
+    threshold: float | None = None  # the threshold the day was decided at (None: the night's `threshold`)
 
 
 @dataclass(frozen=True)
@@ -156,21 +168,27 @@ def recalibrations(days: list[DayInput], *, lookback_days: int, min_rows: int, t
 def performance_rows(task: Task, days: list[DayInput], ds: str, *, min_coverage: float, max_delay_days: int,
                      window_days: int, signal_min_coverage: float, threshold: float = 0.5,
                      recalibrate_days: int = 0, recalibrate_min_rows: int = 500,
-                     recalibrate_rows: int = 5_000) -> list[dict[str, Any]]:
+                     recalibrate_rows: int = 5_000, value_model: "ValueModel | None" = None) -> list[dict[str, Any]]:
     """The performance picture as known on `ds`: one row per day (oldest first), with its rolling window.
 
     `recalibrate_days` > 0: where the task estimates, each day's estimate uses a calibrator refitted on
     the labels arrived for the days just before it (`recalibrations`: up to `recalibrate_rows` rows,
     at most `recalibrate_days` days back) instead of the card's, once those hold
     `recalibrate_min_rows` rows.
+
+    `value_model` (a `[value]` cost matrix, `nightshift.value`): each day also gets its business value,
+    realized on the labelled rows at the decisions scoring made, and (binary) expected over every
+    scored row from the same calibrated scores as the metric's estimate; per row and in total.
     """
     primary = task.primary.name
     refits = recalibrations(days, lookback_days=recalibrate_days, min_rows=recalibrate_min_rows,
                             target_rows=recalibrate_rows, task=task) if task.calibration is not None else {}
     per_day = []
     base = task
+    night_threshold = threshold
     for d in days:
         task = base.bind(d.classes)
+        threshold = night_threshold if d.threshold is None else d.threshold
         if (refit := refits.get(d.prediction_ds)) is not None:
             d = replace(d, calibrated=refit.calibrator.apply(d.pred), method=refit.words(task.estimate_method))
         n_lab = min(len(d.y), len(d.pred))  # each scored row counts once
@@ -186,6 +204,7 @@ def performance_rows(task: Task, days: list[DayInput], ds: str, *, min_coverage:
         realized_se = task.from_stats(stats)[1] if stats else None
         est = estimated.get(primary)
         error = est - realized[primary] if matured and est is not None and realized.get(primary) is not None else None
+        value = day_value(value_model, d, threshold, matured) if value_model is not None else {}
         per_day.append((d, stats, est_stats, {
             "prediction_ds": d.prediction_ds, "age_days": age, "rows": len(d.pred), "labelled": n_lab,
             "coverage": round(coverage, 6), "matured": matured, "status": "matured" if matured else "provisional",
@@ -197,7 +216,7 @@ def performance_rows(task: Task, days: list[DayInput], ds: str, *, min_coverage:
             "realized_metrics": realized, "estimated_metrics": {k: v for k, v in estimated.items() if v is not None},
             "label_mean": task.label_mean(d.y),
             "mean_prediction": float(np.mean(task.headline(d.pred))) if len(d.pred) else None, "model_version": d.version,
-            **(d.extra or {}),
+            **value, **(d.extra or {}),
         }))
     rows = []
     for d, _, _, row in per_day:
@@ -214,6 +233,25 @@ def performance_rows(task: Task, days: list[DayInput], ds: str, *, min_coverage:
                      "rolling_realized_metrics": {k: v for k, v in real.items() if v is not None},
                      "rolling_estimated_metrics": {k: v for k, v in est.items() if v is not None}})
     return rows
+
+
+def day_value(value_model: "ValueModel", d: DayInput, threshold: float, matured: bool) -> dict[str, Any]:
+    """A prediction day's business value (pure): realized per labelled row and in total, expected per scored
+    row and in total (where the model estimates), and the estimate's error once the day has matured."""
+    def decisions(pred: np.ndarray, given: np.ndarray | None) -> np.ndarray | None:
+        if not value_model.decides:
+            return None
+        return np.asarray(given, bool) if given is not None else decide(pred, threshold)
+
+    n_lab = min(len(d.y), len(d.y_pred))
+    realized = value_model.realized(d.y, d.y_pred, decisions(d.y_pred, d.y_decision)) if n_lab else None
+    expected = value_model.expected(d.pred, decisions(d.pred, d.decision), d.calibrated) if len(d.pred) else None
+    real_mean, real_total = value_summary(realized)
+    est_mean, est_total = value_summary(expected)
+    return {"realized_value": real_mean, "realized_value_total": real_total, "estimated_value": est_mean,
+            "estimated_value_total": est_total,
+            "value_estimate_error": est_mean - real_mean if matured and None not in (est_mean, real_mean) else None,
+            "decision_threshold": float(threshold) if value_model.decides else None}
 
 
 def model_cards(settings: "Settings", lake: Lake, versions: set[str]) -> dict[str, ModelCard]:
@@ -248,7 +286,9 @@ def measure_ground_truth(settings: "Settings", ds: str, *, lake: Lake | None = N
     """Commit the performance picture as known on `ds`; returns a summary of matured days."""
     lake = lake or Lake.of(settings)
     spec, policy, task = settings.dataset, settings.dataset.label_delay, task_for(settings.dataset.task)
-    threshold = settings.scoring.threshold
+    value_model = settings.value_model()
+    by_value = settings.scoring.threshold == "value"  # each version decides at its own threshold
+    threshold = decision_threshold(settings.scoring.threshold, None)
     window = ds_range(add_days(ds, -policy.max_delay_days), ds)
     days = [d for d in window if lake.exists(PREDICTIONS, d)]
     known = labels_table.known(lake, spec, ds, window)  # arrival <= ds only
@@ -259,8 +299,11 @@ def measure_ground_truth(settings: "Settings", ds: str, *, lake: Lake | None = N
     inputs, cards = [], {}
     for day in days:
         # Multiclass: the night's class vocabulary is in its column names (`p__<class>`), the scoring model's.
-        day_task = task.from_schema(lake.dataset(PREDICTIONS, day).schema.names)
-        preds = lake.read(PREDICTIONS, day, columns=[spec.entity_id, *day_task.prediction_columns(), "model_version"])
+        names = lake.dataset(PREDICTIONS, day).schema.names
+        day_task = task.from_schema(names)
+        # The decisions as scoring made them (binary), for the value of each row's (decision, label) cell.
+        decided = ["decision"] if value_model is not None and value_model.decides and "decision" in names else []
+        preds = lake.read(PREDICTIONS, day, columns=[spec.entity_id, *day_task.prediction_columns(), *decided, "model_version"])
         pred = day_task.pred_of(preds)
         versions = np.asarray(preds.column("model_version").to_pylist(), dtype=object).astype(str)
         joined = labels_table.join(preds, labels, day, spec)
@@ -271,10 +314,14 @@ def measure_ground_truth(settings: "Settings", ds: str, *, lake: Lake | None = N
                         "(%s); they are counted in unseen_labels and left out of the metrics. A retrain grows the "
                         "vocabulary", day, ds, sum(unseen.values()), ", ".join(f"{c!r}: {n}" for c, n in sorted(unseen.items())))
         calibrated, method = None, task.estimate_method
-        if task.estimates:
+        if task.estimates or by_value:
             cards.update(model_cards(settings, lake, set(versions.tolist()) - set(cards)))
+        if task.estimates:
             calibrated = calibrate(pred, versions, cards)
             method = method_words(cards[versions[0]] if len(versions) else UNCALIBRATED, task.estimate_method)
+        # The day's threshold (accuracy, and the value where no decision column says): its first version's own.
+        day_threshold = (decision_threshold("value", cards[versions[0]].threshold) if by_value and len(versions)
+                         else None)
         classes = getattr(day_task, "classes", None) or None
         inputs.append(DayInput(day, ",".join(sorted(set(versions.tolist()))), pred, y,
                                day_task.pred_of(joined) if joined.num_rows else np.array([]), calibrated, method,
@@ -284,12 +331,16 @@ def measure_ground_truth(settings: "Settings", ds: str, *, lake: Lake | None = N
                                       **({"unseen_labels": sum(unseen.values()),
                                           "unseen_classes": ",".join(sorted(unseen)) or None,
                                           "rare_classes": ",".join(day_task.rare_classes(y)) or None} if classes else {})},
-                               classes=classes))
+                               classes=classes,
+                               decision=preds.column("decision").to_numpy(zero_copy_only=False) if decided else None,
+                               y_decision=(joined.column("decision").to_numpy(zero_copy_only=False)
+                                           if decided and joined.num_rows else None),
+                               threshold=day_threshold))
     rows = performance_rows(task, inputs, ds, min_coverage=policy.min_coverage, max_delay_days=policy.max_delay_days,
                             window_days=settings.policy.window_days, signal_min_coverage=settings.policy.signal_min_coverage,
                             threshold=threshold, recalibrate_days=settings.policy.recalibrate_days,
                             recalibrate_min_rows=settings.policy.recalibrate_min_rows,
-                            recalibrate_rows=settings.policy.recalibrate_rows)
+                            recalibrate_rows=settings.policy.recalibrate_rows, value_model=value_model)
     performance.write(lake, ds, rows)
     counts = {"label_rows": known.rows, "duplicate_labels": sum(known.duplicates.values()),
               "conflicting_labels": sum(known.conflicts.values()), "unknown_ids": sum(r["unknown_ids"] for r in rows),

@@ -183,13 +183,26 @@ class ScoringSettings(BaseModel):
 
     batch_rows: int = Field(32_768, ge=1, description="rows per streamed record batch: fewer rows in flight keep "
                             "peak memory flat from 1M to 10M rows a day (measured: 65,536 grew 24-34%, 32,768 12-18%)")
-    threshold: float = Field(0.5, gt=0, lt=1, description="score at or above which the decision is 1")
+    threshold: float | Literal["value"] = Field(
+        0.5, description="binary: score at or above which the decision is 1; \"value\": each model version decides at "
+        "the threshold that maximised business value ([value] cost matrix) on its holdout, recorded on the version")
+
     model: ModelSelection = ModelSelection.AS_OF
     group_mb: float = Field(256, gt=0, description="a day's files are scored in groups of about this many MiB: "
                                                  "one mapped Airflow task per group")
     max_groups: int = Field(32, ge=1, le=1024, description="at most this many scoring groups a day")
     threads: int = Field(0, ge=0, le=64, description="record batches a scoring process computes at once "
                          "(0: one per core it may use, at most 4)")
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _threshold_form(cls, v: Any) -> Any:
+        if v == "value":
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+            raise ValueError(f"scoring.threshold must be a number strictly between 0 and 1, or \"value\" (the threshold "
+                             f"that maximises the [value] cost matrix on each version's holdout), got {v!r}")
+        return float(v)
 
 
 class DriftSettings(BaseModel):
@@ -308,6 +321,10 @@ class PolicySettings(BaseModel):
 class GateSettings(BaseModel):
     model_config = _FROZEN
 
+    metric: Literal["task", "value"] = Field("task", description="what decides: the task's primary metric (AUC, RMSE, "
+                                             "macro AUC) or \"value\", the business value per row of the [value] cost "
+                                             "matrix (then gate.margin and gate.min_gain are in value per row). The "
+                                             "value gain is shown beside the metric's either way when a cost matrix is set")
     n_boot: int = Field(1000, ge=100, description="bootstrap resamples of the paired gain")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="level of the gain's confidence interval (and of the "
                               "power check's minimum detectable gain)")
@@ -335,6 +352,91 @@ class GateSettings(BaseModel):
                                     "resolve the margin (gate.power_check); off: judge on them anyway and do not defer for "
                                     "power, since a whole holdout of mostly older days would judge a world production has left")
     seed: int = 0
+
+
+_VALUE_WHAT = {"tp": "the value of a true positive: a positive decided positive", "fp": "the value of a false positive: "
+               "a negative decided positive (a cost: negative)", "fn": "the value of a false negative: a positive "
+               "decided negative (a cost: negative)", "tn": "the value of a true negative: a negative decided negative",
+               "over": "the cost of one unit of over-prediction (prediction above the label)", "under": "the cost of one "
+               "unit of under-prediction (prediction below the label)", "per_unit": "the cost of one unit of error either "
+               "way: sets over and under"}
+
+
+class ValueSettings(BaseModel):
+    """The cost matrix that puts monitoring, the estimate and the gate in the business's units (`nightshift.value`).
+
+    Binary: `tp`, `fp`, `fn`, `tn`, all four, each the value of one row in that cell at the decision threshold
+    (positive: earned; negative: a cost). Regression: `over` and `under` (or `per_unit` for both), the cost of one
+    unit of error. Nothing set: no value anywhere, everything as without it. Checked against `dataset.task` when the
+    settings load: a missing or non-numeric entry is named there, not on the first night.
+    """
+    model_config = _FROZEN
+
+    tp: float | None = Field(None, description=_VALUE_WHAT["tp"])
+    fp: float | None = Field(None, description=_VALUE_WHAT["fp"])
+    fn: float | None = Field(None, description=_VALUE_WHAT["fn"])
+    tn: float | None = Field(None, description=_VALUE_WHAT["tn"])
+    over: float | None = Field(None, ge=0, description=_VALUE_WHAT["over"])
+    under: float | None = Field(None, ge=0, description=_VALUE_WHAT["under"])
+    per_unit: float | None = Field(None, ge=0, description=_VALUE_WHAT["per_unit"])
+    currency: str = Field("", max_length=16, description="the unit shown beside values (e.g. \"EUR\"); empty: none")
+
+    @field_validator("tp", "fp", "fn", "tn", "over", "under", "per_unit", mode="before")
+    @classmethod
+    def _number(cls, v: Any, info: Any) -> Any:
+        """A finite number (TOML's 10 or -2.5), not text or true/false; None: not set."""
+        key = info.field_name
+        if v is None:
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"value.{key} must be a number ({_VALUE_WHAT[key]}), got {v!r}: write it without quotes, "
+                             f"e.g. {key} = {'-2.5' if key in ('fp', 'fn') else '2.5'}")
+        if v != v or v in (float("inf"), float("-inf")):
+            raise ValueError(f"value.{key} must be a finite number ({_VALUE_WHAT[key]}), got {v!r}")
+        return float(v)
+
+    @property
+    def enabled(self) -> bool:
+        return any(getattr(self, k) is not None for k in _VALUE_WHAT)
+
+    def costs(self) -> dict[str, float]:
+        """The entries set, with `per_unit` spelled out as over and under."""
+        out = {k: getattr(self, k) for k in ("tp", "fp", "fn", "tn", "over", "under") if getattr(self, k) is not None}
+        if self.per_unit is not None:
+            out.update(over=self.per_unit, under=self.per_unit)
+        return out
+
+    def problem(self, task_name: str, keys: tuple[str, ...]) -> tuple[str, str] | None:
+        """(the key, what is wrong and how to fix it) for a cost matrix that does not fit the task; None when it does."""
+        if not self.enabled:
+            return None
+        given = [k for k in _VALUE_WHAT if getattr(self, k) is not None]
+        if not keys:
+            return ("value", f"dataset.task is {task_name}, which has no cost matrix (business value is defined for "
+                             f"binary: value.tp, fp, fn, tn; and regression: value.over, value.under): remove "
+                             f"{', '.join('value.' + k for k in given)}")
+        if self.per_unit is not None and (self.over is not None or self.under is not None):
+            return ("value.per_unit", "value.per_unit sets both value.over and value.under: give per_unit alone, or "
+                                      "over and under")
+        have = self.costs()
+        foreign = [k for k in given if k not in keys and not (k == "per_unit" and "over" in keys)]
+        if foreign:
+            return (f"value.{foreign[0]}", f"{', '.join('value.' + k for k in foreign)} {'is' if len(foreign) == 1 else 'are'} "
+                    f"not part of a {task_name} cost matrix, which takes {', '.join('value.' + k for k in keys)}")
+        missing = [k for k in keys if k not in have]
+        if missing:
+            return (f"value.{missing[0]}", f"the {task_name} cost matrix needs all of {', '.join('value.' + k for k in keys)}; "
+                    f"missing: {', '.join('value.' + k for k in missing)}. Set "
+                    + "; ".join(f"value.{k} ({_VALUE_WHAT[k]})" for k in missing))
+        return None
+
+
+class SettingError(ValueError):
+    """A rule across sections, raised against the one key the fix goes in (so the error names it and its source)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
 
 
 class UISettings(BaseModel):
@@ -369,8 +471,41 @@ class Settings(BaseModel):
     drift: DriftSettings = DriftSettings()
     policy: PolicySettings = PolicySettings()
     gate: GateSettings = GateSettings()
+    value: ValueSettings = ValueSettings()
     ui: UISettings = UISettings()
     alerts: AlertSettings = AlertSettings()
+
+    @model_validator(mode="after")
+    def _value_fits(self) -> "Settings":
+        from nightshift.task import task_for
+
+        task = task_for(self.dataset.task)
+        if (problem := self.value.problem(task.name.value, task.value_keys)) is not None:
+            raise SettingError(*problem)
+        if self.scoring.threshold == "value":
+            if "tp" not in task.value_keys:
+                raise SettingError("scoring.threshold", f"scoring.threshold = \"value\" picks a binary decision threshold; "
+                                   f"dataset.task is {task.name.value}, which has none: remove it")
+            if not self.value.enabled:
+                raise SettingError("scoring.threshold", "scoring.threshold = \"value\" maximises business value: set the "
+                                   "cost matrix value.tp, value.fp, value.fn, value.tn, or give a number (e.g. 0.5)")
+        if self.gate.metric == "value":
+            if not self.value.enabled:
+                raise SettingError("gate.metric", "gate.metric = \"value\" judges on business value: set the [value] cost "
+                                   "matrix, or leave gate.metric = \"task\"")
+            if self.gate.margin is None:
+                raise SettingError("gate.margin", "gate.metric = \"value\" needs gate.margin in value per row (the largest "
+                                   "loss of value per row a swap may risk, e.g. 0.01): the task's default margin is in "
+                                   f"{task.gain_unit}, not in value")
+        return self
+
+    def value_model(self):
+        """The business-value model of the cost matrix (`nightshift.value`), or None when none is set."""
+        if not self.value.enabled:
+            return None
+        from nightshift.task import task_for
+
+        return task_for(self.dataset.task).value_model(self.value.costs(), self.value.currency)
 
     @property
     def home(self) -> Path:
@@ -493,7 +628,8 @@ def _validate(data: dict[str, Any], source: str, provenance: dict[str, str] | No
     except ValidationError as exc:
         lines = []
         for e in exc.errors():
-            key = ".".join(map(str, e["loc"]))
+            # A rule across sections names its key itself (`SettingError`); a field's error is at its location.
+            key = getattr((e.get("ctx") or {}).get("error"), "key", None) or ".".join(map(str, e["loc"]))
             lines.append(f"  {key}: {e['msg']} (from {_source_of(key, provenance or {}, source)})")
         raise ValueError("invalid settings:\n" + "\n".join(lines)) from None
 

@@ -16,6 +16,7 @@ direction and what a "gain" is.
 | estimate before labels | expected metrics under the Platt-calibrated scores (CBPE) | not estimated | one-vs-rest CBPE per class on temperature-scaled probabilities, macro-averaged |
 | first model's bar | AUC >= 0.65 | R² >= 0 (beats predicting the mean) | macro AUC >= 0.65 |
 | gate margin (default) | 0.005 AUC points | 0.02 (2% of RMSE) | 0.005 macro AUC points |
+| business value (`[value]`) | a value per TP, FP, FN, TN at the decision threshold | a cost per unit of over- and under-prediction | none: refused at settings time |
 
 Multiclass is the one task with state: its class vocabulary (`MulticlassTask.classes`), fixed
 by the first model's training labels (sorted) and grown by warm retrains (new classes appended
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from nightshift import metrics as m
+from nightshift import value as v
 from nightshift.choices import TaskName
 
 if TYPE_CHECKING:
@@ -86,6 +88,12 @@ class Task:
     default_first_model_floor: ClassVar[float]
 
     calibration: ClassVar[str | None] = None  # the calibrator `model.calibration` fits for the estimate (None: none)
+    value_keys: ClassVar[tuple[str, ...]] = ()  # the `[value]` settings a cost matrix of this task takes (empty: none)
+
+    def value_model(self, costs: dict[str, float], currency: str = "") -> "v.ValueModel":
+        """The business-value model of this task for a cost matrix (`nightshift.value`)."""
+        raise ValueError(f"the {self.name.value} task has no cost matrix: business value is defined for binary "
+                         "(value.tp, fp, fn, tn) and regression (value.over, value.under)")
 
     def n_outputs(self, preprocessor) -> int:
         """How many logits the network's head gives per row (one for binary and regression)."""
@@ -259,6 +267,7 @@ class BinaryTask(Task):
     first_model_metric = Metric("auc", True)
     default_first_model_floor = 0.65
     calibration = "platt"
+    value_keys = v.BinaryValue.keys
     label_rule = "0/1 (or true/false)"
     label_words = True
 
@@ -286,6 +295,9 @@ class BinaryTask(Task):
             raise LabelError(f"{where}: a binary label must be 0 or 1 without nulls; {int(bad.sum())} of {len(values)} "
                              f"values are not (first: {first}). Fix them upstream; a missing label is simply not landed.")
         return values.astype(np.int64)
+
+    def value_model(self, costs, currency=""):
+        return v.BinaryValue(**{k: float(costs[k]) for k in self.value_keys}, currency=currency)
 
     def loss(self, out, y, target):
         import torch.nn.functional as F
@@ -422,6 +434,10 @@ class RegressionTask(Task):
     default_first_model_floor = 0.0
     label_rule = "numbers"
     label_words = False
+    value_keys = v.RegressionValue.keys
+
+    def value_model(self, costs, currency=""):
+        return v.RegressionValue(**{k: float(costs[k]) for k in self.value_keys}, currency=currency)
 
     @property
     def label_type(self):

@@ -4,6 +4,10 @@ The metric, its direction and what a "gain" is come from the task (`nightshift.t
 AUC points for binary, the relative RMSE reduction for regression. The judges are pure
 functions of the evidence, so every rule has a table-driven test.
 
+With a `[value]` cost matrix the bootstrap also gives the business value gain per row
+(`nightshift.value`) its interval, on the same resamples; `gate.metric = "value"` makes it the
+deciding gain (`deciding`), judged by the same rules.
+
 The power check runs before training. From the champion's predictions on the holdout the
 retrain would get, it estimates the standard error of the paired gain and the minimum
 detectable gain at the configured confidence. If that exceeds the margin, no challenger
@@ -22,6 +26,7 @@ import numpy as np
 
 from nightshift.metrics import auc, resample_indices  # noqa: F401 - `auc` is part of this module's API
 from nightshift.task import Task, task_for
+from nightshift.value import resampled_mean_gain
 
 if TYPE_CHECKING:
     from nightshift.settings import GateSettings
@@ -42,22 +47,41 @@ def effective_gate(gate: "GateSettings", task: Task) -> "GateSettings":
 
 # -- paired bootstrap ------------------------------------------------------------------
 def paired_bootstrap(y: np.ndarray, p_champion: np.ndarray, p_challenger: np.ndarray, *, n_boot: int,
-                     confidence: float, seed: int, task: Task = BINARY) -> dict[str, Any]:
+                     confidence: float, seed: int, task: Task = BINARY,
+                     values: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """Percentile CI of the challenger's gain over the champion, both scored on the same resampled rows.
 
     Pairing matters: the two models err on many of the same rows, so the gain varies far
     less than either metric, and an unpaired comparison would rarely find a real difference.
+
+    `values`: each holdout row's business value under the champion and under the challenger
+    (`nightshift.value.row_values`, each at its own decision threshold). Their mean's gain gets
+    its interval from the very same resamples, under `business_value`.
     """
     y = np.asarray(y)
     n = len(y)
     champion, challenger = task.primary_value(y, p_champion), task.primary_value(y, p_challenger)
     on_champion, on_challenger = task.resampled(y, p_champion), task.resampled(y, p_challenger)
-    gains = np.concatenate([task.gain(on_champion(idx), on_challenger(idx)) for idx in resample_indices(n, n_boot, seed)])
-    gains = gains[~np.isnan(gains)]  # a resample with one class only has no AUC
+    gains, value_gains = [], []
+    for idx in resample_indices(n, n_boot, seed):
+        gains.append(task.gain(on_champion(idx), on_challenger(idx)))
+        if values is not None:
+            value_gains.append(resampled_mean_gain(values[0], values[1], idx))
+    gains = np.concatenate(gains)
+    defined = ~np.isnan(gains)  # a resample with one class only has no AUC
+    gains = gains[defined]
     if gains.size == 0:
         raise ValueError("no bootstrap resample had a defined metric (one class only?)")
     alpha = 1.0 - confidence
-    return {
+    extra = {}
+    if values is not None:
+        vg = np.concatenate(value_gains)[defined]  # the resamples the metric's interval counts, no other
+        a, b = float(np.mean(values[0])), float(np.mean(values[1]))
+        extra["business_value"] = {"champion": a, "challenger": b, "gain": b - a, "ci_low": float(np.quantile(vg, alpha / 2)),
+                          "ci_high": float(np.quantile(vg, 1 - alpha / 2)),
+                          "se": float(np.std(vg, ddof=1)) if vg.size > 1 else 0.0, "n": int(n),
+                          "confidence": float(confidence), "n_boot": int(vg.size)}
+    return {**extra, 
         "n": int(n),
         "metric": task.primary.name,
         "gain_unit": task.gain_unit,
@@ -70,6 +94,21 @@ def paired_bootstrap(y: np.ndarray, p_champion: np.ndarray, p_challenger: np.nda
         "confidence": float(confidence),
         "n_boot": int(gains.size),
     }
+
+
+VALUE_UNIT = "value per row"
+
+
+def deciding(evidence: dict[str, Any], metric: str) -> dict[str, Any]:
+    """The evidence `judge_challenger` decides on: the task metric's as it is, or with `gate.metric = "value"`
+    the value gain's figures in its place (the same rules then read them: superior, non-inferior and stale)."""
+    if metric != "value":
+        return evidence
+    v = evidence.get("business_value")
+    if v is None:
+        raise ValueError("gate.metric = \"value\" but the evidence has no value: the gate needs a [value] cost matrix")
+    return {**evidence, "metric": "value", "gain_unit": VALUE_UNIT,
+            **{k: v[k] for k in ("champion", "challenger", "gain", "ci_low", "ci_high", "se")}}
 
 
 def segment_deltas(y: np.ndarray, p_champion: np.ndarray, p_challenger: np.ndarray, segments: np.ndarray,
@@ -118,6 +157,21 @@ def detectable_gain(y: np.ndarray, p_champion: np.ndarray, *, confidence: float,
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     return {"n": int(n), "metric": task.primary.name, "champion": base, "se_metric": se_metric,
             "se_gain": se_gain, "z": z, "mde": z * se_gain, "correlation": correlation, "confidence": confidence}
+
+
+def detectable_value_gain(v_champion: np.ndarray, *, confidence: float, correlation: float) -> dict[str, Any]:
+    """`detectable_gain` for the business value per row (gate.metric = "value"), in closed form: the mean's
+    standard error is sd / sqrt(n), and a paired gain's is that times sqrt(2 (1 - rho))."""
+    v = np.asarray(v_champion, np.float64)
+    n = len(v)
+    if n < 2:
+        return {"n": int(n), "metric": "value", "mde": float("inf"), "se_metric": None, "se_gain": None, "z": None,
+                "correlation": correlation, "confidence": confidence}
+    se_metric = float(np.std(v, ddof=1) / np.sqrt(n))
+    se_gain = se_metric * float(np.sqrt(2.0 * (1.0 - correlation)))
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    return {"n": int(n), "metric": "value", "champion": float(np.mean(v)), "se_metric": se_metric, "se_gain": se_gain,
+            "z": z, "mde": z * se_gain, "correlation": correlation, "confidence": confidence}
 
 
 @dataclass(frozen=True)
@@ -249,21 +303,26 @@ def champion_staleness(fired: frozenset[str] | set[str], onset: str | None, judg
     return None
 
 
-def prediction_churn(task: Task, p_champion: np.ndarray, p_challenger: np.ndarray, threshold: float) -> dict[str, Any]:
+def prediction_churn(task: Task, p_champion: np.ndarray, p_challenger: np.ndarray, threshold: float,
+                     challenger_threshold: float | None = None) -> dict[str, Any]:
     """What a swap changes for the consumers of the predictions, on the holdout.
 
     Where the task scores a decision (binary: score >= threshold), the share of rows whose
     decision flips; otherwise the mean absolute change of the prediction. Both report the mean
-    absolute change of the score.
+    absolute change of the score. `challenger_threshold`: where the challenger decides at a
+    threshold of its own (scoring.threshold = "value"); None: at the champion's.
     """
     a, b = np.asarray(p_champion, np.float64), np.asarray(p_challenger, np.float64)
     names = [name for name, _ in task.output_fields()]
     out: dict[str, Any] = {"n": int(len(a)), "mean_abs_change": float(np.mean(np.abs(a - b))) if len(a) else 0.0}
     if "decision" in names:
         i = names.index("decision")
+        tb = threshold if challenger_threshold is None else challenger_threshold
         da = task.output_arrays(a, threshold)[i].to_numpy(zero_copy_only=False)
-        db = task.output_arrays(b, threshold)[i].to_numpy(zero_copy_only=False)
+        db = task.output_arrays(b, tb)[i].to_numpy(zero_copy_only=False)
         out.update(kind="decision_flips", value=float(np.mean(da != db)) if len(a) else 0.0, threshold=float(threshold))
+        if tb != threshold:
+            out["challenger_threshold"] = float(tb)
     else:
         out.update(kind="mean_abs_change", value=out["mean_abs_change"])
     return out
@@ -273,7 +332,9 @@ def _churn_words(churn: dict[str, Any] | None) -> str:
     if not churn:
         return ""
     if churn["kind"] == "decision_flips":
-        return f"the swap flips {churn['value']:.2%} of the holdout's decisions (threshold {churn['threshold']:g})"
+        at = (f"thresholds {churn['threshold']:g} -> {churn['challenger_threshold']:g}" if churn.get("challenger_threshold")
+              is not None else f"threshold {churn['threshold']:g}")
+        return f"the swap flips {churn['value']:.2%} of the holdout's decisions ({at})"
     return f"the swap changes the holdout's predictions by {churn['value']:.4g} on average"
 
 

@@ -46,6 +46,11 @@ def _work_dir(lake: Lake, ds: str) -> str:
     return posixpath.join(lake.root, "_work", "retrain", f"ds={ds}")
 
 
+def model_threshold(settings: "Settings", bundle) -> float:
+    """The decision threshold a version scores with: scoring.threshold, or with "value" the one recorded on it."""
+    return bundle.decision_threshold(settings.scoring.threshold)
+
+
 def champion_at_end_of(registry: Registry, ds: str):
     """The champion in force once day `ds`'s own decisions are taken."""
     event = registry.version_as_of(add_days(ds, 1))
@@ -60,7 +65,9 @@ def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", re
     """
     from model import architectures
     from model.bundle import load_bundle
-    from training.evaluate import choose_holdout, detectable_gain, effective_gate, judge_power, judgeable_by
+    from nightshift.value import row_values
+    from training.evaluate import (choose_holdout, detectable_gain, detectable_value_gain, effective_gate, judge_power,
+                                   judgeable_by)
     from training.window import since_onset
 
     architectures.load_builder(architectures.builder_path(settings.model.architecture))
@@ -71,10 +78,15 @@ def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", re
     champion_ref = champion_at_end_of(registry, ds)
     champion = load_bundle(registry.local_path(champion_ref.version), allow_code_drift=settings.model.allow_code_drift) if champion_ref else None
 
+    value_model = settings.value_model()
+
     def power_of(holdout: pa.Table) -> dict[str, Any] | None:
         if champion is None or holdout.num_rows < 2:
             return None
         y = task.labels(holdout.column(spec.label), "holdout labels")
+        if gate.metric == "value":  # the value gain decides: can these rows resolve gate.margin in value per row?
+            rows = row_values(value_model, y, champion.predict(holdout), model_threshold(settings, champion))
+            return detectable_value_gain(rows, confidence=gate.confidence, correlation=gate.assumed_correlation)
         return detectable_gain(y, champion.predict(holdout), confidence=gate.confidence,
                                correlation=gate.assumed_correlation, task=champion.task, seed=gate.seed)
 
@@ -417,7 +429,8 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
             bundle_dir = Path(tmp) / "model"
             reference, meta["drift_reference"] = _reference_sample(train, settings, lake, window)
             save_bundle(bundle_dir, result.model, preprocessor, meta, reference=reference)
-            write_model_card(bundle_dir, _model_card(settings, lake, window, bundle_dir))
+            card = _model_card(settings, lake, window, bundle_dir)
+            write_model_card(bundle_dir, card)
             # Losing candidates keep their child runs (metrics, no model); the winner's run holds the bundle.
             for i, got in enumerate(trained):
                 if got is None or i == winner:
@@ -432,8 +445,12 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
             tracking.finish_tournament(registry, parent, status="FAILED", winner=None, scores=scores,
                                        seconds=time.perf_counter() - t0)
         raise
-    version = registry.register(run_id, "model", tags={"ds": ds, "init_from": final["init"], "device": result.device,
-                                                       "task": spec.task.value})
+    tags = {"ds": ds, "init_from": final["init"], "device": result.device, "task": spec.task.value}
+    if card.threshold is not None:  # scoring.threshold = "value": the version's own decision threshold
+        tags["threshold"] = f"{card.threshold:.6g}"
+    version = registry.register(run_id, "model", tags=tags)
+    if card.threshold is not None:
+        registry.client.set_tag(run_id, "nightshift.threshold", tags["threshold"])
     tracking.tag_lineage(registry, run_id, version, lineage)
     seconds = time.perf_counter() - t0
     if parent:
@@ -449,6 +466,7 @@ def _model_card(settings: "Settings", lake: Lake, window: dict[str, Any], bundle
     """Calibrator and reference from the new model on the gate's holdout: newest labelled days it never trained on."""
     from model.calibration import fit_model_card
     from model.bundle import load_bundle
+    from nightshift.value import decision_threshold
 
     task = task_for(settings.dataset.task)
     holdout, days = _judged_holdout(lake, window)
@@ -456,9 +474,13 @@ def _model_card(settings: "Settings", lake: Lake, window: dict[str, Any], bundle
         return fit_model_card(task, np.array([]), np.array([]))
     y = task.labels(holdout.column(settings.dataset.label), "holdout labels")
     bundle = load_bundle(bundle_dir)
-    card = fit_model_card(bundle.task, y, bundle.predict(holdout), settings.scoring.threshold, days)
+    card = fit_model_card(bundle.task, y, bundle.predict(holdout), decision_threshold(settings.scoring.threshold, None),
+                          days, value_model=settings.value_model(), pick_threshold=settings.scoring.threshold == "value")
     log.info("calibration on %d holdout rows: %s; reference %s", len(y), card.calibrator or card.note or "none",
              card.reference and f"{card.reference.metric} {card.reference.realized}")
+    if card.threshold is not None:
+        log.info("decision threshold %.4f picked for business value on %d holdout rows: %.4g per row",
+                 card.threshold, len(y), card.value["per_row"])
     return card
 
 
@@ -493,8 +515,9 @@ def _log_loser(registry, ds, got, name, trigger, reasons, settings, window, pare
 def evaluate_challenger(settings: "Settings", ds: str, window: dict[str, Any], version: str) -> dict[str, Any]:
     """Score champion and challenger on the same holdout and judge the challenger."""
     from model.bundle import load_bundle
-    from training.evaluate import (champion_staleness, effective_gate, judge_challenger, judge_first_model, paired_bootstrap,
-                                   prediction_churn, segment_deltas)
+    from nightshift.value import crossfit_values, row_values
+    from training.evaluate import (champion_staleness, deciding, effective_gate, judge_challenger, judge_first_model,
+                                   paired_bootstrap, prediction_churn, segment_deltas)
 
     lake = Lake.of(settings)
     registry = Registry(settings, lake)
@@ -527,30 +550,63 @@ def evaluate_challenger(settings: "Settings", ds: str, window: dict[str, Any], v
         evidence.update(classes=list(classes), caveats=task.caveats(y))
         for caveat in evidence["caveats"]:
             log.warning("gate for challenger v%s on %s: %s", version, ds, caveat)
+    value_model = settings.value_model()
+    t_challenger = model_threshold(settings, challenger)
+    v_challenger, crossfit = None, None
+    if value_model is not None and len(y):
+        if settings.scoring.threshold == "value" and challenger.card.threshold is not None:
+            # Its threshold was picked on these very rows: valued there, it would look better than it will do.
+            v_challenger, folds = crossfit_values(value_model, y, p_challenger, seed=gate.seed)
+            crossfit = {"folds": len(folds), "thresholds": folds,
+                        "words": (f"the challenger is valued cross-fitted: each half of the holdout at the threshold picked "
+                                  f"on the other ({', '.join(f'{t:.4g}' for t in folds)}), since its own "
+                                  f"({t_challenger:.4g}) was picked on these rows")}
+        else:
+            v_challenger = row_values(value_model, y, p_challenger, t_challenger)
     if champion_ref is None:
         metric = task.first_model_metric
         floor = gate.first_model_floor if gate.first_model_floor is not None else task.default_first_model_floor
-        value = task.evaluate(y, p_challenger, settings.scoring.threshold)[metric.name] if len(y) else None
+        value = task.evaluate(y, p_challenger, t_challenger)[metric.name] if len(y) else None
         verdict = judge_first_model(value, metric.name, floor, metric.higher_is_better, too_few, int(len(y)))
         evidence.update({"first_model": True, "metric": metric.name, "value": value, "floor": floor,
-                         "metrics": task.evaluate(y, p_challenger, settings.scoring.threshold) if len(y) else {}})
+                         "metrics": task.evaluate(y, p_challenger, t_challenger) if len(y) else {}})
+        if value_model is not None and len(y):  # recorded, not judged: the first model's bar is the task's metric
+            evidence["business_value"] = {"challenger": float(np.mean(v_challenger)), "n": int(len(y)),
+                                          **_value_terms(value_model, None, t_challenger),
+                                          **({"crossfit": crossfit} if crossfit else {})}
     else:
         p_champion = task.align(champion.predict(holdout), champion.preprocessor.classes)
+        t_champion = model_threshold(settings, champion)
+        values = None
+        if value_model is not None:  # each model's rows valued at the decision threshold it scores with
+            values = (row_values(value_model, y, p_champion, t_champion), v_challenger)
         boot = paired_bootstrap(y, p_champion, p_challenger, n_boot=gate.n_boot, confidence=gate.confidence,
-                                seed=gate.seed, task=task)
+                                seed=gate.seed, task=task, values=values)
+        if values is not None:
+            boot["business_value"].update(_value_terms(value_model, t_champion, t_challenger),
+                                          **({"crossfit": crossfit} if crossfit else {}))
         segments = []
         if spec.segment:
             seg = holdout.column(spec.segment).to_numpy(zero_copy_only=False).astype(str)
             segments = segment_deltas(y, p_champion, p_challenger, seg, gate.min_segment_rows, task=task)
-        churn = prediction_churn(task, p_champion, p_challenger, settings.scoring.threshold)
+        churn = prediction_churn(task, p_champion, p_challenger, t_champion, t_challenger)
         stale = champion_staleness(_fired_signals(lake, ds), chosen.get("onset"), holdout_days)
-        verdict = judge_challenger({**boot, "too_few": too_few, "churn": churn}, segments, gate, stale=stale)
+        decide_on = deciding({**boot, "too_few": too_few, "churn": churn}, gate.metric)
+        verdict = judge_challenger(decide_on, segments, gate, stale=stale)
         evidence.update({"first_model": False, **boot, "segments": segments, "power": window.get("power"),
-                         "churn": churn, "champion_stale": stale})
+                         "churn": churn, "champion_stale": stale, "decided_on": gate.metric})
     reasons = [*verdict.reasons, *chosen.get("reasons", [])]  # which rows judged, when there was a choice
     evidence.update({"verdict": verdict.verdict, "basis": verdict.basis, "reasons": reasons, "gate": gate.model_dump()})
     log.info("challenger v%s on %s: %s (%s)", version, ds, verdict.verdict, "; ".join(reasons))
     return {"ds": ds, "version": version, "verdict": verdict.verdict, "reasons": reasons, "evidence": _jsonable(evidence)}
+
+
+def _value_terms(value_model, t_champion: float | None, t_challenger: float | None) -> dict[str, Any]:
+    """What a value in the evidence is measured in: the cost matrix, its unit, each model's decision threshold."""
+    out = {"unit": "per row", "currency": value_model.currency, "matrix": value_model.matrix(), "words": value_model.words()}
+    if value_model.decides:
+        out["thresholds"] = {"champion": t_champion, "challenger": t_challenger}
+    return out
 
 
 def _fired_signals(lake: Lake, ds: str) -> frozenset[str]:

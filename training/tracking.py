@@ -118,6 +118,8 @@ def tag_decision(registry: "Registry", version: str, kind: str, verdict: str, ds
         for key in ("champion", "challenger", "gain", "ci_low", "ci_high"):
             if isinstance(evidence.get(key), (int, float)):
                 client.log_metric(mv.run_id, f"gate_{key}", float(evidence[key]))
+            if isinstance((evidence.get("business_value") or {}).get(key), (int, float)):
+                client.log_metric(mv.run_id, f"gate_value_{key}", float(evidence["business_value"][key]))
     if kind == "promotion" and evidence is not None:
         client.update_model_version(registry.name, str(version), description=describe_gate(verdict, reasons, evidence))
     return mv.run_id
@@ -133,6 +135,11 @@ def describe_gate(verdict: str, reasons: list[str], evidence: dict[str, Any]) ->
                      f"challenger {evidence.get('challenger'):.4f}; gain {evidence['gain']:+.4f} ({evidence.get('gain_unit')}), "
                      f"{evidence.get('confidence', 0):.0%} CI [{evidence['ci_low']:+.4f}, {evidence['ci_high']:+.4f}] "
                      f"on {evidence.get('n')} paired holdout rows.")
+    if (v := evidence.get("business_value")) and "gain" in v:
+        decides = " (it decided: gate.metric = \"value\")" if evidence.get("decided_on") == "value" else ""
+        lines.append(f"Business value per row{' in ' + v['currency'] if v.get('currency') else ''} ({v.get('words')}): "
+                     f"champion {v['champion']:.4g} -> challenger {v['challenger']:.4g}; gain {v['gain']:+.4g}, "
+                     f"{v.get('confidence', 0):.0%} CI [{v['ci_low']:+.4g}, {v['ci_high']:+.4g}]{decides}.")
     for s in evidence.get("segments", []):
         lines.append(f"- segment {s['segment']}: gain {s['gain']:+.4f} on {s['n']} rows")
     lines.append("Evidence: " + json.dumps({k: evidence[k] for k in ("holdout_days", "coverage", "gate_holdout") if k in evidence},

@@ -13,6 +13,12 @@ scores (`estimated_uncalibrated`), whether the estimate used a calibrator (`cali
 ending at the day: `rolling_first_ds`, `rolling_days`, `rolling_rows`, `rolling_labelled`,
 `rolling_realized` / `_se` / `_metrics`, `rolling_estimated` / `_se` / `_metrics` (pooled
 rows of the days scored by the same model version; see `monitoring.ground_truth`).
+
+Added with business value (None without a `[value]` cost matrix, and in nights before it):
+`realized_value` / `_total` (per labelled row, and summed over them, at the decisions scoring
+made), `estimated_value` / `_total` (expected per scored row, and summed over the day, from the
+calibrated scores: binary only), `value_estimate_error` (estimated - realized per row, once
+matured) and `decision_threshold` (binary: the threshold the day was decided at).
 """
 
 from __future__ import annotations
@@ -44,9 +50,17 @@ SCHEMA = pa.schema([
     # Multiclass only (None otherwise, and in nights before them): labels of classes the scoring model never
     # saw (counted, left out of the metrics), their names, and the classes too rare that day for the macro AUC.
     ("unseen_labels", pa.int64()), ("unseen_classes", pa.string()), ("rare_classes", pa.string()),
+    # Business value, with a [value] cost matrix (None without one, and in nights before it): per labelled row and
+    # in total at the decisions scoring made, expected per scored row and in total before labels (binary), the
+    # estimate's error once matured, and the threshold the day was decided at (binary).
+    ("realized_value", pa.float64()), ("realized_value_total", pa.float64()), ("estimated_value", pa.float64()),
+    ("estimated_value_total", pa.float64()), ("value_estimate_error", pa.float64()), ("decision_threshold", pa.float64()),
 ])
 _MAPS = ("realized_metrics", "estimated_metrics", "rolling_realized_metrics", "rolling_estimated_metrics")
+VALUE_COLUMNS = ("realized_value", "realized_value_total", "estimated_value", "estimated_value_total",
+                 "value_estimate_error", "decision_threshold")
 _LATER = ("duplicate_labels", "conflicting_labels", "unknown_ids", "unseen_labels", "unseen_classes", "rare_classes",
+          *VALUE_COLUMNS,
           *(f.name for f in SCHEMA if f.name.startswith(
     ("signal_ready", "realized_se", "estimated_se", "estimated_uncalibrated", "calibrated", "estimate_error", "rolling_"))))
 

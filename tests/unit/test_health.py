@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins"))
 START = "2026-05-01"
 
 
-def _night(lake, n: int, *, alarm: bool, version: str = "1", rows: int = 100, feature: str = "x1") -> str:
+def _night(lake, n: int, *, alarm: bool, version: str = "1", rows: int = 100, feature: str = "x1",
+           value: float | None = None) -> str:
     from nightshift.tables import decisions, drift, performance
 
     ds = add_days(START, n)
@@ -36,7 +37,9 @@ def _night(lake, n: int, *, alarm: bool, version: str = "1", rows: int = 100, fe
         perf.append({"prediction_ds": add_days(ds, -age), "age_days": age, "rows": rows, "labelled": int(rows * cov),
                      "coverage": cov, "matured": cov >= 0.9, "status": "", "metric": "auc",
                      "realized": 0.7 + n / 100 if age else None, "estimated": 0.8 - age / 100, "estimate_method": "",
-                     "label_mean": 0.3, "mean_prediction": 0.3, "model_version": version})
+                     "label_mean": 0.3, "mean_prediction": 0.3, "model_version": version,
+                     **({"realized_value": value if age else None, "estimated_value": value + 0.5,
+                         "realized_value_total": value * rows * cov if age else None} if value is not None else {})})
     performance.write(lake, ds, perf)
     decisions.write_decision(lake, ds, "retrain", "RETRAIN" if alarm else "NO_ACTION", ["why"],
                              {"evidence": {"drift_flags": [alarm]}, "policy": {"drift_k": 3, "drift_n": 5}}, model_version=version)
@@ -145,6 +148,61 @@ def test_the_page_renders_its_charts_and_escapes_names(lake, fresh):
     assert 'id="perf-chart"' in html and 'class="real"' in html and 'class="est"' in html
     assert "no champion yet" in html
     assert "http" not in html.split("<body>")[1].split("</nav>")[1]  # nothing loaded from anywhere
+    assert 'id="value-chart"' not in html and 'id="episodes"' not in html  # no cost matrix: no value section
+
+
+def test_the_value_chart_and_what_each_drift_episode_cost(lake, fresh):
+    """With value in the lake: a value chart, and per drift episode the value lost against the champion's
+    holdout value, through the night of the promotion that answered it."""
+    from airflow_integration.page import render
+    from nightshift.tables.aliases import AliasEvent, append
+    from nightshift.tables.decisions import write_decision
+
+    append(lake, AliasEvent(0, "2026-04-30", "champion", "1", None, "r1", "first model", "retrain"))
+    write_decision(lake, "2026-04-30", "promotion", "PROMOTE", ["first model"],
+                   {"first_model": True, "business_value": {"challenger": 2.0, "currency": "EUR"}}, model_version="1")
+    for n in range(6):  # alarm on nights 1..3; v2 promoted on night 3 (scores from night 4)
+        _night(lake, n, alarm=n in (1, 2, 3), version="1" if n <= 3 else "2", value=2.0 if n == 0 else 1.0)
+    append(lake, AliasEvent(1, add_days(START, 3), "champion", "2", "1", "r2", "promoted", "retrain"))
+    write_decision(lake, add_days(START, 3), "promotion", "PROMOTE", ["superior"],
+                   {"business_value": {"champion": 1.0, "challenger": 1.8, "gain": 0.8, "ci_low": 0.5, "ci_high": 1.1,
+                                       "confidence": 0.95, "currency": "EUR"}}, model_version="2")
+    fresh.clear_cache()
+    value = fresh.value_episodes(lake)
+    assert value["currency"] == "EUR"
+    (episode,) = value["episodes"]
+    assert (episode["start"], episode["through"], episode["status"], episode["answered_by"]) == (
+        add_days(START, 1), add_days(START, 3), "answered", "2")
+    # three days of 100 rows at 1.0 a row against v1's holdout value of 2.0 a row
+    assert episode["lost"] == pytest.approx(300.0) and episode["reference"] == 2.0 and episode["days"] == 3
+    # answering at once would have earned v2's gate gain, 0.8 a row (0.5..1.1), on those 300 rows
+    assert (episode["forgone"], episode["forgone_low"], episode["forgone_high"]) == pytest.approx((240.0, 150.0, 330.0))
+    html = render(fresh.page(lake, "m"), mlflow_url=None)
+    assert 'id="value-chart"' in html and 'id="episodes"' in html and "answered by v2" in html and "300.00" in html
+    assert "240.00" in html
+    assert "value 1 → 1.8 EUR/row, gain +0.8 (95% CI +0.5…+1.1)" in html
+
+
+@pytest.mark.parametrize("alarm, moves, status, through, reference", [
+    ([False, True, True, False, False], [], "ended", "d2", 3.0),           # no promotion: through the last alarm night
+    ([False, True, None, True, True], [], "open", "d4", 3.0),              # a skipped night does not end it; still on
+    ([False, True, True, True, False], [("d2", "2")], "answered", "d2", 3.0),
+    ([True, True, False, False, False], [], "ended", "d1", None),          # no labelled day before it, no holdout value
+])
+def test_episodes_cost(alarm, moves, status, through, reference):
+    from airflow_integration.health import episodes_cost
+
+    nights = [f"d{i}" for i in range(5)]
+    days = [{"ds": d, "rows": 10, "labelled": 10, "model_version": "1", "realized_value": 3.0 if i == 0 else 1.0,
+             "estimated_value": None} for i, d in enumerate(nights)]
+    timeline = [{"ds": ds, "version": v, "decided_by": "retrain", "evidence": {}} for ds, v in moves]
+    (e,) = episodes_cost(nights, alarm, days, timeline)["episodes"]
+    assert (e["status"], e["through"], e["reference"]) == (status, through, reference)
+    assert e["forgone"] is None  # no answer with a measured value gain
+    if reference is not None:  # v1's realized value before the episode, 3.0 a row, against 1.0 a row in it
+        assert e["lost"] == pytest.approx(e["rows"] * 2.0) and "before the episode" in e["reference_from"]
+    else:
+        assert e["lost"] is None
 
 
 def test_the_consumer_refuses_a_partition_that_disagrees_with_its_event(settings, lake):
