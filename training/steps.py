@@ -34,8 +34,12 @@ def evaluate_challenger(ctx: StepContext) -> dict[str, Any]:
                                        ctx.results["train_challenger"]["version"])
 
 
-def judge(ctx: StepContext) -> bool:
-    return retrain.judge(ctx.results["evaluate_challenger"])
+def judge(ctx: StepContext) -> str:
+    """The branch's choice: `promote`, `reject`, or (gate.mode = "shadow:N") `open_trial`."""
+    from training.shadow import route
+
+    evaluation = ctx.results["evaluate_challenger"]
+    return route(evaluation["verdict"], bool(evaluation["evidence"].get("first_model")), ctx.settings.gate.shadow_nights)
 
 
 def promote(ctx: StepContext) -> dict[str, Any]:
@@ -44,3 +48,9 @@ def promote(ctx: StepContext) -> dict[str, Any]:
 
 def reject(ctx: StepContext) -> dict[str, Any]:
     return promotion.reject_challenger(ctx.settings, ctx.ds, ctx.results["evaluate_challenger"])
+
+
+def open_trial(ctx: StepContext) -> dict[str, Any]:
+    from training.shadow import open_trial as open_
+
+    return open_(ctx.settings, ctx.ds, ctx.results["evaluate_challenger"])
