@@ -291,7 +291,7 @@ def settle_trial(settings: "Settings", ds: str, *, lake: Lake | None = None) -> 
         v = str(trial["candidate"])
         exists = registry.exists(v)
         nights = trial_nights(lake, trial, ds)
-        p = paired(settings, lake, nights, ds, segments=True) if exists and nights else None
+        p = paired(settings, lake, nights, ds) if exists and nights else None
         t = Tonight(ds=ds, candidate_exists=exists, champion=champion.version if champion else None,
                     challenger=challenger.version if challenger else None,
                     newer_trial=str(newest["candidate"]) if trial is not newest else None,
@@ -302,6 +302,8 @@ def settle_trial(settings: "Settings", ds: str, *, lake: Lake | None = None) -> 
                  "action": move.action, "nights": p.nights if p else [], "running": running(p) if p else None}
         state.pop("ds", None)
         if move.action == JUDGE:
+            if settings.dataset.segment:  # the guardrails read each row's segment from the features: on this night only
+                p = paired(settings, lake, nights, ds, segments=True)
             verdict, evidence = judge_trial(settings, trial, p, ds)
             state.update(state=conclusion(verdict.verdict), conclusion=evidence,
                          reasons=[f"the gate on the trial's {len(nights)} matured nights ({len(p.y)} labelled rows, "
