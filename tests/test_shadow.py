@@ -233,6 +233,9 @@ def test_in_process_a_better_candidate_is_promoted_after_its_nights_matured(tria
     assert sorted(a["key"] for a in sent(lake)) == [f"trial-opened-{OPENED}-v2", f"trial-promoted-{OPENED}-v2"]
     page = render(health.page(lake, s.model.name))
     assert 'id="trial-none"' in page and "badge promoted" in page and 'id="champion-version">v2<' in page
+    from monitoring.report import summarize
+
+    assert {"ds": NIGHTS[2], "version": "2"} in summarize(s, NIGHTS[0], NIGHTS[2])["promotions"]
 
 
 @pytest.mark.integration
@@ -252,6 +255,11 @@ def test_in_process_a_candidate_the_gate_rejects_on_its_nights_is_never_promoted
     registry = Registry(strict, lake)
     assert registry.current(CHAMPION).version == "1" and registry.current(CANDIDATE) is None
     assert [e.version for e in registry.history() if e.alias == CHAMPION] == ["1"]
+    from airflow_integration.alerts import notify
+
+    alert = notify("trial", strict, NIGHTS[2])
+    assert alert.subject == f"[Nightshift] shadow trial of v2 rejected on {NIGHTS[2]}; champion v1 stays"
+    assert "not shown superior" in alert.evidence and "on 2 nights" not in alert.evidence and "of 2 nights" in alert.evidence
 
 
 @pytest.mark.integration
