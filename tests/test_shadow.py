@@ -277,7 +277,7 @@ def test_a_candidate_deleted_from_mlflow_ends_its_trial_with_a_record_and_the_ch
     night = run_nights(s, NIGHTS[1], NIGHTS[1], retrain=False, progress=False)[0]
     assert night["trials"][0]["state"] == ENDED_DELETED and "score_shadow" not in night
     record = trials.on_day(lake, NIGHTS[1])[0]
-    assert record["state"] == ENDED_DELETED and record["candidate"] == "2"
+    assert record["state"] == ENDED_DELETED and record["candidate"] == "2" and record["nights_scored"] == NIGHTS[:1]
     assert "candidate v2 no longer exists in MLflow" in record["reasons"][0] and "champion v1 stays" in record["reasons"][0]
     assert lake.partitions("shadow") == NIGHTS[:1]  # nothing scored by a deleted model
     assert registry.current(CHAMPION).version == "1" and registry.current(CANDIDATE) is None

@@ -299,7 +299,8 @@ def settle_trial(settings: "Settings", ds: str, *, lake: Lake | None = None) -> 
                     matured=bool(p and len(nights) >= int(trial["nights_planned"]) and p.matured))
         move = next_move(trial, t)
         state = {**trial, "state": move.state, "reasons": list(move.reasons), "decided_by": "nightly", "as_of": ds,
-                 "action": move.action, "nights": p.nights if p else [], "running": running(p) if p else None}
+                 "action": move.action, "nights_scored": nights, "nights": p.nights if p else [],
+                 "running": running(p) if p else None}
         state.pop("ds", None)
         if move.action == JUDGE:
             if settings.dataset.segment:  # the guardrails read each row's segment from the features: on this night only
