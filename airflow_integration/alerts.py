@@ -1,5 +1,5 @@
 """Alerts that reach people: drift alarms, retrain decisions, gate verdicts, promotions and
-rollbacks, and failed tasks; one message per incident, on the channels settings choose.
+rollbacks, shadow trials opening and concluding, and failed tasks; one message per incident, on the channels settings choose.
 
 Every alert is built from what the lake recorded (the decision records and the drift table),
 so the message says exactly what the page shows. Each carries its evidence in one line and a
@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("airflow_integration.alerts")
 
 DRIFT, RETRAIN, VERDICT, PROMOTION, ROLLBACK, FAILURE = "drift", "retrain", "verdict", "promotion", "rollback", "failure"
-EVENTS = (DRIFT, RETRAIN, VERDICT, ROLLBACK, FAILURE)  # what a notifier is attached for (VERDICT covers promotions)
+TRIAL = "trial"
+EVENTS = (DRIFT, RETRAIN, VERDICT, ROLLBACK, FAILURE, TRIAL)  # what a notifier is attached for (VERDICT covers promotions)
 START, END = "start", "end"
 PAGE_ROUTE = "/plugin/model-health"
 
@@ -166,6 +167,39 @@ def verdict_alert(settings: "Settings", lake: "Lake", ds: str) -> Alert | None:
                  page_link(settings, "verdicts"))
 
 
+def trial_alerts(settings: "Settings", lake: "Lake", ds: str) -> list[Alert]:
+    """Shadow trials that opened on `ds` (a retrain put its challenger on trial) or concluded on it (promoted,
+    rejected, or ended), one alert each; a trial's nights in between say nothing."""
+    from nightshift.tables import trials
+
+    out = []
+    for t in trials.on_day(lake, ds):
+        v, tid = t["candidate"], t["trial"]
+        if t["state"] == trials.OPEN:
+            if t.get("decided_by") != "retrain" or t["opened_ds"] != ds:
+                continue
+            off = t.get("offline") or {}
+            out.append(Alert(TRIAL, f"trial-opened-{tid}", ds,
+                             f"[Nightshift] v{v} on shadow trial from {ds}: {t['nights_planned']} nights beside champion "
+                             f"v{t['champion']}",
+                             f"offline gate: {off.get('metric')} gain {_signed(off.get('gain'))} (CI "
+                             f"{_signed(off.get('ci_low'))}..{_signed(off.get('ci_high'))}); it is promoted only if the "
+                             "gate says so again on those nights' matured labels", page_link(settings, "trial")))
+            continue
+        c = t.get("conclusion") or {}
+        gain = (f" (gain {_signed(c.get('gain'))}, CI {_signed(c.get('ci_low'))}..{_signed(c.get('ci_high'))} on "
+                f"{c.get('n')} rows of {len(t.get('nights') or [])} nights)" if c.get("gain") is not None else "")
+        subject = (f"[Nightshift] v{v} promoted to champion on {ds} after its shadow trial" if t["state"] == trials.PROMOTED
+                   else f"[Nightshift] shadow trial of v{v} {t['state']} on {ds}; champion v{t['champion']} stays")
+        out.append(Alert(PROMOTION if t["state"] == trials.PROMOTED else TRIAL, f"trial-{t['state'].replace(':', '-')}-{tid}",
+                         ds, subject, "; ".join(t.get("reasons") or []) + gain, page_link(settings, "trial")))
+    return out
+
+
+def _signed(x: float | None) -> str:
+    return "?" if x is None else f"{x:+.4f}"
+
+
 def rollback_alert(settings: "Settings", lake: "Lake", ds: str) -> Alert | None:
     from nightshift.tables.decisions import read_decision
 
@@ -277,10 +311,13 @@ def _webhook(settings: "Settings", alert: Alert) -> None:
 
 # -- one entry point for every event ------------------------------------------------------------
 
-def alert_for(event: str, settings: "Settings", ds: str, context: dict[str, Any] | None = None) -> Alert | None:
+def alert_for(event: str, settings: "Settings", ds: str, context: dict[str, Any] | None = None) -> Alert | list[Alert] | None:
+    """The event's alert for day `ds` (a list for `trial`: two trials may change on one day)."""
     from nightshift.lake import Lake
 
     lake = Lake.of(settings)
+    if event == TRIAL:
+        return trial_alerts(settings, lake, ds)
     if event == DRIFT:
         return drift_alert(settings, lake, ds)
     if event == RETRAIN:
@@ -295,23 +332,24 @@ def alert_for(event: str, settings: "Settings", ds: str, context: dict[str, Any]
 
 
 def notify(event: str, settings: "Settings", ds: str, context: dict[str, Any] | None = None) -> Alert | None:
-    """Build the event's alert for day `ds`, and deliver it unless this incident was already sent."""
+    """Build the event's alert(s) for day `ds`, and deliver each unless its incident was already sent;
+    returns the last one delivered."""
     from nightshift.lake import Lake
 
-    alert = alert_for(event, settings, ds, context)
-    if alert is None:
-        return None
-    lake = Lake.of(settings)
-    if already_sent(lake, alert.key):
-        log.info("alert %s was already sent; not again", alert.key)
-        return None
-    deliver(settings, alert)
-    record_sent(lake, alert, settings.alerts.channels)
-    return alert
+    found = alert_for(event, settings, ds, context)
+    lake, delivered = Lake.of(settings), None
+    for alert in found if isinstance(found, list) else [found] if found is not None else []:
+        if already_sent(lake, alert.key):
+            log.info("alert %s was already sent; not again", alert.key)
+            continue
+        deliver(settings, alert)
+        record_sent(lake, alert, settings.alerts.channels)
+        delivered = alert
+    return delivered
 
 
 class NightshiftNotifier(BaseNotifier):
-    """An Airflow task callback for one alert event (`drift`, `retrain`, `verdict`, `rollback`, `failure`).
+    """An Airflow task callback for one alert event (`drift`, `retrain`, `verdict`, `rollback`, `failure`, `trial`).
 
     The day is the run's `ds` Param when it has one (retrain, rollback), else its logical date.
     """

@@ -1,9 +1,9 @@
 """Model health: the data behind the Airflow "Model health" page, read through the tables' readers.
 
-Four questions, each answered from the lake alone (no MLflow, no Airflow DB, nothing heavy):
+Five questions, each answered from the lake alone (no MLflow, no Airflow DB, nothing heavy):
 why did it retrain, what did the gate decide and on what evidence, how is the model doing
-(and, with a cost matrix, what it earned and what each drift episode cost), and which model
-scored which night. Every function returns plain JSON-able data; the plugin
+(and, with a cost matrix, what it earned and what each drift episode cost), which model
+scored which night, and how is a shadow trial going. Every function returns plain JSON-able data; the plugin
 (`plugins/model_health.py`) renders it.
 
 Each table's partitions are read once and kept: every call lists the table's root (partition
@@ -93,6 +93,7 @@ def champion_timeline(lake: Lake) -> list[dict[str, Any]]:
     """Every move of `champion`, oldest first: version, from which night, who decided and why, and
     the gate's (or the rollback's) evidence."""
     verdicts = {(d["ds"], d["model_version"]): d for d in decision_history(lake) if d["kind"] in ("promotion", "rollback")}
+    verdicts.update({(d["ds"], d["model_version"]): d for d in trial_verdicts(lake) if d["verdict"] == "PROMOTE"})
     out = []
     moves = posixpath.join(lake.root, "registry", "aliases")
     for e in _derive(lake, "aliases", _signature(_listing(lake, moves)), lambda: aliases.history(lake)):
@@ -147,8 +148,43 @@ def retrain_decisions(lake: Lake, include_no_action: bool = False) -> list[dict[
 
 
 def verdicts(lake: Lake) -> list[dict[str, Any]]:
-    """Every retrain's verdict and every rollback, newest first."""
-    return [d for d in decision_history(lake) if d["kind"] in ("promotion", "rollback")][::-1]
+    """Every retrain's verdict, every rollback and every shadow trial's end, newest first."""
+    rows = [d for d in decision_history(lake) if d["kind"] in ("promotion", "rollback")] + trial_verdicts(lake)
+    return sorted(rows, key=lambda d: d["ds"])[::-1]
+
+
+# -- shadow trials ---------------------------------------------------------------------------
+
+def trial_states(lake: Lake) -> list[dict[str, Any]]:
+    """Every shadow trial record (a trial's state as known on its `ds`), oldest first."""
+    from nightshift.tables.trials import order
+
+    return sorted(({**d["evidence"], "ds": d["ds"]} for d in decision_history(lake) if d["kind"] == "trial"), key=order)
+
+
+def trial_verdicts(lake: Lake) -> list[dict[str, Any]]:
+    """Each trial that ended, as a verdict row: its state, and the gate's verdict and evidence when it was judged."""
+    from nightshift.tables.trials import OPEN
+
+    out = []
+    for t in trial_states(lake):
+        if t["state"] == OPEN:
+            continue
+        c = t.get("conclusion") or {}
+        out.append({"ds": t["ds"], "kind": "trial", "verdict": c.get("verdict") or t["state"], "state": t["state"],
+                    "model_version": str(t["candidate"]), "reasons": t.get("reasons") or [], "evidence": c,
+                    "trial": t["trial"]})
+    return out
+
+
+def shadow_trial(lake: Lake) -> dict[str, Any]:
+    """The open trial (its nights, coverage so far and running gain, as the newest night knew them), and every
+    trial's latest state, newest first."""
+    from nightshift.tables.trials import OPEN, latest
+
+    states = sorted(latest(trial_states(lake)).values(), key=lambda t: (t["opened_ds"], int(t["candidate"])))
+    now = [t for t in states if t["state"] == OPEN]
+    return {"open": now[-1] if now else None, "trials": states[::-1]}
 
 
 # -- performance ----------------------------------------------------------------------------
@@ -324,4 +360,5 @@ def page(lake: Lake, model: str, last_nights: int | None = None) -> dict[str, An
             f.result()
     return {"model": model, "champion": champion_now(lake), "timeline": champion_timeline(lake),
             "performance": performance_series(lake), "value": value_episodes(lake), "drift": drift_matrix(lake, last_nights),
-            "retrains": retrain_decisions(lake), "verdicts": verdicts(lake), "nights": nights(lake)}
+            "retrains": retrain_decisions(lake), "verdicts": verdicts(lake), "nights": nights(lake),
+            "trial": shadow_trial(lake)}

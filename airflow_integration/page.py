@@ -198,7 +198,8 @@ h1{font-size:20px;margin:0 0 4px} h3{font-size:14px;margin:16px 0 6px} h2{font-s
 table{border-collapse:collapse;font-size:13px;width:100%} td,th{border-bottom:1px solid #edf2f7;padding:4px 6px;text-align:left;vertical-align:top}
 th{background:#f7fafc} .num{text-align:right;font-variant-numeric:tabular-nums}
 .badge{display:inline-block;padding:1px 6px;border-radius:8px;font-size:12px;background:#edf2f7}
-.PROMOTE,.RETRAIN,.ROLLBACK{background:#c6f6d5} .REJECT{background:#fed7d7} .INSUFFICIENT_EVIDENCE,.DEFERRED,.COOLDOWN,.WAIT,.UNCHANGED{background:#feebc8}
+.PROMOTE,.RETRAIN,.ROLLBACK,.promoted{background:#c6f6d5} .open,.ON_TRIAL{background:#bee3f8}
+.rejected,.ended-drift,.ended-newer,.ended-deleted,.ended-champion{background:#fed7d7} .REJECT{background:#fed7d7} .INSUFFICIENT_EVIDENCE,.DEFERRED,.COOLDOWN,.WAIT,.UNCHANGED{background:#feebc8}
 .chart{max-width:100%;height:auto} .grid{stroke:#edf2f7} .tick{font-size:10px;fill:#4a5568}
 .real{fill:none;stroke:#2b6cb0;stroke-width:1.5} .est{fill:none;stroke:#805ad5;stroke-width:1.5;stroke-dasharray:4 3}
 .matured{fill:#2b6cb0} .provisional{fill:#fff;stroke:#2b6cb0;stroke-width:1.5} .cov{fill:#a0aec0;opacity:.6}
@@ -221,7 +222,8 @@ def render(data: dict[str, Any], *, mlflow_url: str | None = None, api: str = "a
              ('<nav><a href="#performance">Performance</a>'
               + ('<a href="#value">Value</a>' if data["performance"].get("value") else "")
               + f'<a href="#drift">Drift</a><a href="#champions">Champions</a>'
-              f'<a href="#retrains">Retrain decisions</a><a href="#verdicts">Verdicts</a><a href="#nights">Nights</a>'
+              f'<a href="#retrains">Retrain decisions</a><a href="#trial">Shadow trial</a><a href="#verdicts">Verdicts</a>'
+              f'<a href="#nights">Nights</a>'
               f' · data: <a href="{api}/page">JSON</a></nav>'),
              f'<h2 id="performance">Performance over time ({E(data["performance"].get("metric") or "")})</h2>',
              performance_svg(data["performance"], data["timeline"]),
@@ -229,6 +231,7 @@ def render(data: dict[str, Any], *, mlflow_url: str | None = None, api: str = "a
              '<h2 id="drift">Drift per feature and night</h2>', drift_svg(data["drift"]),
              '<h2 id="champions">Champion timeline</h2>', _timeline_table(data["timeline"], mlflow_url),
              '<h2 id="retrains">Retrain decisions</h2>', _retrain_table(data["retrains"]),
+             '<h2 id="trial">Shadow trial</h2>', _trial_section(data.get("trial") or {}),
              '<h2 id="verdicts">Gate verdicts and rollbacks</h2>', _verdict_table(data["verdicts"]),
              '<h2 id="nights">Per night</h2>', _nights_table(data["nights"]),
              "</body></html>"]
@@ -250,7 +253,7 @@ def _value_section(data: dict[str, Any]) -> list[str]:
 
 
 def _badge(v: str | None) -> str:
-    return f'<span class="badge {E(v or "")}">{E(v or "–")}</span>'
+    return f'<span class="badge {E((v or "").replace(":", "-"))}">{E(v or "–")}</span>'
 
 
 def _timeline_table(rows: list[dict[str, Any]], mlflow_url: str | None) -> str:
@@ -288,6 +291,41 @@ def _verdict_table(rows: list[dict[str, Any]]) -> str:
                    f"<td>{'v' + E(str(r['model_version'])) if r['model_version'] else '–'}</td>"
                    f"<td>{E(gate_words(None, r['reasons'], r['evidence'])[4:])}</td><td>{E(segment_words(r['evidence']))}</td></tr>")
     return "".join(out) + "</table>"
+
+
+def _trial_section(trial: dict[str, Any]) -> str:
+    """The open shadow trial (its nights, label coverage so far, running gain), then every trial's latest state."""
+    t, out = trial.get("open"), []
+    if t is None:
+        out.append('<p class="empty" id="trial-none">No shadow trial is open (gate.mode "shadow:N" opens one when the '
+                   "offline gate passes a challenger).</p>")
+    else:
+        nights, run = t.get("nights") or [], t.get("running") or {}
+        gain = (f"running gain {number(run.get('gain'), '+.4f')} ({E(str(run.get('metric')))} "
+                f"{number(run.get('champion'))} → {number(run.get('candidate'))} on {run.get('labelled')} labelled rows "
+                "so far, before maturity)" if run else "no labels yet")
+        out.append(f'<p id="trial-open">Candidate <b>v{E(str(t["candidate"]))}</b> beside champion '
+                   f'v{E(str(t["champion"]))} since the night after {t["opened_ds"]}: {len(nights)} of '
+                   f'{t["nights_planned"]} nights scored, as of {t["ds"]}; {gain}. '
+                   f'{E("; ".join(t.get("reasons") or []))}</p>')
+        out.append('<table id="trial-nights"><tr><th>night</th><th class="num">rows</th><th class="num">labelled</th>'
+                   '<th class="num">coverage</th><th>labels</th></tr>')
+        for n in nights:
+            out.append(f"<tr><td>{n['ds']}</td><td class=\"num\">{n['rows']:,}</td><td class=\"num\">{n['labelled']:,}</td>"
+                       f"<td class=\"num\">{n['coverage']:.0%}</td><td>{'matured' if n['matured'] else 'provisional'}"
+                       "</td></tr>")
+        out.append("</table>")
+    past = [x for x in trial.get("trials") or [] if x is not t]
+    if past:
+        out.append('<table id="trials"><tr><th>trial</th><th>candidate</th><th>champion</th><th>state</th><th>as of</th>'
+                   "<th>evidence</th></tr>")
+        for x in past:
+            c = x.get("conclusion") or {}
+            words = gate_words(c.get("verdict"), x.get("reasons") or [], c) if c else "; ".join(x.get("reasons") or [])
+            out.append(f"<tr><td>{E(x['trial'])}</td><td>v{E(str(x['candidate']))}</td><td>v{E(str(x['champion']))}</td>"
+                       f"<td>{_badge(x['state'])}</td><td>{x['ds']}</td><td>{E(words)}</td></tr>")
+        out.append("</table>")
+    return "".join(out)
 
 
 def _nights_table(rows: list[dict[str, Any]]) -> str:

@@ -26,9 +26,22 @@ NIGHTLY = Flow("nightly_scoring", (
     Step("decide_retrain", nightly.decide_retrain, after=("measure_ground_truth",), ordered=True,
          kind=BRANCH, choose=nightly.wants_retrain, choices=("trigger_retrain",),
          doc="the retrain policy's record; it goes on to trigger_retrain only when the policy asks for a retrain"),
-    Step("trigger_retrain", nightly.retrain_conf, after=("decide_retrain", "confirm_champion"), kind=HANDOFF,
+    Step("settle_trial", nightly.settle_trial, after=("confirm_champion",), ordered=True,
+         doc="an open shadow trial's night (gate.mode = 'shadow:N'): end it (drift alarm, newer challenger, "
+             "candidate deleted, champion changed), judge it once its nights' labels matured (PROMOTE moves "
+             "champion), or carry it on; a record of its state either way. Nothing to do without a trial"),
+    Step("trial_night", nightly.trial_night, after=("settle_trial",), kind=GATE,
+         doc="goes on to score_shadow only on an open trial's scoring nights; skipped otherwise"),
+    Step("score_shadow", nightly.score_shadow, after=("trial_night",), map_over="validate",
+         doc="one file group of features/ds=D scored by the candidate into a staged part of shadow/ds=D (mapped, "
+             "like score)"),
+    Step("commit_shadow", nightly.commit_shadow, after=("score_shadow", "confirm_champion"),
+         doc="shadow/ds=D, the candidate's rows tagged with its version, committed at once. Downstream of "
+             "confirm_champion too, so the next night waits for it"),
+    Step("trigger_retrain", nightly.retrain_conf, after=("decide_retrain", "confirm_champion",
+                                                                          "settle_trial"), kind=HANDOFF,
          flow=RETRAIN,
          doc="start the retrain with the decision's reasons, and wait for its verdict. It is downstream of "
              "confirm_champion too, so the next night's ordered steps wait for it: the night is closed when it has "
-             "run or been skipped"),
+             "run or been skipped; and of settle_trial, so a retrain sees the night's trial settled"),
 ))

@@ -148,6 +148,38 @@ def retrain_conf(ctx: StepContext) -> dict:
     return ctx.results["decide_retrain"]["retrain_conf"]
 
 
+def settle_trial(ctx: StepContext) -> dict:
+    """An open shadow trial's night: ended, judged (and promoted or rejected), or carried on, with a record."""
+    from training.shadow import settle_trial as settle
+
+    return settle(ctx.settings, ctx.ds)
+
+
+def trial_night(ctx: StepContext) -> dict | None:
+    """The gate before score_shadow: tonight's candidate when tonight is one of an open trial's N nights, else None."""
+    return ctx.results["settle_trial"].get("score")
+
+
+def score_shadow(ctx: StepContext) -> dict:
+    """One file group of the night scored by the trial's candidate into `shadow/ds=D` (a mapped step, like `score`)."""
+    from batch_scoring.score import score_group
+    from nightshift.lake import SHADOW
+    from nightshift.registry import CANDIDATE, ModelRef
+
+    tonight = ctx.results["trial_night"]
+    ref = ModelRef(tonight["name"], tonight["version"], CANDIDATE, tonight["run_id"], tonight["source"])
+    return score_group(ctx.settings, ctx.item, CANDIDATE, run_id=ctx.run_id, table=SHADOW, ref=ref, alias=CANDIDATE,
+                       lake=ctx.lake)
+
+
+def commit_shadow(ctx: StepContext) -> dict:
+    """The candidate's groups of the night, committed as `shadow/ds=D` once all are in."""
+    from batch_scoring.score import commit_scores as commit
+    from nightshift.lake import SHADOW
+
+    return commit(ctx.settings, ctx.ds, ctx.results["score_shadow"], table=SHADOW, lake=ctx.lake)
+
+
 def run_nights(settings, start: str, end: str, *, model: str | None = None, retrain: bool = True,
                progress: bool = True) -> list[dict]:
     """Nights start..end in date order, in one process: the nightly flow, as the DAG runs it."""
@@ -182,6 +214,7 @@ def _night(flow, settings, ds: str, params: dict, progress: bool) -> dict:
         out["retrain"] = outcome(results["trigger_retrain"]["results"])
     if "decide_retrain" in results:
         out["decision"] = results["decide_retrain"]
+    out["trials"] = (results.get("settle_trial") or {}).get("trials", [])
     return out
 
 
@@ -195,6 +228,11 @@ def night_line(r: dict) -> str:
     parts = [f"{r['ds']}: scored {r['commit_scores']['rows']} rows with v{confirmed['model_version']}",
              f"drift={alarm}" + (f" (tonight: {','.join(drift['drifted_features'][:4])})" if drift["night_drift"] else ""),
              f"decision={r['decision']['verdict']}"]
+    for t in r.get("trials") or []:
+        gain = (t.get("running") or {}).get("gain")
+        parts.append(f"trial v{t['candidate']}={t['state']}" + (f" ({t['action']}, {t['nights']} nights"
+                                                                 + (f", gain so far {gain:+.4f}" if gain is not None else "")
+                                                                 + ")" if t["state"] == "open" else ""))
     if r.get("retrain"):
         rt = r["retrain"]
         parts.append(f"retrain -> {('v' + rt['version'] + ' ') if rt['version'] else ''}{rt['verdict']}")

@@ -76,17 +76,19 @@ def write_key(run_id: str, fingerprint: str, version: str) -> str:
     return f"{run_id}-{fingerprint}-v{version}"
 
 
-def _lineage(ref: ModelRef, mode: str, fingerprint: str) -> dict:
-    return {"model_name": ref.name, "model_version": ref.version, "model_alias": "champion",
+def _lineage(ref: ModelRef, mode: str, fingerprint: str, alias: str = "champion") -> dict:
+    return {"model_name": ref.name, "model_version": ref.version, "model_alias": alias,
             "model_selection": str(mode), "mlflow_run_id": ref.run_id, "input_fingerprint": fingerprint,
             "code_version": code_version()}
 
 
 def score_group(settings: "Settings", item: dict, model: str | None = None, *, run_id: str, lake: Lake | None = None,
-                table: str = PREDICTIONS, ref: ModelRef | None = None, bundle=None, check=None) -> dict:
+                table: str = PREDICTIONS, ref: ModelRef | None = None, bundle=None, check=None,
+                alias: str = "champion") -> dict:
     """Score one file group of a day into its staged part; the day is committed by `commit_scores`.
 
     `check` (a `ContractCheck`) sees every batch when given: the whole-day rules then run at commit.
+    `alias`: the lineage's `model_alias` (`candidate` for a shadow trial's rows in `shadow/`).
     """
     from threadpoolctl import threadpool_limits
 
@@ -121,7 +123,7 @@ def score_group(settings: "Settings", item: dict, model: str | None = None, *, r
     net = bundle.net  # built once, before the compute threads share it
     threads = compute_threads(settings.scoring.threads)
     with lake.write_part(table, ds, key, part_name(item["index"]), schema, dictionary=predictions.repeating(schema)) as w:
-        out = predictions.PredictionWriter(w, schema, _lineage(ref, mode, item["fingerprint"]))
+        out = predictions.PredictionWriter(w, schema, _lineage(ref, mode, item["fingerprint"], alias))
         source = lake.batches_of(FEATURES, ds, files, settings.scoring.batch_rows, columns=[spec.entity_id, *spec.features])
         if getattr(net, "own_threads", False):
             # torch (any architecture but tabularnet): one batch at a time on torch's own `threads` threads.
@@ -244,7 +246,7 @@ def compute_threads(configured: int = 0) -> int:
 
 def commit_scores(settings: "Settings", ds: str, groups: list[dict], *, lake: Lake | None = None,
                   table: str = PREDICTIONS) -> dict:
-    """Commit a day's scored groups as `predictions/ds=D`, atomically, once every group is in.
+    """Commit a day's scored groups as `predictions/ds=D` (or `shadow/ds=D`), atomically, once every group is in.
 
     Refuses (changing nothing) when the groups disagree on the model or the input: a promotion
     or a re-landed partition between two groups would otherwise mix them in one day.
@@ -254,11 +256,11 @@ def commit_scores(settings: "Settings", ds: str, groups: list[dict], *, lake: La
     keys = {g["key"] for g in groups}
     if len(keys) != 1:
         versions = sorted({g["model_version"] for g in groups})
-        raise RuntimeError(f"predictions/ds={ds}: its {len(groups)} scoring groups disagree on the model "
+        raise RuntimeError(f"{table}/ds={ds}: its {len(groups)} scoring groups disagree on the model "
                            f"(versions {versions}) or the input; clear the night's `score` task to rescore it whole")
     expected = groups[0].get("of", len(groups))
     if [g["index"] for g in groups] != list(range(expected)):
-        raise RuntimeError(f"predictions/ds={ds}: groups {[g['index'] for g in groups]} do not cover the plan's {expected}; "
+        raise RuntimeError(f"{table}/ds={ds}: groups {[g['index'] for g in groups]} do not cover the plan's {expected}; "
                            "clear the night's `score` task to rescore it")
     ref = lake.commit_parts(table, ds, keys.pop(), {g["part"]: g["rows"] for g in groups})
     task = task_for(settings.dataset.task)

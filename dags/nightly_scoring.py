@@ -29,12 +29,20 @@ drifted features) and skipped otherwise; `trigger_retrain` runs only when the po
 for a retrain, and is skipped otherwise (`decide_retrain` logs the decision and its reasons).
 The "Model health" page (Browse menu) shows the evidence behind both.
 
+**Shadow trials** (`gate.mode = "shadow:N"`). `settle_trial` runs every night, in date
+order: with a trial open it ends it (a drift alarm that started after it opened, a newer
+challenger, its candidate deleted from MLflow, a changed champion), judges it once its N
+nights' labels have matured (the gate, paired on the same rows, same rules: PROMOTE moves the
+champion), or carries it on; without one it does nothing. `trial_night` lets `score_shadow`
+(mapped, like `score`) and `commit_shadow` through only on a trial's N scoring nights, so they
+are green in the grid only while a candidate scores `shadow/ds=D/`.
+
 **Assets.** `confirm_champion` emits the `predictions` Asset (the lake's real location) once
 the night's partition is final, with `{"ds", "rows", "model_version", "rescored"}` in the
 event's extra. `predictions_consumer` is an example DAG scheduled on it.
 
 **Alerts** (see `[alerts]` in the settings): a drift alarm when it starts and when it ends, a
-retrain decision, and any failed task.
+retrain decision, a shadow trial's conclusion, and any failed task.
 
 **Params.** `model`: `as_of` (default: the champion in force on D, from the alias history,
 so a backfill gives what the nightly run gave) or `champion` (today's champion).
@@ -171,6 +179,33 @@ def nightly_scoring():
         chosen, _ = STEP("decide_retrain").follow(STEP("decide_retrain").taken(ctx, result))
         return [chosen] if chosen else []  # nothing chosen: trigger_retrain is skipped
 
+    # A shadow trial's night (gate.mode = "shadow:N"): settled in date order, every night (a no-op without a trial).
+    @task(multiple_outputs=False, depends_on_past=STEP("settle_trial").ordered, priority_weight=ORDERED,
+          on_success_callback=NightshiftNotifier("trial"), doc_md=doc("settle_trial"))
+    def settle_trial(ds: str | None = None, params: dict | None = None) -> dict:
+        """An open shadow trial's night: ended, judged, or carried on."""
+        return _run("settle_trial", ds, params)
+
+    @task.short_circuit(priority_weight=ORDERED, doc_md=doc("trial_night"))  # green only on a trial's scoring nights
+    def trial_night(settled: dict, ds: str | None = None, params: dict | None = None) -> dict | None:
+        """Go on to score_shadow only on an open trial's scoring nights."""
+        return _run("trial_night", ds, params, settle_trial=settled)
+
+    @task(multiple_outputs=False, map_index_template="{{ scoring_group }}", retries=1,
+          retry_delay=timedelta(seconds=10), doc_md=doc("score_shadow"))
+    def score_shadow(group: dict, tonight: dict, ds: str | None = None, params: dict | None = None,
+                     run_id: str | None = None) -> dict:
+        """One file group scored by the candidate into shadow/ds=D."""
+        from airflow.sdk import get_current_context
+
+        get_current_context()["scoring_group"] = f"v{tonight['version']}: group {group['index'] + 1}/{group['of']}"
+        return _run("score_shadow", ds, params, item=group, run_id=run_id, trial_night=tonight)
+
+    @task(multiple_outputs=False, doc_md=doc("commit_shadow"))
+    def commit_shadow(groups: list[dict], ds: str | None = None, params: dict | None = None) -> dict:
+        """The candidate's rows committed as shadow/ds=D, at once."""
+        return _run("commit_shadow", ds, params, score_shadow=list(groups))
+
     trigger_retrain = TriggerDagRunOperator(
         task_id="trigger_retrain",
         trigger_dag_id=RETRAIN.id,
@@ -198,6 +233,10 @@ def nightly_scoring():
     confirmed >> trigger_retrain
     flagged = flag_drift()
     confirmed >> flagged
+    settled = settle_trial()
+    confirmed >> settled >> trigger_retrain  # a retrain sees tonight's trial settled
+    shadowed = commit_shadow(score_shadow.partial(tonight=trial_night(settled)).expand(group=validated))
+    confirmed >> shadowed  # so the next night's confirm_champion waits for tonight's shadow partition too
     for evidence in (flagged, decision):  # a button to the page that shows the evidence
         evidence.operator.operator_extra_links = [ModelHealthLink()]
 

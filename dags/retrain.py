@@ -5,7 +5,7 @@ Trains a challenger on the labels that had arrived by day `ds`, judges it agains
 champion on the same holdout, and promotes it or rejects it.
 
 `prepare_window` -> `ready_to_train` -> `train_challenger` (gpu queue and pool) ->
-`evaluate_challenger` -> `judge` -> `promote` | `reject`; or `defer` when training cannot
+`evaluate_challenger` -> `judge` -> `promote` | `reject` | `open_trial`; or `defer` when training cannot
 pay off: the holdout cannot resolve the gate's margin (the record names the numbers), or
 the window's data and the champion are unchanged since the last retrain.
 
@@ -17,8 +17,13 @@ Started by `nightly_scoring` when its policy asks (conf `{"ds": D, "trigger": "n
 takes effect from the night after `ds`. The first model ever trained is promoted on
 absolute thresholds; later ones need a paired-bootstrap win (see `training/evaluate.py`).
 
-**Alerts:** the gate's verdict (a promotion, a rejection, too little evidence, a deferral)
-and any failed task, on the channels `[alerts]` names.
+**Shadow trials.** With `gate.mode = "shadow:N"`, a challenger the gate would promote goes to
+`open_trial` instead: it becomes the `candidate`, scores the next N nights beside the champion
+(the nightly DAG's `score_shadow`), and is promoted only when the gate, run again on those
+nights' matured labels, says so (see `training/shadow.py`).
+
+**Alerts:** the gate's verdict (a promotion, a rejection, too little evidence, a deferral),
+a shadow trial's opening, and any failed task, on the channels `[alerts]` names.
 
 **Params.** `ds` (required): the logical day whose arrived labels the retrain may see. The
 form will not trigger without it: a retrain has no "today" of its own (a replayed world
@@ -131,9 +136,8 @@ def retrain():
 
     @task.branch(show_return_value_in_logs=False, doc_md=doc("judge"))
     def judge(evaluation: dict, params: dict | None = None, ds: str | None = None) -> str:
-        """Promote or reject, as the verdict says."""
-        yes, no = STEP("judge").choices
-        chosen = yes if _run("judge", ds, params, evaluate_challenger=evaluation) else no
+        """Promote, reject, or (gate.mode = shadow:N) open a shadow trial, as the verdict says."""
+        chosen = _run("judge", ds, params, evaluate_challenger=evaluation)  # promote, reject or open_trial
         log.info("verdict %s for v%s, so: %s (%s)", evaluation["verdict"], evaluation["version"], chosen,
                  "; ".join(evaluation["reasons"]))
         return chosen
@@ -148,13 +152,18 @@ def retrain():
         """Keep the champion, with the reasons."""
         return _run("reject", ds, params, evaluate_challenger=evaluation)
 
+    @task(multiple_outputs=False, on_success_callback=NightshiftNotifier("trial"), doc_md=doc("open_trial"))
+    def open_trial(evaluation: dict, params: dict | None = None, ds: str | None = None) -> dict:
+        """Move candidate to the challenger: its shadow trial begins."""
+        return _run("open_trial", ds, params, evaluate_challenger=evaluation)
+
     # main flow
     window = prepare_window()
     trained = train_challenger(window)
     ready_to_train(window) >> [trained, defer(window)]
     evaluation = evaluate_challenger(window, trained)
     promoted = promote(evaluation)
-    judge(evaluation) >> [promoted, reject(evaluation)]
+    judge(evaluation) >> [promoted, reject(evaluation), open_trial(evaluation)]
     for made in (trained, evaluation, promoted):  # buttons to the MLflow run and model version, and the page
         made.operator.operator_extra_links = MLFLOW_LINKS
 

@@ -49,6 +49,7 @@ from nightshift.dates import add_days, days_between, ds_range
 from nightshift.lake import PREDICTIONS, Lake
 from nightshift.metrics import pool
 from nightshift.spec import EVENT_DS
+from nightshift.tables.labels import is_matured  # the maturity rule: the shadow trial uses it too
 from nightshift.tables import labels as labels_table
 from nightshift.tables import performance
 from nightshift.task import Task, task_for
@@ -60,11 +61,6 @@ if TYPE_CHECKING:
     from nightshift.value import ValueModel
 
 log = logging.getLogger("nightshift.ground_truth")
-
-
-def is_matured(coverage: float, age_days: int, min_coverage: float, max_delay_days: int) -> bool:
-    """The maturity rule: a day's realized figures are final once this share is labelled or it is this old."""
-    return coverage >= min_coverage or age_days >= max_delay_days
 
 
 def signal_ready(coverage: float, matured: bool, min_coverage: float) -> bool:

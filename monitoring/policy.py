@@ -619,10 +619,17 @@ def answered_drift(lake: Lake, in_force_since: str) -> str | None:
     from nightshift.dates import add_days
     from nightshift.tables.decisions import read_decision
 
-    record = read_decision(lake, add_days(in_force_since, -1), "promotion")
-    if record is None or record["verdict"] != "PROMOTE":
-        return None
-    ev = record["evidence"]
+    day = add_days(in_force_since, -1)
+    record = read_decision(lake, day, "promotion")
+    if record is not None and record["verdict"] == "PROMOTE":
+        ev = record["evidence"]
+    else:  # promoted by a shadow trial: the offline gate's evidence, kept in the trial's record
+        from nightshift.tables import trials
+
+        promoted = [t for t in trials.on_day(lake, day) if t["state"] == trials.PROMOTED]
+        if not promoted:
+            return None
+        ev = promoted[-1].get("offline") or {}
     onset = (ev.get("gate_holdout") or {}).get("onset")
     return onset if onset and str(ev.get("champion_stale") or "").startswith("a drift since") else None
 

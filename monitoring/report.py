@@ -41,6 +41,11 @@ def summarize(settings: "Settings", start: str, end: str) -> dict[str, Any]:
     retrains = [d for d in decisions if d["verdict"] == RETRAIN]
     verdicts = read_decisions(lake, ds_range(start, end), "promotion")
     promotions = [v for v in verdicts if v["verdict"] == "PROMOTE"]
+    from nightshift.tables import trials
+
+    promotions = sorted(promotions + [{"ds": t["ds"], "model_version": str(t["candidate"]), "verdict": "PROMOTE"}
+                                      for t in trials.history(lake, days=ds_range(start, end))
+                                      if t["state"] == trials.PROMOTED], key=lambda p: p["ds"])
     history = [e for e in Registry(settings, lake).history() if e.alias == "champion"]
 
     labels = labels_table.arrived(lake, spec, end, days)

@@ -14,11 +14,13 @@ Airflow, once per task process.
 
 Kinds of step:
 - `task`: runs its function;
-- `gate`: its function returns a bool; False skips everything after it (Airflow: short-circuit);
+- `gate`: its function returns a bool; False skips everything downstream of it (Airflow: short-circuit);
 - `branch`: the flow continues at `choices[0]` when the branch is taken and at `choices[1]`
   (if there is one) when it is not (Airflow: `@task.branch`). Taken is the function's result as
   a bool, or, where the step names a `choose` function, `choose(ctx, result)`: then the step's
-  own result is a record like any task's, and a decision and its branch cost one task, not two;
+  own result is a record like any task's, and a decision and its branch cost one task, not two.
+  A branch with more than two ways out names the one it takes: its function (or `choose`)
+  returns that step's id;
 - `handoff`: starts another flow with the conf its function returns, and waits for it
   (Airflow: `TriggerDagRunOperator(wait_for_completion=True)`);
 - `join`: does nothing; it only orders (Airflow: `EmptyOperator`).
@@ -93,6 +95,16 @@ class Step:
             if self.call.__doc__:
                 parts.append(inspect.cleandoc(self.call.__doc__))
         return "\n\n".join(parts)
+
+    def pick(self, ctx: "StepContext", result: Any) -> str | None:
+        """A branch's chosen step id: the one its function (or `choose`) names, or by `taken` when it answers
+        yes or no; None where a one-choice branch goes nowhere."""
+        got = self.choose(ctx, result) if self.choose else result
+        if isinstance(got, str):
+            if got not in self.choices:
+                raise ValueError(f"branch {self.id!r} chose {got!r}, which is not one of its choices {self.choices}")
+            return got
+        return self.follow(bool(got))[0]
 
 
 @dataclass(frozen=True)
@@ -200,11 +212,12 @@ def run_flow(flow: Flow, settings: "Settings", ds: str, params: dict[str, Any] |
         if on_step:
             on_step(step.id, result)
         if step.kind == GATE and not result:
-            skipped.update(s.id for s in flow.steps if s.id not in done)
+            skipped.update(_only_under(flow, step.id, None) - {step.id})
         elif step.kind == BRANCH:
-            chosen, other = step.follow(step.taken(ctx, result))
-            if other:
-                skipped.update(_only_under(flow, other, chosen))
+            chosen = step.pick(ctx, result)
+            for other in step.choices:
+                if other != chosen:
+                    skipped.update(_only_under(flow, other, chosen))
     return ctx.results
 
 

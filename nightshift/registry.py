@@ -48,7 +48,8 @@ log = logging.getLogger("nightshift.registry")
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous_champion"
-ALIASES = (CHAMPION, CHALLENGER, PREVIOUS_CHAMPION)
+CANDIDATE = "candidate"  # a challenger on shadow trial (gate.mode = "shadow:N"): scores beside the champion
+ALIASES = (CHAMPION, CHALLENGER, PREVIOUS_CHAMPION, CANDIDATE)
 
 
 @dataclass(frozen=True)
@@ -248,6 +249,19 @@ class Registry:
         found = self.client.search_model_versions(f"name = '{self.name}'")  # noqa: S608 - an MLflow filter, not SQL; the name comes from settings
         return sorted((str(mv.version) for mv in found), key=int)
 
+    def exists(self, version: str) -> bool:
+        """Whether MLflow still holds this version of the registered model (False: deleted, or never was).
+        An unreachable MLflow raises `RegistryUnavailable`: a fault never reads as "deleted"."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_model_version(self.name, str(version))
+        except MlflowException as exc:
+            if is_not_found(exc):
+                return False
+            raise
+        return True
+
     def ref(self, version: str, alias: str = "") -> ModelRef:
         mv = self.client.get_model_version(self.name, str(version))
         return ModelRef(self.name, str(mv.version), alias, mv.run_id or "", mv.source)
@@ -340,8 +354,9 @@ class Registry:
             if old is not None and old.version != str(version):
                 events.append(self._move(PREVIOUS_CHAMPION, old.version, ds=ds, reason=reason, decided_by=decided_by))
             events.append(self._move(CHAMPION, version, ds=ds, reason=reason, decided_by=decided_by))
-            if (ch := self.current(CHALLENGER)) is not None and ch.version == str(version):
-                events.append(self._move(CHALLENGER, None, ds=ds, reason="promoted", decided_by=decided_by))
+            for alias in (CHALLENGER, CANDIDATE):  # a promoted challenger (or trial candidate) is neither any more
+                if (ch := self.current(alias)) is not None and ch.version == str(version):
+                    events.append(self._move(alias, None, ds=ds, reason="promoted", decided_by=decided_by))
         return events
 
     # -- history (the ledger in the lake) ----------------------------------------------------

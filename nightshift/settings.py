@@ -351,7 +351,37 @@ class GateSettings(BaseModel):
     onset_needs_power: bool = Field(False, description="onset_aware: judge on the rows since the onset only when they can also "
                                     "resolve the margin (gate.power_check); off: judge on them anyway and do not defer for "
                                     "power, since a whole holdout of mostly older days would judge a world production has left")
+    mode: str = Field("offline", description="'offline': a challenger the gate passes on the holdout is promoted at "
+                      "once; 'shadow:N': it becomes the `candidate` instead, scores the next N nights into shadow/ beside "
+                      "the champion, and is promoted only if the gate, run again (same rules) on those nights' matured "
+                      "labels, says PROMOTE")
     seed: int = 0
+
+    @field_validator("mode")
+    @classmethod
+    def _mode_form(cls, value: str) -> str:
+        if shadow_nights(value) is None and value != "offline":
+            raise ValueError(f"{value!r} is not a gate mode: use 'offline' (promote on the holdout's verdict) or "
+                             f"'shadow:N' with N a whole number of nights from 1 to {MAX_SHADOW_NIGHTS} (e.g. "
+                             "'shadow:7': the challenger scores 7 nights beside the champion before the gate judges it "
+                             "again on their matured labels)")
+        return value
+
+    @property
+    def shadow_nights(self) -> int | None:
+        """N of `mode = "shadow:N"`; None in offline mode."""
+        return shadow_nights(self.mode)
+
+
+MAX_SHADOW_NIGHTS = 60
+_SHADOW = re.compile(r"^shadow:([0-9]+)$")
+
+
+def shadow_nights(mode: str) -> int | None:
+    """N of a `gate.mode` of the form 'shadow:N' (1 <= N <= MAX_SHADOW_NIGHTS), else None."""
+    m = _SHADOW.match(mode or "")
+    n = int(m.group(1)) if m else 0
+    return n if 1 <= n <= MAX_SHADOW_NIGHTS else None
 
 
 _VALUE_WHAT = {"tp": "the value of a true positive: a positive decided positive", "fp": "the value of a false positive: "

@@ -18,8 +18,13 @@ RETRAIN = Flow("retrain", (
     Step("defer", steps.defer, after=("ready_to_train",), needs=("prepare_window",), doc="record why the retrain did not train"),
     Step("evaluate_challenger", steps.evaluate_challenger, after=("train_challenger",), needs=("prepare_window",),
          doc="paired bootstrap against the champion on the same holdout"),
-    Step("judge", steps.judge, after=("evaluate_challenger",), kind=BRANCH, choices=("promote", "reject"),
-         doc="the gate's verdict decides"),
+    Step("judge", steps.judge, after=("evaluate_challenger",), kind=BRANCH,
+         choices=("promote", "reject", "open_trial"),
+         doc="the gate's verdict decides: promote, or reject; with gate.mode = 'shadow:N' a challenger it would "
+             "promote goes on trial instead"),
     Step("promote", steps.promote, after=("judge",), needs=("evaluate_challenger",), doc="move champion, keep previous_champion"),
     Step("reject", steps.reject, after=("judge",), needs=("evaluate_challenger",), doc="keep the champion; record why"),
+    Step("open_trial", steps.open_trial, after=("judge",), needs=("evaluate_challenger",),
+         doc="gate.mode = 'shadow:N': move `candidate` to the challenger, which scores the next N nights into "
+             "shadow/ beside the champion and is judged again on their matured labels (training/shadow.py)"),
 ))

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 PROMOTE, REJECT, INSUFFICIENT = "PROMOTE", "REJECT", "INSUFFICIENT_EVIDENCE"
 DEFERRED, UNCHANGED = "DEFERRED", "UNCHANGED"  # the retrain stopped before training, and why
 ROLLBACK = "ROLLBACK"
+ON_TRIAL = "ON_TRIAL"  # the offline gate passed it, and gate.mode = "shadow:N" puts it on trial (`training.shadow`)
 
 
 class NoChampion(RuntimeError):
@@ -109,6 +110,9 @@ def _record(registry: Registry, ds: str, kind: str, verdict: str, reasons: list[
     if fault is not None:
         raise RegistryError(f"the {kind} of v{version} on {ds} is made and recorded in decisions/ds={ds}, but MLflow "
                             f"did not take its tags: {fault}") from fault
+
+
+record = _record  # what `training.shadow` records the verdict ON_TRIAL with
 
 
 def _no_champion_message(verdict: str, reasons: list[str], settings: "Settings") -> str:

@@ -31,7 +31,7 @@ from nightshift.registry import CHALLENGER, CHAMPION, Registry
 from nightshift.spec import EVENT_DS
 from nightshift.tables.decisions import latest_decision, read_decision
 from nightshift.task import task_for
-from training.promotion import DEFERRED, PROMOTE, UNCHANGED
+from training.promotion import DEFERRED, UNCHANGED
 from training.window import build_window, fingerprint
 
 if TYPE_CHECKING:
@@ -620,11 +620,6 @@ def _fired_signals(lake: Lake, ds: str) -> frozenset[str]:
     return frozenset(fired | set((ev.get("evidence") or {}).get("pending_signals") or ()))
 
 
-def judge(evaluation: dict[str, Any]) -> bool:
-    """The branch after `evaluate_challenger`: promote or reject."""
-    return evaluation["verdict"] == PROMOTE
-
-
 def _reference_sample(train: pa.Table, settings: "Settings", lake: Lake | None = None,
                       window: dict[str, Any] | None = None) -> tuple[pa.Table, dict[str, Any]]:
     """A fixed-size, seeded sample of the world the model answers: the drift reference saved with it, and what it is.
@@ -679,10 +674,11 @@ def retrain(settings: "Settings", ds: str, *, trigger: str = "manual", reasons: 
 def outcome(results: dict[str, Any]) -> dict[str, Any]:
     """What a retrain flow's step results add up to: verdict, reasons, version (None when it did not train)."""
     window = results.get("prepare_window", {})
-    final = results.get("promote") or results.get("reject") or results.get("defer") or {}
+    final = results.get("promote") or results.get("reject") or results.get("open_trial") or results.get("defer") or {}
     trained = results.get("train_challenger") or {}
     return {"ds": window.get("ds"), "verdict": final.get("verdict"), "reasons": final.get("reasons", []),
             "version": trained.get("version"), "champion": final.get("champion"), "device": trained.get("device"),
+            "trial": (results.get("open_trial") or {}).get("trial"),
             "init_from": trained.get("init_from"), "candidate": trained.get("candidate"),
             "tournament": trained.get("tournament"), "train_seconds": trained.get("train_seconds"), "window": {k: window.get(k) for k in (
                 "first_day", "last_day", "train_rows", "holdout_rows", "holdout_days", "notes", "fingerprint")}}

@@ -53,11 +53,12 @@ def evaluate_challenger(ctx: StepContext) -> dict[str, Any]:
                                        ctx.results["train_challenger"]["version"])
 
 
-def judge(ctx: StepContext) -> bool:
-    """True when the gate's verdict is PROMOTE."""
-    from training import retrain
+def judge(ctx: StepContext) -> str:
+    """The branch's choice: `promote`, `reject`, or (gate.mode = "shadow:N") `open_trial`."""
+    from training.shadow import route
 
-    return retrain.judge(ctx.results["evaluate_challenger"])
+    evaluation = ctx.results["evaluate_challenger"]
+    return route(evaluation["verdict"], bool(evaluation["evidence"].get("first_model")), ctx.settings.gate.shadow_nights)
 
 
 def promote(ctx: StepContext) -> dict[str, Any]:
@@ -73,3 +74,11 @@ def reject(ctx: StepContext) -> dict[str, Any]:
     from training import promotion
 
     return promotion.reject_challenger(ctx.settings, ctx.ds, ctx.results["evaluate_challenger"])
+
+
+def open_trial(ctx: StepContext) -> dict[str, Any]:
+    """Move `candidate` to the challenger and open its shadow trial (gate.mode = "shadow:N"): it scores
+    the next N nights beside the champion and is judged again on their matured labels."""
+    from training.shadow import open_trial as open_
+
+    return open_(ctx.settings, ctx.ds, ctx.results["evaluate_challenger"])

@@ -2,7 +2,9 @@
 
 `decisions/ds=D/` holds one file per kind of decision taken on day D (`retrain` from the
 nightly run, `promotion` from a retrain, `rollback`, `night` for a night skipped by the
-calendar), each replaced atomically on a rerun. Evidence is JSON, so the record stays one
+calendar), each replaced atomically on a rerun. A shadow trial's state (`trial`) is one file
+per trial and day (`part`: `trial-<id>`, see `nightshift.tables.trials`), since two trials
+can change on one day. Evidence is JSON, so the record stays one
 flat, queryable row.
 """
 
@@ -17,7 +19,7 @@ import pyarrow as pa
 from nightshift.lake import DECISIONS, Lake, PartitionRef
 from nightshift.tables._scan import lake_history
 
-KINDS = ("retrain", "promotion", "rollback", "night")
+KINDS = ("retrain", "promotion", "rollback", "night", "trial")
 
 SCHEMA = pa.schema(
     [
@@ -40,7 +42,9 @@ def write_decision(
     evidence: dict[str, Any],
     model_version: str | None = None,
     mlflow_run_id: str | None = None,
+    part: str | None = None,
 ) -> PartitionRef:
+    """Commit one decision as file `part` (default: its kind) of `decisions/ds=D/`, replacing that file only."""
     if kind not in KINDS:
         raise ValueError(f"unknown decision kind {kind!r}; kinds are {KINDS}")
     row = {
@@ -51,7 +55,7 @@ def write_decision(
         "mlflow_run_id": [mlflow_run_id],
         "evidence": [json.dumps(evidence, sort_keys=True, default=str)],
     }
-    return lake.commit_part(DECISIONS, ds, kind, pa.table(row, schema=SCHEMA))
+    return lake.commit_part(DECISIONS, ds, part or kind, pa.table(row, schema=SCHEMA))
 
 
 def read_decision(lake: Lake, ds: str, kind: str) -> dict[str, Any] | None:

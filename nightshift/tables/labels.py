@@ -193,3 +193,11 @@ def _typed(rows: pa.Table, day_labels: pa.Table, day: str, spec: DatasetSpec) ->
         raise ContractViolation(f"labels for {day}", spec.entity_id, "label ids have the type of the ids they label",
                                 f"the predictions' ids are {id_type}, and {str(exc).splitlines()[0]}",
                                 "Land the label ids with the same type as the features' ids.") from None
+
+
+def is_matured(coverage: float, age_days: int, min_coverage: float, max_delay_days: int) -> bool:
+    """The maturity rule: a day's realized figures are final once this share is labelled or it is this old.
+
+    Ground truth (`monitoring/ground_truth.py`) and the shadow trial's judgement (`training/shadow.py`) both
+    go by it, so it lives with the labels."""
+    return coverage >= min_coverage or age_days >= max_delay_days
