@@ -152,7 +152,7 @@ def settle_trial(ctx: StepContext) -> dict:
     """An open shadow trial's night: ended, judged (and promoted or rejected), or carried on, with a record."""
     from training.shadow import settle_trial as settle
 
-    return settle(ctx.settings, ctx.ds)
+    return settle(ctx.settings, ctx.ds, lake=ctx.lake)
 
 
 def trial_night(ctx: StepContext) -> dict | None:

@@ -29,18 +29,19 @@ class NoChampion(RuntimeError):
     """A retrain ended and there is still no champion: nothing can score. Says which setting to change."""
 
 
-def promote_challenger(settings: "Settings", ds: str, evaluation: dict[str, Any], decided_by: str = "retrain") -> dict[str, Any]:
+def promote_challenger(settings: "Settings", ds: str, evaluation: dict[str, Any], decided_by: str = "retrain", *,
+                       registry: Registry | None = None) -> dict[str, Any]:
     """Move `champion` to the challenger (the old one becomes `previous_champion`) and record it."""
-    registry = Registry(settings)
+    registry = registry or Registry(settings)
     version = evaluation["version"]
     registry.promote(version, ds=ds, reason="; ".join(evaluation["reasons"]) or "promoted", decided_by=decided_by)
     _record(registry, ds, "promotion", evaluation["verdict"], evaluation["reasons"], evaluation["evidence"], version)
     return {"ds": ds, "champion": version, "verdict": evaluation["verdict"], "reasons": evaluation["reasons"]}
 
 
-def reject_challenger(settings: "Settings", ds: str, evaluation: dict[str, Any]) -> dict[str, Any]:
+def reject_challenger(settings: "Settings", ds: str, evaluation: dict[str, Any], *, registry: Registry | None = None) -> dict[str, Any]:
     """Keep the champion; record why the challenger was not promoted. Fails if there is no champion at all."""
-    registry = Registry(settings)
+    registry = registry or Registry(settings)
     _record(registry, ds, "promotion", evaluation["verdict"], evaluation["reasons"], evaluation["evidence"],
             evaluation["version"])
     current = registry.current(CHAMPION)
@@ -49,9 +50,9 @@ def reject_challenger(settings: "Settings", ds: str, evaluation: dict[str, Any])
     return {"ds": ds, "champion": current.version, "verdict": evaluation["verdict"], "reasons": evaluation["reasons"]}
 
 
-def record_deferral(settings: "Settings", ds: str, window: dict[str, Any]) -> dict[str, Any]:
+def record_deferral(settings: "Settings", ds: str, window: dict[str, Any], *, registry: Registry | None = None) -> dict[str, Any]:
     """The retrain stopped before training (holdout too weak, or nothing changed): say so, with the numbers."""
-    registry = Registry(settings)
+    registry = registry or Registry(settings)
     verdict, reasons = window["action_verdict"], window["action_reasons"]
     evidence = {k: window.get(k) for k in ("first_day", "last_day", "train_rows", "holdout_rows", "holdout_days",
                                            "coverage", "notes", "fingerprint", "power", "gate_holdout", "champion_version",

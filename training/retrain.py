@@ -57,7 +57,8 @@ def champion_at_end_of(registry: Registry, ds: str):
     return None if event is None else registry.ref(event.version, CHAMPION)
 
 
-def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", reasons: list[str] | None = None) -> dict[str, Any]:
+def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", reasons: list[str] | None = None,
+                   registry: Registry | None = None) -> dict[str, Any]:
     """Build and stage the training window for `ds`, and decide whether to train on it.
 
     The configured architecture's builder is imported first: a path that does not import fails
@@ -71,8 +72,8 @@ def prepare_window(settings: "Settings", ds: str, *, trigger: str = "manual", re
     from training.window import since_onset
 
     architectures.load_builder(architectures.builder_path(settings.model.architecture))
-    lake = Lake.of(settings)
-    registry = Registry(settings, lake)
+    registry = registry or Registry(settings, Lake.of(settings))
+    lake = registry.lake
     spec, task = settings.dataset, task_for(settings.dataset.task)
     gate = effective_gate(settings.gate, task)
     champion_ref = champion_at_end_of(registry, ds)
@@ -278,7 +279,8 @@ def _load_source(settings: "Settings", registry: Registry, champion_ref, init_fr
     return load_bundle(registry.local_path(champion_ref.version), allow_code_drift=settings.model.allow_code_drift), f"{registry.name}:{champion_ref.version}"
 
 
-def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, progress: bool = False) -> dict[str, Any]:
+def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, progress: bool = False,
+                     registry: Registry | None = None) -> dict[str, Any]:
     """Train the tournament's candidates on the staged window, log each to MLflow, register the best as `challenger`.
 
     One candidate (the default outside drift) is one MLflow run. Several are child runs of one
@@ -301,8 +303,8 @@ def train_challenger(settings: "Settings", ds: str, window: dict[str, Any], *, p
     from training.window import split_validation
 
     t0 = time.perf_counter()
-    lake = Lake.of(settings)
-    registry = Registry(settings, lake)
+    registry = registry or Registry(settings, Lake.of(settings))
+    lake = registry.lake
     spec, task, t = settings.dataset, task_for(settings.dataset.task), settings.training
     train = pq.read_table(window["train"], filesystem=lake.fs)
     where = f"training window {window.get('first_day')}..{window.get('last_day')}"
@@ -512,15 +514,16 @@ def _log_loser(registry, ds, got, name, trigger, reasons, settings, window, pare
                                   run_name=f"{name}-{ds}")
 
 
-def evaluate_challenger(settings: "Settings", ds: str, window: dict[str, Any], version: str) -> dict[str, Any]:
+def evaluate_challenger(settings: "Settings", ds: str, window: dict[str, Any], version: str, *,
+                        registry: Registry | None = None) -> dict[str, Any]:
     """Score champion and challenger on the same holdout and judge the challenger."""
     from model.bundle import load_bundle
     from nightshift.value import crossfit_values, row_values
     from training.evaluate import (champion_staleness, deciding, effective_gate, judge_challenger, judge_first_model,
                                    paired_bootstrap, prediction_churn, segment_deltas)
 
-    lake = Lake.of(settings)
-    registry = Registry(settings, lake)
+    registry = registry or Registry(settings, Lake.of(settings))
+    lake = registry.lake
     spec, task = settings.dataset, task_for(settings.dataset.task)
     gate = effective_gate(settings.gate, task)
     holdout, holdout_days = _judged_holdout(lake, window)

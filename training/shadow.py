@@ -119,7 +119,8 @@ _OFFLINE_KEYS = ("verdict", "basis", "metric", "gain_unit", "gain", "ci_low", "c
                  "retrain_reasons", "holdout_days")
 
 
-def open_trial(settings: "Settings", ds: str, evaluation: dict[str, Any]) -> dict[str, Any]:
+def open_trial(settings: "Settings", ds: str, evaluation: dict[str, Any], *,
+               registry: Registry | None = None) -> dict[str, Any]:
     """Put a challenger the offline gate passed on trial: move `candidate` to it, and record the retrain's
     verdict (ON_TRIAL, with the offline evidence) and the trial's opening."""
     from training.promotion import ON_TRIAL, record
@@ -127,8 +128,8 @@ def open_trial(settings: "Settings", ds: str, evaluation: dict[str, Any]) -> dic
     n = settings.gate.shadow_nights
     if n is None:
         raise ValueError(f"open_trial needs gate.mode = 'shadow:N' (it is {settings.gate.mode!r})")
-    lake = Lake.of(settings)
-    registry = Registry(settings, lake)
+    registry = registry or Registry(settings, Lake.of(settings))
+    lake = registry.lake
     version, ev = str(evaluation["version"]), evaluation["evidence"]
     champion = ev.get("champion_version")
     tid = trials.trial_id(ds, version)

@@ -20,7 +20,8 @@ def prepare_window(ctx: StepContext) -> dict[str, Any]:
     from training import retrain
 
     p = ctx.params
-    return retrain.prepare_window(ctx.settings, ctx.ds, trigger=p.get("trigger") or "manual", reasons=p.get("reasons"))
+    return retrain.prepare_window(ctx.settings, ctx.ds, trigger=p.get("trigger") or "manual", reasons=p.get("reasons"),
+                                  registry=ctx.registry)
 
 
 def ready_to_train(ctx: StepContext) -> bool:
@@ -35,14 +36,15 @@ def train_challenger(ctx: StepContext) -> dict[str, Any]:
     log the run to MLflow and register the model as `challenger`."""
     from training import retrain
 
-    return retrain.train_challenger(ctx.settings, ctx.ds, ctx.results["prepare_window"], progress=ctx.progress)
+    return retrain.train_challenger(ctx.settings, ctx.ds, ctx.results["prepare_window"], progress=ctx.progress,
+                                    registry=ctx.registry)
 
 
 def defer(ctx: StepContext) -> dict[str, Any]:
     """Record why the retrain did not train (the power check, or unchanged data), once."""
     from training import promotion
 
-    return promotion.record_deferral(ctx.settings, ctx.ds, ctx.results["prepare_window"])
+    return promotion.record_deferral(ctx.settings, ctx.ds, ctx.results["prepare_window"], registry=ctx.registry)
 
 
 def evaluate_challenger(ctx: StepContext) -> dict[str, Any]:
@@ -50,7 +52,7 @@ def evaluate_challenger(ctx: StepContext) -> dict[str, Any]:
     from training import retrain
 
     return retrain.evaluate_challenger(ctx.settings, ctx.ds, ctx.results["prepare_window"],
-                                       ctx.results["train_challenger"]["version"])
+                                       ctx.results["train_challenger"]["version"], registry=ctx.registry)
 
 
 def judge(ctx: StepContext) -> str:
@@ -66,14 +68,14 @@ def promote(ctx: StepContext) -> dict[str, Any]:
     in the alias history and the decisions table."""
     from training import promotion
 
-    return promotion.promote_challenger(ctx.settings, ctx.ds, ctx.results["evaluate_challenger"])
+    return promotion.promote_challenger(ctx.settings, ctx.ds, ctx.results["evaluate_challenger"], registry=ctx.registry)
 
 
 def reject(ctx: StepContext) -> dict[str, Any]:
     """Keep the champion, and record the verdict and its reasons."""
     from training import promotion
 
-    return promotion.reject_challenger(ctx.settings, ctx.ds, ctx.results["evaluate_challenger"])
+    return promotion.reject_challenger(ctx.settings, ctx.ds, ctx.results["evaluate_challenger"], registry=ctx.registry)
 
 
 def open_trial(ctx: StepContext) -> dict[str, Any]:
@@ -81,4 +83,4 @@ def open_trial(ctx: StepContext) -> dict[str, Any]:
     the next N nights beside the champion and is judged again on their matured labels."""
     from training.shadow import open_trial as open_
 
-    return open_(ctx.settings, ctx.ds, ctx.results["evaluate_challenger"])
+    return open_(ctx.settings, ctx.ds, ctx.results["evaluate_challenger"], registry=ctx.registry)
