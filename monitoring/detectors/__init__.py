@@ -108,6 +108,7 @@ from monitoring.detectors import (  # noqa: E402
     mean,
     mmd,
     output,
+    psi,
     tabular,
     unseen,
 )
@@ -120,6 +121,7 @@ REGISTRY: dict[str, Detector] = {
     "mmd": mmd.MMD(),  # maximum mean discrepancy in the model's input space (own level)
     "class_mix": class_mix.ClassMix(),  # multiclass: the mix of predicted classes (report only)
     "output": output.OutputDrift(),  # the model's score, or its confidence (report only)
+    "psi": psi.PSI(),  # population stability index with the 0.1 / 0.25 bands (report only)
 }
 
 
