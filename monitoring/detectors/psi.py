@@ -91,12 +91,9 @@ def numeric_shares(reference: np.ndarray, day: np.ndarray, bins: int = BINS) -> 
 
 
 def category_shares(reference: pa.Array, day: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(reference shares, day shares) per category either side has."""
-    r, d = reference.to_numpy(zero_copy_only=False), day.to_numpy(zero_copy_only=False)
-    cats = np.union1d(r, d)
-
-    def shares(x: np.ndarray) -> np.ndarray:
-        return np.bincount(np.searchsorted(cats, x), minlength=len(cats)) / max(len(x), 1)
-
-    return shares(r), shares(d)
-
+    """(reference shares, day shares) per category either side has, in order of first appearance."""
+    both = pa.concat_arrays([reference, day]).dictionary_encode()
+    codes, k = both.indices.to_numpy(zero_copy_only=False), len(both.dictionary)
+    m = len(reference)
+    return (np.bincount(codes[:m], minlength=k) / max(m, 1),
+            np.bincount(codes[m:], minlength=k) / max(len(day), 1))
