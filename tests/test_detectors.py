@@ -223,9 +223,12 @@ def test_the_settings_take_detectors_from_the_environment(home, monkeypatch):
 
 
 # -- the record: old partitions, words, the page -------------------------------------------------------
-def test_a_partition_written_before_the_detector_columns_still_reads(lake):
+@pytest.mark.parametrize("backend", ["posix", "delta"])
+def test_a_partition_written_before_the_detector_columns_still_reads(lake_on, backend):
     from nightshift.lake import DRIFT
     from nightshift.tables import drift as drift_table
+
+    lake = lake_on(backend)
 
     old_schema = pa.schema([f for f in drift_table.SCHEMA if f.name not in ("detector", "family", "band")])
     lake.commit(DRIFT, "2026-04-30", pa.Table.from_pylist(
@@ -240,6 +243,8 @@ def test_a_partition_written_before_the_detector_columns_still_reads(lake):
     assert sorted((r["ds"], r["band"]) for r in history) == [("2026-04-30", None), ("2026-05-01", "significant")]
     assert drift_table.words(drift_table.read(lake, "2026-05-01")[0]) == "a psi 0.300 (significant)"
     assert drift_table.words(old) == "a ks_distance 0.200 (floor 0.1, p=0.001)"
+    drift_table.write(lake, "2026-04-30", [{**old, "detector": "tabular", "family": "fdr"}])  # rewritten: new columns
+    assert drift_table.read(lake, "2026-04-30")[0]["family"] == "fdr"
 
 
 def test_the_health_page_shows_psi_in_the_features_cell(lake):
