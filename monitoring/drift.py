@@ -153,7 +153,12 @@ def test_night(reference: pa.Table, sample: pa.Table, numeric: list[str], catego
                cfg: "DriftSettings", *, seed: int, ref_out: np.ndarray | None = None,
                day_out: np.ndarray | None = None, embed: Callable[[pa.Table], np.ndarray] | None = None,
                time_index: tuple[str, ...] | list[str] = ()) -> list[dict]:
-    """Every test of one night, with FDR across them and the size-dependent floors (pure; no lake).
+    """Every enabled detector's results on one night, judged by family (pure; no lake).
+
+    Benjamini-Hochberg runs across the FDR family only; own-level and report-only results with a
+    p-value are judged at `cfg.p_val` alone; a result drifts if significant and at its floor. The
+    rows are the FDR family's, the own-level family's, the data-quality rows, then the report-only
+    family's, each in registry order.
 
     The first row of the result carries the night: `night_p` (the Simes p-value of its tests)
     and `night_drift` (whether any test drifted tonight). `day_drift` (the alarm) is settled
