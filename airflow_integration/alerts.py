@@ -92,11 +92,12 @@ def drift_alert(settings: "Settings", lake: "Lake", ds: str) -> Alert | None:
     rows = drift.read(lake, ds)
     first = rows[0]
     if change == START:
-        hit = sorted((r for r in rows if r["drifted"]), key=lambda r: -(r["effect_size"] or 0))
+        tests = [r for r in rows if r.get("p_value") is not None]  # a report (PSI) is not a test
+        hit = sorted((r for r in tests if r["drifted"]), key=lambda r: -(r["effect_size"] or 0))
         words = ", ".join(drift.words(r) for r in hit[:6])
         more = f" and {len(hit) - 6} more" if len(hit) > 6 else ""
         return Alert(DRIFT, f"drift-{START}-{ds}", ds, f"[Nightshift] drift alarm from {ds}",
-                     f"{_cusum_words(first)}{len(hit)} of {len(rows)} tests drifted tonight after FDR correction: "
+                     f"{_cusum_words(first)}{len(hit)} of {len(tests)} tests drifted tonight after FDR correction: "
                      f"{words or 'none'}{more}",
                      page_link(settings, "drift"))
     start = _incident_start(lake, checked)

@@ -297,7 +297,7 @@ def drift_matrix(lake: Lake, last: int | None = None) -> dict[str, Any]:
     """Features x nights: effect size, its floor, significance after FDR, verdict; plus the
     model's own score drift per night and the night's verdict."""
     cols = ["feature", "kind", "effect_size", "min_effect", "significant", "drifted", "p_value", "day_drift",
-            "effect_metric", "cusum", "cusum_h"]
+            "effect_metric", "cusum", "cusum_h", "band"]
     sig, rows = _partition_rows(lake, DRIFT, lambda days: _by_ds(drift.history(lake, cols, days).to_pylist()))
     full = _derive(lake, "drift", sig, lambda: _drift(rows))
     if last is None or len(full["nights"]) <= last:
@@ -327,6 +327,9 @@ def _drift(rows: list[dict]) -> dict[str, Any]:
             continue
         if r.get("kind") == "skip":
             continue
+        if r.get("kind") == "psi":  # a report beside the feature's test: it goes into that cell, not a row of its own
+            _psi_into(cells, features, r["feature"], i, len(nights), r["effect_size"], r.get("band"))
+            continue
         name = f"{r['feature']} (unseen)" if r.get("kind") == "unseen" else r["feature"]
         if name not in cells:
             features.append(name)
@@ -334,6 +337,22 @@ def _drift(rows: list[dict]) -> dict[str, Any]:
         cells[name][i] = cell
     return {"nights": nights, "features": features, "cells": cells, "score": score, "alarm": alarm,
             "cusum": cusum, "cusum_h": h}
+
+
+def _psi_into(cells: dict[str, list], features: list[str], feature: str, i: int, n: int, value: float,
+              band: str | None) -> None:
+    """A feature's PSI and band on night i, in its cell (rows are written tests first, so the cell is there);
+    a feature with PSI alone (`drift.detectors` without its test) gets a cell coloured by PSI against the
+    significant band's edge, which never marks it drifted."""
+    from monitoring.detectors.psi import SIGNIFICANT
+
+    if feature not in cells:
+        features.append(feature)
+        cells[feature] = [None] * n
+    if cells[feature][i] is None:
+        cells[feature][i] = {"effect": value, "floor": SIGNIFICANT, "significant": False, "drifted": False, "p": None,
+                             "metric": "psi"}
+    cells[feature][i].update(psi=value, band=band)
 
 
 # -- nights ---------------------------------------------------------------------------------

@@ -125,6 +125,11 @@ def _heat(ratio: float) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
+def _psi_words(cell: dict[str, Any]) -> str:
+    """A cell's PSI, reported beside its test (never part of the verdict)."""
+    return "" if cell.get("psi") is None else f"; PSI {cell['psi']:.3f} ({cell.get('band')}, reported only)"
+
+
 def drift_svg(drift: dict[str, Any], width: int = 960) -> str:
     """Features x nights coloured by effect size over its floor; a dot where significant after FDR,
     a dark border where drifted; the model's score drift as a line underneath, alarms marked."""
@@ -148,8 +153,10 @@ def drift_svg(drift: dict[str, Any], width: int = 960) -> str:
             xx = left + i * cw
             out.append(f'<rect class="{cls}" data-ds="{nights[i]}" data-feature="{E(f)}" x="{xx:.1f}" y="{yy}" '
                        f'width="{max(cw - 0.5, 0.5):.1f}" height="{cell_h - 1}" fill="{_heat(ratio)}">'
-                       f'<title>{nights[i]} {E(f)}: {c["metric"]} {c["effect"]:.3f} (floor {c["floor"]}), p={c["p"]:.2g}'
-                       f'{", significant after FDR" if c["significant"] else ""}{", DRIFTED" if c["drifted"] else ""}</title></rect>')
+                       f'<title>{nights[i]} {E(f)}: {c["metric"]} {c["effect"]:.3f} (floor {c["floor"]})'
+                       f'{"" if c["p"] is None else ", p=" + format(c["p"], ".2g")}'
+                       f'{", significant after FDR" if c["significant"] else ""}{", DRIFTED" if c["drifted"] else ""}'
+                       f'{_psi_words(c)}</title></rect>')
             if c["significant"] and cw >= 3:
                 out.append(f'<circle class="sig" cx="{xx + cw / 2:.1f}" cy="{yy + cell_h / 2 - 0.5:.1f}" r="{min(cw, cell_h) / 5:.1f}"/>')
     base = top + cell_h * len(features) + 10

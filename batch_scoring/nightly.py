@@ -107,7 +107,8 @@ def flag_drift(ctx: StepContext) -> dict:
 
     lake, ds = ctx.lake, ctx.ds
     rows = drift_table.read(lake, ds)
-    hit = sorted((r for r in rows if r["drifted"]), key=lambda r: -(r["effect_size"] or 0))
+    tests = [r for r in rows if r.get("p_value") is not None]  # a report (PSI) is not a test
+    hit = sorted((r for r in tests if r["drifted"]), key=lambda r: -(r["effect_size"] or 0))
     words = [drift_table.words(r) for r in hit]
     first = rows[0] if rows else {}
     alarm = bool(first.get("day_drift"))
@@ -115,9 +116,9 @@ def flag_drift(ctx: StepContext) -> dict:
              f"target {first.get('alarm_target_per_100_nights')} false alarms per 100 nights); night p={first.get('night_p')}")
     if alarm:
         log.info("drift alarm on %s (episode since %s), %s. %d of %d tests drifted tonight: %s", ds,
-                 first.get("episode_start"), state, len(hit), len(rows), ", ".join(words) or "none")
+                 first.get("episode_start"), state, len(hit), len(tests), ", ".join(words) or "none")
     else:
-        log.info("no drift alarm on %s: %s. %d of %d tests drifted tonight%s", ds, state, len(hit), len(rows),
+        log.info("no drift alarm on %s: %s. %d of %d tests drifted tonight%s", ds, state, len(hit), len(tests),
                  f": {', '.join(words)}" if words else "")
     return {"ds": ds, "alarm": alarm, "drifted": [r["feature"] for r in hit], "episode_start": first.get("episode_start")}
 

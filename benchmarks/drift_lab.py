@@ -9,8 +9,8 @@ holdout reference fitted as a retrain does (`model.calibration.fit_model_card`),
 drift reference sampled from its training window. Then each scenario runs night by night
 through the same pure functions the nightly flow calls, with no lake and no MLflow:
 
-- drift: `monitoring.drift.test_night` (feature tests, unseen categories, the mean test, MMD, the score
-  test, FDR, size-dependent floors) and `advance` (the CUSUM alarm);
+- drift: `monitoring.drift.test_night` (the registered detectors: feature tests, unseen categories, the mean test, MMD, the score
+  test, PSI; FDR, size-dependent floors) and `advance` (the CUSUM alarm);
 - ground truth as known on D: labels arrive with the world's delays; `ground_truth.performance_rows`
   (maturity, the calibrated estimate, rolling windows) then `policy.metric_evidence`;
 - the decision: `policy.should_retrain` with the default policy.

@@ -1,9 +1,11 @@
 """Drift detection for one night, and the alarm that follows it across nights.
 
-Every alibi-detect call in Nightshift lives in this module. alibi-detect is under the Business
-Source License 1.1 (since 0.11.5): production use needs a licence from Seldon. A team that
-cannot take that swaps the backend here and nowhere else: `_feature_tests()`, `_score_test()`
-and `_mmd_test()` are the only functions that touch it.
+The tests themselves are detectors (`monitoring.detectors`): one module each, one registry
+line each, each returning typed results and declaring its family. This module runs the
+enabled ones and judges their results by family; it holds no test of its own. alibi-detect
+is under the Business Source License 1.1 (since 0.11.5): production use needs a licence from
+Seldon. Its calls live in four detectors (`tabular`, `mmd`, `output`, `class_mix`); a team
+that cannot take the licence replaces those modules, and nothing here changes.
 
 What a night is tested against (`drift.reference`):
 - `training_window` (the default): the fixed-size sample of the champion's training window
@@ -16,37 +18,27 @@ What a night is tested against (`drift.reference`):
 One night's tests (pure: `test_night`):
 - The day is a fixed-size, seeded sample of its rows, read in one streaming pass, so cost and
   power do not grow with the partition.
-- `TabularDrift` tests each feature (Kolmogorov-Smirnov for numeric, chi-squared for
-  categorical). A missing numeric value is a value below every real one, so a change in
-  missingness is drift too; a category unseen in the reference is its own category.
-- Unseen categories are a signal of their own, per categorical feature: the share of the
-  day's rows whose category the reference never saw, tested against the share expected of
-  unseen values (the Good-Turing estimate from the reference: categories seen once / rows).
-- Hotelling's two-sample T² tests the numeric features' means at once (`_mean_test`, scipy's F
-  distribution, no alibi-detect): standardised by the reference, a missing value at the
-  reference's mean. Its effect is the Mahalanobis distance between the means, so small
-  shifts of several features add up in their own correlation: a drift that has moved 10% of
-  a 200-row night is one clear number here, and below every KS floor.
-- `MMDDrift` (`backend="pytorch"`) tests all features at once on a smaller fixed-size sample,
-  in the model's own input space (standardised numerics, missing flags and the model's
-  category embeddings), with its permutation-test p-value.
-- The model's own output (the score for binary, the prediction for regression) gets a KS
-  test (`KSDrift`) against the model's output on the reference. It is reported, and does not
-  raise the alarm on its own (it moves with drift that the features already show). For
-  multiclass the output is class probabilities [n, K]: the mix of predicted classes gets a
-  chi-squared test (`ChiSquareDrift`, total-variation effect with its noise floor, as a
-  categorical feature; row `__predicted_class__`) and the confidence (the top probability) the
-  KS test (row `__score__`); both are reported the same way.
-- Significance alone is not a verdict: at large samples every test fires. A per-feature test
-  (drift or unseen categories) drifts only if its p-value survives Benjamini-Hochberg across
-  the night's per-feature tests AND its
-  effect reaches a floor that depends on the sample sizes: the larger of the configured
-  minimum effect and the statistic's own noise level at those sizes (its (1 - p_val)
-  quantile when nothing changed). A floor below the noise level would mean nothing. MMD and
-  the mean test ask other questions (the joint distribution, the means together) and are
-  judged at `p_val` on their own, with their floors at their null's quantile.
-- A feature that is all null in the day's sample, or no longer numeric where the spec says
-  numeric, is a data-quality failure reported with its name, not a crash in a detector.
+- A feature that is all null in the day's sample, missing, or no longer numeric where the
+  spec says numeric, is a data-quality failure reported with its name (a row of its own,
+  judged drifted), not a crash in a detector; the detectors test the others.
+- The detectors that `drift.detectors` enables (all by default) run in registry order:
+  `tabular` (KS per numeric feature, chi-squared per categorical), `unseen` (the share of rows
+  in categories the reference never saw), `mean` (Hotelling's T² on the numeric means
+  together), `mmd` (the joint distribution in the model's input space), `class_mix` and
+  `output` (the model's own output), `psi` (the population stability index, with its bands).
+  Each module's docstring says what it tests and how its floor is set.
+- Significance alone is not a verdict: at large samples every test fires. A result drifts
+  only if it is significant AND its effect reaches a floor that depends on the sample sizes:
+  the larger of the configured minimum effect and the statistic's own noise level at those
+  sizes (its (1 - p_val) quantile when nothing changed). Significance depends on the family:
+  - `FDR` (the per-feature tests: `tabular`, `unseen`): its p-value survives
+    Benjamini-Hochberg across every FDR result of the night, and no other;
+  - `OWN_LEVEL` (`mean`, `mmd`, and the data-quality rows): other questions, judged at
+    `p_val` on their own;
+  - `REPORT_ONLY` (`class_mix`, `output`, `psi`): recorded and judged for the record (PSI
+    gets a band instead: it has no p-value), and never counted towards the night: the
+    model's output moves with drift the features already show, and PSI is a report.
+- The night's evidence counts the FDR and OWN_LEVEL results, less the time-index features'.
 
 Across nights (pure: `advance`): a night's evidence is the Simes p-value of its tests (a test
 below its floor counts as p = 1), as a z-score. A one-sided CUSUM accumulates it:
@@ -77,20 +69,19 @@ import logging
 import math
 import posixpath
 import uuid
-import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from nightshift.columns import category_strings
+from monitoring.detectors import DetectorResult, Family, Night, enabled
+from monitoring.detectors.class_mix import OUTPUT_CLASS_FEATURE  # noqa: F401 (the drift module's names, as before)
+from monitoring.detectors.mean import MEAN_FEATURE  # noqa: F401
 from nightshift.dates import ds_range
 from nightshift.lake import DRIFT, FEATURES, PREDICTIONS, Lake
 from nightshift.registry import Registry
 from nightshift.tables import drift as drift_table
-from nightshift.tables.drift import OUTPUT_FEATURE
 from nightshift.tables.predictions import scored_by
 from nightshift.task import task_for
 
@@ -99,10 +90,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nightshift.drift")
 
-_MISSING = -1e300  # below every real value: KS treats missing as its own, lowest, value
-_NULL = "\x00null"
 _Z_MIN, _Z_MAX = -4.0, 10.0  # a night's evidence, clipped: one absurd night cannot hold an alarm for weeks
-_TVD_DRAWS = 2000  # Monte Carlo draws for a categorical feature's noise level
 TRAINING_WINDOW, BASELINE = "training_window", "baseline"
 METHOD = "cusum"
 
@@ -119,6 +107,7 @@ def detect_drift(settings: "Settings", ds: str, *, lake: Lake | None = None, set
 
     lake = lake or Lake.of(settings)
     spec, cfg = settings.dataset, settings.drift
+    enabled(cfg.detectors)  # a detector name the registry lacks fails here, before any work
     version = scored_by(lake, ds)
     if version is None:
         raise RuntimeError(f"predictions/ds={ds} is missing: score the night before checking drift")
@@ -151,7 +140,8 @@ def detect_drift(settings: "Settings", ds: str, *, lake: Lake | None = None, set
 def summary(ds: str, rows: list[dict]) -> dict:
     """What the night's tests found, and its alarm, in a small dict (the step's return value)."""
     first = rows[0] if rows else {}
-    drifted = [r["feature"] for r in rows if r["drifted"] and r["kind"] not in ("score", "skip")]
+    drifted = [r["feature"] for r in rows
+               if r["drifted"] and r.get("family") != Family.REPORT_ONLY.value and r["kind"] != "skip"]
     score = [r for r in rows if r["kind"] == "score"]
     return {"ds": ds, "drift": bool(first.get("day_drift")), "night_drift": bool(first.get("night_drift")),
             "drifted_features": drifted, "score_drift": any(r["drifted"] for r in score),
@@ -163,7 +153,12 @@ def test_night(reference: pa.Table, sample: pa.Table, numeric: list[str], catego
                cfg: "DriftSettings", *, seed: int, ref_out: np.ndarray | None = None,
                day_out: np.ndarray | None = None, embed: Callable[[pa.Table], np.ndarray] | None = None,
                time_index: tuple[str, ...] | list[str] = ()) -> list[dict]:
-    """Every test of one night, with FDR across them and the size-dependent floors (pure; no lake).
+    """Every enabled detector's results on one night, judged by family (pure; no lake).
+
+    Benjamini-Hochberg runs across the FDR family only; own-level and report-only results with a
+    p-value are judged at `cfg.p_val` alone; a result drifts if significant and at its floor. The
+    rows are the FDR family's, the own-level family's, the data-quality rows, then the report-only
+    family's, each in registry order.
 
     The first row of the result carries the night: `night_p` (the Simes p-value of its tests)
     and `night_drift` (whether any test drifted tonight). `day_drift` (the alarm) is settled
@@ -174,26 +169,27 @@ def test_night(reference: pa.Table, sample: pa.Table, numeric: list[str], catego
     new year is drift by construction, and alone it must not start a retrain.
     """
     quality = _quality(reference, sample, numeric, categorical)
-    num = [c for c in numeric if c not in quality]
-    cat = [c for c in categorical if c not in quality]
-    rows = _feature_tests(reference, sample, num, cat, cfg, seed) if num or cat else []
-    rows += [_unseen_test(reference, sample, c, cfg) for c in cat]
-    _fdr(rows, cfg.p_val)
-    if cfg.mean_test and (mean := _mean_test(reference, sample, [c for c in num if c not in time_index], cfg)) is not None:
-        rows.append(mean)
-    if embed is not None and cfg.mmd_sample_size:  # its own question (the joint distribution), at its own level
-        rows.append(_mmd_test(reference, sample, embed, cfg, seed))
-    rows += [quality_row(c, "numeric" if c in numeric else "categorical", why) for c, why in quality.items()]
-    if ref_out is not None and day_out is not None:
-        if np.ndim(ref_out) == 2:  # class probabilities: the predicted class mix, and the confidence
-            rows.append(_class_mix_test(np.argmax(ref_out, axis=1), np.argmax(day_out, axis=1), cfg, seed))
-            ref_out, day_out = np.max(ref_out, axis=1), np.max(day_out, axis=1)
-        rows.append(_score_test(ref_out, day_out, cfg))
-    counted = [r for r in rows if r["kind"] != "score" and r["feature"] not in time_index]
+    night = Night(reference, sample, tuple(c for c in numeric if c not in quality),
+                  tuple(c for c in categorical if c not in quality), cfg, seed, tuple(time_index), ref_out, day_out, embed)
+    by_family: dict[Family, list[dict]] = {f: [] for f in Family}
+    for name, detector in enabled(cfg.detectors):
+        results = detector.run(night)
+        if detector.family is not Family.REPORT_ONLY and any(r.p_value is None for r in results):
+            raise TypeError(f"drift detector {name!r} is in family {detector.family.value} but returned a result without "
+                            f"a p-value: a test that can set the alarm needs one; a report (no p-value, a band) belongs "
+                            f"in Family.REPORT_ONLY")
+        by_family[detector.family] += [r.row(name, detector.family) for r in results]
+    _fdr(by_family[Family.FDR], cfg.p_val)  # Benjamini-Hochberg across the FDR family, and only there
+    for r in by_family[Family.OWN_LEVEL] + by_family[Family.REPORT_ONLY]:
+        _judge_at_level(r, cfg.p_val)
+    rows = [*by_family[Family.FDR], *by_family[Family.OWN_LEVEL],
+            *(quality_row(c, "numeric" if c in numeric else "categorical", why) for c, why in quality.items()),
+            *by_family[Family.REPORT_ONLY]]
+    counted = [r for r in rows if r["family"] != Family.REPORT_ONLY.value and r["feature"] not in time_index]
     night_p = simes([r["p_value"] if r["drifted"] or r["test"] == "quality" else 1.0 for r in counted])
-    night = {"night_p": night_p, "night_drift": any(r["drifted"] for r in counted)}
+    verdict = {"night_p": night_p, "night_drift": any(r["drifted"] for r in counted)}
     for r in rows:
-        r.update(night)
+        r.update(verdict)
     return rows
 
 
@@ -210,6 +206,18 @@ def _fdr(rows: list[dict], q: float) -> None:
         r["threshold"] = threshold
         r["significant"] = bool(passed.any() and pv <= cut)
         r["drifted"] = bool(r["significant"] and r["effect_size"] >= r["min_effect"])
+
+
+def _judge_at_level(row: dict, level: float) -> None:
+    """A test judged on its own at `level`: significant if p < level, drifted if its effect also reaches its floor.
+
+    A report without a p-value (PSI) is neither.
+    """
+    if row["p_value"] is None:
+        return
+    row["threshold"] = level
+    row["significant"] = bool(row["p_value"] < level)
+    row["drifted"] = bool(row["significant"] and row["effect_size"] >= row["min_effect"])
 
 
 def simes(p_values: list[float]) -> float:
@@ -278,16 +286,7 @@ def baseline_reference(settings: "Settings", lake: Lake) -> pa.Table:
     return table
 
 
-# -- the tests ---------------------------------------------------------------------------------
-def _numeric(t: pa.Table, c: str) -> np.ndarray:
-    v = pc.fill_null(pc.cast(t.column(c), pa.float64()), np.nan).to_numpy(zero_copy_only=False)
-    return np.where(np.isnan(v), _MISSING, v)
-
-
-def _categories(t: pa.Table, c: str) -> pa.Array:
-    return pc.fill_null(category_strings(t.column(c)), _NULL).combine_chunks()
-
-
+# -- what the detectors cannot test ---------------------------------------------------------------
 def _quality(reference: pa.Table, sample: pa.Table, numeric: list[str], categorical: list[str]) -> dict[str, str]:
     """Features the detectors cannot test tonight, with why: missing, no longer numeric, all null."""
     out = {}
@@ -304,217 +303,25 @@ def _quality(reference: pa.Table, sample: pa.Table, numeric: list[str], categori
     return out
 
 
-def _ks_floor(n: int, m: int, alpha: float, minimum: float) -> float:
-    """KS distance noise level: the asymptotic (1 - alpha) critical value at sample sizes n, m."""
-    if not n or not m:
-        return minimum
-    return max(minimum, math.sqrt(-0.5 * math.log(alpha / 2)) * math.sqrt((n + m) / (n * m)))
-
-
-def _tvd_floor(ref_codes: np.ndarray, n: int, alpha: float, minimum: float, seed: int) -> float:
-    """TVD noise level: its (1 - alpha) quantile between two samples of sizes len(ref), n of the same categories."""
-    m = len(ref_codes)
-    if not n or not m:
-        return minimum
-    _, counts = np.unique(ref_codes, return_counts=True)
-    p = counts / m
-    rng = np.random.default_rng(seed)
-    a = rng.multinomial(m, p, size=_TVD_DRAWS) / m
-    b = rng.multinomial(n, p, size=_TVD_DRAWS) / n
-    # effect >= floor must be rarer than alpha by chance: the quantile, and ties at it, fall below the floor
-    q = float(np.quantile(0.5 * np.abs(a - b).sum(axis=1), 1 - alpha, method="higher"))
-    return max(minimum, float(np.nextafter(q, np.inf)))
-
-
-def _feature_tests(reference: pa.Table, sample: pa.Table, numeric: list[str], categorical: list[str],
-                   cfg: "DriftSettings", seed: int) -> list[dict]:
-    from alibi_detect.cd import TabularDrift
-
-    ref_cols, x_cols = [_numeric(reference, c) for c in numeric], [_numeric(sample, c) for c in numeric]
-    for c in categorical:
-        r, x = _categories(reference, c), _categories(sample, c)
-        vocab = pc.unique(pa.concat_arrays([r, x])).sort()
-        ref_cols.append(pc.index_in(r, vocab).to_numpy(zero_copy_only=False).astype(np.float64))
-        x_cols.append(pc.index_in(x, vocab).to_numpy(zero_copy_only=False).astype(np.float64))
-    x_ref, x = np.column_stack(ref_cols), np.column_stack(x_cols)
-    n_num, n, m = len(numeric), len(x), len(x_ref)
-    cat_idx = {n_num + j: None for j in range(len(categorical))}
-    # FDR is applied across all the night's tests in `_fdr`, so here each test keeps its own p-value.
-    detector = TabularDrift(x_ref, p_val=cfg.p_val, categories_per_feature=cat_idx or None, correction="fdr")
-    out = detector.predict(x, drift_type="feature", return_p_val=True, return_distance=True)["data"]
-    p_vals, dist = np.asarray(out["p_val"], np.float64), np.asarray(out["distance"], np.float64)
-
-    rows = []
-    for i, name in enumerate([*numeric, *categorical]):
-        if i < n_num:
-            effect, floor = float(dist[i]), _ks_floor(n, m, cfg.p_val, cfg.min_effect_numeric)
-        else:
-            effect = _tvd(x_ref[:, i], x[:, i])
-            floor = _tvd_floor(x_ref[:, i], n, cfg.p_val, cfg.min_effect_categorical, seed + i)
-        rows.append(_row(name, "numeric" if i < n_num else "categorical", "KS" if i < n_num else "chi2",
-                         float(dist[i]), float(p_vals[i]), effect, "ks_distance" if i < n_num else "total_variation", floor))
-    return rows
-
-
-def _row(feature: str, kind: str, test: str, statistic: float, p_value: float, effect: float, metric: str,
-         floor: float, **extra: Any) -> dict:
-    return {"feature": feature, "kind": kind, "test": test, "statistic": statistic, "p_value": p_value,
-            "threshold": None, "significant": False, "effect_size": effect, "effect_metric": metric,
-            "min_effect": floor, "drifted": False, "unseen_rows": None, "unseen_values": None, "quality": None, **extra}
-
-
 def quality_row(feature: str, kind: str, why: str) -> dict:
-    """A data-quality failure: reported as drifted, with the reason, and counted as overwhelming evidence."""
-    return _row(feature, kind, "quality", float("nan"), 0.0, float("nan"), "none", 0.0, drifted=True, quality=why)
+    """A data-quality failure: reported as drifted, with the reason, and counted as overwhelming evidence.
+
+    Judged on its own (family own_level): a feature the detectors cannot read is drift whatever the FDR says.
+    """
+    return {**DetectorResult(feature, kind, "quality", float("nan"), 0.0, float("nan"), "none", 0.0)
+            .row("quality", Family.OWN_LEVEL), "drifted": True, "quality": why}
 
 
 def skip_row(why: str) -> dict:
-    return {**_row("", "skip", "none", float("nan"), float("nan"), float("nan"), "none", 0.0, quality=why),
-            "night_p": None, "night_drift": False}
-
-
-def _tvd(a: np.ndarray, b: np.ndarray) -> float:
-    cats = np.union1d(a, b)
-    pa_ = (a[:, None] == cats).mean(axis=0)
-    pb_ = (b[:, None] == cats).mean(axis=0)
-    return float(0.5 * np.abs(pa_ - pb_).sum())
-
-
-def _unseen_test(reference: pa.Table, sample: pa.Table, feature: str, cfg: "DriftSettings") -> dict:
-    """The share of the day's rows whose category the reference never saw, against what chance gives.
-
-    Under no change, the chance that a row's category is unseen in a reference of m rows is
-    about the Good-Turing missing mass: (categories seen exactly once) / m. The p-value is
-    the binomial tail of the day's unseen count at that rate (at least 1/m).
-    """
-    from scipy.stats import binom
-
-    r, x = _categories(reference, feature), _categories(sample, feature)
-    m, n = len(r), len(x)
-    values, counts = np.unique(r.to_numpy(zero_copy_only=False), return_counts=True)
-    missing_mass = max(float((counts == 1).sum()) / max(m, 1), 1.0 / max(m, 1))
-    new = pc.invert(pc.is_in(x, pa.array(values, pa.string())))
-    unseen = x.filter(new)
-    k = len(unseen)
-    p = float(binom.sf(k - 1, n, missing_mass)) if k else 1.0
-    share = k / n if n else 0.0
-    top = []
-    if k:
-        vc = pc.value_counts(unseen).to_pylist()
-        top = [v["values"] for v in sorted(vc, key=lambda v: -v["counts"])[:5]]
-    return _row(feature, "unseen", "unseen_share", share, p, share, "unseen_share",
-                max(cfg.min_unseen_share, missing_mass), unseen_rows=k, unseen_values=", ".join(top) or None)
+    """The one row of a night with nothing to test (no detector ran; the alarm state carries over)."""
+    return {**DetectorResult("", "skip", "none", float("nan"), float("nan"), float("nan"), "none", 0.0).row("", Family.FDR),
+            "detector": None, "family": None, "quality": why, "night_p": None, "night_drift": False}
 
 
 def embed(bundle, table: pa.Table) -> np.ndarray:
     """Rows in the model's input space: standardised numerics, missing flags, category embeddings."""
     x_num, x_cat = bundle.preprocessor.transform(table)
     return bundle.net.input_space(x_num, x_cat)
-
-
-MEAN_FEATURE = "(numeric means)"  # the row of the multivariate mean test
-
-
-def _mean_test(reference: pa.Table, sample: pa.Table, numeric: list[str], cfg: "DriftSettings") -> dict | None:
-    """Hotelling's two-sample T² on the numeric features' means, with its exact F p-value; None when it cannot run.
-
-    Each feature is standardised by the reference's mean and sd, and a missing value is put at
-    the reference's mean (missingness is the KS tests' business). The effect is the Mahalanobis
-    distance between the two means, in reference sd; its floor is the larger of
-    `min_effect_mean` and the distance's own (1 - p_val) quantile when nothing changed. It
-    weighs every feature's shift together, in the features' own correlation: a shift of 10% of
-    the rows that no single KS distance shows yet is one number here.
-    """
-    from scipy.stats import f as f_dist
-
-    def matrix(t: pa.Table) -> np.ndarray:
-        return np.column_stack([pc.fill_null(pc.cast(t.column(c), pa.float64()), np.nan).to_numpy(zero_copy_only=False)
-                                for c in numeric]) if numeric else np.empty((t.num_rows, 0))
-
-    if reference.num_rows <= len(numeric):
-        return None
-    x_ref, x = matrix(reference), matrix(sample)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing reference column: NaN, dropped below
-        mu, sd = np.nanmean(x_ref, axis=0), np.nanstd(x_ref, axis=0)
-    keep = np.isfinite(mu) & np.isfinite(sd) & (sd > 0)  # a constant or all-missing reference column carries no mean test
-    x_ref, x = (np.nan_to_num((a[:, keep] - mu[keep]) / sd[keep]) for a in (x_ref, x))
-    p, m, n = int(keep.sum()), len(x_ref), len(x)
-    if p == 0 or n < 2 or n + m - p - 1 < 1 or m <= p or n + m - 2 <= p:
-        return None
-    d = x.mean(axis=0) - x_ref.mean(axis=0)
-    pooled = ((m - 1) * np.cov(x_ref, rowvar=False).reshape(p, p) + (n - 1) * np.cov(x, rowvar=False).reshape(p, p)) / (n + m - 2)
-    pooled += np.eye(p) * 1e-9 * max(float(np.trace(pooled)) / p, 1e-12)  # collinear features: still invertible
-    dist2 = float(d @ np.linalg.solve(pooled, d))  # squared Mahalanobis distance between the means
-    t2 = dist2 / (1.0 / n + 1.0 / m)
-    df2 = n + m - p - 1
-    scale = p * (n + m - 2) / df2
-    p_value = float(f_dist.sf(t2 / scale, p, df2))
-    null_q = math.sqrt(scale * float(f_dist.isf(cfg.p_val, p, df2)) * (1.0 / n + 1.0 / m))
-    row = _row(MEAN_FEATURE, "multivariate", "Hotelling T2", t2, p_value, math.sqrt(max(dist2, 0.0)), "mahalanobis",
-               max(cfg.min_effect_mean, null_q), threshold=cfg.p_val, significant=p_value < cfg.p_val)
-    row["drifted"] = bool(row["significant"] and row["effect_size"] >= row["min_effect"])
-    return row
-
-
-def _mmd_test(reference: pa.Table, sample: pa.Table, embed: Callable[[pa.Table], np.ndarray],
-              cfg: "DriftSettings", seed: int) -> dict:
-    """Maximum mean discrepancy between fixed-size samples of the reference and the day, permutation-tested."""
-    import torch
-    from alibi_detect.cd import MMDDrift
-
-    rng = np.random.default_rng(seed)
-
-    def pick(t: pa.Table) -> pa.Table:
-        k = min(cfg.mmd_sample_size, t.num_rows)
-        return t.take(pa.array(np.sort(rng.choice(t.num_rows, size=k, replace=False))))
-
-    x_ref, x = embed(pick(reference)), embed(pick(sample))
-    torch.manual_seed(seed % (2**31))
-    detector = MMDDrift(x_ref, backend="pytorch", p_val=cfg.p_val, n_permutations=cfg.mmd_permutations, device="cpu")
-    out = detector.predict(x, return_p_val=True, return_distance=True)["data"]
-    stat, null_q = float(out["distance"]), float(out["distance_threshold"])
-    # the permutation p-value counts the observed statistic among the permutations: never below 1/(B+1)
-    p = max(float(out["p_val"]), 1.0 / (cfg.mmd_permutations + 1))
-    row = _row("(all features)", "multivariate", "MMD", stat, p, stat, "mmd2", max(cfg.min_effect_mmd, null_q),
-               threshold=cfg.p_val, significant=p < cfg.p_val)
-    row["drifted"] = bool(row["significant"] and stat >= row["min_effect"])
-    return row
-
-
-def _score_test(ref_scores: np.ndarray, day_scores: np.ndarray, cfg: "DriftSettings") -> dict:
-    from alibi_detect.cd import KSDrift
-
-    detector = KSDrift(ref_scores.reshape(-1, 1).astype(np.float64), p_val=cfg.p_val)
-    out = detector.predict(day_scores.reshape(-1, 1).astype(np.float64), return_p_val=True, return_distance=True)["data"]
-    p_val, dist = float(np.ravel(out["p_val"])[0]), float(np.ravel(out["distance"])[0])
-    floor = _ks_floor(len(day_scores), len(ref_scores), cfg.p_val, cfg.min_effect_numeric)
-    row = _row(OUTPUT_FEATURE, "score", "KS", dist, p_val, dist, "ks_distance", floor, threshold=cfg.p_val)
-    row["significant"] = p_val < cfg.p_val
-    row["drifted"] = bool(row["significant"] and dist >= floor)
-    return row
-
-
-OUTPUT_CLASS_FEATURE = "__predicted_class__"  # the row that tests a multiclass model's mix of predicted classes
-
-
-def _class_mix_test(ref_classes: np.ndarray, day_classes: np.ndarray, cfg: "DriftSettings", seed: int) -> dict:
-    """Chi-squared on the predicted classes, judged like a categorical feature (total variation and its floor)."""
-    from alibi_detect.cd import ChiSquareDrift
-
-    # Codes 0..n-1 over the classes either side predicted: a class the reference never predicted is a category too.
-    cats, codes = np.unique(np.concatenate([ref_classes, day_classes]), return_inverse=True)
-    x_ref = codes[:len(ref_classes)].astype(np.float64).reshape(-1, 1)
-    x = codes[len(ref_classes):].astype(np.float64).reshape(-1, 1)
-    detector = ChiSquareDrift(x_ref, p_val=cfg.p_val, categories_per_feature={0: len(cats)})
-    out = detector.predict(x, return_p_val=True, return_distance=True)["data"]
-    p_val, stat = float(np.ravel(out["p_val"])[0]), float(np.ravel(out["distance"])[0])
-    effect = _tvd(x_ref[:, 0], x[:, 0])
-    floor = _tvd_floor(x_ref[:, 0], len(x), cfg.p_val, cfg.min_effect_categorical, seed)
-    row = _row(OUTPUT_CLASS_FEATURE, "score", "chi2", stat, p_val, effect, "total_variation", floor, threshold=cfg.p_val)
-    row["significant"] = p_val < cfg.p_val
-    row["drifted"] = bool(row["significant"] and effect >= floor)
-    return row
 
 
 # -- across nights -----------------------------------------------------------------------------

@@ -238,6 +238,24 @@ class DriftSettings(BaseModel):
                                                               "period (has the data moved since then?)")
     baseline_start: str | None = Field(None, description="first day of the baseline period (reference = 'baseline')")
     baseline_end: str | None = Field(None, description="last day of the baseline period (reference = 'baseline')")
+    detectors: tuple[str, ...] | None = Field(None, description="the drift detectors to run, by registry name "
+                                              "(monitoring/detectors: tabular, unseen, mean, mmd, class_mix, output, psi); "
+                                              "None: every registered one. Names are checked against the registry "
+                                              "when a night is tested")
+
+    @field_validator("detectors")
+    @classmethod
+    def _detectors_listed(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        # The form only: the names are checked against monitoring.detectors.REGISTRY by the monitoring
+        # itself, since the kernel imports nothing above it.
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("drift.detectors is empty: list at least one detector, or leave it out to run them all")
+        twice = sorted({n for n in v if v.count(n) > 1})
+        if twice:
+            raise ValueError(f"drift.detectors names {', '.join(twice)} more than once: list each detector once")
+        return v
 
     @model_validator(mode="after")
     def _baseline_named(self) -> "DriftSettings":

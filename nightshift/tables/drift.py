@@ -1,9 +1,17 @@
 """`monitoring/drift/ds=D/`: one row per test of the night (see `monitoring.drift`).
 
-Rows: one per feature (KS or chi-squared), one per categorical feature for its unseen
-categories, two multivariate (Hotelling's T² on the numeric means, MMD), one for the model's own output, and one per feature that
-failed a data-quality check (`quality` says why). Each holds the test, its statistic and
-p-value, the FDR threshold, the effect size and its size-dependent floor, and its verdict.
+Rows: one per result of each enabled drift detector (`monitoring.detectors`): one per feature
+(KS or chi-squared), one per categorical feature for its unseen categories, two multivariate
+(Hotelling's T² on the numeric means, MMD), one for the model's own output (two for multiclass),
+one PSI report per feature, and one per feature that failed a data-quality check (`quality`
+says why). Each holds the test, its statistic and p-value, the threshold it was judged at
+(the FDR threshold, or its own level), the effect size and its size-dependent floor, and its
+verdict. `detector` names the detector that wrote it (`quality` for a data-quality row) and
+`family` how it was judged: `fdr` (Benjamini-Hochberg across the night's per-feature tests),
+`own_level` (at `drift.p_val` alone), `report_only` (recorded, never counted towards the
+alarm). A report without a test (PSI, `kind` psi) has no p-value, never drifts, and carries
+its `band` (stable / moderate / significant). Partitions written before these three columns
+read them as null.
 
 Every row also carries the night: its Simes p-value and z-score (`night_p`, `night_z`),
 whether any test drifted tonight (`night_drift`), the reference it was tested against
@@ -37,6 +45,7 @@ SCHEMA = pa.schema([
     ("alarm_method", pa.string()), ("cusum", pa.float64()), ("cusum_k", pa.float64()), ("cusum_h", pa.float64()),
     ("alarm_target_per_100_nights", pa.float64()), ("episode_start", pa.string()), ("quiet_nights", pa.int64()),
     ("alarm_reference_id", pa.string()),
+    ("detector", pa.string()), ("family", pa.string()), ("band", pa.string()),
 ])
 
 
@@ -80,6 +89,8 @@ def words(r: dict[str, Any]) -> str:
         return f"{name} (data quality: {r['quality']})"
     if r.get("kind") == "unseen":
         return f"{name} {r['unseen_rows']} rows in unseen categories ({r['unseen_values']})"
+    if r.get("band"):  # a report without a test (PSI): its value and its band
+        return f"{name} {r['effect_metric']} {r['effect_size']:.3f} ({r['band']})"
     p = r["p_value"]
     p_words = "p=?" if p is None else (f"p={p:.2g}" if p > 0 else "p<1e-300")  # an underflowed p-value is not 0
     return f"{name} {r['effect_metric']} {r['effect_size']:.3f} (floor {r['min_effect']:.3g}, {p_words})"

@@ -13,8 +13,6 @@ from monitoring.drift import (
     MEAN_FEATURE,
     AlarmRule,
     AlarmState,
-    _ks_floor,
-    _tvd_floor,
     advance,
     cusum_h,
     night_z,
@@ -22,6 +20,8 @@ from monitoring.drift import (
     simes,
     test_night as night_tests,
 )
+from monitoring.detectors.common import ks_floor as _ks_floor
+from monitoring.detectors.common import tvd_floor as _tvd_floor
 from nightshift.settings import DriftSettings
 
 NUMERIC, CATEGORICAL = ["a", "b", "c"], ["colour"]
