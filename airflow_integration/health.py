@@ -344,13 +344,11 @@ def _psi_into(cells: dict[str, list], features: list[str], feature: str, i: int,
     """A feature's PSI and band on night i, in its cell (rows are written tests first, so the cell is there);
     a feature with PSI alone (`drift.detectors` without its test) gets a cell coloured by PSI against the
     significant band's edge, which never marks it drifted."""
-    from monitoring.detectors.psi import SIGNIFICANT
-
     if feature not in cells:
         features.append(feature)
         cells[feature] = [None] * n
     if cells[feature][i] is None:
-        cells[feature][i] = {"effect": value, "floor": SIGNIFICANT, "significant": False, "drifted": False, "p": None,
+        cells[feature][i] = {"effect": value, "floor": drift.PSI_SIGNIFICANT, "significant": False, "drifted": False, "p": None,
                              "metric": "psi"}
     cells[feature][i].update(psi=value, band=band)
 

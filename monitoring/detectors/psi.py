@@ -27,10 +27,11 @@ import pyarrow.compute as pc
 
 from monitoring.detectors import DetectorResult, Family, Night
 from monitoring.detectors.common import categories
+from nightshift.tables.drift import PSI_MODERATE as MODERATE
+from nightshift.tables.drift import PSI_SIGNIFICANT as SIGNIFICANT
 
 BINS = 10
 EPS = 1e-4
-MODERATE, SIGNIFICANT = 0.1, 0.25
 STABLE_BAND, MODERATE_BAND, SIGNIFICANT_BAND = "stable", "moderate", "significant"
 
 

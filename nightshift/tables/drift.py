@@ -31,6 +31,10 @@ import pyarrow as pa
 from nightshift.lake import DRIFT, Lake, PartitionRef
 from nightshift.tables._scan import lake_history
 
+# The PSI bands the record's `band` column reads by (the industry's: stable below 0.1, moderate to 0.25,
+# significant from 0.25). The PSI detector (monitoring/detectors/psi.py) and the Model health page share them.
+PSI_MODERATE, PSI_SIGNIFICANT = 0.1, 0.25
+
 OUTPUT_FEATURE = "__score__"  # the row that tests the model's own output
 
 SCHEMA = pa.schema([

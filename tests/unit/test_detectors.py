@@ -18,7 +18,7 @@ from monitoring.detectors.psi import EPS, band, category_shares, edges, numeric_
 from monitoring.drift import test_night as night_tests
 from nightshift.settings import DriftSettings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NUMERIC, CATEGORICAL = ["a", "b", "c"], ["colour"]
 CFG = DriftSettings(mmd_sample_size=0)
 
