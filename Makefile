@@ -35,9 +35,9 @@ browser:
 demo: install          ## simulated world -> real Airflow backfill -> drift -> retrain -> promotion
 	$(PY) scripts/demo.py
 
-# pytest-xdist: one worker per core (2 on the reference machine); tests that start an Airflow stack share one
-# worker (the airflow_stack group, see tests/conftest.py), the rest spread. The 20 slowest tests are printed.
-XDIST ?= -n auto --dist loadgroup
+# pytest-xdist: one worker per core (2 on the reference machine), a test file to a worker, so a module's
+# expensive fixtures are built once (see tests/conftest.py). The 20 slowest tests are printed.
+XDIST ?= -n auto --dist loadfile
 
 check: install docs    ## the contributor's loop (under 3 minutes): lint, the docs, the unit tests, two nights through the loop
 	$(VENV)/bin/ruff check .

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,7 +24,12 @@ COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
 
 
 def free_port(preferred: int = 8080) -> int:
-    for port in [preferred, *range(8081, 8100)]:
+    """A free port for the api-server: `preferred` (8080) first, then 8081-8099. Under pytest-xdist each
+    worker tries them in its own random order, so two workers starting stacks at once rarely race for one."""
+    ports = [preferred, *range(8081, 8100)]
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        random.Random(f"{os.getpid()}-{time.time_ns()}").shuffle(ports)  # noqa: S311 - spreads ports, not a secret
+    for port in ports:
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
@@ -85,10 +91,34 @@ def airflow_env(home: Path, port: int | None = None, extra: dict[str, str] | Non
         # they go through Python logging, at their real level
         "MLFLOW_CONFIGURE_LOGGING": "false",
     })
+    env.update(_log_ports(airflow_home, env))
     saved = airflow_home / "extra_env.json"
     env.update(json.loads(saved.read_text()) if saved.exists() else {})
     env.update(extra or {})
     return env
+
+
+def _log_ports(airflow_home: Path, env: dict) -> dict[str, str]:
+    """The scheduler's and the triggerer's log servers, on free ports chosen once per stack (kept in
+    `log_ports.json`, so every process of the stack and every later call agree). Airflow's fixed defaults
+    (8793, 8794) would make two stacks on one machine (the test suite runs several at once) fight for them."""
+    keys = ("AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT", "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT")
+    if all(k in env for k in keys):
+        return {}
+    kept = airflow_home / "log_ports.json"
+    if kept.exists():
+        return json.loads(kept.read_text())
+    ports = {k: env.get(k) or str(_os_port()) for k in keys}
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    kept.write_text(json.dumps(ports))
+    return ports
+
+
+def _os_port() -> int:
+    """A port the OS says is free now (bound to 0)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def sqlite_url(home: Path) -> str:

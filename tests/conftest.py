@@ -5,9 +5,10 @@ The suite's three folders are its three kinds, and each folder marks its tests:
 - `tests/integration` (marked `integration`): real Airflow, MLflow, the S3 endpoint, whole loops;
 - `tests/browser` (marked `integration` and `browser`): the Model health page in headless Chromium.
 
-`make test` runs them all under pytest-xdist. A test that starts an Airflow stack (scheduler,
-triggerer, api-server and their log servers) joins the `airflow_stack` xdist group, so two stacks
-never share the machine's fixed log-server ports at once; everything else spreads over the workers.
+`make test` runs them all under pytest-xdist, a file to a worker (`--dist loadfile`), so a
+module's expensive fixtures (an Airflow stack, a trained world) are built once. Two workers may each
+run an Airflow stack at once: every stack has its own api-server port and its own log-server ports
+(`scripts/airflow_stack.py`), and its own metadata database.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 KINDS = {"integration": ("integration",), "browser": ("integration", "browser")}
-STACK_FILES = {"test_airflow.py", "test_any_table.py", "test_byom.py", "test_multiclass_loop.py", "test_topology.py",
-               "test_ui.py"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -37,8 +36,6 @@ def pytest_collection_modifyitems(config, items):
         path = Path(str(item.fspath))
         for mark in KINDS.get(path.parent.name, ()):
             item.add_marker(getattr(pytest.mark, mark))
-        if path.name in STACK_FILES or "starts_airflow" in item.keywords:
-            item.add_marker(pytest.mark.xdist_group("airflow_stack"))
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(skip_gpu)
 
