@@ -36,9 +36,8 @@ demo: install          ## simulated world -> real Airflow backfill -> drift -> r
 	$(PY) scripts/demo.py
 
 # pytest-xdist: one worker per core (2 on the reference machine), a test file to a worker, so a module's
-# expensive fixtures are built once; files in collection order, where tests/conftest.py puts the longest first
-# (xdist's default would reorder them by test count). The 20 slowest tests are printed.
-XDIST ?= -n auto --dist loadfile --no-loadscope-reorder
+# expensive fixtures are built once (see tests/conftest.py). The 20 slowest tests are printed.
+XDIST ?= -n auto --dist loadfile
 
 check: install docs    ## the contributor's loop (under 3 minutes): lint, the docs, the unit tests, two nights through the loop
 	$(VENV)/bin/ruff check .

@@ -21,12 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 KINDS = {"integration": ("integration",), "browser": ("integration", "browser")}
-# The files that take longest (from `make test`'s 20 slowest), started first: under xdist a file is a unit of
-# work handed to the next free worker in collection order, so a long file started last would run alone at the end.
-LONGEST_FIRST = ["test_any_table.py", "test_airflow.py", "test_topology.py", "test_pipeline_s3.py", "test_ui.py",
-                 "test_byom.py", "test_value_loop.py", "test_pipeline.py", "test_glitch.py", "test_shadow_dags.py",
-                 "test_multiclass_loop.py", "test_object_store.py", "test_tournament.py", "test_as_known.py",
-                 "test_concept.py", "test_mlflow_faults.py", "test_crash_safety.py"]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -38,8 +32,6 @@ def pytest_collection_modifyitems(config, items):
 
         has_cuda = torch.cuda.is_available()
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (none found)")
-    first = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: first.get(Path(str(item.fspath)).name, len(first)))  # stable: the rest keep their order
     for item in items:
         path = Path(str(item.fspath))
         for mark in KINDS.get(path.parent.name, ()):
