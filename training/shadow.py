@@ -31,6 +31,7 @@ from nightshift.dates import days_between
 from nightshift.lake import PREDICTIONS, SHADOW, Lake
 from nightshift.registry import CANDIDATE, CHALLENGER, Registry, RegistryError
 from nightshift.tables import trials
+from training.retrain import _jsonable  # one JSON rule for what travels through XCom
 from nightshift.tables.trials import (ENDED_CHAMPION, ENDED_DELETED, ENDED_DRIFT, ENDED_NEWER, OPEN, PROMOTED,
                                       REJECTED)
 
@@ -356,16 +357,3 @@ def _release(registry: Registry, version: str, ds: str, reason: str) -> None:
         if moves and moves[-1].version == version:
             registry.move_alias(CANDIDATE, None, ds=ds, reason=reason, decided_by="shadow trial")
 
-
-def _jsonable(obj: Any) -> Any:
-    """Plain JSON types only (numpy scalars and arrays become numbers and lists)."""
-    import json
-
-    def default(o: Any) -> Any:
-        if isinstance(o, (np.floating, np.integer, np.bool_)):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        return str(o)
-
-    return json.loads(json.dumps(obj, default=default))
